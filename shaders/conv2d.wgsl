@@ -1,0 +1,260 @@
+// 2-D convolution (cross-correlation), NCHW, any kernel size, stride and padding.
+//
+// x [n, cin, h, w], wt [cout, cin, kh, kw], bias [cout], y [n, cout, oh, ow].
+// Specialization: WG (invocations per workgroup, 1-D), COB (output channels per invocation in
+// conv_fwd_blocked), CIB (input channels per invocation in conv_bwd_data), RW (invocations that
+// share one weight's reduction in conv_bwd_weight; equals WG there).
+// Large 1-D grids are folded over x and y: workgroup index = wid.y * nwg.x + wid.x.
+
+struct Params {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    kh: u32,
+    kw: u32,
+    oh: u32,
+    ow: u32,
+    sy: u32,
+    sx: u32,
+    py: u32,
+    px: u32,
+    // bit 0: add bias; bit 1: accumulate into the output; bit 2: ReLU
+    flags: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_ACC: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> fx: array<f32>;
+@group(0) @binding(1) var<storage, read> fwt: array<f32>;
+@group(0) @binding(2) var<storage, read> fbias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> fy: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+fn linear_group(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.y * nwg.x + wid.x;
+}
+
+fn fwd_finish(idx: u32, co: u32, acc: f32) {
+    var v = acc;
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        v += fbias[co];
+    }
+    if ((p.flags & FLAG_RELU) != 0u) {
+        v = max(v, 0.0);
+    }
+    fy[idx] = v;
+}
+
+// The simplest correct kernel: one output element per invocation. Fallback and oracle.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_fwd_direct(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let idx = linear_group(wid, nwg) * WG + lid.x;
+    let total = p.n * p.cout * p.oh * p.ow;
+    if (idx >= total) {
+        return;
+    }
+    let ox = idx % p.ow;
+    let oy = (idx / p.ow) % p.oh;
+    let co = (idx / (p.ow * p.oh)) % p.cout;
+    let b = idx / (p.ow * p.oh * p.cout);
+    var acc = 0.0;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.sy + ky) - i32(p.py);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.sx + kx) - i32(p.px);
+                if (ix < 0 || ix >= i32(p.w)) {
+                    continue;
+                }
+                let xv = fx[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                acc += xv * fwt[((co * p.cin + ci) * p.kh + ky) * p.kw + kx];
+            }
+        }
+    }
+    fwd_finish(idx, co, acc);
+}
+
+// One output pixel and COB output channels per invocation: each input value loaded once serves
+// COB multiply-adds; weights are the same for the whole workgroup (broadcast loads).
+// Grid: pixel groups folded over x and y, output-channel blocks over z.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_fwd_blocked(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let pix = linear_group(wid, nwg) * WG + lid.x;
+    let plane = p.oh * p.ow;
+    if (pix >= p.n * plane) {
+        return;
+    }
+    let co0 = wid.z * COB;
+    let ox = pix % p.ow;
+    let oy = (pix / p.ow) % p.oh;
+    let b = pix / plane;
+    var acc: array<f32, COB>;
+    var wbase: array<u32, COB>;
+    let kk = p.kh * p.kw;
+    for (var j = 0u; j < COB; j++) {
+        acc[j] = 0.0;
+        wbase[j] = min(co0 + j, p.cout - 1u) * p.cin * kk;
+    }
+    for (var ci = 0u; ci < p.cin; ci++) {
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.sy + ky) - i32(p.py);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            let xrow = ((b * p.cin + ci) * p.h + u32(iy)) * p.w;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.sx + kx) - i32(p.px);
+                if (ix < 0 || ix >= i32(p.w)) {
+                    continue;
+                }
+                let xv = fx[xrow + u32(ix)];
+                let woff = (ci * p.kh + ky) * p.kw + kx;
+                for (var j = 0u; j < COB; j++) {
+                    acc[j] += xv * fwt[wbase[j] + woff];
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < COB; j++) {
+        let co = co0 + j;
+        if (co < p.cout) {
+            fwd_finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j]);
+        }
+    }
+}
+
+// Backward data: dx[b, ci, iy, ix] = sum over (co, ky, kx) whose output position lands on the grid.
+// Bindings: inputs dy, wt; output dx. One input pixel and CIB input channels per invocation.
+@group(0) @binding(0) var<storage, read> ddy: array<f32>;
+@group(0) @binding(1) var<storage, read> dwt: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ddx: array<f32>;
+@group(0) @binding(3) var<uniform> pd: Params;
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_data(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let pix = linear_group(wid, nwg) * WG + lid.x;
+    let plane = pd.h * pd.w;
+    if (pix >= pd.n * plane) {
+        return;
+    }
+    let ci0 = wid.z * CIB;
+    let ix = pix % pd.w;
+    let iy = (pix / pd.w) % pd.h;
+    let b = pix / plane;
+    var acc: array<f32, CIB>;
+    var wci: array<u32, CIB>;
+    for (var j = 0u; j < CIB; j++) {
+        acc[j] = 0.0;
+        wci[j] = min(ci0 + j, pd.cin - 1u);
+    }
+    for (var ky = 0u; ky < pd.kh; ky++) {
+        let tyn = i32(iy + pd.py) - i32(ky);
+        if (tyn < 0 || (u32(tyn) % pd.sy) != 0u) {
+            continue;
+        }
+        let oy = u32(tyn) / pd.sy;
+        if (oy >= pd.oh) {
+            continue;
+        }
+        for (var kx = 0u; kx < pd.kw; kx++) {
+            let txn = i32(ix + pd.px) - i32(kx);
+            if (txn < 0 || (u32(txn) % pd.sx) != 0u) {
+                continue;
+            }
+            let ox = u32(txn) / pd.sx;
+            if (ox >= pd.ow) {
+                continue;
+            }
+            for (var co = 0u; co < pd.cout; co++) {
+                let g = ddy[((b * pd.cout + co) * pd.oh + oy) * pd.ow + ox];
+                for (var j = 0u; j < CIB; j++) {
+                    acc[j] += g * dwt[((co * pd.cin + wci[j]) * pd.kh + ky) * pd.kw + kx];
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < CIB; j++) {
+        let ci = ci0 + j;
+        if (ci < pd.cin) {
+            ddx[((b * pd.cin + ci) * pd.h + iy) * pd.w + ix] = acc[j];
+        }
+    }
+}
+
+// Backward weight: dw[co, ci, ky, kx] = sum over (b, oy, ox) of dy * x. One workgroup per weight;
+// its WG invocations split the reduction and combine it in workgroup memory.
+// Bindings: inputs x, dy; output dw.
+@group(0) @binding(0) var<storage, read> wx: array<f32>;
+@group(0) @binding(1) var<storage, read> wdy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> wdw: array<f32>;
+@group(0) @binding(3) var<uniform> pw: Params;
+
+var<workgroup> partial: array<f32, WG>;
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let widx = linear_group(wid, nwg);
+    let total = pw.cout * pw.cin * pw.kh * pw.kw;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (widx >= total) {
+        return;
+    }
+    let kx = widx % pw.kw;
+    let ky = (widx / pw.kw) % pw.kh;
+    let ci = (widx / (pw.kw * pw.kh)) % pw.cin;
+    let co = widx / (pw.kw * pw.kh * pw.cin);
+    let plane = pw.oh * pw.ow;
+    let count = pw.n * plane;
+    var acc = 0.0;
+    for (var r = lid.x; r < count; r += WG) {
+        let ox = r % pw.ow;
+        let oy = (r / pw.ow) % pw.oh;
+        let b = r / plane;
+        let iy = i32(oy * pw.sy + ky) - i32(pw.py);
+        let ix = i32(ox * pw.sx + kx) - i32(pw.px);
+        if (iy >= 0 && iy < i32(pw.h) && ix >= 0 && ix < i32(pw.w)) {
+            let g = wdy[((b * pw.cout + co) * pw.oh + oy) * pw.ow + ox];
+            acc += g * wx[((b * pw.cin + ci) * pw.h + u32(iy)) * pw.w + u32(ix)];
+        }
+    }
+    partial[lid.x] = acc;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s / 2u) {
+        if (lid.x < s) {
+            partial[lid.x] += partial[lid.x + s];
+        }
+        workgroupBarrier();
+    }
+    if (lid.x == 0u) {
+        var v = partial[0];
+        if ((pw.flags & FLAG_ACC) != 0u) {
+            v += wdw[widx];
+        }
+        wdw[widx] = v;
+    }
+}

@@ -1,0 +1,116 @@
+// GEMM: C[M,N] = op(A) · op(B) (+ bias[N]) (+ C) (then ReLU), every M, N, K.
+//
+// Specialization (prepended by the host): TRANS_A, TRANS_B (bool); for gemm_tiled also the
+// workgroup shape WX x WY and the register block TM x TN (each invocation computes TM x TN outputs,
+// rows strided by WY and columns strided by WX so neighbouring invocations touch neighbouring
+// columns of B and C: coalesced loads and stores).
+//
+// Storage: A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), row-major.
+// Bindings: inputs a, b, bias; output c; params.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    // bit 0: add bias[j]; bit 1: accumulate into C; bit 2: ReLU
+    flags: u32,
+}
+
+const FLAG_BIAS: u32 = 1u;
+const FLAG_ACC: u32 = 2u;
+const FLAG_RELU: u32 = 4u;
+
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+fn a_at(i: u32, kk: u32) -> f32 {
+    if (TRANS_A) {
+        return a[kk * p.m + i];
+    }
+    return a[i * p.k + kk];
+}
+
+fn b_at(kk: u32, j: u32) -> f32 {
+    if (TRANS_B) {
+        return b[j * p.k + kk];
+    }
+    return b[kk * p.n + j];
+}
+
+// The epilogue shared by every variant: same order of operations as the CPU reference.
+fn finish(i: u32, j: u32, acc: f32) {
+    var v = acc;
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        v += bias[j];
+    }
+    let idx = i * p.n + j;
+    if ((p.flags & FLAG_ACC) != 0u) {
+        v += c[idx];
+    }
+    if ((p.flags & FLAG_RELU) != 0u) {
+        v = max(v, 0.0);
+    }
+    c[idx] = v;
+}
+
+// The simplest correct kernel: one output per invocation. Fallback and oracle.
+@compute @workgroup_size(16, 16, 1)
+fn gemm_naive(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let j = gid.x;
+    let i = gid.y;
+    if (i >= p.m || j >= p.n) {
+        return;
+    }
+    var acc = 0.0;
+    for (var kk = 0u; kk < p.k; kk++) {
+        acc += a_at(i, kk) * b_at(kk, j);
+    }
+    finish(i, j, acc);
+}
+
+// Register-blocked: a WX x WY workgroup computes a (WY*TM) x (WX*TN) tile of C.
+@compute @workgroup_size(WX, WY, 1)
+fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let row0 = wid.y * (WY * TM) + lid.y;
+    let col0 = wid.x * (WX * TN) + lid.x;
+    // Clamped indices: edge invocations read valid memory and discard the result at the store.
+    var rows: array<u32, TM>;
+    var cols: array<u32, TN>;
+    for (var r = 0u; r < TM; r++) {
+        rows[r] = min(row0 + r * WY, p.m - 1u);
+    }
+    for (var t = 0u; t < TN; t++) {
+        cols[t] = min(col0 + t * WX, p.n - 1u);
+    }
+    var acc: array<f32, TM * TN>;
+    for (var i = 0u; i < TM * TN; i++) {
+        acc[i] = 0.0;
+    }
+    for (var kk = 0u; kk < p.k; kk++) {
+        var av: array<f32, TM>;
+        var bv: array<f32, TN>;
+        for (var r = 0u; r < TM; r++) {
+            av[r] = a_at(rows[r], kk);
+        }
+        for (var t = 0u; t < TN; t++) {
+            bv[t] = b_at(kk, cols[t]);
+        }
+        for (var r = 0u; r < TM; r++) {
+            for (var t = 0u; t < TN; t++) {
+                acc[r * TN + t] += av[r] * bv[t];
+            }
+        }
+    }
+    for (var r = 0u; r < TM; r++) {
+        let i = row0 + r * WY;
+        for (var t = 0u; t < TN; t++) {
+            let j = col0 + t * WX;
+            if (i < p.m && j < p.n) {
+                finish(i, j, acc[r * TN + t]);
+            }
+        }
+    }
+}

@@ -1,0 +1,469 @@
+//! One function per kernel and direction: random inputs, GPU run, f64 CPU reference, comparison.
+
+use super::tolerance as tol;
+use super::{widen, CaseReport, Comparison, Rng};
+use crate::cpu;
+use crate::gpu::{DType, Gpu, GpuError, Tensor};
+use crate::kernels::{self, conv::ConvFwdVariant, gemm::GemmVariant, Epilogue};
+use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
+
+fn up(gpu: &Gpu, v: &[f32]) -> Result<Tensor, GpuError> {
+    gpu.upload_f32(v, &[v.len()])
+}
+
+fn up_i32(gpu: &Gpu, v: &[i32]) -> Result<Tensor, GpuError> {
+    gpu.upload_i32(v, &[v.len()])
+}
+
+/// An output tensor filled with NaN, so unwritten elements cannot pass.
+fn poisoned(gpu: &Gpu, len: usize, dtype: DType) -> Result<Tensor, GpuError> {
+    let t = gpu.empty(&[len], dtype)?;
+    gpu.poison(&t);
+    Ok(t)
+}
+
+/// Labels in [0, k) with about one row in eight masked (-1); row 0 is never masked.
+fn labels(rng: &mut Rng, n: usize, k: usize) -> Vec<i32> {
+    (0..n).map(|i| if i > 0 && rng.below(8) == 0 { -1 } else { rng.below(k) as i32 }).collect()
+}
+
+/// Which parts of a producing kernel's epilogue a case exercises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub bias: bool,
+    pub accumulate: bool,
+    pub relu: bool,
+}
+
+impl Flags {
+    pub const NONE: Flags = Flags { bias: false, accumulate: false, relu: false };
+    pub const BIAS: Flags = Flags { bias: true, accumulate: false, relu: false };
+    pub const BIAS_RELU: Flags = Flags { bias: true, accumulate: false, relu: true };
+    pub const ACC: Flags = Flags { bias: false, accumulate: true, relu: false };
+    pub const ALL: Flags = Flags { bias: true, accumulate: true, relu: true };
+
+    fn suffix(&self) -> String {
+        let mut s = String::new();
+        for (on, name) in [(self.bias, " +bias"), (self.accumulate, " +acc"), (self.relu, " +relu")] {
+            if on {
+                s.push_str(name);
+            }
+        }
+        s
+    }
+}
+
+// ------------------------------------------------------------------------------------------ GEMM
+
+/// `gemm_<trans>` with `variant` on shape `s`.
+pub fn gemm_case(
+    gpu: &Gpu,
+    s: GemmShape,
+    variant: GemmVariant,
+    flags: Flags,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(s.a_len());
+    let b = rng.vec(s.b_len());
+    let bias = rng.vec(s.n);
+    let c0 = rng.vec(s.c_len());
+    let (ta, tb, tbias) = (up(gpu, &a)?, up(gpu, &b)?, up(gpu, &bias)?);
+    let tc = if flags.accumulate { up(gpu, &c0)? } else { poisoned(gpu, s.c_len(), DType::F32)? };
+    let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: flags.accumulate, relu: flags.relu };
+    let d = kernels::gemm::gemm(gpu, &s, &ta, &tb, &tc, &ep, variant)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tc)?;
+    let mut want = widen(&c0);
+    let bias64 = widen(&bias);
+    cpu::gemm(
+        &s,
+        &widen(&a),
+        &widen(&b),
+        flags.bias.then_some(&bias64[..]),
+        &mut want,
+        flags.accumulate,
+        flags.relu,
+    );
+    let kernel = format!("gemm_{} {}", s.trans.name(), variant.name());
+    Ok(Comparison::new(&kernel, format!("{s}{}", flags.suffix()), tol::GEMM)
+        .floats("C", &got, &want, s.k)
+        .finish())
+}
+
+// ------------------------------------------------------------------------------------------ conv
+
+/// Conv forward with `variant`; `flags.accumulate` is not supported by the forward.
+pub fn conv_fwd_case(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    variant: ConvFwdVariant,
+    flags: Flags,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(s.x_len());
+    let w = rng.vec(s.w_len());
+    let bias = rng.vec(s.cout);
+    let (tx, tw, tbias) = (up(gpu, &x)?, up(gpu, &w)?, up(gpu, &bias)?);
+    let ty = poisoned(gpu, s.y_len(), DType::F32)?;
+    let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: false, relu: flags.relu };
+    let d = kernels::conv::conv2d_forward(gpu, &s, &tx, &tw, &ty, &ep, variant)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&ty)?;
+    let mut want = vec![0.0; s.y_len()];
+    let bias64 = widen(&bias);
+    cpu::conv2d_forward(&s, &widen(&x), &widen(&w), flags.bias.then_some(&bias64[..]), &mut want, flags.relu);
+    let kernel = format!("conv2d fwd {}", variant.name());
+    Ok(Comparison::new(&kernel, format!("{s}{}", flags.suffix()), tol::CONV)
+        .floats("y", &got, &want, s.cin * s.kh * s.kw)
+        .finish())
+}
+
+pub fn conv_bwd_data_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let dy = rng.vec(s.y_len());
+    let w = rng.vec(s.w_len());
+    let (tdy, tw) = (up(gpu, &dy)?, up(gpu, &w)?);
+    let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
+    let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tdx)?;
+    let mut want = vec![0.0; s.x_len()];
+    cpu::conv2d_backward_data(&s, &widen(&dy), &widen(&w), &mut want);
+    Ok(Comparison::new("conv2d bwd_data", s, tol::CONV)
+        .floats("dx", &got, &want, s.cout * s.kh * s.kw)
+        .finish())
+}
+
+pub fn conv_bwd_weight_case(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    accumulate: bool,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(s.x_len());
+    let dy = rng.vec(s.y_len());
+    let dw0 = rng.vec(s.w_len());
+    let (tx, tdy) = (up(gpu, &x)?, up(gpu, &dy)?);
+    let tdw = if accumulate { up(gpu, &dw0)? } else { poisoned(gpu, s.w_len(), DType::F32)? };
+    let d = kernels::conv::conv2d_backward_weight(gpu, &s, &tx, &tdy, &tdw, accumulate)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tdw)?;
+    let mut want = widen(&dw0);
+    cpu::conv2d_backward_weight(&s, &widen(&x), &widen(&dy), &mut want, accumulate);
+    let flags = Flags { accumulate, ..Flags::NONE };
+    Ok(Comparison::new("conv2d bwd_weight", format!("{s}{}", flags.suffix()), tol::CONV)
+        .floats("dw", &got, &want, s.n * s.oh() * s.ow())
+        .finish())
+}
+
+/// The conv bias gradient: `channel_sum` over `[n, cout, oh*ow]`.
+pub fn conv_bwd_bias_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let plane = s.oh() * s.ow();
+    let mut r = channel_sum_case(gpu, s.n, s.cout, plane, false, seed)?;
+    r.kernel = "conv2d bwd_bias".into();
+    r.shape = s.to_string();
+    Ok(r)
+}
+
+// ------------------------------------------------------------------------------------------ pool
+
+/// Distinct values (no ties) so the argmax is unambiguous: a random permutation of a grid.
+fn distinct(rng: &mut Rng, len: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..len).map(|i| (i as f32 + 0.5) / len as f32 * 2.0 - 1.0).collect();
+    for i in (1..len).rev() {
+        v.swap(i, rng.below(i + 1));
+    }
+    v
+}
+
+pub fn maxpool_fwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = distinct(&mut rng, s.x_len());
+    let tx = up(gpu, &x)?;
+    let ty = poisoned(gpu, s.y_len(), DType::F32)?;
+    let tidx = poisoned(gpu, s.y_len(), DType::I32)?;
+    let d = kernels::pool::maxpool_forward(gpu, &s, &tx, &ty, &tidx)?;
+    gpu.run(&[&d])?;
+    let (got, got_idx) = (gpu.download_f32(&ty)?, gpu.download_i32(&tidx)?);
+    let mut want = vec![0.0; s.y_len()];
+    let mut want_idx = vec![0; s.y_len()];
+    cpu::maxpool_forward(&s, &widen(&x), &mut want, &mut want_idx);
+    Ok(Comparison::new("maxpool fwd", s, tol::MAXPOOL)
+        .floats("y", &got, &want, 1)
+        .ints("argmax", &got_idx, &want_idx)
+        .finish())
+}
+
+/// Max-pool backward; the argmax indices come from the reference forward on tie-free inputs.
+pub fn maxpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = distinct(&mut rng, s.x_len());
+    let dy = rng.vec(s.y_len());
+    let mut y = vec![0.0f32; s.y_len()];
+    let mut idx = vec![0; s.y_len()];
+    cpu::maxpool_forward(&s, &x, &mut y, &mut idx);
+    let (tdy, tidx) = (up(gpu, &dy)?, up_i32(gpu, &idx)?);
+    let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
+    let d = kernels::pool::maxpool_backward(gpu, &s, &tdy, &tidx, &tdx)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tdx)?;
+    let mut want = vec![0.0; s.x_len()];
+    cpu::maxpool_backward(&s, &widen(&dy), &idx, &mut want);
+    let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
+    Ok(Comparison::new("maxpool bwd", s, tol::MAXPOOL).floats("dx", &got, &want, overlap).finish())
+}
+
+pub fn avgpool_fwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(s.x_len());
+    let tx = up(gpu, &x)?;
+    let ty = poisoned(gpu, s.y_len(), DType::F32)?;
+    let d = kernels::pool::avgpool_forward(gpu, &s, &tx, &ty)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&ty)?;
+    let mut want = vec![0.0; s.y_len()];
+    cpu::avgpool_forward(&s, &widen(&x), &mut want);
+    Ok(Comparison::new("avgpool fwd", s, tol::AVGPOOL).floats("y", &got, &want, s.kh * s.kw).finish())
+}
+
+pub fn avgpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let dy = rng.vec(s.y_len());
+    let tdy = up(gpu, &dy)?;
+    let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
+    let d = kernels::pool::avgpool_backward(gpu, &s, &tdy, &tdx)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tdx)?;
+    let mut want = vec![0.0; s.x_len()];
+    cpu::avgpool_backward(&s, &widen(&dy), &mut want);
+    let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
+    Ok(Comparison::new("avgpool bwd", s, tol::AVGPOOL).floats("dx", &got, &want, overlap).finish())
+}
+
+// ------------------------------------------------------------------------------------ activation
+
+/// Random values with every seventh one an exact zero (the ReLU's kink).
+fn with_zeros(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let mut v = rng.vec(n);
+    for x in v.iter_mut().step_by(7) {
+        *x = 0.0;
+    }
+    v
+}
+
+pub fn relu_fwd_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = with_zeros(&mut rng, n);
+    let tx = up(gpu, &x)?;
+    let ty = poisoned(gpu, n, DType::F32)?;
+    let d = kernels::activation::relu_forward(gpu, &tx, &ty)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&ty)?;
+    let mut want = vec![0.0; n];
+    cpu::relu_forward(&widen(&x), &mut want);
+    Ok(Comparison::new("relu fwd", format!("n{n}"), tol::ELEMENTWISE).floats("y", &got, &want, 1).finish())
+}
+
+pub fn relu_bwd_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = with_zeros(&mut rng, n);
+    let y: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
+    let dy = rng.vec(n);
+    let (ty, tdy) = (up(gpu, &y)?, up(gpu, &dy)?);
+    let tdx = poisoned(gpu, n, DType::F32)?;
+    let d = kernels::activation::relu_backward(gpu, &ty, &tdy, &tdx)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tdx)?;
+    let mut want = vec![0.0; n];
+    cpu::relu_backward(&widen(&y), &widen(&dy), &mut want);
+    Ok(Comparison::new("relu bwd", format!("n{n}"), tol::ELEMENTWISE).floats("dx", &got, &want, 1).finish())
+}
+
+/// Dropout forward (or, with `backward`, the same mask applied to a gradient).
+pub fn dropout_case(
+    gpu: &Gpu,
+    n: usize,
+    p: f32,
+    seed: u32,
+    step: u32,
+    backward: bool,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed as u64 ^ ((step as u64) << 32));
+    let x = rng.vec(n);
+    let tx = up(gpu, &x)?;
+    let ty = poisoned(gpu, n, DType::F32)?;
+    let d = if backward {
+        kernels::activation::dropout_backward(gpu, &tx, &ty, p, seed, step)?
+    } else {
+        kernels::activation::dropout_forward(gpu, &tx, &ty, p, seed, step)?
+    };
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&ty)?;
+    let mut want = vec![0.0; n];
+    if backward {
+        cpu::dropout_backward(&widen(&x), &mut want, p, seed, step);
+    } else {
+        cpu::dropout_forward(&widen(&x), &mut want, p, seed, step);
+    }
+    let kernel = if backward { "dropout bwd" } else { "dropout fwd" };
+    let shape = format!("n{n} p{p} seed{seed} step{step} scale{}", dropout_scale(p));
+    Ok(Comparison::new(kernel, shape, tol::ELEMENTWISE).floats("y", &got, &want, 1).finish())
+}
+
+// ------------------------------------------------------------------------------------------ loss
+
+/// Softmax cross-entropy on logits uniform in [-scale, scale) (scale 80 probes overflow).
+pub fn softmax_case(gpu: &Gpu, n: usize, k: usize, scale: f64, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let z = rng.vec_scaled(n * k, scale);
+    let y = labels(&mut rng, n, k);
+    let (tz, ty) = (up(gpu, &z)?, up_i32(gpu, &y)?);
+    let tloss = poisoned(gpu, n, DType::F32)?;
+    let tgrad = poisoned(gpu, n * k, DType::F32)?;
+    let inv_n = 1.0 / n as f64;
+    let d = kernels::loss::softmax_xent(gpu, n, k, &tz, &ty, inv_n, &tloss, &tgrad)?;
+    gpu.run(&[&d])?;
+    let (got_loss, got_grad) = (gpu.download_f32(&tloss)?, gpu.download_f32(&tgrad)?);
+    let mut loss = vec![0.0; n];
+    let mut grad = vec![0.0; n * k];
+    // The kernel receives the scale as f32; the reference uses the same value.
+    cpu::softmax_xent(n, k, &widen(&z), &y, inv_n as f32 as f64, &mut loss, &mut grad);
+    // The row loss is ~scale·|logits| in size: its allowance grows with the logits' magnitude.
+    let tol = super::Tol::new(tol::SOFTMAX.atol * scale.max(1.0), tol::SOFTMAX.rtol);
+    Ok(Comparison::new("softmax_xent fwd+bwd", format!("n{n} k{k} logits±{scale}"), tol)
+        .floats("loss", &got_loss, &loss, k)
+        .floats("grad", &got_grad, &grad, 1)
+        .finish())
+}
+
+/// The squared hinge with SVM constant `c` (scale C/N).
+pub fn l2svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let mut a = rng.vec_scaled(n * k, 2.0);
+    // Put some scores exactly on the margin (1 - t·a = 0) to pin the kink's behaviour.
+    for v in a.iter_mut().step_by(5) {
+        *v = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+    }
+    let y = labels(&mut rng, n, k);
+    let (ta, ty) = (up(gpu, &a)?, up_i32(gpu, &y)?);
+    let tloss = poisoned(gpu, n, DType::F32)?;
+    let tgrad = poisoned(gpu, n * k, DType::F32)?;
+    let scale = c / n as f64;
+    let d = kernels::loss::l2svm(gpu, n, k, &ta, &ty, scale, &tloss, &tgrad)?;
+    gpu.run(&[&d])?;
+    let (got_loss, got_grad) = (gpu.download_f32(&tloss)?, gpu.download_f32(&tgrad)?);
+    let mut loss = vec![0.0; n];
+    let mut grad = vec![0.0; n * k];
+    cpu::l2svm(n, k, &widen(&a), &y, scale as f32 as f64, &mut loss, &mut grad);
+    Ok(Comparison::new("l2svm fwd+bwd", format!("n{n} k{k} C{c}"), tol::L2SVM)
+        .floats("loss", &got_loss, &loss, k)
+        .floats("grad", &got_grad, &grad, 1)
+        .finish())
+}
+
+// ----------------------------------------------------------------------------------------- optim
+
+pub fn sgd_case(
+    gpu: &Gpu,
+    n: usize,
+    lr: f32,
+    momentum: f32,
+    wd: f32,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let (w, v, g) = (rng.vec(n), rng.vec_scaled(n, 0.1), rng.vec(n));
+    let (tw, tv, tg) = (up(gpu, &w)?, up(gpu, &v)?, up(gpu, &g)?);
+    let d = kernels::optim::sgd_momentum(gpu, &tw, &tv, &tg, lr, momentum, wd)?;
+    gpu.run(&[&d])?;
+    let (got_w, got_v) = (gpu.download_f32(&tw)?, gpu.download_f32(&tv)?);
+    let (mut want_w, mut want_v) = (widen(&w), widen(&v));
+    cpu::sgd_momentum(&mut want_w, &mut want_v, &widen(&g), lr as f64, momentum as f64, wd as f64);
+    Ok(Comparison::new("sgd_momentum update", format!("n{n} lr{lr} mom{momentum} wd{wd}"), tol::SGD)
+        .floats("w", &got_w, &want_w, 1)
+        .floats("v", &got_v, &want_v, 1)
+        .finish())
+}
+
+// ---------------------------------------------------------------------------------------- reduce
+
+pub fn sum_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(n);
+    let tx = up(gpu, &x)?;
+    let tout = poisoned(gpu, 1, DType::F32)?;
+    let d = kernels::reduce::sum_all(gpu, &tx, &tout)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tout)?;
+    let want = [cpu::sum(&widen(&x))];
+    Ok(Comparison::new("sum", format!("n{n}"), tol::REDUCE).floats("sum", &got, &want, n).finish())
+}
+
+pub fn channel_sum_case(
+    gpu: &Gpu,
+    outer: usize,
+    c: usize,
+    inner: usize,
+    accumulate: bool,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = rng.vec(outer * c * inner);
+    let out0 = rng.vec(c);
+    let tx = up(gpu, &x)?;
+    let tout = if accumulate { up(gpu, &out0)? } else { poisoned(gpu, c, DType::F32)? };
+    let d = kernels::reduce::channel_sum(gpu, outer, c, inner, &tx, &tout, accumulate)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_f32(&tout)?;
+    let mut want = widen(&out0);
+    cpu::channel_sum(outer, c, inner, &widen(&x), &mut want, accumulate);
+    let flags = Flags { accumulate, ..Flags::NONE };
+    Ok(Comparison::new("channel_sum", format!("[{outer}, {c}, {inner}]{}", flags.suffix()), tol::REDUCE)
+        .floats("out", &got, &want, outer * inner)
+        .finish())
+}
+
+/// Scores with ties in some rows (the first maximum must win).
+fn scores_with_ties(rng: &mut Rng, n: usize, k: usize) -> Vec<f32> {
+    let mut x = rng.vec(n * k);
+    for r in (0..n).step_by(3) {
+        let row = &mut x[r * k..(r + 1) * k];
+        let m = row.iter().cloned().fold(f32::MIN, f32::max);
+        let last = k - 1;
+        row[last] = m;
+    }
+    x
+}
+
+pub fn argmax_case(gpu: &Gpu, n: usize, k: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let x = scores_with_ties(&mut rng, n, k);
+    let tx = up(gpu, &x)?;
+    let tout = poisoned(gpu, n, DType::I32)?;
+    let d = kernels::reduce::argmax_rows(gpu, n, k, &tx, &tout)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_i32(&tout)?;
+    let mut want = vec![0; n];
+    cpu::argmax_rows(n, k, &x, &mut want);
+    Ok(Comparison::new("argmax_rows", format!("n{n} k{k}"), tol::REDUCE).ints("argmax", &got, &want).finish())
+}
+
+pub fn count_correct_case(gpu: &Gpu, n: usize, k: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(seed);
+    let y = labels(&mut rng, n, k);
+    // Predictions right about half the time.
+    let pred: Vec<i32> =
+        y.iter().map(|&l| if l >= 0 && rng.below(2) == 0 { l } else { rng.below(k) as i32 }).collect();
+    let (tp, ty) = (up_i32(gpu, &pred)?, up_i32(gpu, &y)?);
+    let tout = poisoned(gpu, 1, DType::U32)?;
+    let d = kernels::reduce::count_correct(gpu, &tp, &ty, &tout)?;
+    gpu.run(&[&d])?;
+    let got = gpu.download_u32(&tout)?;
+    let want = cpu::count_correct(&pred, &y);
+    Ok(Comparison::new("count_correct", format!("n{n} k{k}"), tol::REDUCE)
+        .ints("count", &[got[0] as i32], &[want as i32])
+        .finish())
+}

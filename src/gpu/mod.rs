@@ -1,0 +1,505 @@
+//! The GPU runtime: adapter choice, device, tensors (storage buffers with a shape), upload and
+//! readback, the pipeline cache, dispatch and timing.
+//!
+//! Everything a kernel needs is created once: shader modules and pipelines are cached by
+//! (shader, entry point, specialization), bind-group layouts by their binding counts. A kernel call
+//! is a [`Dispatch`] (pipeline + bind group + params buffer + workgroup grid) that can be prepared
+//! once and encoded many times.
+
+mod error;
+mod pipeline;
+mod tensor;
+
+pub use error::GpuError;
+pub use pipeline::{ShaderDef, Spec};
+pub use tensor::{DType, Tensor};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use pipeline::PipelineKey;
+
+/// How to get an adapter, printed whenever none is usable.
+pub const INSTALL_HINT: &str =
+    "install a GPU driver with Vulkan, Metal, DX12 or GL support; on a machine without a GPU, \
+install Mesa's software Vulkan driver (Debian/Ubuntu: `sudo apt-get install mesa-vulkan-drivers`)";
+
+/// The limits every dlsvm kernel stays within; an adapter below them is refused.
+pub const MIN_INVOCATIONS: u32 = 256;
+pub const MIN_WORKGROUP_STORAGE: u32 = 16 * 1024;
+pub const MIN_STORAGE_BUFFERS: u32 = 6;
+
+/// A description of an adapter, for `dlsvm info` and error messages.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub vendor: u32,
+    pub device: u32,
+}
+
+impl AdapterSummary {
+    fn of(info: &wgpu::AdapterInfo) -> Self {
+        AdapterSummary {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            vendor: info.vendor,
+            device: info.device,
+        }
+    }
+}
+
+/// The device, its queue, and the caches built on it.
+pub struct Gpu {
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: AdapterSummary,
+    pub limits: wgpu::Limits,
+    pub timestamps: bool,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    layouts: Mutex<HashMap<(usize, usize), Arc<Layouts>>>,
+    dummy: Tensor,
+}
+
+/// A bind-group layout and the pipeline layout built on it.
+type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 4,
+        wgpu::DeviceType::IntegratedGpu => 3,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 1,
+        wgpu::DeviceType::Other => 0,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 2,
+        wgpu::Backend::Gl => 1,
+        _ => 0,
+    };
+    (ty, backend)
+}
+
+/// Every adapter the instance can see (honours `WGPU_BACKEND`).
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+}
+
+impl Gpu {
+    /// Opens the adapter whose name contains `filter` (case-insensitive), or else the one with the
+    /// highest performance class (discrete > integrated > virtual > CPU; native APIs before GL).
+    pub fn new(filter: Option<&str>) -> Result<Gpu, GpuError> {
+        let adapters = list_adapters();
+        if adapters.is_empty() {
+            return Err(GpuError::NoAdapter);
+        }
+        let adapter = match filter.filter(|f| !f.is_empty()) {
+            Some(f) => {
+                let want = f.to_lowercase();
+                let names: Vec<String> = adapters
+                    .iter()
+                    .map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend))
+                    .collect();
+                adapters
+                    .into_iter()
+                    .filter(|a| a.get_info().name.to_lowercase().contains(&want))
+                    .max_by_key(|a| rank(&a.get_info()))
+                    .ok_or_else(|| GpuError::AdapterNotFound {
+                        wanted: f.to_string(),
+                        available: names.join(", "),
+                    })?
+            }
+            None => adapters.into_iter().max_by_key(|a| rank(&a.get_info())).ok_or(GpuError::NoAdapter)?,
+        };
+        Self::open(adapter)
+    }
+
+    fn open(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        let short = |what: &str, need: u64, got: u64| GpuError::AdapterTooSmall {
+            adapter: info.name.clone(),
+            what: what.to_string(),
+            need,
+            got,
+        };
+        if have.max_compute_invocations_per_workgroup < MIN_INVOCATIONS
+            || have.max_compute_workgroup_size_x < MIN_INVOCATIONS
+        {
+            return Err(short(
+                "invocations per workgroup",
+                MIN_INVOCATIONS as u64,
+                have.max_compute_invocations_per_workgroup as u64,
+            ));
+        }
+        if have.max_compute_workgroup_storage_size < MIN_WORKGROUP_STORAGE {
+            return Err(short(
+                "workgroup storage bytes",
+                MIN_WORKGROUP_STORAGE as u64,
+                have.max_compute_workgroup_storage_size as u64,
+            ));
+        }
+        if have.max_storage_buffers_per_shader_stage < MIN_STORAGE_BUFFERS {
+            return Err(short(
+                "storage buffers per shader stage",
+                MIN_STORAGE_BUFFERS as u64,
+                have.max_storage_buffers_per_shader_stage as u64,
+            ));
+        }
+        // What the kernels need, and the adapter's full buffer sizes so large batches fit.
+        let mut req = wgpu::Limits::downlevel_defaults().using_alignment(have.clone());
+        req.max_compute_invocations_per_workgroup = MIN_INVOCATIONS;
+        req.max_compute_workgroup_size_x = MIN_INVOCATIONS;
+        req.max_compute_workgroup_size_y = MIN_INVOCATIONS.min(have.max_compute_workgroup_size_y);
+        req.max_compute_workgroup_size_z = have.max_compute_workgroup_size_z.min(64);
+        req.max_compute_workgroup_storage_size = MIN_WORKGROUP_STORAGE;
+        req.max_storage_buffers_per_shader_stage = MIN_STORAGE_BUFFERS;
+        req.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
+        req.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
+        req.max_buffer_size = have.max_buffer_size;
+        let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let mut features = wgpu::Features::empty();
+        if timestamps {
+            features |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("dlsvm"),
+            required_features: features,
+            required_limits: req.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+            .map_err(|e| GpuError::Device(format!("{}: {e}", info.name)))?;
+        let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32);
+        Ok(Gpu {
+            info: AdapterSummary::of(&info),
+            adapter,
+            device,
+            queue,
+            limits: req,
+            timestamps,
+            pipelines: Mutex::new(HashMap::new()),
+            layouts: Mutex::new(HashMap::new()),
+            dummy,
+        })
+    }
+
+    /// A one-element placeholder bound where an optional input (such as a bias) is absent.
+    pub fn dummy(&self) -> &Tensor {
+        &self.dummy
+    }
+
+    /// Largest number of workgroups in one dispatch dimension.
+    pub fn max_groups(&self) -> u32 {
+        self.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// The bind-group layout and pipeline layout for `inputs` read-only storage buffers,
+    /// `outputs` read-write storage buffers, then one uniform params buffer, in that order.
+    fn layout(&self, inputs: usize, outputs: usize) -> Arc<Layouts> {
+        let mut map = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((inputs, outputs))
+            .or_insert_with(|| {
+                let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+                    binding,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage { read_only },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                };
+                let mut entries = Vec::new();
+                for i in 0..inputs {
+                    entries.push(storage(i as u32, true));
+                }
+                for o in 0..outputs {
+                    entries.push(storage((inputs + o) as u32, false));
+                }
+                entries.push(wgpu::BindGroupLayoutEntry {
+                    binding: (inputs + outputs) as u32,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                });
+                let label = format!("layout {inputs}in {outputs}out");
+                let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(&label),
+                    entries: &entries,
+                });
+                let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(&label),
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                Arc::new((bgl, pl))
+            })
+            .clone()
+    }
+
+    /// The compute pipeline for `entry` of `shader` specialized by `spec`, built once.
+    pub fn pipeline(
+        &self,
+        shader: &'static ShaderDef,
+        entry: &'static str,
+        spec: &Spec,
+    ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        let (inputs, outputs) = shader.bindings(entry)?;
+        let key = PipelineKey { shader: shader.name, entry, spec: spec.header() };
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(p.clone());
+        }
+        let source = shader.source_with(spec);
+        let layout = self.layout(inputs, outputs);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let label = format!("{}::{} {}", shader.name, entry, key.spec.replace('\n', " "));
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&layout.1),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                // Every kernel writes workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        if let Some(err) = pollster::block_on(scope.pop()) {
+            return Err(GpuError::Shader { kernel: label, message: err.to_string() });
+        }
+        let pipeline = Arc::new(pipeline);
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Number of pipelines built so far (for tests of the cache).
+    pub fn cached_pipelines(&self) -> usize {
+        self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Binds `inputs`, `outputs` and a fresh params uniform to the pipeline of `entry`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare<P: bytemuck::Pod>(
+        &self,
+        name: &str,
+        shader: &'static ShaderDef,
+        entry: &'static str,
+        spec: &Spec,
+        inputs: &[&Tensor],
+        outputs: &[&Tensor],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        let (n_in, n_out) = shader.bindings(entry)?;
+        if inputs.len() != n_in || outputs.len() != n_out {
+            return Err(GpuError::Internal(format!(
+                "{name}: {entry} takes {n_in} inputs and {n_out} outputs, got {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let max = self.max_groups();
+        if groups.iter().any(|&g| g > max) {
+            return Err(GpuError::TooLarge {
+                op: name.to_string(),
+                what: format!("workgroup grid {groups:?}"),
+                limit: max as u64,
+            });
+        }
+        for t in inputs.iter().chain(outputs) {
+            if t.bytes() > self.limits.max_storage_buffer_binding_size {
+                return Err(GpuError::TooLarge {
+                    op: name.to_string(),
+                    what: format!("tensor {:?} of {} bytes", t.shape(), t.bytes()),
+                    limit: self.limits.max_storage_buffer_binding_size,
+                });
+            }
+        }
+        let pipeline = self.pipeline(shader, entry, spec)?;
+        let layout = self.layout(n_in, n_out);
+        let params_buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: (std::mem::size_of::<P>() as u64).max(16).next_multiple_of(16),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
+        let mut entries: Vec<wgpu::BindGroupEntry> = inputs
+            .iter()
+            .chain(outputs)
+            .enumerate()
+            .map(|(i, t)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: t.buffer().as_entire_binding(),
+            })
+            .collect();
+        entries.push(wgpu::BindGroupEntry {
+            binding: (n_in + n_out) as u32,
+            resource: params_buf.as_entire_binding(),
+        });
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(name),
+            layout: &layout.0,
+            entries: &entries,
+        });
+        Ok(Dispatch { name: name.to_string(), pipeline, bind_group, params: params_buf, groups })
+    }
+
+    /// Encodes `ops` into one compute pass, submits, and waits for the device.
+    pub fn run(&self, ops: &[&Dispatch]) -> Result<(), GpuError> {
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+        {
+            let mut pass =
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for op in ops {
+                op.encode(&mut pass);
+            }
+        }
+        self.queue.submit([enc.finish()]);
+        self.wait()
+    }
+
+    /// Blocks until every submitted command has finished.
+    pub fn wait(&self) -> Result<(), GpuError> {
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Times `reps` submissions of `ops` (one pass each), returning milliseconds per repetition.
+    /// Uses timestamp queries when the adapter has them, else wall clock around submit + wait.
+    pub fn time(&self, ops: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
+        let mut out = Vec::with_capacity(reps);
+        if self.timestamps {
+            let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("timing"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            });
+            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timing resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            let period = self.queue.get_timestamp_period() as f64;
+            for _ in 0..reps {
+                let mut enc =
+                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &qs,
+                            beginning_of_pass_write_index: Some(0),
+                            end_of_pass_write_index: Some(1),
+                        }),
+                    });
+                    for op in ops {
+                        op.encode(&mut pass);
+                    }
+                }
+                enc.resolve_query_set(&qs, 0..2, &resolve, 0);
+                self.queue.submit([enc.finish()]);
+                let bytes = self.read_buffer(&resolve, 16)?;
+                let t: &[u64] = bytemuck::cast_slice(&bytes);
+                out.push(t[1].saturating_sub(t[0]) as f64 * period * 1e-6);
+            }
+        } else {
+            for _ in 0..reps {
+                let start = Instant::now();
+                self.run(ops)?;
+                out.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies `size` bytes of `buf` through a staging buffer and maps them for reading.
+    pub(crate) fn read_buffer(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size: size.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc =
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        match pollster::block_on(rx.receive()) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(GpuError::Map(e.to_string())),
+            None => return Err(GpuError::Map("the map callback never ran".into())),
+        }
+        let data = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Map(e.to_string()))?;
+            view[..size as usize].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}
+
+/// One prepared kernel launch: encode it as often as needed; change its params with
+/// [`Dispatch::set_params`].
+pub struct Dispatch {
+    pub name: String,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: wgpu::BindGroup,
+    params: wgpu::Buffer,
+    pub groups: [u32; 3],
+}
+
+impl Dispatch {
+    pub fn encode(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
+    }
+
+    /// Rewrites the params uniform (takes effect for submissions after this call).
+    pub fn set_params<P: bytemuck::Pod>(&self, gpu: &Gpu, params: &P) {
+        gpu.queue.write_buffer(&self.params, 0, bytemuck::bytes_of(params));
+    }
+}
+
+/// Splits `groups` workgroups over x and y so neither exceeds `max`; shaders rebuild the linear
+/// workgroup index as `wid.y * nwg.x + wid.x` and ignore indices past the end.
+pub fn grid_1d(groups: usize, max: u32) -> [u32; 3] {
+    let groups = groups.max(1);
+    let max = max as usize;
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(max);
+        let x = groups.div_ceil(y);
+        [x as u32, y as u32, 1]
+    }
+}

@@ -1,0 +1,63 @@
+use super::GpuError;
+
+/// Compile-time constants prepended to a shader's source as `const NAME = value;` lines: tile
+/// sizes, workgroup sizes, transposition flags. Part of the pipeline cache key.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Spec(pub Vec<(&'static str, String)>);
+
+impl Spec {
+    pub fn new() -> Self {
+        Spec(Vec::new())
+    }
+    /// Adds an unsigned integer constant.
+    pub fn u(mut self, name: &'static str, v: u32) -> Self {
+        self.0.push((name, format!("{v}u")));
+        self
+    }
+    /// Adds a boolean constant.
+    pub fn b(mut self, name: &'static str, v: bool) -> Self {
+        self.0.push((name, format!("{v}")));
+        self
+    }
+    /// The WGSL text prepended to the shader.
+    pub fn header(&self) -> String {
+        self.0.iter().map(|(n, v)| format!("const {n} = {v};\n")).collect()
+    }
+    /// Value of an unsigned constant, if set.
+    pub fn get_u(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.trim_end_matches('u').parse().ok())
+    }
+}
+
+/// One WGSL file: its entry points with their binding counts (read-only storage inputs, then
+/// read-write storage outputs, then one uniform params struct), and the specializations it is
+/// validated with.
+pub struct ShaderDef {
+    pub name: &'static str,
+    pub source: &'static str,
+    /// (entry point, inputs, outputs)
+    pub entries: &'static [(&'static str, usize, usize)],
+    /// Every specialization the crate uses (each is validated by naga in the tests).
+    pub specs: fn() -> Vec<Spec>,
+}
+
+impl ShaderDef {
+    pub fn bindings(&self, entry: &str) -> Result<(usize, usize), GpuError> {
+        self.entries
+            .iter()
+            .find(|e| e.0 == entry)
+            .map(|e| (e.1, e.2))
+            .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
+    }
+    /// Full source for `spec`.
+    pub fn source_with(&self, spec: &Spec) -> String {
+        format!("// specialization\n{}\n{}", spec.header(), self.source)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct PipelineKey {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub spec: String,
+}

@@ -1,0 +1,173 @@
+//! 2-D convolution, NCHW: forward (direct and channel-blocked), backward data, backward weight.
+//! The bias gradient is [`super::reduce::channel_sum`].
+
+use super::{check_len, grid_for, to_u32, Epilogue};
+use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::shapes::Conv2dShape;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConvParams {
+    pub n: u32,
+    pub cin: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cout: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub sy: u32,
+    pub sx: u32,
+    pub py: u32,
+    pub px: u32,
+    pub flags: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+/// Forward variants; both are covered by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvFwdVariant {
+    /// One output element per invocation: the fallback and oracle.
+    Direct,
+    /// One output pixel and `COB` output channels per invocation.
+    Blocked,
+}
+
+impl ConvFwdVariant {
+    pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
+    pub fn all() -> [ConvFwdVariant; 2] {
+        [ConvFwdVariant::Direct, ConvFwdVariant::Blocked]
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConvFwdVariant::Direct => "direct",
+            ConvFwdVariant::Blocked => "blocked",
+        }
+    }
+}
+
+/// Invocations per workgroup (a power of two: the weight-gradient reduction halves it).
+const CONV_WG: u32 = 64;
+/// Output channels per invocation in the blocked forward.
+const COB: u32 = 8;
+/// Input channels per invocation in the backward-data kernel.
+const CIB: u32 = 4;
+
+fn spec() -> Spec {
+    Spec::new().u("WG", CONV_WG).u("COB", COB).u("CIB", CIB)
+}
+
+fn specs() -> Vec<Spec> {
+    vec![spec()]
+}
+
+pub static SHADER: ShaderDef = ShaderDef {
+    name: "conv2d",
+    source: include_str!("../../shaders/conv2d.wgsl"),
+    entries: &[
+        ("conv_fwd_direct", 3, 1),
+        ("conv_fwd_blocked", 3, 1),
+        ("conv_bwd_data", 2, 1),
+        ("conv_bwd_weight", 2, 1),
+    ],
+    specs,
+};
+
+fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {
+    s.validate().map_err(|m| GpuError::shape(op, m))?;
+    let u = |what: &str, v: usize| to_u32(op, what, v);
+    // Every index the kernels form must fit in 32 bits.
+    u("input elements", s.x_len())?;
+    u("output elements", s.y_len())?;
+    Ok(ConvParams {
+        n: u("n", s.n)?,
+        cin: u("cin", s.cin)?,
+        h: u("h", s.h)?,
+        w: u("w", s.w)?,
+        cout: u("cout", s.cout)?,
+        kh: u("kh", s.kh)?,
+        kw: u("kw", s.kw)?,
+        oh: u("oh", s.oh())?,
+        ow: u("ow", s.ow())?,
+        sy: u("sy", s.sy)?,
+        sx: u("sx", s.sx)?,
+        py: u("py", s.py)?,
+        px: u("px", s.px)?,
+        flags,
+        _pad0: 0,
+        _pad1: 0,
+    })
+}
+
+/// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
+pub fn conv2d_forward(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    w: &Tensor,
+    y: &Tensor,
+    ep: &Epilogue,
+    variant: ConvFwdVariant,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("conv2d_forward {s}");
+    if ep.accumulate {
+        return Err(GpuError::shape(&op, "the forward convolution does not accumulate"));
+    }
+    let p = params(&op, s, ep.flags())?;
+    check_len(&op, "x", x, s.x_len())?;
+    check_len(&op, "weight", w, s.w_len())?;
+    check_len(&op, "y", y, s.y_len())?;
+    if let Some(b) = ep.bias {
+        check_len(&op, "bias", b, s.cout)?;
+    }
+    let bias = ep.bias.unwrap_or(gpu.dummy());
+    match variant {
+        ConvFwdVariant::Direct => {
+            let groups = grid_for(gpu, s.y_len(), CONV_WG);
+            gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(), &[x, w, bias], &[y], &p, groups)
+        }
+        ConvFwdVariant::Blocked => {
+            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow(), CONV_WG);
+            groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(COB as usize))?;
+            gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &spec(), &[x, w, bias], &[y], &p, groups)
+        }
+    }
+}
+
+/// `dx = ∂(Σ y·dy)/∂x`; see [`crate::cpu::conv2d_backward_data`].
+pub fn conv2d_backward_data(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    dy: &Tensor,
+    w: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("conv2d_backward_data {s}");
+    let p = params(&op, s, 0)?;
+    check_len(&op, "dy", dy, s.y_len())?;
+    check_len(&op, "weight", w, s.w_len())?;
+    check_len(&op, "dx", dx, s.x_len())?;
+    let mut groups = grid_for(gpu, s.n * s.h * s.w, CONV_WG);
+    groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(CIB as usize))?;
+    gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(), &[dy, w], &[dx], &p, groups)
+}
+
+/// `dw (+)= Σ dy · x`; see [`crate::cpu::conv2d_backward_weight`].
+pub fn conv2d_backward_weight(
+    gpu: &Gpu,
+    s: &Conv2dShape,
+    x: &Tensor,
+    dy: &Tensor,
+    dw: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("conv2d_backward_weight {s}");
+    let p = params(&op, s, (accumulate as u32) << 1)?;
+    check_len(&op, "x", x, s.x_len())?;
+    check_len(&op, "dy", dy, s.y_len())?;
+    check_len(&op, "dw", dw, s.w_len())?;
+    let groups = grid_1d(s.w_len(), gpu.max_groups());
+    gpu.prepare(&op, &SHADER, "conv_bwd_weight", &spec(), &[x, dy], &[dw], &p, groups)
+}

@@ -1,0 +1,109 @@
+//! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
+
+use super::{check_len, to_u32, Epilogue};
+use crate::gpu::{Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::shapes::{GemmShape, Trans};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GemmParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+}
+
+/// Kernel variants; every one is covered by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmVariant {
+    /// One output per invocation: the fallback and oracle.
+    Naive,
+    /// `wx x wy` invocations, each computing `tm x tn` outputs.
+    Tiled { wx: u32, wy: u32, tm: u32, tn: u32 },
+}
+
+impl GemmVariant {
+    pub const DEFAULT: GemmVariant = GemmVariant::Tiled { wx: 16, wy: 16, tm: 4, tn: 4 };
+
+    /// Every variant the tests and `dlsvm check` exercise.
+    pub fn all() -> Vec<GemmVariant> {
+        vec![
+            GemmVariant::Naive,
+            GemmVariant::DEFAULT,
+            GemmVariant::Tiled { wx: 8, wy: 8, tm: 8, tn: 4 },
+            GemmVariant::Tiled { wx: 16, wy: 4, tm: 2, tn: 2 },
+        ]
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            GemmVariant::Naive => "naive".into(),
+            GemmVariant::Tiled { wx, wy, tm, tn } => format!("tiled{wx}x{wy}r{tm}x{tn}"),
+        }
+    }
+
+    fn spec(&self, trans: Trans) -> Spec {
+        let (wx, wy, tm, tn) = match *self {
+            GemmVariant::Naive => (16, 16, 1, 1),
+            GemmVariant::Tiled { wx, wy, tm, tn } => (wx, wy, tm, tn),
+        };
+        Spec::new()
+            .b("TRANS_A", trans.a_transposed())
+            .b("TRANS_B", trans.b_transposed())
+            .u("WX", wx)
+            .u("WY", wy)
+            .u("TM", tm)
+            .u("TN", tn)
+    }
+
+    /// Output tile (rows, columns) of one workgroup.
+    fn tile(&self) -> (u32, u32) {
+        match *self {
+            GemmVariant::Naive => (16, 16),
+            GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
+        }
+    }
+}
+
+fn specs() -> Vec<Spec> {
+    Trans::ALL.iter().flat_map(|&t| GemmVariant::all().into_iter().map(move |v| v.spec(t))).collect()
+}
+
+pub static SHADER: ShaderDef = ShaderDef {
+    name: "gemm",
+    source: include_str!("../../shaders/gemm.wgsl"),
+    entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
+    specs,
+};
+
+/// `c = op(a) · op(b)` with `ep` applied; see [`crate::cpu::gemm`].
+pub fn gemm(
+    gpu: &Gpu,
+    s: &GemmShape,
+    a: &Tensor,
+    b: &Tensor,
+    c: &Tensor,
+    ep: &Epilogue,
+    variant: GemmVariant,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("gemm {s}");
+    s.validate().map_err(|m| GpuError::shape(&op, m))?;
+    check_len(&op, "A", a, s.a_len())?;
+    check_len(&op, "B", b, s.b_len())?;
+    check_len(&op, "C", c, s.c_len())?;
+    if let Some(bias) = ep.bias {
+        check_len(&op, "bias", bias, s.n)?;
+    }
+    let params = GemmParams {
+        m: to_u32(&op, "M", s.m)?,
+        n: to_u32(&op, "N", s.n)?,
+        k: to_u32(&op, "K", s.k)?,
+        flags: ep.flags(),
+    };
+    let (tr, tc) = variant.tile();
+    let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
+    let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
+    let entry = if variant == GemmVariant::Naive { "gemm_naive" } else { "gemm_tiled" };
+    let bias = ep.bias.unwrap_or(gpu.dummy());
+    gpu.prepare(&op, &SHADER, entry, &variant.spec(s.trans), &[a, b, bias], &[c], &params, groups)
+}

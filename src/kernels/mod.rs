@@ -1,0 +1,76 @@
+//! One host module per shader family: its params struct (mirrored in WGSL), its shader
+//! registration, and functions that validate shapes and return a prepared [`Dispatch`].
+//! Argument order follows the CPU reference in `crate::cpu`.
+
+pub mod activation;
+pub mod conv;
+pub mod gemm;
+pub mod loss;
+pub mod optim;
+pub mod pool;
+pub mod reduce;
+
+use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Tensor};
+
+/// Every shader of the crate, for validation and for `dlsvm info`.
+pub static SHADERS: &[&ShaderDef] = &[
+    &gemm::SHADER,
+    &conv::SHADER,
+    &pool::SHADER,
+    &activation::SHADER,
+    &loss::SHADER,
+    &reduce::SHADER,
+    &optim::SHADER,
+];
+
+/// Each shader's params struct size on the host, checked against its WGSL mirror by the tests.
+pub fn params_sizes() -> Vec<(&'static str, usize)> {
+    vec![
+        ("gemm", std::mem::size_of::<gemm::GemmParams>()),
+        ("conv2d", std::mem::size_of::<conv::ConvParams>()),
+        ("pool", std::mem::size_of::<pool::PoolParams>()),
+        ("activation", std::mem::size_of::<activation::ActParams>()),
+        ("loss", std::mem::size_of::<loss::LossParams>()),
+        ("reduce", std::mem::size_of::<reduce::ReduceParams>()),
+        ("optim", std::mem::size_of::<optim::SgdParams>()),
+    ]
+}
+
+/// Invocations per workgroup of the 1-D kernels (a power of two).
+pub const WG: u32 = 256;
+
+/// What a producing kernel does to its result before storing it.
+#[derive(Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Add `bias[j]` (per output column of a GEMM, per output channel of a conv).
+    pub bias: Option<&'a Tensor>,
+    /// Add the output's previous contents (gradient accumulation).
+    pub accumulate: bool,
+    /// Apply ReLU last.
+    pub relu: bool,
+}
+
+impl Epilogue<'_> {
+    pub(crate) fn flags(&self) -> u32 {
+        (self.bias.is_some() as u32) | ((self.accumulate as u32) << 1) | ((self.relu as u32) << 2)
+    }
+}
+
+pub(crate) fn check_len(op: &str, what: &str, t: &Tensor, want: usize) -> Result<(), GpuError> {
+    if t.len() != want {
+        return Err(GpuError::shape(
+            op,
+            format!("{what} has {} elements {:?}, expected {want}", t.len(), t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn to_u32(op: &str, what: &str, v: usize) -> Result<u32, GpuError> {
+    u32::try_from(v).map_err(|_| GpuError::shape(op, format!("{what} = {v} does not fit in 32 bits")))
+}
+
+/// Grid for `threads` invocations in workgroups of `wg`, folded over x and y.
+pub(crate) fn grid_for(gpu: &Gpu, threads: usize, wg: u32) -> [u32; 3] {
+    grid_1d(threads.div_ceil(wg as usize), gpu.max_groups())
+}

@@ -1,0 +1,119 @@
+//! Max and average pooling, forward and backward (ceil-mode windows clipped to the image).
+
+use super::{check_len, grid_for, to_u32, WG};
+use crate::gpu::{DType, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::shapes::Pool2dShape;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PoolParams {
+    pub planes: u32,
+    pub h: u32,
+    pub w: u32,
+    pub oh: u32,
+    pub ow: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub sy: u32,
+    pub sx: u32,
+    pub py: u32,
+    pub px: u32,
+    pub _pad: u32,
+}
+
+fn spec() -> Spec {
+    Spec::new().u("WG", WG)
+}
+
+fn specs() -> Vec<Spec> {
+    vec![spec()]
+}
+
+pub static SHADER: ShaderDef = ShaderDef {
+    name: "pool",
+    source: include_str!("../../shaders/pool.wgsl"),
+    entries: &[("maxpool_fwd", 1, 2), ("maxpool_bwd", 2, 1), ("avgpool_fwd", 1, 1), ("avgpool_bwd", 1, 1)],
+    specs,
+};
+
+fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {
+    s.validate().map_err(|m| GpuError::shape(op, m))?;
+    let u = |what: &str, v: usize| to_u32(op, what, v);
+    u("input elements", s.x_len())?;
+    Ok(PoolParams {
+        planes: u("planes", s.planes())?,
+        h: u("h", s.h)?,
+        w: u("w", s.w)?,
+        oh: u("oh", s.oh())?,
+        ow: u("ow", s.ow())?,
+        kh: u("kh", s.kh)?,
+        kw: u("kw", s.kw)?,
+        sy: u("sy", s.sy)?,
+        sx: u("sx", s.sx)?,
+        py: u("py", s.py)?,
+        px: u("px", s.px)?,
+        _pad: 0,
+    })
+}
+
+fn check_idx(op: &str, idx: &Tensor, want: usize) -> Result<(), GpuError> {
+    check_len(op, "argmax indices", idx, want)?;
+    if idx.dtype() != DType::I32 {
+        return Err(GpuError::shape(op, "argmax indices must be an i32 tensor"));
+    }
+    Ok(())
+}
+
+/// See [`crate::cpu::maxpool_forward`]; `idx` (i32) receives each window's in-plane argmax.
+pub fn maxpool_forward(
+    gpu: &Gpu,
+    s: &Pool2dShape,
+    x: &Tensor,
+    y: &Tensor,
+    idx: &Tensor,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("maxpool_forward {s}");
+    let p = params(&op, s)?;
+    check_len(&op, "x", x, s.x_len())?;
+    check_len(&op, "y", y, s.y_len())?;
+    check_idx(&op, idx, s.y_len())?;
+    let groups = grid_for(gpu, s.y_len(), WG);
+    gpu.prepare(&op, &SHADER, "maxpool_fwd", &spec(), &[x], &[y, idx], &p, groups)
+}
+
+/// See [`crate::cpu::maxpool_backward`].
+pub fn maxpool_backward(
+    gpu: &Gpu,
+    s: &Pool2dShape,
+    dy: &Tensor,
+    idx: &Tensor,
+    dx: &Tensor,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("maxpool_backward {s}");
+    let p = params(&op, s)?;
+    check_len(&op, "dy", dy, s.y_len())?;
+    check_idx(&op, idx, s.y_len())?;
+    check_len(&op, "dx", dx, s.x_len())?;
+    let groups = grid_for(gpu, s.x_len(), WG);
+    gpu.prepare(&op, &SHADER, "maxpool_bwd", &spec(), &[dy, idx], &[dx], &p, groups)
+}
+
+/// See [`crate::cpu::avgpool_forward`].
+pub fn avgpool_forward(gpu: &Gpu, s: &Pool2dShape, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
+    let op = format!("avgpool_forward {s}");
+    let p = params(&op, s)?;
+    check_len(&op, "x", x, s.x_len())?;
+    check_len(&op, "y", y, s.y_len())?;
+    let groups = grid_for(gpu, s.y_len(), WG);
+    gpu.prepare(&op, &SHADER, "avgpool_fwd", &spec(), &[x], &[y], &p, groups)
+}
+
+/// See [`crate::cpu::avgpool_backward`].
+pub fn avgpool_backward(gpu: &Gpu, s: &Pool2dShape, dy: &Tensor, dx: &Tensor) -> Result<Dispatch, GpuError> {
+    let op = format!("avgpool_backward {s}");
+    let p = params(&op, s)?;
+    check_len(&op, "dy", dy, s.y_len())?;
+    check_len(&op, "dx", dx, s.x_len())?;
+    let groups = grid_for(gpu, s.x_len(), WG);
+    gpu.prepare(&op, &SHADER, "avgpool_bwd", &spec(), &[dy], &[dx], &p, groups)
+}

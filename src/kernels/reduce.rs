@@ -1,0 +1,98 @@
+//! Reductions: the sum of a vector, per-row argmax, the count of correct predictions, and
+//! per-channel sums (the bias gradient of conv and fc layers).
+
+use super::{check_len, grid_for, to_u32, WG};
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReduceParams {
+    pub n: u32,
+    pub k: u32,
+    pub outer: u32,
+    pub c: u32,
+    pub inner: u32,
+    pub flags: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+
+fn spec() -> Spec {
+    Spec::new().u("WG", WG)
+}
+
+fn specs() -> Vec<Spec> {
+    vec![spec()]
+}
+
+pub static SHADER: ShaderDef = ShaderDef {
+    name: "reduce",
+    source: include_str!("../../shaders/reduce.wgsl"),
+    entries: &[("sum_all", 1, 1), ("channel_sum", 1, 1), ("argmax_rows", 1, 1), ("count_correct", 2, 1)],
+    specs,
+};
+
+/// `out[0] = Σ x` (one workgroup); see [`crate::cpu::sum`].
+pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<Dispatch, GpuError> {
+    let op = "sum_all";
+    check_len(op, "out", out, 1)?;
+    let p = ReduceParams { n: to_u32(op, "elements", x.len())?, ..Default::default() };
+    gpu.prepare(op, &SHADER, "sum_all", &spec(), &[x], &[out], &p, [1, 1, 1])
+}
+
+/// `out[ch] (+)= Σ_{o,i} x[o, ch, i]` for x of shape `[outer, c, inner]`;
+/// see [`crate::cpu::channel_sum`].
+pub fn channel_sum(
+    gpu: &Gpu,
+    outer: usize,
+    c: usize,
+    inner: usize,
+    x: &Tensor,
+    out: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("channel_sum [{outer}, {c}, {inner}]");
+    if outer == 0 || c == 0 || inner == 0 {
+        return Err(GpuError::shape(&op, "every dimension must be at least 1"));
+    }
+    check_len(&op, "x", x, outer * c * inner)?;
+    check_len(&op, "out", out, c)?;
+    let p = ReduceParams {
+        outer: to_u32(&op, "outer", outer)?,
+        c: to_u32(&op, "channels", c)?,
+        inner: to_u32(&op, "inner", inner)?,
+        n: to_u32(&op, "elements", outer * c * inner)?,
+        flags: (accumulate as u32) << 1,
+        ..Default::default()
+    };
+    let groups = grid_1d(c, gpu.max_groups());
+    gpu.prepare(&op, &SHADER, "channel_sum", &spec(), &[x], &[out], &p, groups)
+}
+
+/// Index of the first maximum of each row of `x [n, k]`; see [`crate::cpu::argmax_rows`].
+pub fn argmax_rows(gpu: &Gpu, n: usize, k: usize, x: &Tensor, out: &Tensor) -> Result<Dispatch, GpuError> {
+    let op = format!("argmax_rows [{n}, {k}]");
+    if n == 0 || k == 0 {
+        return Err(GpuError::shape(&op, "rows and columns must be at least 1"));
+    }
+    check_len(&op, "x", x, n * k)?;
+    check_len(&op, "out", out, n)?;
+    if out.dtype() != DType::I32 {
+        return Err(GpuError::shape(&op, "out must be an i32 tensor"));
+    }
+    let p = ReduceParams { n: to_u32(&op, "rows", n)?, k: to_u32(&op, "columns", k)?, ..Default::default() };
+    let groups = grid_for(gpu, n, WG);
+    gpu.prepare(&op, &SHADER, "argmax_rows", &spec(), &[x], &[out], &p, groups)
+}
+
+/// `out[0]` = rows with `labels >= 0` and `pred == label` (u32); see [`crate::cpu::count_correct`].
+pub fn count_correct(gpu: &Gpu, pred: &Tensor, labels: &Tensor, out: &Tensor) -> Result<Dispatch, GpuError> {
+    let op = "count_correct";
+    check_len(op, "labels", labels, pred.len())?;
+    check_len(op, "out", out, 1)?;
+    if pred.dtype() != DType::I32 || labels.dtype() != DType::I32 || out.dtype() != DType::U32 {
+        return Err(GpuError::shape(op, "pred and labels must be i32 tensors and out a u32 tensor"));
+    }
+    let p = ReduceParams { n: to_u32(op, "rows", pred.len())?, ..Default::default() };
+    gpu.prepare(op, &SHADER, "count_correct", &spec(), &[pred, labels], &[out], &p, [1, 1, 1])
+}

@@ -1,0 +1,13 @@
+//! dlsvm: ConvNets with a linear-SVM (L2-SVM) top, trained entirely on the GPU through
+//! handwritten WGSL compute shaders dispatched by wgpu.
+//!
+//! - [`gpu`]: adapter and device, tensors, pipeline cache, dispatch and timing;
+//! - [`kernels`]: one host module per shader family (`shaders/*.wgsl`);
+//! - [`cpu`]: the reference implementation of every op, forward and backward;
+//! - [`check`]: kernel-vs-reference comparisons, shared by `cargo test` and `dlsvm check`.
+
+pub mod check;
+pub mod cpu;
+pub mod gpu;
+pub mod kernels;
+pub mod shapes;

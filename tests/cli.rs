@@ -1,0 +1,127 @@
+//! The command line: `dlsvm info`, `dlsvm check`, exit codes, the no-adapter message.
+
+use std::process::{Command, Output};
+
+fn dlsvm(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlsvm"));
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the dlsvm binary runs")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn info_names_the_adapter_and_limits() {
+    let o = dlsvm(&["info"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}\n{}", dlsvm::gpu::INSTALL_HINT);
+    for want in [
+        "adapter",
+        "backend",
+        "driver",
+        "max_storage_buffer_binding_size",
+        "max_compute_invocations_per_workgroup",
+    ] {
+        assert!(out.contains(want), "info lacks {want}: {out}");
+    }
+}
+
+#[test]
+fn info_json_is_one_object() {
+    let o = dlsvm(&["info", "--json"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("valid JSON");
+    assert!(v["adapter"]["name"].is_string() && v["limits"]["max_buffer_size"].is_number(), "{v}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn no_adapter_exits_3_with_the_install_hint() {
+    // On Linux no Metal adapter exists, so restricting wgpu to Metal leaves none.
+    let o = dlsvm(&["info"], &[("WGPU_BACKEND", "metal")]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("no GPU adapter found") && err.contains("mesa-vulkan-drivers"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line, no backtrace: {err}");
+    let o = dlsvm(&["check"], &[("WGPU_BACKEND", "metal")]);
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn unknown_adapter_name_exits_3_and_lists_adapters() {
+    let o = dlsvm(&["info", "--adapter", "no-such-gpu-xyz"], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    assert!(err.contains("no adapter matches") && err.contains("available:"), "{err}");
+    let o = dlsvm(&["info"], &[("DLSVM_ADAPTER", "no-such-gpu-xyz")]);
+    assert_eq!(o.status.code(), Some(3), "DLSVM_ADAPTER is honoured");
+}
+
+#[test]
+fn check_filter_prints_rows_and_passes() {
+    let o = dlsvm(&["check", "--filter", "relu"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("relu fwd") && out.contains("relu bwd") && out.contains("pass"), "{out}");
+    assert!(!out.contains("gemm"), "the filter keeps only relu rows: {out}");
+}
+
+#[test]
+fn check_json_reports_every_row() {
+    let o = dlsvm(&["check", "--json", "--filter", "pool"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("valid JSON");
+    let rows = v["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["kernel"].as_str()).collect();
+    assert_eq!(names, ["maxpool fwd", "maxpool bwd", "avgpool fwd", "avgpool bwd"]);
+    assert!(rows.iter().all(|r| r["passed"] == true && r["shapes"].as_u64() > Some(0)));
+    assert_eq!(v["passed"], true);
+}
+
+#[test]
+fn check_runs_every_kernel_family_and_direction() {
+    let o = dlsvm(&["check"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    for row in [
+        "gemm_nn",
+        "gemm_nt",
+        "gemm_tn",
+        "conv2d fwd direct",
+        "conv2d fwd blocked",
+        "conv2d bwd_data",
+        "conv2d bwd_weight",
+        "conv2d bwd_bias",
+        "maxpool fwd",
+        "maxpool bwd",
+        "avgpool fwd",
+        "avgpool bwd",
+        "relu fwd",
+        "relu bwd",
+        "dropout fwd",
+        "dropout bwd",
+        "softmax_xent fwd+bwd",
+        "l2svm fwd+bwd",
+        "sgd_momentum update",
+        "sum",
+        "argmax_rows",
+        "count_correct",
+        "channel_sum",
+    ] {
+        assert!(out.contains(row), "check has no row for {row}:\n{out}");
+    }
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(dlsvm(&["no-such-command"], &[]).status.code(), Some(2));
+    assert_eq!(dlsvm(&["check", "--filter", "no-such-kernel"], &[]).status.code(), Some(2));
+}

@@ -1,0 +1,117 @@
+//! Every WGSL file parsed and validated by naga without a device, for every specialization the
+//! crate uses; every declared entry point exists and binds exactly what the host binds; every
+//! params struct matches its WGSL mirror in size.
+
+use dlsvm::kernels::{params_sizes, SHADERS};
+use naga::valid::{Capabilities, ValidationFlags, Validator};
+
+fn parse(name: &str, source: &str) -> naga::Module {
+    naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("shader {name} does not parse:\n{}", e.emit_to_string(source)))
+}
+
+fn validate(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
+    let module = parse(name, source);
+    let info = Validator::new(ValidationFlags::all(), Capabilities::empty())
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("shader {name} does not validate:\n{}", e.emit_to_string(source)));
+    (module, info)
+}
+
+#[test]
+fn every_shader_validates_for_every_specialization() {
+    let mut validated = 0;
+    for def in SHADERS {
+        let specs = (def.specs)();
+        assert!(!specs.is_empty(), "shader {} lists no specialization", def.name);
+        for spec in specs {
+            let source = def.source_with(&spec);
+            validate(&format!("{} with {:?}", def.name, spec.0), &source);
+            validated += 1;
+        }
+    }
+    assert!(validated >= SHADERS.len());
+}
+
+#[test]
+fn every_entry_point_binds_inputs_then_outputs_then_params() {
+    for def in SHADERS {
+        let spec = (def.specs)().remove(0);
+        let (module, info) = validate(def.name, &def.source_with(&spec));
+        let names: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
+        for &(entry, n_in, n_out) in def.entries {
+            let idx = names
+                .iter()
+                .position(|n| *n == entry)
+                .unwrap_or_else(|| panic!("shader {} has no entry point {entry} (has {names:?})", def.name));
+            let fi = info.get_entry_point(idx);
+            let mut used: Vec<(u32, String)> = Vec::new();
+            for (h, var) in module.global_variables.iter() {
+                if fi[h].is_empty() {
+                    continue;
+                }
+                let Some(binding) = &var.binding else { continue };
+                assert_eq!(binding.group, 0, "{}::{entry}: group must be 0", def.name);
+                let kind = match var.space {
+                    naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
+                        "rw"
+                    }
+                    naga::AddressSpace::Storage { .. } => "ro",
+                    naga::AddressSpace::Uniform => "uniform",
+                    other => panic!("{}::{entry}: unexpected address space {other:?}", def.name),
+                };
+                used.push((binding.binding, kind.to_string()));
+            }
+            used.sort();
+            let mut want: Vec<(u32, String)> = Vec::new();
+            for i in 0..n_in {
+                want.push((i as u32, "ro".into()));
+            }
+            for o in 0..n_out {
+                want.push(((n_in + o) as u32, "rw".into()));
+            }
+            want.push(((n_in + n_out) as u32, "uniform".into()));
+            assert_eq!(used, want, "{}::{entry}: bindings the shader uses vs what the host binds", def.name);
+        }
+        // No entry point in the file that the host does not know about.
+        for n in &names {
+            assert!(
+                def.entries.iter().any(|e| e.0 == *n),
+                "shader {}: entry point {n} is not registered",
+                def.name
+            );
+        }
+    }
+}
+
+#[test]
+fn params_structs_match_their_wgsl_mirrors() {
+    let sizes = params_sizes();
+    assert_eq!(sizes.len(), SHADERS.len(), "every shader has a params struct");
+    for def in SHADERS {
+        let spec = (def.specs)().remove(0);
+        let module = parse(def.name, &def.source_with(&spec));
+        let wgsl = module
+            .types
+            .iter()
+            .find_map(|(_, t)| match (&t.name, &t.inner) {
+                (Some(n), naga::TypeInner::Struct { span, .. }) if n == "Params" => Some(*span as usize),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("shader {} has no struct Params", def.name));
+        let host = sizes.iter().find(|(n, _)| *n == def.name).map(|(_, s)| *s).expect("host size");
+        assert_eq!(host, wgsl, "{}: host params struct is {host} bytes, WGSL Params is {wgsl}", def.name);
+        assert_eq!(host % 16, 0, "{}: uniform structs are padded to 16 bytes", def.name);
+    }
+}
+
+#[test]
+fn a_broken_shader_is_rejected() {
+    // The validation above can fail: a shader with a type error does not validate.
+    let def = SHADERS[0];
+    let source = def.source_with(&(def.specs)().remove(0)).replace("var acc = 0.0;", "var acc = 0u;");
+    let module = naga::front::wgsl::parse_str(&source);
+    let ok =
+        module.map(|m| Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&m).is_ok());
+    assert!(!matches!(ok, Ok(true)), "a type error went unnoticed");
+}
