@@ -1,9 +1,8 @@
 // 2-D convolution (cross-correlation), NCHW, any kernel size, stride and padding.
 //
 // x [n, cin, h, w], wt [cout, cin, kh, kw], bias [cout], y [n, cout, oh, ow].
-// Specialization: WG (invocations per workgroup, 1-D), COB (output channels per invocation in
-// conv_fwd_blocked), CIB (input channels per invocation in conv_bwd_data), RW (invocations that
-// share one weight's reduction in conv_bwd_weight; equals WG there).
+// Specialization: WG (invocations per workgroup, 1-D; a power of two), COB (output channels per
+// invocation in conv_fwd_blocked), CIB (input channels per invocation in conv_bwd_data).
 // Large 1-D grids are folded over x and y: workgroup index = wid.y * nwg.x + wid.x.
 
 struct Params {
@@ -22,8 +21,9 @@ struct Params {
     px: u32,
     // bit 0: add bias; bit 1: accumulate into the output; bit 2: ReLU
     flags: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // conv_bwd_weight_split: batch samples per slice and number of slices
+    spp: u32,
+    slices: u32,
 }
 
 const FLAG_BIAS: u32 = 1u;
@@ -257,4 +257,113 @@ fn conv_bwd_weight(
         }
         wdw[widx] = v;
     }
+}
+
+// Backward weight as a split-K implicit GEMM: dW[co, col] with col = (ci * kh + ky) * kw + kx is
+// dY[co, (b, oy, ox)] · X[(b, oy, ox), col]. Each invocation computes a 4 x 4 block (4 output
+// channels x 4 columns) over one slice of `spp` batch samples: per output position it loads 4
+// gradients and gathers 4 inputs for 16 multiply-adds. Slices write partial sums to `spart`
+// [slices, cout, cin*kh*kw]; conv_bwd_weight_reduce adds them up in a fixed order.
+// Bindings: inputs x, dy; output partial.
+@group(0) @binding(0) var<storage, read> sx: array<f32>;
+@group(0) @binding(1) var<storage, read> sdy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> spart: array<f32>;
+@group(0) @binding(3) var<uniform> ps: Params;
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight_split(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let t = linear_group(wid, nwg) * WG + lid.x;
+    let kk = ps.kh * ps.kw;
+    let cols = ps.cin * kk;
+    let col_blocks = (cols + 3u) / 4u;
+    let per_slice = ((ps.cout + 3u) / 4u) * col_blocks;
+    if (t >= per_slice * ps.slices) {
+        return;
+    }
+    let slice = t / per_slice;
+    let rem = t % per_slice;
+    let co0 = (rem / col_blocks) * 4u;
+    let col0 = (rem % col_blocks) * 4u;
+    let plane_in = ps.h * ps.w;
+    let plane_out = ps.oh * ps.ow;
+    var xoff: array<u32, 4>;
+    var ky: array<i32, 4>;
+    var kx: array<i32, 4>;
+    var goff: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let col = min(col0 + j, cols - 1u);
+        kx[j] = i32(col % ps.kw) - i32(ps.px);
+        ky[j] = i32((col / ps.kw) % ps.kh) - i32(ps.py);
+        xoff[j] = (col / kk) * plane_in;
+        goff[j] = min(co0 + j, ps.cout - 1u) * plane_out;
+    }
+    var acc: array<f32, 16>;
+    for (var i = 0u; i < 16u; i++) {
+        acc[i] = 0.0;
+    }
+    let b0 = slice * ps.spp;
+    let b1 = min(b0 + ps.spp, ps.n);
+    for (var b = b0; b < b1; b++) {
+        let xb = b * ps.cin * plane_in;
+        let gb = b * ps.cout * plane_out;
+        for (var oy = 0u; oy < ps.oh; oy++) {
+            for (var ox = 0u; ox < ps.ow; ox++) {
+                let o = oy * ps.ow + ox;
+                var gv: array<f32, 4>;
+                var xv: array<f32, 4>;
+                for (var j = 0u; j < 4u; j++) {
+                    gv[j] = sdy[gb + goff[j] + o];
+                    let iy = i32(oy * ps.sy) + ky[j];
+                    let ix = i32(ox * ps.sx) + kx[j];
+                    let inside = iy >= 0 && iy < i32(ps.h) && ix >= 0 && ix < i32(ps.w);
+                    let idx = xb + xoff[j] + u32(clamp(iy, 0, i32(ps.h) - 1)) * ps.w + u32(clamp(ix, 0, i32(ps.w) - 1));
+                    xv[j] = select(0.0, sx[idx], inside);
+                }
+                for (var i = 0u; i < 4u; i++) {
+                    for (var j = 0u; j < 4u; j++) {
+                        acc[i * 4u + j] += gv[i] * xv[j];
+                    }
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let co = co0 + i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + j;
+            if (co < ps.cout && col < cols) {
+                spart[(slice * ps.cout + co) * cols + col] = acc[i * 4u + j];
+            }
+        }
+    }
+}
+
+// dw[e] (+)= sum over slices of partial[slice, e], slices in order. Bindings: input partial; output dw.
+@group(0) @binding(0) var<storage, read> rpart: array<f32>;
+@group(0) @binding(1) var<storage, read_write> rdw: array<f32>;
+@group(0) @binding(2) var<uniform> pr: Params;
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight_reduce(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let e = linear_group(wid, nwg) * WG + lid.x;
+    let total = pr.cout * pr.cin * pr.kh * pr.kw;
+    if (e >= total) {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < pr.slices; s++) {
+        v += rpart[s * total + e];
+    }
+    if ((pr.flags & FLAG_ACC) != 0u) {
+        v += rdw[e];
+    }
+    rdw[e] = v;
 }

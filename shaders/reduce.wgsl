@@ -33,7 +33,7 @@ fn tree_f32(l: u32) {
     }
 }
 
-// One workgroup: out[0] = sum of x[0..n).
+// One workgroup: out[0] = sum of x[0..n) (added to out[0] when flags bit 1 is set).
 @compute @workgroup_size(WG, 1, 1)
 fn sum_all(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;
@@ -43,7 +43,11 @@ fn sum_all(@builtin(local_invocation_id) lid: vec3<u32>) {
     fpart[lid.x] = acc;
     tree_f32(lid.x);
     if (lid.x == 0u) {
-        out[0] = fpart[0];
+        var v = fpart[0];
+        if ((p.flags & 2u) != 0u) {
+            v += out[0];
+        }
+        out[0] = v;
     }
 }
 
@@ -104,7 +108,8 @@ fn argmax_rows(
     apred[r] = i32(arg);
 }
 
-// ---- count_correct: inputs pred, labels; output count[1] (rows with label >= 0 and pred == label)
+// ---- count_correct: inputs pred, labels; output count[1] (rows with label >= 0 and pred == label),
+// added to count[0] when flags bit 1 is set
 @group(0) @binding(0) var<storage, read> cpred: array<i32>;
 @group(0) @binding(1) var<storage, read> clabels: array<i32>;
 @group(0) @binding(2) var<storage, read_write> ccount: array<u32>;
@@ -128,6 +133,10 @@ fn count_correct(@builtin(local_invocation_id) lid: vec3<u32>) {
         workgroupBarrier();
     }
     if (lid.x == 0u) {
-        ccount[0] = upart[0];
+        var c = upart[0];
+        if ((pc.flags & 2u) != 0u) {
+            c += ccount[0];
+        }
+        ccount[0] = c;
     }
 }

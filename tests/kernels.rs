@@ -5,7 +5,7 @@ mod common;
 
 use common::{gpu, pass};
 use dlsvm::check::{self, Flags};
-use dlsvm::kernels::{conv::ConvFwdVariant, gemm::GemmVariant};
+use dlsvm::kernels::{conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant};
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 // ------------------------------------------------------------------------------------------ GEMM
@@ -101,8 +101,10 @@ fn conv_all(s: Conv2dShape) {
         pass(check::conv_fwd_case(g, s, v, Flags::NONE, 2));
     }
     pass(check::conv_bwd_data_case(g, s, 3));
-    pass(check::conv_bwd_weight_case(g, s, false, 4));
-    pass(check::conv_bwd_weight_case(g, s, true, 5));
+    for v in ConvBwdWeightVariant::all() {
+        pass(check::conv_bwd_weight_case(g, s, v, false, 4));
+        pass(check::conv_bwd_weight_case(g, s, v, true, 5));
+    }
     pass(check::conv_bwd_bias_case(g, s, 6));
 }
 
@@ -169,6 +171,14 @@ fn conv_non_square_kernel_stride_and_padding() {
 #[test]
 fn conv_stride_larger_than_kernel() {
     conv_all(Conv2dShape::square(2, 2, 11, 3, 2, 3, 1));
+}
+
+#[test]
+fn conv_bwd_weight_many_slices_and_partial_blocks() {
+    // 1x1 output planes: one sample per slice is impossible to fill, so slices hold many samples;
+    // cout and cin*kh*kw not multiples of the 4x4 block.
+    conv_all(Conv2dShape::square(37, 3, 3, 5, 3, 1, 0));
+    conv_all(Conv2dShape::square(9, 2, 40, 6, 3, 1, 1));
 }
 
 #[test]
@@ -355,7 +365,8 @@ fn sgd_momentum_update() {
 #[test]
 fn sum_lengths() {
     for n in [1, 255, 256, 257, 1_000_003] {
-        pass(check::sum_case(gpu(), n, n as u64));
+        pass(check::sum_case(gpu(), n, false, n as u64));
+        pass(check::sum_case(gpu(), n, true, n as u64 + 1));
     }
 }
 
@@ -369,7 +380,8 @@ fn argmax_rows_with_ties() {
 #[test]
 fn count_correct_with_masked_labels() {
     for (n, k) in [(1, 7), (256, 7), (1000, 10)] {
-        pass(check::count_correct_case(gpu(), n, k, 10));
+        pass(check::count_correct_case(gpu(), n, k, false, 10));
+        pass(check::count_correct_case(gpu(), n, k, true, 11));
     }
 }
 

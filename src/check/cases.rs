@@ -4,7 +4,7 @@ use super::tolerance as tol;
 use super::{widen, CaseReport, Comparison, Rng};
 use crate::cpu;
 use crate::gpu::{DType, Gpu, GpuError, Tensor};
-use crate::kernels::{self, conv::ConvFwdVariant, gemm::GemmVariant, Epilogue};
+use crate::kernels::{self, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant, Epilogue};
 use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
 
 fn up(gpu: &Gpu, v: &[f32]) -> Result<Tensor, GpuError> {
@@ -139,6 +139,7 @@ pub fn conv_bwd_data_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> Result<CaseRe
 pub fn conv_bwd_weight_case(
     gpu: &Gpu,
     s: Conv2dShape,
+    variant: ConvBwdWeightVariant,
     accumulate: bool,
     seed: u64,
 ) -> Result<CaseReport, GpuError> {
@@ -148,15 +149,19 @@ pub fn conv_bwd_weight_case(
     let dw0 = rng.vec(s.w_len());
     let (tx, tdy) = (up(gpu, &x)?, up(gpu, &dy)?);
     let tdw = if accumulate { up(gpu, &dw0)? } else { poisoned(gpu, s.w_len(), DType::F32)? };
-    let d = kernels::conv::conv2d_backward_weight(gpu, &s, &tx, &tdy, &tdw, accumulate)?;
-    gpu.run(&[&d])?;
+    let ops = kernels::conv::conv2d_backward_weight(gpu, &s, &tx, &tdy, &tdw, accumulate, variant)?;
+    gpu.run(&ops.iter().collect::<Vec<_>>())?;
     let got = gpu.download_f32(&tdw)?;
     let mut want = widen(&dw0);
     cpu::conv2d_backward_weight(&s, &widen(&x), &widen(&dy), &mut want, accumulate);
     let flags = Flags { accumulate, ..Flags::NONE };
-    Ok(Comparison::new("conv2d bwd_weight", format!("{s}{}", flags.suffix()), tol::CONV)
-        .floats("dw", &got, &want, s.n * s.oh() * s.ow())
-        .finish())
+    Ok(Comparison::new(
+        &format!("conv2d bwd_weight {}", variant.name()),
+        format!("{s}{}", flags.suffix()),
+        tol::CONV,
+    )
+    .floats("dw", &got, &want, s.n * s.oh() * s.ow())
+    .finish())
 }
 
 /// The conv bias gradient: `channel_sum` over `[n, cout, oh*ow]`.
@@ -390,16 +395,20 @@ pub fn sgd_case(
 
 // ---------------------------------------------------------------------------------------- reduce
 
-pub fn sum_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
+pub fn sum_case(gpu: &Gpu, n: usize, accumulate: bool, seed: u64) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(seed);
     let x = rng.vec(n);
+    let prior = rng.vec(1);
     let tx = up(gpu, &x)?;
-    let tout = poisoned(gpu, 1, DType::F32)?;
-    let d = kernels::reduce::sum_all(gpu, &tx, &tout)?;
+    let tout = if accumulate { up(gpu, &prior)? } else { poisoned(gpu, 1, DType::F32)? };
+    let d = kernels::reduce::sum_all(gpu, &tx, &tout, accumulate)?;
     gpu.run(&[&d])?;
     let got = gpu.download_f32(&tout)?;
-    let want = [cpu::sum(&widen(&x))];
-    Ok(Comparison::new("sum", format!("n{n}"), tol::REDUCE).floats("sum", &got, &want, n).finish())
+    let want = [cpu::sum(&widen(&x)) + if accumulate { prior[0] as f64 } else { 0.0 }];
+    let flags = Flags { accumulate, ..Flags::NONE };
+    Ok(Comparison::new("sum", format!("n{n}{}", flags.suffix()), tol::REDUCE)
+        .floats("sum", &got, &want, n)
+        .finish())
 }
 
 pub fn channel_sum_case(
@@ -451,19 +460,27 @@ pub fn argmax_case(gpu: &Gpu, n: usize, k: usize, seed: u64) -> Result<CaseRepor
     Ok(Comparison::new("argmax_rows", format!("n{n} k{k}"), tol::REDUCE).ints("argmax", &got, &want).finish())
 }
 
-pub fn count_correct_case(gpu: &Gpu, n: usize, k: usize, seed: u64) -> Result<CaseReport, GpuError> {
+pub fn count_correct_case(
+    gpu: &Gpu,
+    n: usize,
+    k: usize,
+    accumulate: bool,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(seed);
     let y = labels(&mut rng, n, k);
     // Predictions right about half the time.
     let pred: Vec<i32> =
         y.iter().map(|&l| if l >= 0 && rng.below(2) == 0 { l } else { rng.below(k) as i32 }).collect();
     let (tp, ty) = (up_i32(gpu, &pred)?, up_i32(gpu, &y)?);
-    let tout = poisoned(gpu, 1, DType::U32)?;
-    let d = kernels::reduce::count_correct(gpu, &tp, &ty, &tout)?;
+    let prior = 1000u32;
+    let tout = if accumulate { gpu.upload_u32(&[prior], &[1])? } else { poisoned(gpu, 1, DType::U32)? };
+    let d = kernels::reduce::count_correct(gpu, &tp, &ty, &tout, accumulate)?;
     gpu.run(&[&d])?;
     let got = gpu.download_u32(&tout)?;
-    let want = cpu::count_correct(&pred, &y);
-    Ok(Comparison::new("count_correct", format!("n{n} k{k}"), tol::REDUCE)
+    let want = cpu::count_correct(&pred, &y) + if accumulate { prior } else { 0 };
+    let flags = Flags { accumulate, ..Flags::NONE };
+    Ok(Comparison::new("count_correct", format!("n{n} k{k}{}", flags.suffix()), tol::REDUCE)
         .ints("count", &[got[0] as i32], &[want as i32])
         .finish())
 }

@@ -4,7 +4,7 @@
 use super::cases::*;
 use super::{CaseReport, Tol};
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::{conv::ConvFwdVariant, gemm::GemmVariant};
+use crate::kernels::{conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 type CaseFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError> + Send + Sync>;
@@ -166,8 +166,13 @@ pub fn suite() -> Vec<SuiteCase> {
         }
         let sd = next();
         add("conv2d bwd_data".into(), Box::new(move |g| conv_bwd_data_case(g, s, sd)));
-        let sd = next();
-        add("conv2d bwd_weight".into(), Box::new(move |g| conv_bwd_weight_case(g, s, sd % 2 == 0, sd)));
+        for v in ConvBwdWeightVariant::all() {
+            let sd = next();
+            add(
+                format!("conv2d bwd_weight {}", v.name()),
+                Box::new(move |g| conv_bwd_weight_case(g, s, v, sd % 2 == 0, sd)),
+            );
+        }
         let sd = next();
         add("conv2d bwd_bias".into(), Box::new(move |g| conv_bwd_bias_case(g, s, sd)));
     }
@@ -190,14 +195,14 @@ pub fn suite() -> Vec<SuiteCase> {
         add("dropout fwd".into(), Box::new(move |g| dropout_case(g, n, 0.2, sd as u32, 7, false)));
         add("dropout bwd".into(), Box::new(move |g| dropout_case(g, n, 0.5, sd as u32, 8, true)));
         add("sgd_momentum update".into(), Box::new(move |g| sgd_case(g, n, 0.05, 0.9, 1e-4, sd)));
-        add("sum".into(), Box::new(move |g| sum_case(g, n, sd)));
+        add("sum".into(), Box::new(move |g| sum_case(g, n, sd % 2 == 0, sd)));
     }
     for (n, k) in [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)] {
         let sd = next();
         add("softmax_xent fwd+bwd".into(), Box::new(move |g| softmax_case(g, n, k, 4.0, sd)));
         add("l2svm fwd+bwd".into(), Box::new(move |g| l2svm_case(g, n, k, 1.0, sd)));
         add("argmax_rows".into(), Box::new(move |g| argmax_case(g, n, k, sd)));
-        add("count_correct".into(), Box::new(move |g| count_correct_case(g, n, k, sd)));
+        add("count_correct".into(), Box::new(move |g| count_correct_case(g, n, k, sd % 2 == 1, sd)));
     }
     add("softmax_xent fwd+bwd".into(), Box::new(|g| softmax_case(g, 64, 7, 80.0, 99)));
     add("l2svm fwd+bwd".into(), Box::new(|g| l2svm_case(g, 64, 7, 0.02 * 64.0, 98)));

@@ -22,8 +22,9 @@ pub struct ConvParams {
     pub py: u32,
     pub px: u32,
     pub flags: u32,
-    pub _pad0: u32,
-    pub _pad1: u32,
+    /// Backward weight (split): batch samples per slice and the number of slices.
+    pub spp: u32,
+    pub slices: u32,
 }
 
 /// Forward variants; both are covered by the tests.
@@ -71,6 +72,8 @@ pub static SHADER: ShaderDef = ShaderDef {
         ("conv_fwd_blocked", 3, 1),
         ("conv_bwd_data", 2, 1),
         ("conv_bwd_weight", 2, 1),
+        ("conv_bwd_weight_split", 2, 1),
+        ("conv_bwd_weight_reduce", 1, 1),
     ],
     specs,
 };
@@ -96,8 +99,8 @@ fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError>
         py: u("py", s.py)?,
         px: u("px", s.px)?,
         flags,
-        _pad0: 0,
-        _pad1: 0,
+        spp: 0,
+        slices: 0,
     })
 }
 
@@ -154,7 +157,36 @@ pub fn conv2d_backward_data(
     gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(), &[dy, w], &[dx], &p, groups)
 }
 
-/// `dw (+)= Σ dy · x`; see [`crate::cpu::conv2d_backward_weight`].
+/// Backward-weight variants; both are covered by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvBwdWeightVariant {
+    /// One workgroup per weight, its invocations splitting the reduction: the fallback and oracle.
+    Direct,
+    /// Split-K implicit GEMM: 4x4 blocks per invocation over batch slices, then a fixed-order sum.
+    Split,
+}
+
+impl ConvBwdWeightVariant {
+    pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Split;
+    pub fn all() -> [ConvBwdWeightVariant; 2] {
+        [ConvBwdWeightVariant::Direct, ConvBwdWeightVariant::Split]
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConvBwdWeightVariant::Direct => "direct",
+            ConvBwdWeightVariant::Split => "split",
+        }
+    }
+}
+
+/// Batch samples per slice of the split weight gradient: about 1024 output positions per
+/// invocation, so each does enough work while the batch still spreads over many invocations.
+fn samples_per_slice(s: &Conv2dShape) -> usize {
+    1024usize.div_ceil(s.oh() * s.ow()).clamp(1, s.n)
+}
+
+/// `dw (+)= Σ dy · x`; see [`crate::cpu::conv2d_backward_weight`]. Returns the dispatches to run
+/// in order (the split variant owns a scratch buffer of partial sums, kept alive by its bindings).
 pub fn conv2d_backward_weight(
     gpu: &Gpu,
     s: &Conv2dShape,
@@ -162,12 +194,46 @@ pub fn conv2d_backward_weight(
     dy: &Tensor,
     dw: &Tensor,
     accumulate: bool,
-) -> Result<Dispatch, GpuError> {
+    variant: ConvBwdWeightVariant,
+) -> Result<Vec<Dispatch>, GpuError> {
     let op = format!("conv2d_backward_weight {s}");
-    let p = params(&op, s, (accumulate as u32) << 1)?;
+    let mut p = params(&op, s, (accumulate as u32) << 1)?;
     check_len(&op, "x", x, s.x_len())?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "dw", dw, s.w_len())?;
-    let groups = grid_1d(s.w_len(), gpu.max_groups());
-    gpu.prepare(&op, &SHADER, "conv_bwd_weight", &spec(), &[x, dy], &[dw], &p, groups)
+    match variant {
+        ConvBwdWeightVariant::Direct => {
+            let groups = grid_1d(s.w_len(), gpu.max_groups());
+            Ok(vec![gpu.prepare(&op, &SHADER, "conv_bwd_weight", &spec(), &[x, dy], &[dw], &p, groups)?])
+        }
+        ConvBwdWeightVariant::Split => {
+            let spp = samples_per_slice(s);
+            let slices = s.n.div_ceil(spp);
+            p.spp = to_u32(&op, "samples per slice", spp)?;
+            p.slices = to_u32(&op, "slices", slices)?;
+            let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
+            let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);
+            let split = gpu.prepare(
+                &op,
+                &SHADER,
+                "conv_bwd_weight_split",
+                &spec(),
+                &[x, dy],
+                &[&partial],
+                &p,
+                grid_for(gpu, threads, CONV_WG),
+            )?;
+            let reduce = gpu.prepare(
+                &op,
+                &SHADER,
+                "conv_bwd_weight_reduce",
+                &spec(),
+                &[&partial],
+                &[dw],
+                &p,
+                grid_for(gpu, s.w_len(), CONV_WG),
+            )?;
+            Ok(vec![split, reduce])
+        }
+    }
 }

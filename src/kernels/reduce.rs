@@ -32,11 +32,15 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
 };
 
-/// `out[0] = Σ x` (one workgroup); see [`crate::cpu::sum`].
-pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor) -> Result<Dispatch, GpuError> {
+/// `out[0] (+)= Σ x` (one workgroup); see [`crate::cpu::sum`].
+pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<Dispatch, GpuError> {
     let op = "sum_all";
     check_len(op, "out", out, 1)?;
-    let p = ReduceParams { n: to_u32(op, "elements", x.len())?, ..Default::default() };
+    let p = ReduceParams {
+        n: to_u32(op, "elements", x.len())?,
+        flags: (accumulate as u32) << 1,
+        ..Default::default()
+    };
     gpu.prepare(op, &SHADER, "sum_all", &spec(), &[x], &[out], &p, [1, 1, 1])
 }
 
@@ -85,14 +89,24 @@ pub fn argmax_rows(gpu: &Gpu, n: usize, k: usize, x: &Tensor, out: &Tensor) -> R
     gpu.prepare(&op, &SHADER, "argmax_rows", &spec(), &[x], &[out], &p, groups)
 }
 
-/// `out[0]` = rows with `labels >= 0` and `pred == label` (u32); see [`crate::cpu::count_correct`].
-pub fn count_correct(gpu: &Gpu, pred: &Tensor, labels: &Tensor, out: &Tensor) -> Result<Dispatch, GpuError> {
+/// `out[0] (+)=` rows with `labels >= 0` and `pred == label` (u32); see [`crate::cpu::count_correct`].
+pub fn count_correct(
+    gpu: &Gpu,
+    pred: &Tensor,
+    labels: &Tensor,
+    out: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
     let op = "count_correct";
     check_len(op, "labels", labels, pred.len())?;
     check_len(op, "out", out, 1)?;
     if pred.dtype() != DType::I32 || labels.dtype() != DType::I32 || out.dtype() != DType::U32 {
         return Err(GpuError::shape(op, "pred and labels must be i32 tensors and out a u32 tensor"));
     }
-    let p = ReduceParams { n: to_u32(op, "rows", pred.len())?, ..Default::default() };
+    let p = ReduceParams {
+        n: to_u32(op, "rows", pred.len())?,
+        flags: (accumulate as u32) << 1,
+        ..Default::default()
+    };
     gpu.prepare(op, &SHADER, "count_correct", &spec(), &[pred, labels], &[out], &p, [1, 1, 1])
 }
