@@ -1,0 +1,340 @@
+//! The paper's training augmentation (DESIGN.md §2): random horizontal mirror and a random
+//! similarity transform (rotation, scale, shift of the crop centre) that crops 48x48 to 42x42,
+//! sampled with bilinear interpolation; plus optional Gaussian pixel noise.
+//!
+//! Also home of the data module's small deterministic toolkit: a seeded generator ([`Rng`]),
+//! seed mixing ([`mix`], [`hash3`]) and `sin`/`cos`/`ln` built from `+ - * /` only, so every
+//! random image and every augmented crop is bit-identical on every platform (the C library's
+//! transcendental functions may differ in the last bit between platforms).
+
+use serde::{Deserialize, Serialize};
+
+/// Random transform applied to a training image. Ranges are symmetric: the rotation is uniform in
+/// `[-max_rotate_deg, max_rotate_deg]`, the scale uniform in `[scale_min, scale_max]`, the crop
+/// centre shift uniform in `[-max_shift, max_shift]` pixels on each axis; `mirror` flips
+/// horizontally with probability 0.5; `noise_std` is the std of Gaussian noise added last.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Augment {
+    pub mirror: bool,
+    pub max_rotate_deg: f32,
+    pub scale_min: f32,
+    pub scale_max: f32,
+    pub max_shift: f32,
+    pub noise_std: f32,
+}
+
+impl Augment {
+    /// No augmentation: every crop is the centre crop.
+    pub const NONE: Augment = Augment {
+        mirror: false,
+        max_rotate_deg: 0.0,
+        scale_min: 1.0,
+        scale_max: 1.0,
+        max_shift: 0.0,
+        noise_std: 0.0,
+    };
+
+    /// The FER setting of the author's code: mirror, rotation up to ±45°, scale 0.8..1.2, crop
+    /// centre jittered by up to 3 px (centre 21..27 of 48), no noise.
+    pub fn fer() -> Augment {
+        Augment {
+            mirror: true,
+            max_rotate_deg: 45.0,
+            scale_min: 0.8,
+            scale_max: 1.2,
+            max_shift: 3.0,
+            noise_std: 0.0,
+        }
+    }
+
+    /// True when every crop would be the plain centre crop.
+    pub fn is_identity(&self) -> bool {
+        !self.mirror
+            && self.max_rotate_deg == 0.0
+            && self.scale_min == 1.0
+            && self.scale_max == 1.0
+            && self.max_shift == 0.0
+            && self.noise_std == 0.0
+    }
+
+    /// Draws one transform. Always consumes the same five numbers from `rng` (whatever is
+    /// switched off), so the noise that follows does not depend on which parts are enabled.
+    pub fn sample(&self, rng: &mut Rng) -> Jitter {
+        let flip = rng.unit() < 0.5;
+        let angle = rng.range(-1.0, 1.0) * self.max_rotate_deg as f64;
+        let scale = rng.range(self.scale_min as f64, self.scale_max as f64);
+        let shift_x = rng.range(-1.0, 1.0) * self.max_shift as f64;
+        let shift_y = rng.range(-1.0, 1.0) * self.max_shift as f64;
+        Jitter {
+            angle_deg: angle as f32,
+            scale: scale as f32,
+            shift_x: shift_x as f32,
+            shift_y: shift_y as f32,
+            mirror: self.mirror && flip,
+        }
+    }
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Augment::NONE
+    }
+}
+
+/// One concrete similarity transform (what [`Augment::sample`] draws).
+///
+/// Output pixel at offset `d` from the output centre samples the source at
+/// `centre + shift + R(angle) * m(d) / scale`, where `m` negates `d.x` when `mirror` is set and
+/// `centre` is the centre of the centre-crop window. With y pointing down, a positive angle turns
+/// the content counter-clockwise on screen; a scale above 1 enlarges it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Jitter {
+    pub angle_deg: f32,
+    pub scale: f32,
+    pub shift_x: f32,
+    pub shift_y: f32,
+    pub mirror: bool,
+}
+
+impl Jitter {
+    pub const IDENTITY: Jitter =
+        Jitter { angle_deg: 0.0, scale: 1.0, shift_x: 0.0, shift_y: 0.0, mirror: false };
+}
+
+/// Top-left corner of the centre-crop window (negative when the output is larger than the
+/// source): `floor((src - out) / 2)` on each axis.
+pub fn centre_offset(h: usize, w: usize, out_h: usize, out_w: usize) -> (isize, isize) {
+    ((h as isize - out_h as isize).div_euclid(2), (w as isize - out_w as isize).div_euclid(2))
+}
+
+/// Writes an `out_h x out_w` crop of the (already standardized) src image `[h, w]` into `out`.
+///
+/// `aug` `None` (or an identity [`Augment`]): the centre crop, an exact copy of the centre
+/// window; where the output is larger than the source, the outside is 0.
+/// `Some((aug, seed))`: a random [`Jitter`] drawn from `Rng::new(seed)` applied with
+/// [`warp_into`], then Gaussian noise of std `noise_std` from the same generator. Every random
+/// number comes from `seed` alone, so results do not depend on threads.
+pub fn crop_into(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    out_h: usize,
+    out_w: usize,
+    aug: Option<(&Augment, u64)>,
+) {
+    assert_eq!(src.len(), h * w, "crop_into: source is not {h}x{w}");
+    assert_eq!(out.len(), out_h * out_w, "crop_into: output is not {out_h}x{out_w}");
+    match aug {
+        Some((a, seed)) if !a.is_identity() => {
+            let mut rng = Rng::new(seed);
+            let jitter = a.sample(&mut rng);
+            warp_into(src, h, w, out, out_h, out_w, &jitter);
+            if a.noise_std > 0.0 {
+                let std = a.noise_std as f64;
+                for v in out.iter_mut() {
+                    *v += (rng.normal() * std) as f32;
+                }
+            }
+        }
+        _ => centre_crop(src, h, w, out, out_h, out_w),
+    }
+}
+
+/// The exact centre crop (see [`centre_offset`]); zero outside the source.
+pub fn centre_crop(src: &[f32], h: usize, w: usize, out: &mut [f32], out_h: usize, out_w: usize) {
+    let (oy, ox) = centre_offset(h, w, out_h, out_w);
+    for r in 0..out_h {
+        let row = &mut out[r * out_w..(r + 1) * out_w];
+        let sy = r as isize + oy;
+        if sy < 0 || sy >= h as isize {
+            row.fill(0.0);
+            continue;
+        }
+        let srow = &src[sy as usize * w..(sy as usize + 1) * w];
+        for (c, v) in row.iter_mut().enumerate() {
+            let sx = c as isize + ox;
+            *v = if sx < 0 || sx >= w as isize { 0.0 } else { srow[sx as usize] };
+        }
+    }
+}
+
+/// Applies one [`Jitter`] with bilinear sampling (outside the source = 0). The identity jitter
+/// reproduces [`centre_crop`] exactly, and a mirror-only jitter flips it exactly.
+pub fn warp_into(src: &[f32], h: usize, w: usize, out: &mut [f32], out_h: usize, out_w: usize, j: &Jitter) {
+    assert_eq!(src.len(), h * w, "warp_into: source is not {h}x{w}");
+    assert_eq!(out.len(), out_h * out_w, "warp_into: output is not {out_h}x{out_w}");
+    let (oy, ox) = centre_offset(h, w, out_h, out_w);
+    // Output centre and the matching source centre, in pixel-index coordinates.
+    let ocx = (out_w as f32 - 1.0) * 0.5;
+    let ocy = (out_h as f32 - 1.0) * 0.5;
+    let scx = ox as f32 + ocx + j.shift_x;
+    let scy = oy as f32 + ocy + j.shift_y;
+    let (s, c) = sin_cos(j.angle_deg as f64 * (std::f64::consts::PI / 180.0));
+    let inv = 1.0 / j.scale as f64;
+    let (c, s) = ((c * inv) as f32, (s * inv) as f32);
+    let mx = if j.mirror { -1.0f32 } else { 1.0 };
+    let fetch = |y: isize, x: isize| -> f32 {
+        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+            0.0
+        } else {
+            src[y as usize * w + x as usize]
+        }
+    };
+    for r in 0..out_h {
+        let dy = r as f32 - ocy;
+        for q in 0..out_w {
+            let dx = (q as f32 - ocx) * mx;
+            let sx = scx + c * dx - s * dy;
+            let sy = scy + s * dx + c * dy;
+            let x0 = sx.floor();
+            let y0 = sy.floor();
+            let fx = sx - x0;
+            let fy = sy - y0;
+            let (xi, yi) = (x0 as isize, y0 as isize);
+            let top = (1.0 - fx) * fetch(yi, xi) + fx * fetch(yi, xi + 1);
+            let bottom = (1.0 - fx) * fetch(yi + 1, xi) + fx * fetch(yi + 1, xi + 1);
+            out[r * out_w + q] = (1.0 - fy) * top + fy * bottom;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic randomness and math shared by the data module.
+
+/// splitmix64 finalizer: a strong 64-bit mixing function.
+fn fmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Mixes two 64-bit values into one seed (order matters).
+pub fn mix(a: u64, b: u64) -> u64 {
+    fmix(fmix(a ^ 0x6a09_e667_f3bc_c909).wrapping_add(b.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// Seed for item `c` of item `b` under seed `a` (e.g. `hash3(seed, step, position)`).
+pub fn hash3(a: u64, b: u64, c: u64) -> u64 {
+    mix(mix(a, b), c)
+}
+
+/// A small seeded generator (splitmix64) with a Gaussian built from portable arithmetic.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    state: u64,
+    spare: Option<f64>,
+}
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng { state: fmix(seed ^ 0x2545_f491_4f6c_dd1d), spare: None }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        fmix(self.state)
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// Uniform in [lo, hi).
+    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+
+    /// Uniform integer in [0, n) (n > 0), without modulo bias worth speaking of (n << 2^64).
+    pub fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "Rng::below(0)");
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
+    }
+
+    /// True with probability p.
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit() < p
+    }
+
+    /// Standard normal (Box–Muller; the second value of each pair is kept for the next call).
+    pub fn normal(&mut self) -> f64 {
+        if let Some(v) = self.spare.take() {
+            return v;
+        }
+        let u1 = 1.0 - self.unit(); // (0, 1]
+        let u2 = self.unit();
+        let r = (-2.0 * ln(u1)).sqrt();
+        let (s, c) = sin_cos(2.0 * std::f64::consts::PI * u2);
+        self.spare = Some(r * s);
+        r * c
+    }
+
+    /// Fisher–Yates shuffle.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = self.below(i + 1);
+            v.swap(i, j);
+        }
+    }
+}
+
+/// `(sin x, cos x)` from a polynomial after reduction by multiples of pi/2; within about 1e-15
+/// (plus the reduction's error, ~1e-16 |x|) and identical on every platform.
+pub fn sin_cos(x: f64) -> (f64, f64) {
+    use std::f64::consts::FRAC_PI_2;
+    let k = (x * (1.0 / FRAC_PI_2)).round();
+    let r = x - k * FRAC_PI_2;
+    let r2 = r * r;
+    // Taylor series through r^15 (sin) and r^16 (cos): below 1e-15 for |r| <= pi/4.
+    const S: [f64; 8] = [
+        1.0,
+        -1.0 / 6.0,
+        1.0 / 120.0,
+        -1.0 / 5040.0,
+        1.0 / 362_880.0,
+        -1.0 / 39_916_800.0,
+        1.0 / 6_227_020_800.0,
+        -1.0 / 1_307_674_368_000.0,
+    ];
+    const C: [f64; 9] = [
+        1.0,
+        -1.0 / 2.0,
+        1.0 / 24.0,
+        -1.0 / 720.0,
+        1.0 / 40_320.0,
+        -1.0 / 3_628_800.0,
+        1.0 / 479_001_600.0,
+        -1.0 / 87_178_291_200.0,
+        1.0 / 20_922_789_888_000.0,
+    ];
+    let s = r * S.iter().rev().fold(0.0, |acc, &c| acc * r2 + c);
+    let c = C.iter().rev().fold(0.0, |acc, &c| acc * r2 + c);
+    match (k as i64).rem_euclid(4) {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    }
+}
+
+/// Natural logarithm of a positive, normal `x` (atanh series on the mantissa).
+pub fn ln(x: f64) -> f64 {
+    debug_assert!(x > 0.0 && x.is_normal());
+    let bits = x.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let mut term = z;
+    let mut sum = 0.0;
+    for k in 0..14 {
+        sum += term / (2 * k + 1) as f64;
+        term *= z2;
+    }
+    2.0 * sum + e as f64 * std::f64::consts::LN_2
+}
