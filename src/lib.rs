@@ -8,6 +8,11 @@
 
 pub mod check;
 pub mod cpu;
+pub mod data;
+pub mod eval;
 pub mod gpu;
 pub mod kernels;
+pub mod model;
+pub mod report;
 pub mod shapes;
+pub mod train;

@@ -1,13 +1,18 @@
 //! The `dlsvm` command line.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dlsvm::check::{self, Row};
+use dlsvm::data::{self, synth, DataSource};
 use dlsvm::gpu::{self, Gpu, GpuError};
+use dlsvm::model::{self, checkpoint, GpuNet, LayerSpec, NetConfig, Top};
+use dlsvm::train::{self as trainer, RunOptions, TrainError};
 
 /// Exit codes (DESIGN.md §5).
 const EXIT_FAILED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_NO_ADAPTER: u8 = 3;
 
 #[derive(Parser)]
@@ -32,6 +37,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a network (default: fer-small on built-in synthetic faces).
+    Train(Box<TrainArgs>),
+    /// Evaluate one model, or an ensemble of several, on a data set.
+    Eval {
+        /// A model.safetensors from `dlsvm train`; repeat to average an ensemble.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// fer2013-style CSV, image-folder root, or IDX folder (default: the built-in synthetic faces).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Average this many jittered copies per image (1: the centre crop only).
+        #[arg(long, default_value_t = 1)]
+        tta: usize,
+        /// Write the confusion-matrix PNGs here (default: next to the first model).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images with a trained model.
+    Predict {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Data utilities.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Check every kernel against the CPU reference on this adapter.
     Check {
         /// Print one JSON object instead of the table.
@@ -41,6 +79,75 @@ enum Command {
         #[arg(long)]
         filter: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Write the built-in synthetic faces as a fer2013.csv (Training / PrivateTest rows).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of training faces (a test set of a fifth as many is added).
+        #[arg(long, default_value_t = 4000)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Built-in network: fer (the paper's), fer-small, mlp.
+    #[arg(long, default_value = "fer-small")]
+    preset: String,
+    /// A network file (TOML) instead of a preset.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// fer2013-style CSV, image-folder root, or IDX folder (default: built-in synthetic faces).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The run directory (default: runs/<network name>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// l2svm (the paper's) or softmax (the baseline).
+    #[arg(long)]
+    top: Option<String>,
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<u64>,
+    #[arg(long)]
+    epochs: Option<f64>,
+    #[arg(long)]
+    batch: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay of conv and hidden fc layers.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// The SVM constant C.
+    #[arg(long)]
+    svm_c: Option<f64>,
+    /// Dropout probability of every dropout layer.
+    #[arg(long)]
+    dropout: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// K-fold cross-validation on the training split: one model per fold.
+    #[arg(long)]
+    folds: Option<usize>,
+    /// With --folds: train only this fold (0-based), e.g. as one job of a cluster array.
+    #[arg(long, requires = "folds")]
+    fold: Option<usize>,
+    /// Continue from the run directory's checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Number of synthetic training faces when no --data is given.
+    #[arg(long, default_value_t = 4000)]
+    synth_count: usize,
+    /// Print the final summary as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// An error for the user: one line, and the exit code it maps to.
@@ -62,6 +169,24 @@ impl From<GpuError> for Failure {
     }
 }
 
+impl Failure {
+    fn input(message: impl Into<String>) -> Self {
+        Failure { message: message.into(), code: EXIT_BAD_INPUT }
+    }
+}
+
+impl From<TrainError> for Failure {
+    fn from(e: TrainError) -> Self {
+        match e {
+            TrainError::Gpu(g) => g.into(),
+            TrainError::Diverged { .. } | TrainError::Io { .. } => {
+                Failure { message: e.to_string(), code: EXIT_FAILED }
+            }
+            other => Failure::input(other.to_string()),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -77,6 +202,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Info { json } => info(cli.adapter.as_deref(), json),
         Command::Check { json, filter } => check(cli.adapter.as_deref(), json, filter.as_deref()),
+        Command::Train(args) => train(cli.adapter.as_deref(), *args),
+        Command::Eval { models, data, tta, out, json } => {
+            eval(cli.adapter.as_deref(), &models, data.as_deref(), tta, out.as_deref(), json)
+        }
+        Command::Predict { model, images, json } => predict(cli.adapter.as_deref(), &model, &images, json),
+        Command::Data { command: DataCommand::Synth { out, count, seed } } => synth(&out, count, seed),
     }
 }
 
@@ -220,4 +351,409 @@ fn print_table(rows: &[Row]) {
             if r.passed { "pass" } else { "FAIL" }
         );
     }
+}
+
+/// The data a command works on: `--data PATH`, or the built-in synthetic faces.
+fn load_data(path: Option<&Path>, size: usize, synth_count: usize, seed: u64) -> Result<DataSource, Failure> {
+    match path {
+        Some(p) => {
+            let mut warn = |m: String| eprintln!("dlsvm: warning: {m}");
+            data::load(p, Some(size), &mut warn).map_err(|e| Failure::input(e.to_string()))
+        }
+        None => {
+            let mut src = synth::source(synth_count, synth_count / 5, seed);
+            if size != 48 {
+                let warn = |m: String| eprintln!("dlsvm: warning: {m}");
+                for (name, ds) in &mut src.splits {
+                    warn(format!(
+                        "resized {} synthetic images of {name} from {}x{} to {size}x{size}",
+                        ds.len(),
+                        ds.h,
+                        ds.w
+                    ));
+                    *ds = resize_dataset(ds, size);
+                }
+            }
+            Ok(src)
+        }
+    }
+}
+
+/// Every image of `ds` resized to size x size.
+fn resize_dataset(ds: &data::Dataset, size: usize) -> data::Dataset {
+    let mut pixels = Vec::with_capacity(ds.len() * size * size);
+    for i in 0..ds.len() {
+        pixels.extend(data::resize_bilinear(ds.image(i), ds.h, ds.w, size, size));
+    }
+    data::Dataset { h: size, w: size, pixels, labels: ds.labels.clone() }
+}
+
+fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
+    let mut config = match &a.config {
+        Some(p) => NetConfig::from_toml_file(p).map_err(|e| Failure::input(e.to_string()))?,
+        None => model::preset(&a.preset).ok_or_else(|| {
+            Failure::input(format!(
+                "unknown preset {:?}; choose one of {}",
+                a.preset,
+                model::PRESETS.join(", ")
+            ))
+        })?,
+    };
+    let t = &mut config.train;
+    if let Some(top) = &a.top {
+        config.top = match top.as_str() {
+            "l2svm" | "svm" => Top::L2svm,
+            "softmax" => Top::Softmax,
+            other => return Err(Failure::input(format!("unknown --top {other:?}; choose l2svm or softmax"))),
+        };
+    }
+    if let Some(s) = a.steps {
+        t.steps = s;
+        t.epochs = None;
+    }
+    if a.epochs.is_some() {
+        t.epochs = a.epochs;
+    }
+    if let Some(e) = t.epochs {
+        if !(e.is_finite() && e > 0.0) {
+            return Err(Failure::input(format!("--epochs {e} must be a positive number")));
+        }
+    }
+    if t.epochs.is_none() && t.steps == 0 {
+        return Err(Failure::input("--steps must be at least 1"));
+    }
+    if let Some(b) = a.batch {
+        t.batch = b;
+    }
+    if let Some(lr) = a.lr {
+        t.lr = lr;
+    }
+    if !(t.lr.is_finite() && t.lr > 0.0) {
+        return Err(Failure::input(format!("--lr {} must be a finite positive number", t.lr)));
+    }
+    if let Some(m) = a.momentum {
+        if !(0.0..1.0).contains(&m) {
+            return Err(Failure::input(format!("--momentum {m} must be in [0, 1)")));
+        }
+        t.momentum = m;
+        t.momentum_start = m;
+    }
+    if let Some(w) = a.weight_decay {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(Failure::input(format!("--weight-decay {w} must be a finite number >= 0")));
+        }
+        t.weight_decay = w;
+    }
+    if let Some(c) = a.svm_c {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Failure::input(format!("--svm-c {c} must be a finite positive number")));
+        }
+        t.svm_c = c;
+    }
+    if let Some(seed) = a.seed {
+        t.seed = seed;
+    }
+    if let Some(p) = a.dropout {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Failure::input(format!("--dropout {p} must be in [0, 1)")));
+        }
+        for l in &mut config.layers {
+            if let LayerSpec::Dropout { p: q } = l {
+                *q = p;
+            }
+        }
+    }
+    let seed = config.train.seed;
+    let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, seed)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    let gpu = Gpu::new(adapter)?;
+    let progress = !a.json;
+    if progress {
+        let net =
+            model::Net::new(&config, source.class_names.len()).map_err(|e| Failure::input(e.to_string()))?;
+        eprintln!("dlsvm: training on {} ({}), data {}", gpu.info.name, gpu.info.backend, source.path);
+        eprint!("{}", net.summary());
+    }
+    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
+    match a.folds {
+        None => {
+            let s = trainer::run(
+                &gpu,
+                &config,
+                &source,
+                train_set,
+                source.test(),
+                &RunOptions { out, resume: a.resume, progress, fold: None, stop_after: None },
+            )?;
+            print_summary(&s, a.json);
+        }
+        Some(k) => {
+            if k < 2 || k > train_set.len() {
+                return Err(Failure::input(format!(
+                    "--folds {k} must be between 2 and the {} training samples",
+                    train_set.len()
+                )));
+            }
+            if let Some(i) = a.fold {
+                if i >= k {
+                    return Err(Failure::input(format!("--fold {i} must be below --folds {k}")));
+                }
+            }
+            let which: Vec<usize> = match a.fold {
+                Some(i) => vec![i],
+                None => (0..k).collect(),
+            };
+            let mut accs = Vec::new();
+            let mut summaries = Vec::new();
+            for i in which {
+                let (tr, held) = trainer::fold_split(train_set, k, i, seed);
+                if progress {
+                    eprintln!(
+                        "dlsvm: fold {i} of {k}: {} training, {} held-out samples",
+                        tr.len(),
+                        held.len()
+                    );
+                }
+                let opts = RunOptions {
+                    out: out.join(format!("fold{i}")),
+                    resume: a.resume,
+                    progress,
+                    fold: Some((i, k)),
+                    stop_after: None,
+                };
+                let s = trainer::run(&gpu, &config, &source, &tr, Some(&held), &opts)?;
+                if let Some(m) = &s.test {
+                    accs.push(m.accuracy);
+                }
+                if !a.json {
+                    println!(
+                        "fold {i}: held-out accuracy {:.2}%",
+                        100.0 * s.test.as_ref().map_or(f64::NAN, |m| m.accuracy)
+                    );
+                }
+                summaries.push(s);
+            }
+            let mean = accs.iter().sum::<f64>() / accs.len().max(1) as f64;
+            let sd = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / accs.len().max(1) as f64).sqrt();
+            if a.json {
+                let obj = serde_json::json!({ "folds": k, "fold_accuracy": accs, "mean_accuracy": mean, "std_accuracy": sd, "runs": summaries });
+                println!("{obj}");
+            } else {
+                println!(
+                    "cross-validation: {} folds, held-out accuracy {:.2}% ± {:.2}%",
+                    accs.len(),
+                    100.0 * mean,
+                    100.0 * sd
+                );
+                println!("average the fold models with: dlsvm eval --model {}/fold0/model.safetensors --model ... --data PATH", out.display());
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn print_summary(s: &trainer::Summary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    println!(
+        "trained {} ({}) for {} steps of {} in {:.1} s ({:.0} images/s); final train loss {:.4}, train accuracy {:.2}%",
+        s.net,
+        s.top,
+        s.steps,
+        s.batch,
+        s.wall_s,
+        s.images_per_sec,
+        s.final_train_loss,
+        100.0 * s.final_train_accuracy
+    );
+    match &s.test {
+        Some(m) => {
+            println!("test accuracy {:.2}% on {} samples", 100.0 * m.accuracy, m.samples);
+            let per: Vec<String> = s
+                .class_names
+                .iter()
+                .zip(&m.per_class)
+                .map(|(n, a)| format!("{n} {}", a.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v))))
+                .collect();
+            println!("per class: {}", per.join(", "));
+        }
+        None => println!("no test split in the data: no test accuracy"),
+    }
+    println!("run directory: {}", s.out);
+}
+
+fn load_model(gpu: &Gpu, path: &Path, batch: usize) -> Result<(checkpoint::Checkpoint, GpuNet), Failure> {
+    let ck = checkpoint::load(path).map_err(|e| Failure::input(e.to_string()))?;
+    let net = ck.net().map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    let g = GpuNet::new(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0)?;
+    Ok((ck, g))
+}
+
+fn eval(
+    adapter: Option<&str>,
+    models: &[PathBuf],
+    data_path: Option<&Path>,
+    tta: usize,
+    out: Option<&Path>,
+    json: bool,
+) -> Result<u8, Failure> {
+    if tta == 0 {
+        return Err(Failure::input("--tta must be at least 1"));
+    }
+    let gpu = Gpu::new(adapter)?;
+    let mut loaded = Vec::new();
+    for m in models {
+        loaded.push(load_model(&gpu, m, 128)?);
+    }
+    let first = &loaded[0].0;
+    for (m, (ck, _)) in models.iter().zip(&loaded) {
+        if ck.class_names != first.class_names || ck.config.image_size != first.config.image_size {
+            return Err(Failure::input(format!(
+                "{}: its classes or image size differ from {}'s; an ensemble needs the same ones",
+                m.display(),
+                models[0].display()
+            )));
+        }
+    }
+    let source = load_data(data_path, first.config.image_size, 4000, first.config.train.seed)?;
+    if source.class_names.len() != first.class_names.len() {
+        return Err(Failure::input(format!(
+            "{}: the data has {} classes, the model {}",
+            source.path,
+            source.class_names.len(),
+            first.class_names.len()
+        )));
+    }
+    let k = first.class_names.len();
+    let out_dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| models[0].parent().unwrap_or(Path::new(".")).to_path_buf());
+    let mut splits = serde_json::Map::new();
+    let mut text = String::new();
+    for (name, ds) in &source.splits {
+        if ds.is_empty() || ds.labels.iter().all(|&y| y < 0) {
+            continue;
+        }
+        let mut total = vec![0.0f32; ds.len() * k];
+        for (ck, g) in &loaded {
+            let x = ck.normalizer.apply(ds);
+            let s = dlsvm::eval::scores(
+                &gpu,
+                g,
+                &x,
+                ds.len(),
+                ds.h,
+                ds.w,
+                tta,
+                &ck.config.train.augment,
+                ck.config.train.seed,
+            )?;
+            for (t, v) in total.iter_mut().zip(&s) {
+                *t += v / loaded.len() as f32;
+            }
+        }
+        let m = dlsvm::eval::metrics(&total, &ds.labels, k);
+        let png = out_dir.join(format!("confusion_{name}.png"));
+        let title = format!("{} models, {name}, tta {tta}", loaded.len());
+        if let Err(e) = dlsvm::report::confusion_png(&png, &first.class_names, &m.confusion, &title) {
+            eprintln!("dlsvm: warning: could not write {}: {e}", png.display());
+        }
+        text.push_str(&format!(
+            "{name}: accuracy {:.2}% on {} samples; cross-entropy {:.4}, squared hinge {:.4}\n",
+            100.0 * m.accuracy,
+            m.samples,
+            m.cross_entropy,
+            m.squared_hinge
+        ));
+        text.push_str(&dlsvm::report::confusion_table(&first.class_names, &m.confusion));
+        text.push('\n');
+        splits.insert(
+            name.clone(),
+            serde_json::json!({
+                "accuracy": m.accuracy,
+                "samples": m.samples,
+                "per_class": m.per_class,
+                "confusion": m.confusion,
+                "cross_entropy": m.cross_entropy,
+                "squared_hinge": m.squared_hinge,
+                "confusion_png": png.display().to_string(),
+            }),
+        );
+    }
+    if splits.is_empty() {
+        return Err(Failure::input(format!("{}: no labelled split to evaluate", source.path)));
+    }
+    if json {
+        let accuracy: serde_json::Map<String, serde_json::Value> =
+            splits.iter().map(|(k, v)| (k.clone(), v["accuracy"].clone())).collect();
+        let first_split = splits.values().next().cloned().unwrap_or_default();
+        let obj = serde_json::json!({
+            "models": models.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(),
+            "tta": tta,
+            "classes": first.class_names,
+            "accuracy": accuracy,
+            "per_class": first_split["per_class"],
+            "confusion": first_split["confusion"],
+            "cross_entropy": first_split["cross_entropy"],
+            "squared_hinge": first_split["squared_hinge"],
+            "splits": splits,
+        });
+        println!("{obj}");
+    } else {
+        print!("{text}");
+    }
+    Ok(0)
+}
+
+fn predict(adapter: Option<&str>, model_path: &Path, images: &[PathBuf], json: bool) -> Result<u8, Failure> {
+    let gpu = Gpu::new(adapter)?;
+    let (ck, g) = load_model(&gpu, model_path, 1)?;
+    let size = ck.config.image_size;
+    let mut results = Vec::new();
+    for path in images {
+        let (h, w, img) = data::folder::load_image(path).map_err(|e| Failure::input(e.to_string()))?;
+        let raw = if (h, w) == (size, size) { img } else { data::resize_bilinear(&img, h, w, size, size) };
+        let ds = data::Dataset { h: size, w: size, pixels: raw, labels: vec![-1] };
+        let x = ck.normalizer.apply(&ds);
+        let s = dlsvm::eval::scores(&gpu, &g, &x, 1, size, size, 1, &ck.config.train.augment, 0)?;
+        let best = (0..s.len()).fold(0, |b, j| if s[j] > s[b] { j } else { b });
+        results.push((path.display().to_string(), ck.class_names[best].clone(), s));
+    }
+    if json {
+        let arr: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(p, c, s)| {
+                let scores: serde_json::Map<String, serde_json::Value> =
+                    ck.class_names.iter().zip(s).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
+                serde_json::json!({ "image": p, "class": c, "scores": scores })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(arr));
+    } else {
+        for (p, c, s) in &results {
+            let scores: Vec<String> =
+                ck.class_names.iter().zip(s).map(|(n, v)| format!("{n} {v:+.3}")).collect();
+            println!("{p}: {c}  ({})", scores.join(", "));
+        }
+    }
+    Ok(0)
+}
+
+fn synth(out: &Path, count: usize, seed: u64) -> Result<u8, Failure> {
+    if count == 0 {
+        return Err(Failure::input("--count must be at least 1"));
+    }
+    let src = synth::source(count, (count / 5).max(1), seed);
+    synth::write_fer_csv(out, &src)
+        .map_err(|e| Failure { message: format!("{}: {e}", out.display()), code: EXIT_FAILED })?;
+    println!(
+        "wrote {} synthetic faces ({} train, {} test) to {}",
+        count + (count / 5).max(1),
+        count,
+        (count / 5).max(1),
+        out.display()
+    );
+    Ok(0)
 }

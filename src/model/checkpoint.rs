@@ -1,0 +1,186 @@
+//! Checkpoints as safetensors files, readable by PyTorch's `safetensors.torch.load_file`.
+//!
+//! Tensors: `layers.{i}.weight` and `layers.{i}.bias` for layer i of the config's layer list
+//! (conv weight `[out, in, kh, kw]`, fc weight `[out, in]`, bias `[out]`, f32), and the SGD
+//! momentum of each as `optim.layers.{i}.weight` / `optim.layers.{i}.bias`. Metadata (strings):
+//! `format` = `dlsvm-1`, `config` (the network and training config as TOML), `classes` (JSON list
+//! of class names), `normalizer` (JSON: per-image flag, norm, per-pixel mean and std), `step` (steps
+//! done), `total_steps`.
+//!
+//! Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the
+//! directory. A failure at any point leaves the previous checkpoint untouched.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use super::config::NetConfig;
+use super::net::Net;
+use crate::data::normalize::Normalizer;
+
+pub const FORMAT: &str = "dlsvm-1";
+
+/// Everything a run needs to evaluate, predict or resume.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub config: NetConfig,
+    pub class_names: Vec<String>,
+    pub normalizer: Normalizer,
+    pub step: u64,
+    pub total_steps: u64,
+    pub params: Vec<Vec<f32>>,
+    /// SGD momentum, when saved for resuming.
+    pub velocity: Option<Vec<Vec<f32>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a dlsvm checkpoint: {message}")]
+    Format { path: String, message: String },
+    #[error("{path}: tensor {tensor}: {message}")]
+    Tensor { path: String, tensor: String, message: String },
+}
+
+impl Checkpoint {
+    /// The network this checkpoint's weights belong to.
+    pub fn net(&self) -> Result<Net, String> {
+        Net::new(&self.config, self.class_names.len()).map_err(|e| e.to_string())
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".{}.tmp", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, directory fsync).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
+    let fail = |message: String| CheckpointError::Format { path: path.display().to_string(), message };
+    let net = ck.net().map_err(fail)?;
+    if ck.params.len() != net.params.len() {
+        return Err(fail(format!(
+            "{} parameter tensors for a network with {}",
+            ck.params.len(),
+            net.params.len()
+        )));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("config".to_string(), ck.config.to_toml());
+    meta.insert(
+        "classes".to_string(),
+        serde_json::to_string(&ck.class_names).map_err(|e| fail(e.to_string()))?,
+    );
+    meta.insert(
+        "normalizer".to_string(),
+        serde_json::to_string(&ck.normalizer).map_err(|e| fail(e.to_string()))?,
+    );
+    meta.insert("step".to_string(), ck.step.to_string());
+    meta.insert("total_steps".to_string(), ck.total_steps.to_string());
+    let mut views: Vec<(String, TensorView)> = Vec::new();
+    for (i, p) in net.params.iter().enumerate() {
+        let bytes: &[u8] = bytemuck::cast_slice(&ck.params[i]);
+        let view = TensorView::new(Dtype::F32, p.shape.clone(), bytes)
+            .map_err(|e| fail(format!("{}: {e}", p.name)))?;
+        views.push((p.name.clone(), view));
+        if let Some(v) = &ck.velocity {
+            let bytes: &[u8] = bytemuck::cast_slice(&v[i]);
+            let view = TensorView::new(Dtype::F32, p.shape.clone(), bytes)
+                .map_err(|e| fail(format!("optim.{}: {e}", p.name)))?;
+            views.push((format!("optim.{}", p.name), view));
+        }
+    }
+    let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
+    write_atomic(path, &bytes)
+        .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+}
+
+pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+    let fail = |message: String| CheckpointError::Format { path: p.clone(), message };
+    let (_, metadata) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let meta = metadata.metadata().clone().unwrap_or_default();
+    let get = |key: &str| meta.get(key).ok_or_else(|| fail(format!("metadata has no `{key}`")));
+    if get("format")? != FORMAT {
+        return Err(fail(format!("format {:?}, expected {FORMAT}", get("format")?)));
+    }
+    let config = NetConfig::from_toml(get("config")?).map_err(|e| fail(format!("config: {e}")))?;
+    let class_names: Vec<String> =
+        serde_json::from_str(get("classes")?).map_err(|e| fail(format!("classes: {e}")))?;
+    let normalizer: Normalizer =
+        serde_json::from_str(get("normalizer")?).map_err(|e| fail(format!("normalizer: {e}")))?;
+    let step: u64 = get("step")?.parse().map_err(|e| fail(format!("step: {e}")))?;
+    let total_steps: u64 = get("total_steps")?.parse().map_err(|e| fail(format!("total_steps: {e}")))?;
+    let net = Net::new(&config, class_names.len()).map_err(|e| fail(e.to_string()))?;
+    let read = |name: &str, shape: &[usize]| -> Result<Option<Vec<f32>>, CheckpointError> {
+        let t = match st.tensor(name) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        };
+        let terr =
+            |message: String| CheckpointError::Tensor { path: p.clone(), tensor: name.to_string(), message };
+        if t.dtype() != Dtype::F32 {
+            return Err(terr(format!("dtype {:?}, expected F32", t.dtype())));
+        }
+        if t.shape() != shape {
+            return Err(terr(format!("shape {:?} does not match the network's {:?}", t.shape(), shape)));
+        }
+        Ok(Some(bytemuck::pod_collect_to_vec(t.data())))
+    };
+    let mut params = Vec::new();
+    let mut velocity = Vec::new();
+    for prm in &net.params {
+        let v = read(&prm.name, &prm.shape)?.ok_or_else(|| CheckpointError::Tensor {
+            path: p.clone(),
+            tensor: prm.name.clone(),
+            message: "missing".into(),
+        })?;
+        if v.iter().any(|x| !x.is_finite()) {
+            return Err(CheckpointError::Tensor {
+                path: p.clone(),
+                tensor: prm.name.clone(),
+                message: "holds NaN or infinite values".into(),
+            });
+        }
+        params.push(v);
+        velocity.push(read(&format!("optim.{}", prm.name), &prm.shape)?);
+    }
+    let velocity = if velocity.iter().all(|v| v.is_some()) {
+        Some(velocity.into_iter().flatten().collect())
+    } else {
+        None
+    };
+    if normalizer.mean.len() != normalizer.h * normalizer.w || normalizer.std.len() != normalizer.mean.len() {
+        return Err(fail("normalizer statistics do not match its image size".into()));
+    }
+    Ok(Checkpoint { config, class_names, normalizer, step, total_steps, params, velocity })
+}

@@ -1,0 +1,299 @@
+//! Network and training configuration: a layer list read from TOML, and the built-in presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::augment::Augment;
+
+/// Which loss sits on top of the last fc layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Top {
+    /// One-vs-rest linear SVMs trained with the squared hinge (Tang 2013).
+    L2svm,
+    /// Softmax with cross-entropy: the paper's baseline.
+    Softmax,
+}
+
+impl Top {
+    pub fn name(self) -> &'static str {
+        match self {
+            Top::L2svm => "l2svm",
+            Top::Softmax => "softmax",
+        }
+    }
+}
+
+/// One entry of the layer list. Convolutions and fc layers followed directly by `relu` run the
+/// ReLU fused into their own kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    Conv {
+        filters: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        pad: usize,
+        /// Weight decay of this layer's weights (biases have none).
+        #[serde(default)]
+        weight_decay: Option<f64>,
+    },
+    MaxPool {
+        size: usize,
+        stride: usize,
+        #[serde(default)]
+        pad: usize,
+    },
+    AvgPool {
+        size: usize,
+        stride: usize,
+        #[serde(default)]
+        pad: usize,
+    },
+    Relu,
+    Dropout {
+        p: f32,
+    },
+    /// Fully connected; `out` omitted on the last layer means "one output per class".
+    Fc {
+        #[serde(default)]
+        out: Option<usize>,
+        #[serde(default)]
+        weight_decay: Option<f64>,
+    },
+}
+
+fn one() -> usize {
+    1
+}
+
+/// The network: input geometry, layers, top.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    pub name: String,
+    /// Images are stored (and resized) to image_size x image_size.
+    pub image_size: usize,
+    /// The network sees input_size x input_size crops (random at training, centred at evaluation).
+    pub input_size: usize,
+    #[serde(default = "one")]
+    pub channels: usize,
+    pub top: Top,
+    pub layers: Vec<LayerSpec>,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+/// Optimization, schedule, data handling. Every field can also be set from the command line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub batch: usize,
+    /// Number of SGD steps; `epochs` is used instead when set.
+    pub steps: u64,
+    pub epochs: Option<f64>,
+    /// Base learning rate: lr(t) = lr / (1 + t / lr_decay_steps) (no decay when 0).
+    pub lr: f64,
+    pub lr_decay_steps: f64,
+    /// Divide the learning rate by 10 for the last third of training and by 10 again for the last sixth.
+    pub lr_drops: bool,
+    /// Momentum `momentum_start` for the first `momentum_warmup` steps, then `momentum`.
+    pub momentum: f64,
+    pub momentum_start: f64,
+    pub momentum_warmup: u64,
+    /// Default weight decay of conv and hidden fc weights (a layer's own value wins).
+    pub weight_decay: f64,
+    /// Weight decay of the top layer (defaults: 0.02 for l2svm, 0.002 for softmax).
+    pub top_weight_decay: Option<f64>,
+    /// The SVM constant C of the squared hinge: loss = (C/N) Σ max(0, 1 − t·a)².
+    pub svm_c: f64,
+    pub seed: u64,
+    pub augment: Augment,
+    /// Per-image mean removal and L2 norm scaling to `norm` before per-pixel standardization.
+    pub per_image_norm: bool,
+    pub norm: f32,
+    /// Read the loss and accuracy back (and log) every this many steps.
+    pub log_every: u64,
+    /// Evaluate on the test split and write a checkpoint every this many steps (0: at the end only).
+    pub checkpoint_every: u64,
+    /// CPU threads preparing minibatches ahead of the GPU.
+    pub loader_threads: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            batch: 256,
+            steps: 50_000,
+            epochs: None,
+            lr: 0.05,
+            lr_decay_steps: 20_000.0,
+            lr_drops: true,
+            momentum: 0.9,
+            momentum_start: 0.5,
+            momentum_warmup: 5_000,
+            weight_decay: 1e-4,
+            top_weight_decay: None,
+            svm_c: 1.0,
+            seed: 1,
+            augment: Augment::fer(),
+            per_image_norm: true,
+            norm: 150.0,
+            log_every: 50,
+            checkpoint_every: 1000,
+            loader_threads: 2,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Learning rate at step t of `total` (DESIGN.md §2).
+    pub fn lr_at(&self, t: u64, total: u64) -> f64 {
+        let mut lr = if self.lr_decay_steps > 0.0 {
+            self.lr / (1.0 + t as f64 / self.lr_decay_steps)
+        } else {
+            self.lr
+        };
+        if self.lr_drops && total > 0 {
+            // Integer comparisons so the boundaries do not depend on rounding.
+            if 3 * t >= 2 * total {
+                lr /= 10.0;
+            }
+            if 6 * t >= 5 * total {
+                lr /= 10.0;
+            }
+        }
+        lr
+    }
+
+    pub fn momentum_at(&self, t: u64) -> f64 {
+        if t < self.momentum_warmup {
+            self.momentum_start
+        } else {
+            self.momentum
+        }
+    }
+
+    pub fn top_decay(&self, top: Top) -> f64 {
+        self.top_weight_decay.unwrap_or(match top {
+            Top::L2svm => 0.02,
+            Top::Softmax => 0.002,
+        })
+    }
+}
+
+/// The names `--preset` accepts.
+pub const PRESETS: [&str; 3] = ["fer", "fer-small", "mlp"];
+
+fn conv(filters: usize, kernel: usize, pad: usize) -> LayerSpec {
+    LayerSpec::Conv { filters, kernel, stride: 1, pad, weight_decay: None }
+}
+
+fn fc(out: Option<usize>) -> LayerSpec {
+    LayerSpec::Fc { out, weight_decay: None }
+}
+
+/// A built-in network by name.
+pub fn preset(name: &str) -> Option<NetConfig> {
+    use LayerSpec::*;
+    let fer_layers = |c1: usize, c2: usize, c3: usize, hidden: usize| {
+        vec![
+            conv(c1, 5, 2),
+            Relu,
+            MaxPool { size: 3, stride: 2, pad: 0 },
+            conv(c2, 4, 1),
+            Relu,
+            AvgPool { size: 3, stride: 2, pad: 0 },
+            conv(c3, 5, 2),
+            Relu,
+            AvgPool { size: 3, stride: 2, pad: 0 },
+            fc(Some(hidden)),
+            Relu,
+            Dropout { p: 0.2 },
+            fc(None),
+        ]
+    };
+    match name {
+        // DESIGN.md §2, exactly.
+        "fer" => Some(NetConfig {
+            name: "fer".into(),
+            image_size: 48,
+            input_size: 42,
+            channels: 1,
+            top: Top::L2svm,
+            layers: fer_layers(32, 32, 64, 3072),
+            train: TrainConfig::default(),
+        }),
+        // The same structure, narrow, for tests and quick demos.
+        "fer-small" => Some(NetConfig {
+            name: "fer-small".into(),
+            image_size: 48,
+            input_size: 42,
+            channels: 1,
+            top: Top::L2svm,
+            layers: fer_layers(8, 8, 16, 128),
+            train: TrainConfig {
+                batch: 64,
+                steps: 1500,
+                lr: 0.02,
+                lr_decay_steps: 1000.0,
+                momentum_warmup: 100,
+                log_every: 25,
+                checkpoint_every: 250,
+                augment: Augment { max_rotate_deg: 10.0, scale_min: 0.9, scale_max: 1.1, ..Augment::fer() },
+                ..TrainConfig::default()
+            },
+        }),
+        // The paper's MNIST network without the PCA: input -> 512 -> 512 -> classes.
+        "mlp" => Some(NetConfig {
+            name: "mlp".into(),
+            image_size: 28,
+            input_size: 28,
+            channels: 1,
+            top: Top::L2svm,
+            layers: vec![fc(Some(512)), Relu, fc(Some(512)), Relu, fc(None)],
+            train: TrainConfig {
+                batch: 100,
+                steps: 1200,
+                lr: 0.01,
+                lr_decay_steps: 1000.0,
+                momentum_warmup: 100,
+                weight_decay: 1e-4,
+                log_every: 40,
+                checkpoint_every: 400,
+                augment: Augment::NONE,
+                per_image_norm: false,
+                ..TrainConfig::default()
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Errors reading a network file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl NetConfig {
+    /// Reads a TOML network file; unknown keys and layer types are errors naming them.
+    pub fn from_toml_file(path: &std::path::Path) -> Result<NetConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.display().to_string(), source })?;
+        Self::from_toml(&text)
+            .map_err(|message| ConfigError::Parse { path: path.display().to_string(), message })
+    }
+
+    pub fn from_toml(text: &str) -> Result<NetConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize the config: {e}\n"))
+    }
+}

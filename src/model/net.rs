@@ -1,0 +1,369 @@
+//! A network resolved from its config: every layer's shapes checked, ReLUs fused into the conv or
+//! fc layer before them, parameters named and laid out as PyTorch would (conv weight
+//! `[out, in, kh, kw]`, fc weight `[out, in]`, bias `[out]`).
+
+use super::config::{LayerSpec, NetConfig, Top};
+use crate::shapes::{Conv2dShape, Pool2dShape};
+
+/// Per-sample activation geometry: channels x height x width (fc outputs are c x 1 x 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dim {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Dim {
+    pub fn len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.h == 1 && self.w == 1 {
+            write!(f, "{}", self.c)
+        } else {
+            write!(f, "{}x{}x{}", self.c, self.h, self.w)
+        }
+    }
+}
+
+/// One executed layer. Shapes are per batch of 1 (`Conv2dShape { n: b, ..shape }` for batch b).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    Conv { shape: Conv2dShape, relu: bool, weight: usize, bias: usize },
+    MaxPool { shape: Pool2dShape },
+    AvgPool { shape: Pool2dShape },
+    Relu,
+    Dropout { p: f32 },
+    Fc { inp: usize, out: usize, relu: bool, weight: usize, bias: usize },
+}
+
+/// A trainable tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// PyTorch-style name, e.g. `layers.0.weight`.
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub weight_decay: f64,
+    /// Standard deviation of the initial values (0 for biases).
+    pub init_std: f64,
+}
+
+impl Param {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Net {
+    pub config: NetConfig,
+    pub classes: usize,
+    pub layers: Vec<Layer>,
+    /// Activation geometry: dims[0] is the input, dims[i + 1] the output of layers[i].
+    pub dims: Vec<Dim>,
+    pub params: Vec<Param>,
+}
+
+/// A layer that does not fit: names the layer and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("network {net}: layer {index} ({kind}): {message}")]
+pub struct ShapeError {
+    pub net: String,
+    pub index: usize,
+    pub kind: String,
+    pub message: String,
+}
+
+fn kind(spec: &LayerSpec) -> &'static str {
+    match spec {
+        LayerSpec::Conv { .. } => "conv",
+        LayerSpec::MaxPool { .. } => "max_pool",
+        LayerSpec::AvgPool { .. } => "avg_pool",
+        LayerSpec::Relu => "relu",
+        LayerSpec::Dropout { .. } => "dropout",
+        LayerSpec::Fc { .. } => "fc",
+    }
+}
+
+impl Net {
+    /// Resolves `config` for `classes` outputs, checking every shape.
+    pub fn new(config: &NetConfig, classes: usize) -> Result<Net, ShapeError> {
+        let err = |index: usize, kind: &str, message: String| ShapeError {
+            net: config.name.clone(),
+            index,
+            kind: kind.to_string(),
+            message,
+        };
+        if classes < 2 {
+            return Err(err(
+                0,
+                "top",
+                format!("a classifier needs at least 2 classes, the data has {classes}"),
+            ));
+        }
+        if config.input_size == 0 || config.channels == 0 || config.image_size == 0 {
+            return Err(err(0, "input", "image_size, input_size and channels must be at least 1".into()));
+        }
+        if config.input_size > config.image_size {
+            return Err(err(
+                0,
+                "input",
+                format!("input_size {} is larger than image_size {}", config.input_size, config.image_size),
+            ));
+        }
+        let t = &config.train;
+        let mut dim = Dim { c: config.channels, h: config.input_size, w: config.input_size };
+        let mut dims = vec![dim];
+        let mut layers = Vec::new();
+        let mut params = Vec::new();
+        let last_fc = config.layers.iter().rposition(|l| matches!(l, LayerSpec::Fc { .. }));
+        match config.layers.last() {
+            Some(LayerSpec::Fc { .. }) => {}
+            _ => {
+                return Err(err(
+                    config.layers.len(),
+                    "top",
+                    "the last layer must be fc (the SVM or softmax top)".into(),
+                ))
+            }
+        }
+        let mut i = 0;
+        while i < config.layers.len() {
+            let spec = &config.layers[i];
+            let k = kind(spec);
+            let fuse_relu = matches!(config.layers.get(i + 1), Some(LayerSpec::Relu))
+                && matches!(spec, LayerSpec::Conv { .. } | LayerSpec::Fc { .. });
+            let layer = match *spec {
+                LayerSpec::Conv { filters, kernel, stride, pad, weight_decay } => {
+                    if dim.h == 1 && dim.w == 1 && layers.iter().any(|l| matches!(l, Layer::Fc { .. })) {
+                        return Err(err(i, k, "a convolution cannot follow an fc layer".into()));
+                    }
+                    if filters == 0 || kernel == 0 || stride == 0 {
+                        return Err(err(i, k, "filters, kernel and stride must be at least 1".into()));
+                    }
+                    let shape = Conv2dShape {
+                        n: 1,
+                        cin: dim.c,
+                        h: dim.h,
+                        w: dim.w,
+                        cout: filters,
+                        kh: kernel,
+                        kw: kernel,
+                        sy: stride,
+                        sx: stride,
+                        py: pad,
+                        px: pad,
+                    };
+                    if kernel > dim.h + 2 * pad || kernel > dim.w + 2 * pad {
+                        return Err(err(
+                            i,
+                            k,
+                            format!(
+                                "kernel {kernel}x{kernel} is larger than its input {dim} padded by {pad}"
+                            ),
+                        ));
+                    }
+                    shape.validate().map_err(|m| err(i, k, m))?;
+                    let fan_in = dim.c * kernel * kernel;
+                    let wd = weight_decay.unwrap_or(t.weight_decay);
+                    let weight = params.len();
+                    params.push(Param {
+                        name: format!("layers.{i}.weight"),
+                        shape: vec![filters, dim.c, kernel, kernel],
+                        weight_decay: wd,
+                        init_std: (2.0 / fan_in as f64).sqrt(),
+                    });
+                    params.push(Param {
+                        name: format!("layers.{i}.bias"),
+                        shape: vec![filters],
+                        weight_decay: 0.0,
+                        init_std: 0.0,
+                    });
+                    dim = Dim { c: filters, h: shape.oh(), w: shape.ow() };
+                    Layer::Conv { shape, relu: fuse_relu, weight, bias: weight + 1 }
+                }
+                LayerSpec::MaxPool { size, stride, pad } | LayerSpec::AvgPool { size, stride, pad } => {
+                    let shape = Pool2dShape {
+                        n: 1,
+                        c: dim.c,
+                        h: dim.h,
+                        w: dim.w,
+                        kh: size,
+                        kw: size,
+                        sy: stride,
+                        sx: stride,
+                        py: pad,
+                        px: pad,
+                    };
+                    if size > dim.h + 2 * pad || size > dim.w + 2 * pad {
+                        return Err(err(
+                            i,
+                            k,
+                            format!("window {size}x{size} is larger than its input {dim} padded by {pad}"),
+                        ));
+                    }
+                    shape.validate().map_err(|m| err(i, k, m))?;
+                    dim = Dim { c: dim.c, h: shape.oh(), w: shape.ow() };
+                    if matches!(spec, LayerSpec::MaxPool { .. }) {
+                        Layer::MaxPool { shape }
+                    } else {
+                        Layer::AvgPool { shape }
+                    }
+                }
+                LayerSpec::Relu => Layer::Relu,
+                LayerSpec::Dropout { p } => {
+                    if !(0.0..1.0).contains(&p) {
+                        return Err(err(i, k, format!("dropout probability {p} is not in [0, 1)")));
+                    }
+                    Layer::Dropout { p }
+                }
+                LayerSpec::Fc { out, weight_decay } => {
+                    let is_top = Some(i) == last_fc;
+                    let out = match (out, is_top) {
+                        (Some(o), false) => o,
+                        (None, true) => classes,
+                        (Some(o), true) if o == classes => o,
+                        (Some(o), true) => {
+                            return Err(err(
+                                i,
+                                k,
+                                format!("the top layer has {o} outputs but the data has {classes} classes"),
+                            ))
+                        }
+                        (None, false) => {
+                            return Err(err(i, k, "only the last fc layer may omit `out`".into()))
+                        }
+                    };
+                    if out == 0 {
+                        return Err(err(i, k, "out must be at least 1".into()));
+                    }
+                    let inp = dim.len();
+                    let wd =
+                        weight_decay.unwrap_or(if is_top { t.top_decay(config.top) } else { t.weight_decay });
+                    let weight = params.len();
+                    // He initialization below ReLUs; the top starts small so the first margins are moderate.
+                    let init_std = if is_top { (1.0 / inp as f64).sqrt() } else { (2.0 / inp as f64).sqrt() };
+                    params.push(Param {
+                        name: format!("layers.{i}.weight"),
+                        shape: vec![out, inp],
+                        weight_decay: wd,
+                        init_std,
+                    });
+                    params.push(Param {
+                        name: format!("layers.{i}.bias"),
+                        shape: vec![out],
+                        weight_decay: 0.0,
+                        init_std: 0.0,
+                    });
+                    dim = Dim { c: out, h: 1, w: 1 };
+                    Layer::Fc { inp, out, relu: fuse_relu, weight, bias: weight + 1 }
+                }
+            };
+            layers.push(layer);
+            dims.push(dim);
+            i += if fuse_relu { 2 } else { 1 };
+        }
+        if let Some(Layer::Fc { relu: true, .. }) = layers.last() {
+            return Err(err(
+                config.layers.len() - 1,
+                "top",
+                "the top fc layer must not be followed by relu".into(),
+            ));
+        }
+        Ok(Net { config: config.clone(), classes, layers, dims, params })
+    }
+
+    pub fn top(&self) -> Top {
+        self.config.top
+    }
+
+    /// Input elements per sample.
+    pub fn input_len(&self) -> usize {
+        self.dims[0].len()
+    }
+
+    /// Multiply-adds of one forward pass per sample (for throughput figures).
+    pub fn forward_macs(&self) -> u64 {
+        self.layers
+            .iter()
+            .map(|l| match l {
+                Layer::Conv { shape, .. } => (shape.y_len() * shape.cin * shape.kh * shape.kw) as u64,
+                Layer::Fc { inp, out, .. } => (inp * out) as u64,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Total trainable values.
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.len()).sum()
+    }
+
+    /// One line per layer: what it is and its output size.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "{} ({} top, {} classes, {} parameters)\n",
+            self.config.name,
+            self.top().name(),
+            self.classes,
+            self.param_count()
+        );
+        s.push_str(&format!("  input        {}\n", self.dims[0]));
+        for (l, d) in self.layers.iter().zip(&self.dims[1..]) {
+            let what = match l {
+                Layer::Conv { shape, relu, .. } => format!(
+                    "conv {}x{} s{} p{}{}",
+                    shape.kh,
+                    shape.kw,
+                    shape.sy,
+                    shape.py,
+                    if *relu { " +relu" } else { "" }
+                ),
+                Layer::MaxPool { shape } => {
+                    format!("maxpool {}x{} s{} p{}", shape.kh, shape.kw, shape.sy, shape.py)
+                }
+                Layer::AvgPool { shape } => {
+                    format!("avgpool {}x{} s{} p{}", shape.kh, shape.kw, shape.sy, shape.py)
+                }
+                Layer::Relu => "relu".into(),
+                Layer::Dropout { p } => format!("dropout {p}"),
+                Layer::Fc { relu, .. } => format!("fc{}", if *relu { " +relu" } else { "" }),
+            };
+            s.push_str(&format!("  {what:<24} -> {d}\n"));
+        }
+        s
+    }
+
+    /// Seeded initial parameters: weights N(0, init_std²) by Box–Muller from a splitmix64 stream
+    /// keyed by (seed, parameter index); biases 0.
+    pub fn init_params(&self, seed: u64) -> Vec<Vec<f32>> {
+        self.params
+            .iter()
+            .enumerate()
+            .map(|(pi, p)| {
+                let mut rng =
+                    crate::check::Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (pi as u64 + 1));
+                (0..p.len())
+                    .map(|_| {
+                        if p.init_std == 0.0 {
+                            0.0
+                        } else {
+                            let u1 = rng.unit().max(1e-300);
+                            let u2 = rng.unit();
+                            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * p.init_std) as f32
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,208 @@
+//! The network: GPU training steps against the CPU reference network, a whole-network gradient
+//! check, shape errors, checkpoints and resuming.
+
+mod common;
+
+use common::gpu;
+use dlsvm::check::Rng;
+use dlsvm::model::cpu_net::{self, DropoutKey};
+use dlsvm::model::{preset, GpuNet, LayerSpec, Net, NetConfig, Top};
+
+fn config(name: &str, top: Top) -> NetConfig {
+    let mut c = preset(name).expect("preset");
+    c.top = top;
+    c
+}
+
+fn batch_data(net: &Net, batch: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..batch * net.input_len()).map(|_| rng.range(-1.5, 1.5) as f32).collect();
+    let y: Vec<i32> = (0..batch).map(|_| rng.below(net.classes) as i32).collect();
+    (x, y)
+}
+
+/// Weights after `steps` GPU steps equal the CPU reference's (f32 storage, f64 sums) within
+/// |gpu − cpu| <= 2e-4 + 2e-3·|cpu|: each step's f32 rounding differences (GPU sums in other orders)
+/// are of order 1e-6 relative and grow through the steps; a wrong gradient term or update is
+/// orders of magnitude larger.
+fn gpu_steps_match_cpu(name: &str, top: Top, steps: u64) {
+    let g = gpu();
+    let cfg = config(name, top);
+    let net = Net::new(&cfg, 7).expect("network");
+    let batch = 6;
+    let init = net.init_params(3);
+    let gnet = GpuNet::new(g, &net, batch, &init, 1.0, 77).expect("gpu network");
+    let mut params = init.clone();
+    let mut vel: Vec<Vec<f32>> = net.params.iter().map(|p| vec![0.0; p.len()]).collect();
+    for step in 0..steps {
+        let (x, y) = batch_data(&net, batch, 100 + step);
+        let (lr, mom) = (0.01, if step == 0 { 0.5 } else { 0.9 });
+        let sub = gnet.train_step(g, &x, &y, step, lr, mom).expect("step");
+        gnet.wait_for(g, sub).expect("wait");
+        let (gl, gc) = gnet.read_metrics(g).expect("metrics");
+        gnet.reset_metrics(g);
+        let drop = DropoutKey { seed: 77, step: step as u32 };
+        let (cl, cc) = cpu_net::train_step(&net, &mut params, &mut vel, &x, &y, batch, drop, lr, mom, 1.0);
+        assert!(
+            (gl - cl).abs() <= 1e-4 + 1e-4 * cl.abs(),
+            "{name} {top:?} step {step}: loss gpu {gl}, cpu {cl}"
+        );
+        assert_eq!(gc as u32, cc, "{name} {top:?} step {step}: correct predictions");
+    }
+    let (gp, gv) = gnet.download(g).expect("download");
+    for (pi, p) in net.params.iter().enumerate() {
+        for (what, got, want) in [("weights", &gp[pi], &params[pi]), ("momentum", &gv[pi], &vel[pi])] {
+            for (i, (a, b)) in got.iter().zip(want.iter()).enumerate() {
+                let allow = 2e-4 + 2e-3 * b.abs();
+                assert!(
+                    (a - b).abs() <= allow,
+                    "{name} {top:?}: {what} of {}[{i}] after {steps} steps: gpu {a}, cpu {b}",
+                    p.name
+                );
+            }
+        }
+        assert_ne!(gp[pi], init[pi], "{}: {} did not change", name, p.name);
+    }
+}
+
+#[test]
+fn gpu_steps_equal_cpu_reference_fer_small_l2svm() {
+    gpu_steps_match_cpu("fer-small", Top::L2svm, 3);
+}
+
+#[test]
+fn gpu_steps_equal_cpu_reference_fer_small_softmax() {
+    gpu_steps_match_cpu("fer-small", Top::Softmax, 3);
+}
+
+#[test]
+fn gpu_steps_equal_cpu_reference_mlp_l2svm() {
+    gpu_steps_match_cpu("mlp", Top::L2svm, 3);
+}
+
+#[test]
+fn gpu_steps_equal_cpu_reference_mlp_softmax() {
+    gpu_steps_match_cpu("mlp", Top::Softmax, 3);
+}
+
+/// The CPU network's analytic gradient against central differences, in f64, for fer-small (with
+/// its dropout active under a fixed mask) and both tops.
+#[test]
+fn whole_network_gradient_check_cpu() {
+    for top in [Top::L2svm, Top::Softmax] {
+        let cfg = config("fer-small", top);
+        let net = Net::new(&cfg, 7).expect("network");
+        let batch = 2;
+        let params: Vec<Vec<f64>> =
+            net.init_params(5).into_iter().map(|p| p.into_iter().map(|v| v as f64).collect()).collect();
+        // Biases start at 0; give them values so their gradients are exercised away from symmetry.
+        let mut rng = Rng::new(9);
+        let params: Vec<Vec<f64>> = params
+            .into_iter()
+            .zip(&net.params)
+            .map(
+                |(p, spec)| {
+                    if spec.init_std == 0.0 {
+                        p.iter().map(|_| rng.range(-0.1, 0.1)).collect()
+                    } else {
+                        p
+                    }
+                },
+            )
+            .collect();
+        let (x32, y) = batch_data(&net, batch, 4);
+        let x: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+        let drop = Some(DropoutKey { seed: 3, step: 1 });
+        let objective = |p: &[Vec<f64>]| {
+            let tr = cpu_net::forward(&net, p, &x, batch, drop);
+            cpu_net::loss(&net, tr.acts.last().unwrap(), &y, batch, 1.0).0
+        };
+        let tr = cpu_net::forward(&net, &params, &x, batch, drop);
+        let (_, ds) = cpu_net::loss(&net, tr.acts.last().unwrap(), &y, batch, 1.0);
+        let grads = cpu_net::backward(&net, &params, &tr, ds, batch, drop);
+        let h = 1e-6;
+        let mut checked = 0;
+        for (pi, spec) in net.params.iter().enumerate() {
+            let mut pick = Rng::new(pi as u64);
+            for _ in 0..12 {
+                let i = pick.below(spec.len());
+                let mut plus = params.clone();
+                plus[pi][i] += h;
+                let mut minus = params.clone();
+                minus[pi][i] -= h;
+                let fd = (objective(&plus) - objective(&minus)) / (2.0 * h);
+                let an = grads[pi][i];
+                assert!(
+                    (fd - an).abs() <= 1e-6 + 1e-4 * an.abs().max(fd.abs()),
+                    "{top:?}: d loss / d {}[{i}]: finite difference {fd}, backward {an}",
+                    spec.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(grads.iter().all(|g| g.iter().any(|&v| v != 0.0)), "every parameter gets a gradient");
+        assert_eq!(checked, 12 * net.params.len());
+    }
+}
+
+#[test]
+fn fer_preset_matches_the_paper() {
+    let net = Net::new(&preset("fer").unwrap(), 7).unwrap();
+    let dims: Vec<String> = net.dims.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        dims,
+        [
+            "1x42x42", "32x42x42", "32x21x21", "32x20x20", "32x10x10", "64x10x10", "64x5x5", "3072", "3072",
+            "7"
+        ]
+    );
+    let shapes: Vec<Vec<usize>> = net.params.iter().map(|p| p.shape.clone()).collect();
+    assert_eq!(shapes[0], vec![32, 1, 5, 5]);
+    assert_eq!(shapes[2], vec![32, 32, 4, 4]);
+    assert_eq!(shapes[4], vec![64, 32, 5, 5]);
+    assert_eq!(shapes[6], vec![3072, 1600]);
+    assert_eq!(shapes[8], vec![7, 3072]);
+    assert_eq!(net.params[8].weight_decay, 0.02);
+    assert_eq!(net.params[6].weight_decay, 1e-4);
+    assert_eq!(net.params[0].name, "layers.0.weight");
+}
+
+#[test]
+fn shape_errors_name_the_layer() {
+    let mut c = preset("fer-small").unwrap();
+    c.layers.insert(0, LayerSpec::Conv { filters: 4, kernel: 50, stride: 1, pad: 0, weight_decay: None });
+    let e = Net::new(&c, 7).unwrap_err().to_string();
+    assert!(e.contains("layer 0 (conv)") && e.contains("larger than its input"), "{e}");
+    let mut c = preset("mlp").unwrap();
+    c.layers.push(LayerSpec::Relu);
+    assert!(Net::new(&c, 10).is_err());
+    let bad =
+        "name = \"x\"\nimage_size = 28\ninput_size = 28\ntop = \"l2svm\"\n[[layers]]\ntype = \"banana\"\n";
+    let e = NetConfig::from_toml(bad).unwrap_err();
+    assert!(e.contains("banana"), "{e}");
+    let bad = "name = \"x\"\nimage_size = 28\ninput_size = 28\ntop = \"l2svm\"\ncolour = 3\n[[layers]]\ntype = \"fc\"\n";
+    let e = NetConfig::from_toml(bad).unwrap_err();
+    assert!(e.contains("colour"), "{e}");
+}
+
+#[test]
+fn config_toml_round_trip() {
+    for name in dlsvm::model::PRESETS {
+        let c = preset(name).unwrap();
+        let back = NetConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(c, back, "{name}");
+    }
+}
+
+#[test]
+fn schedule_follows_the_paper() {
+    let t = preset("fer").unwrap().train;
+    assert!((t.lr_at(0, 50_000) - 0.05).abs() < 1e-12);
+    assert!((t.lr_at(20_000, 50_000) - 0.025).abs() < 1e-12);
+    let before = t.lr_at(33_333, 50_000);
+    let after = t.lr_at(33_334, 50_000);
+    assert!((before / after - 10.0).abs() < 0.01, "{before} {after}");
+    assert!((t.lr_at(41_667, 50_000) / t.lr_at(41_666, 50_000) - 0.1).abs() < 0.01);
+    assert_eq!(t.momentum_at(4_999), 0.5);
+    assert_eq!(t.momentum_at(5_000), 0.9);
+}
