@@ -87,30 +87,33 @@ fn conv_fwd_direct(
     fwd_finish(idx, co, acc);
 }
 
-// One output pixel and COB output channels per invocation: each input value loaded once serves
-// COB multiply-adds; weights are the same for the whole workgroup (broadcast loads).
-// Grid: pixel groups folded over x and y, output-channel blocks over z.
+// Register-blocked: 4 neighbouring output pixels of a row x COB output channels per invocation.
+// Each (ci, ky, kx) step loads 4 inputs and COB weights (the same for the whole workgroup, so
+// broadcast) for 4*COB multiply-adds. Grid: 4-pixel groups folded over x and y, output-channel
+// blocks over z.
 @compute @workgroup_size(WG, 1, 1)
 fn conv_fwd_blocked(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let pix = linear_group(wid, nwg) * WG + lid.x;
-    let plane = p.oh * p.ow;
-    if (pix >= p.n * plane) {
+    let q = linear_group(wid, nwg) * WG + lid.x;
+    let quads = (p.ow + 3u) / 4u;
+    if (q >= p.n * p.oh * quads) {
         return;
     }
     let co0 = wid.z * COB;
-    let ox = pix % p.ow;
-    let oy = (pix / p.ow) % p.oh;
-    let b = pix / plane;
-    var acc: array<f32, COB>;
-    var wbase: array<u32, COB>;
+    let ox0 = (q % quads) * 4u;
+    let oy = (q / quads) % p.oh;
+    let b = q / (quads * p.oh);
     let kk = p.kh * p.kw;
+    var acc: array<f32, COB * 4u>;
+    var wbase: array<u32, COB>;
     for (var j = 0u; j < COB; j++) {
-        acc[j] = 0.0;
         wbase[j] = min(co0 + j, p.cout - 1u) * p.cin * kk;
+    }
+    for (var i = 0u; i < COB * 4u; i++) {
+        acc[i] = 0.0;
     }
     for (var ci = 0u; ci < p.cin; ci++) {
         for (var ky = 0u; ky < p.kh; ky++) {
@@ -120,28 +123,37 @@ fn conv_fwd_blocked(
             }
             let xrow = ((b * p.cin + ci) * p.h + u32(iy)) * p.w;
             for (var kx = 0u; kx < p.kw; kx++) {
-                let ix = i32(ox * p.sx + kx) - i32(p.px);
-                if (ix < 0 || ix >= i32(p.w)) {
-                    continue;
+                var xv: array<f32, 4>;
+                for (var t = 0u; t < 4u; t++) {
+                    let ix = i32((ox0 + t) * p.sx + kx) - i32(p.px);
+                    let inside = ix >= 0 && ix < i32(p.w);
+                    xv[t] = select(0.0, fx[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
                 }
-                let xv = fx[xrow + u32(ix)];
                 let woff = (ci * p.kh + ky) * p.kw + kx;
                 for (var j = 0u; j < COB; j++) {
-                    acc[j] += xv * fwt[wbase[j] + woff];
+                    let wv = fwt[wbase[j] + woff];
+                    for (var t = 0u; t < 4u; t++) {
+                        acc[j * 4u + t] += xv[t] * wv;
+                    }
                 }
             }
         }
     }
     for (var j = 0u; j < COB; j++) {
         let co = co0 + j;
-        if (co < p.cout) {
-            fwd_finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j]);
+        for (var t = 0u; t < 4u; t++) {
+            let ox = ox0 + t;
+            if (co < p.cout && ox < p.ow) {
+                fwd_finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j * 4u + t]);
+            }
         }
     }
 }
 
 // Backward data: dx[b, ci, iy, ix] = sum over (co, ky, kx) whose output position lands on the grid.
-// Bindings: inputs dy, wt; output dx. One input pixel and CIB input channels per invocation.
+// Bindings: inputs dy, wt; output dx. Four neighbouring input pixels of a row and CIB input
+// channels per invocation: each (ky, kx, co) step loads 4 gradients and CIB weights for 4*CIB
+// multiply-adds. Grid: 4-pixel groups folded over x and y, input-channel blocks over z.
 @group(0) @binding(0) var<storage, read> ddy: array<f32>;
 @group(0) @binding(1) var<storage, read> dwt: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ddx: array<f32>;
@@ -153,21 +165,26 @@ fn conv_bwd_data(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let pix = linear_group(wid, nwg) * WG + lid.x;
-    let plane = pd.h * pd.w;
-    if (pix >= pd.n * plane) {
+    let q = linear_group(wid, nwg) * WG + lid.x;
+    let quads = (pd.w + 3u) / 4u;
+    if (q >= pd.n * pd.h * quads) {
         return;
     }
     let ci0 = wid.z * CIB;
-    let ix = pix % pd.w;
-    let iy = (pix / pd.w) % pd.h;
-    let b = pix / plane;
-    var acc: array<f32, CIB>;
+    let ix0 = (q % quads) * 4u;
+    let iy = (q / quads) % pd.h;
+    let b = q / (quads * pd.h);
+    let kk = pd.kh * pd.kw;
+    var acc: array<f32, CIB * 4u>;
     var wci: array<u32, CIB>;
     for (var j = 0u; j < CIB; j++) {
-        acc[j] = 0.0;
-        wci[j] = min(ci0 + j, pd.cin - 1u);
+        wci[j] = min(ci0 + j, pd.cin - 1u) * kk;
     }
+    for (var i = 0u; i < CIB * 4u; i++) {
+        acc[i] = 0.0;
+    }
+    let plane_out = pd.oh * pd.ow;
+    let gbase = b * pd.cout * plane_out;
     for (var ky = 0u; ky < pd.kh; ky++) {
         let tyn = i32(iy + pd.py) - i32(ky);
         if (tyn < 0 || (u32(tyn) % pd.sy) != 0u) {
@@ -178,26 +195,44 @@ fn conv_bwd_data(
             continue;
         }
         for (var kx = 0u; kx < pd.kw; kx++) {
-            let txn = i32(ix + pd.px) - i32(kx);
-            if (txn < 0 || (u32(txn) % pd.sx) != 0u) {
+            // Where each of the 4 pixels lands on the output row, and whether it does.
+            var goff: array<u32, 4>;
+            var ok: array<bool, 4>;
+            var any = false;
+            for (var t = 0u; t < 4u; t++) {
+                let txn = i32(ix0 + t + pd.px) - i32(kx);
+                let ox = u32(max(txn, 0)) / pd.sx;
+                ok[t] = txn >= 0 && (u32(txn) % pd.sx) == 0u && ox < pd.ow && ix0 + t < pd.w;
+                goff[t] = oy * pd.ow + min(ox, pd.ow - 1u);
+                any = any || ok[t];
+            }
+            if (!any) {
                 continue;
             }
-            let ox = u32(txn) / pd.sx;
-            if (ox >= pd.ow) {
-                continue;
-            }
+            let woff = ky * pd.kw + kx;
             for (var co = 0u; co < pd.cout; co++) {
-                let g = ddy[((b * pd.cout + co) * pd.oh + oy) * pd.ow + ox];
+                let gb = gbase + co * plane_out;
+                var gv: array<f32, 4>;
+                for (var t = 0u; t < 4u; t++) {
+                    gv[t] = select(0.0, ddy[gb + goff[t]], ok[t]);
+                }
+                let wb = co * pd.cin * kk + woff;
                 for (var j = 0u; j < CIB; j++) {
-                    acc[j] += g * dwt[((co * pd.cin + wci[j]) * pd.kh + ky) * pd.kw + kx];
+                    let wv = dwt[wb + wci[j]];
+                    for (var t = 0u; t < 4u; t++) {
+                        acc[j * 4u + t] += gv[t] * wv;
+                    }
                 }
             }
         }
     }
     for (var j = 0u; j < CIB; j++) {
         let ci = ci0 + j;
-        if (ci < pd.cin) {
-            ddx[((b * pd.cin + ci) * pd.h + iy) * pd.w + ix] = acc[j];
+        for (var t = 0u; t < 4u; t++) {
+            let ix = ix0 + t;
+            if (ci < pd.cin && ix < pd.w) {
+                ddx[((b * pd.cin + ci) * pd.h + iy) * pd.w + ix] = acc[j * 4u + t];
+            }
         }
     }
 }

@@ -468,12 +468,6 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let gpu = Gpu::new(adapter)?;
     let progress = !a.json;
-    if progress {
-        let net =
-            model::Net::new(&config, source.class_names.len()).map_err(|e| Failure::input(e.to_string()))?;
-        eprintln!("dlsvm: training on {} ({}), data {}", gpu.info.name, gpu.info.backend, source.path);
-        eprint!("{}", net.summary());
-    }
     let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
     match a.folds {
         None => {

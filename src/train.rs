@@ -28,8 +28,8 @@ pub enum TrainError {
     Input(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("training diverged at step {step}: the loss is {loss} (last finite loss {last_finite}); the last good checkpoint is kept")]
-    Diverged { step: u64, loss: f64, last_finite: f64 },
+    #[error("training diverged at step {step}: the loss is {loss} (last finite loss: {last_finite}); the last good checkpoint is kept (try a smaller --lr)")]
+    Diverged { step: u64, loss: f64, last_finite: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -120,6 +120,18 @@ pub fn run(
         )));
     }
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    if opts.progress {
+        eprintln!(
+            "dlsvm: training on {} ({}), data {} ({} train, {} test samples), run directory {}",
+            gpu.info.name,
+            gpu.info.backend,
+            source.path,
+            train.len(),
+            test.map_or(0, |d| d.len()),
+            opts.out.display()
+        );
+        eprint!("{}", net.summary());
+    }
     let spe = batch::steps_per_epoch(train.len(), t.batch) as u64;
     let total = match t.epochs {
         Some(e) => ((e * spe as f64).ceil() as u64).max(1),
@@ -247,6 +259,8 @@ pub fn run(
             let mean_loss = loss_sum / steps_in_window as f64;
             if !mean_loss.is_finite() {
                 bar.abandon();
+                let last_finite =
+                    if last_finite.is_finite() { format!("{last_finite:.4}") } else { "none yet".into() };
                 return Err(TrainError::Diverged { step: done, loss: mean_loss, last_finite });
             }
             last_finite = mean_loss;

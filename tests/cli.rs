@@ -125,3 +125,120 @@ fn bad_usage_exits_2() {
     assert_eq!(dlsvm(&["no-such-command"], &[]).status.code(), Some(2));
     assert_eq!(dlsvm(&["check", "--filter", "no-such-kernel"], &[]).status.code(), Some(2));
 }
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("dlsvm-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn synth_train_eval_predict_round_trip() {
+    let dir = tmp("round");
+    let csv = dir.join("faces.csv");
+    let o = dlsvm(&["data", "synth", "--out", csv.to_str().unwrap(), "--count", "160", "--seed", "3"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let run = dir.join("run");
+    let o = dlsvm(
+        &[
+            "train",
+            "--data",
+            csv.to_str().unwrap(),
+            "--steps",
+            "6",
+            "--batch",
+            "32",
+            "--out",
+            run.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(v["steps"], 6);
+    assert!(v["test"]["accuracy"].is_number(), "{v}");
+    for f in [
+        "model.safetensors",
+        "metrics.csv",
+        "learning_curve.png",
+        "filters.png",
+        "confusion.png",
+        "config.toml",
+    ] {
+        assert!(run.join(f).exists(), "run directory lacks {f}");
+    }
+    let model = run.join("model.safetensors");
+    let o = dlsvm(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--tta",
+            "2",
+            "--json",
+        ],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    for key in ["accuracy", "per_class", "confusion", "cross_entropy", "squared_hinge"] {
+        assert!(!v[key].is_null(), "eval --json lacks {key}: {v}");
+    }
+    assert!(v["accuracy"]["train"].is_number() && v["accuracy"]["private_test"].is_number(), "{v}");
+    // An ensemble of the same model twice gives the same accuracy.
+    let o2 = dlsvm(
+        &[
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--tta",
+            "2",
+            "--json",
+        ],
+        &[],
+    );
+    let v2: serde_json::Value = serde_json::from_str(text(&o2).0.trim()).unwrap();
+    assert_eq!(v["accuracy"], v2["accuracy"]);
+    let img = "data/lfw-face-vs-background/test/face/080.png";
+    let o = dlsvm(&["predict", "--model", model.to_str().unwrap(), img, "--json"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v[0]["scores"].as_object().map(|m| m.len()), Some(7), "{v}");
+}
+
+#[test]
+fn bad_training_input_exits_2_with_one_line() {
+    let dir = tmp("bad");
+    let out = dir.join("run");
+    let o = out.to_str().unwrap();
+    for (args, want) in [
+        (vec!["train", "--preset", "nope", "--out", o], "unknown preset"),
+        (vec!["train", "--lr=-1", "--out", o], "--lr -1"),
+        (vec!["train", "--lr", "NaN", "--out", o], "finite positive"),
+        (
+            vec!["train", "--batch", "100000", "--synth-count", "100", "--out", o],
+            "larger than the 100 training samples",
+        ),
+        (vec!["train", "--data", "/no/such/file.csv", "--out", o], "/no/such/file.csv"),
+        (vec!["train", "--folds", "1", "--synth-count", "100", "--out", o], "--folds 1"),
+        (vec!["train", "--top", "hinge", "--out", o], "unknown --top"),
+        (vec!["eval", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors"),
+    ] {
+        let r = dlsvm(&args, &[]);
+        let (_, err) = text(&r);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, no backtrace: {err}");
+    }
+}

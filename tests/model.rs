@@ -170,7 +170,10 @@ fn fer_preset_matches_the_paper() {
 #[test]
 fn shape_errors_name_the_layer() {
     let mut c = preset("fer-small").unwrap();
-    c.layers.insert(0, LayerSpec::Conv { filters: 4, kernel: 50, stride: 1, pad: 0, weight_decay: None });
+    c.layers.insert(
+        0,
+        LayerSpec::Conv { filters: 4, kernel: 50, stride: 1, pad: 0, weight_decay: None, lr_scale: None },
+    );
     let e = Net::new(&c, 7).unwrap_err().to_string();
     assert!(e.contains("layer 0 (conv)") && e.contains("larger than its input"), "{e}");
     let mut c = preset("mlp").unwrap();

@@ -91,12 +91,13 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
 #[test]
 fn fer_small_learns_synthetic_faces() {
     let g = gpu();
-    let src = synth::source(1400, 350, 7);
+    let src = synth::source(2000, 400, 7);
     let mut cfg = preset("fer-small").unwrap();
-    cfg.train.steps = 300;
+    cfg.train.steps = 250;
     cfg.train.checkpoint_every = 0;
     let out = tmp("learn");
     let s = train::run(g, &cfg, &src, src.train().unwrap(), src.test(), &opts(out, false, None)).unwrap();
     let acc = s.test.as_ref().unwrap().accuracy;
-    assert!(acc > 0.5, "test accuracy {acc} after 300 steps (chance 0.14)");
+    // Chance is 1/7; the default 600-step run reaches far more, this shortened one must clear 40%.
+    assert!(acc > 0.4, "test accuracy {acc} after 250 steps (chance 0.14)");
 }

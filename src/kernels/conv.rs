@@ -32,7 +32,7 @@ pub struct ConvParams {
 pub enum ConvFwdVariant {
     /// One output element per invocation: the fallback and oracle.
     Direct,
-    /// One output pixel and `COB` output channels per invocation.
+    /// Four neighbouring output pixels x `COB` output channels per invocation.
     Blocked,
 }
 
@@ -132,7 +132,7 @@ pub fn conv2d_forward(
             gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(), &[x, w, bias], &[y], &p, groups)
         }
         ConvFwdVariant::Blocked => {
-            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow(), CONV_WG);
+            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), CONV_WG);
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(COB as usize))?;
             gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &spec(), &[x, w, bias], &[y], &p, groups)
         }
@@ -152,7 +152,7 @@ pub fn conv2d_backward_data(
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "weight", w, s.w_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
-    let mut groups = grid_for(gpu, s.n * s.h * s.w, CONV_WG);
+    let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), CONV_WG);
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(CIB as usize))?;
     gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(), &[dy, w], &[dx], &p, groups)
 }

@@ -178,7 +178,8 @@ pub fn sgd<T: Real>(
 ) {
     for (i, p) in net.params.iter().enumerate() {
         // The GPU receives these as f32; use the same values.
-        let (lr, m, wd) = (lr as f32 as f64, momentum as f32 as f64, p.weight_decay as f32 as f64);
+        let (lr, m, wd) =
+            ((lr * p.lr_scale) as f32 as f64, momentum as f32 as f64, p.weight_decay as f32 as f64);
         cpu::sgd_momentum(&mut params[i], &mut velocity[i], &grads[i], lr, m, wd);
     }
 }

@@ -289,7 +289,7 @@ impl GpuNet {
         for (i, &op) in self.sgd.iter().enumerate() {
             let p = SgdParams::new(
                 self.params[i].len() as u32,
-                lr as f32,
+                (lr * self.net.params[i].lr_scale) as f32,
                 momentum as f32,
                 self.net.params[i].weight_decay as f32,
             );

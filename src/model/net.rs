@@ -52,6 +52,8 @@ pub struct Param {
     pub weight_decay: f64,
     /// Standard deviation of the initial values (0 for biases).
     pub init_std: f64,
+    /// Multiplier of the scheduled learning rate for this tensor.
+    pub lr_scale: f64,
 }
 
 impl Param {
@@ -143,7 +145,7 @@ impl Net {
             let fuse_relu = matches!(config.layers.get(i + 1), Some(LayerSpec::Relu))
                 && matches!(spec, LayerSpec::Conv { .. } | LayerSpec::Fc { .. });
             let layer = match *spec {
-                LayerSpec::Conv { filters, kernel, stride, pad, weight_decay } => {
+                LayerSpec::Conv { filters, kernel, stride, pad, weight_decay, lr_scale } => {
                     if dim.h == 1 && dim.w == 1 && layers.iter().any(|l| matches!(l, Layer::Fc { .. })) {
                         return Err(err(i, k, "a convolution cannot follow an fc layer".into()));
                     }
@@ -180,13 +182,15 @@ impl Net {
                         name: format!("layers.{i}.weight"),
                         shape: vec![filters, dim.c, kernel, kernel],
                         weight_decay: wd,
-                        init_std: (2.0 / fan_in as f64).sqrt(),
+                        init_std: (1.0 / fan_in as f64).sqrt(),
+                        lr_scale: lr_scale.unwrap_or(1.0),
                     });
                     params.push(Param {
                         name: format!("layers.{i}.bias"),
                         shape: vec![filters],
                         weight_decay: 0.0,
                         init_std: 0.0,
+                        lr_scale: lr_scale.unwrap_or(1.0),
                     });
                     dim = Dim { c: filters, h: shape.oh(), w: shape.ow() };
                     Layer::Conv { shape, relu: fuse_relu, weight, bias: weight + 1 }
@@ -226,7 +230,7 @@ impl Net {
                     }
                     Layer::Dropout { p }
                 }
-                LayerSpec::Fc { out, weight_decay } => {
+                LayerSpec::Fc { out, weight_decay, lr_scale } => {
                     let is_top = Some(i) == last_fc;
                     let out = match (out, is_top) {
                         (Some(o), false) => o,
@@ -250,19 +254,22 @@ impl Net {
                     let wd =
                         weight_decay.unwrap_or(if is_top { t.top_decay(config.top) } else { t.weight_decay });
                     let weight = params.len();
-                    // He initialization below ReLUs; the top starts small so the first margins are moderate.
-                    let init_std = if is_top { (1.0 / inp as f64).sqrt() } else { (2.0 / inp as f64).sqrt() };
+                    // Fan-in scaled (variance 1/fan_in); the top 10x smaller so the first scores sit well
+                    // inside the margin (|a| << 1).
+                    let init_std = if is_top { 0.1 / (inp as f64).sqrt() } else { (1.0 / inp as f64).sqrt() };
                     params.push(Param {
                         name: format!("layers.{i}.weight"),
                         shape: vec![out, inp],
                         weight_decay: wd,
                         init_std,
+                        lr_scale: lr_scale.unwrap_or(1.0),
                     });
                     params.push(Param {
                         name: format!("layers.{i}.bias"),
                         shape: vec![out],
                         weight_decay: 0.0,
                         init_std: 0.0,
+                        lr_scale: lr_scale.unwrap_or(1.0),
                     });
                     dim = Dim { c: out, h: 1, w: 1 };
                     Layer::Fc { inp, out, relu: fuse_relu, weight, bias: weight + 1 }
