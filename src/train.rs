@@ -36,6 +36,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io { path: path.display().to_string(), source }
 }
 
+/// Periodic checkpoints kept in `<run>/checkpoints/` besides `model.safetensors`.
+pub const KEEP_SNAPSHOTS: usize = 3;
+
 /// What the caller asked for beyond the config.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -228,6 +231,23 @@ pub fn run(
             velocity: Some(velocity),
         };
         checkpoint::save(&ckpt_path, &ck)?;
+        // Periodic snapshots beside it, the newest KEEP_SNAPSHOTS kept.
+        let dir = opts.out.join("checkpoints");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        checkpoint::save(&dir.join(format!("step-{step:08}.safetensors")), &ck)?;
+        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+            })
+            .collect();
+        old.sort();
+        for p in old.iter().rev().skip(KEEP_SNAPSHOTS) {
+            let _ = std::fs::remove_file(p);
+        }
         Ok(())
     };
 

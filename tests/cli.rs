@@ -242,3 +242,41 @@ fn bad_training_input_exits_2_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line, no backtrace: {err}");
     }
 }
+
+#[test]
+fn folds_train_one_fold_and_report_it() {
+    let dir = tmp("folds");
+    let out = dir.join("cv");
+    let o = dlsvm(
+        &[
+            "train",
+            "--synth-count",
+            "120",
+            "--folds",
+            "3",
+            "--fold",
+            "1",
+            "--steps",
+            "3",
+            "--batch",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    );
+    let (stdout, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {stdout}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    assert_eq!(v["folds"], 3);
+    assert_eq!(v["fold_accuracy"].as_array().map(|a| a.len()), Some(1));
+    assert_eq!(v["runs"][0]["test_samples"], 40, "fold 1 of 3 holds out a third of 120");
+    assert!(out.join("fold1").join("model.safetensors").exists());
+    assert!(!out.join("fold0").exists(), "--fold 1 trains fold 1 alone");
+    let r = dlsvm(
+        &["train", "--synth-count", "120", "--folds", "3", "--fold", "3", "--out", out.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(r.status.code(), Some(2));
+}

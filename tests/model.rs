@@ -172,7 +172,15 @@ fn shape_errors_name_the_layer() {
     let mut c = preset("fer-small").unwrap();
     c.layers.insert(
         0,
-        LayerSpec::Conv { filters: 4, kernel: 50, stride: 1, pad: 0, weight_decay: None, lr_scale: None },
+        LayerSpec::Conv {
+            filters: 4,
+            kernel: 50,
+            stride: 1,
+            pad: 0,
+            weight_decay: None,
+            lr_scale: None,
+            init_std: None,
+        },
     );
     let e = Net::new(&c, 7).unwrap_err().to_string();
     assert!(e.contains("layer 0 (conv)") && e.contains("larger than its input"), "{e}");

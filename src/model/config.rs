@@ -41,6 +41,9 @@ pub enum LayerSpec {
         /// This layer's learning rate as a multiple of the schedule's (cuda-convnet's per-layer epsW).
         #[serde(default)]
         lr_scale: Option<f64>,
+        /// Standard deviation of the initial weights (default sqrt(1/fan_in)).
+        #[serde(default)]
+        init_std: Option<f64>,
     },
     MaxPool {
         size: usize,
@@ -66,6 +69,9 @@ pub enum LayerSpec {
         weight_decay: Option<f64>,
         #[serde(default)]
         lr_scale: Option<f64>,
+        /// Standard deviation of the initial weights (default sqrt(1/fan_in), the top 10x smaller).
+        #[serde(default)]
+        init_std: Option<f64>,
     },
 }
 
@@ -192,11 +198,11 @@ impl TrainConfig {
 pub const PRESETS: [&str; 3] = ["fer", "fer-small", "mlp"];
 
 fn conv(filters: usize, kernel: usize, pad: usize) -> LayerSpec {
-    LayerSpec::Conv { filters, kernel, stride: 1, pad, weight_decay: None, lr_scale: None }
+    LayerSpec::Conv { filters, kernel, stride: 1, pad, weight_decay: None, lr_scale: None, init_std: None }
 }
 
 fn fc(out: Option<usize>) -> LayerSpec {
-    LayerSpec::Fc { out, weight_decay: None, lr_scale: None }
+    LayerSpec::Fc { out, weight_decay: None, lr_scale: None, init_std: None }
 }
 
 /// A built-in network by name.
@@ -227,7 +233,28 @@ pub fn preset(name: &str) -> Option<NetConfig> {
             input_size: 42,
             channels: 1,
             top: Top::L2svm,
-            layers: fer_layers(32, 32, 64, 3072),
+            // cuda-convnet-style small initial weights (std 0.01): activations start small, which
+            // is what keeps the paper's learning rate of 0.05 stable on these fan-ins.
+            layers: fer_layers(32, 32, 64, 3072)
+                .into_iter()
+                .map(|l| match l {
+                    LayerSpec::Conv { filters, kernel, stride, pad, weight_decay, lr_scale, .. } => {
+                        LayerSpec::Conv {
+                            filters,
+                            kernel,
+                            stride,
+                            pad,
+                            weight_decay,
+                            lr_scale,
+                            init_std: Some(0.01),
+                        }
+                    }
+                    LayerSpec::Fc { out, weight_decay, lr_scale, .. } => {
+                        LayerSpec::Fc { out, weight_decay, lr_scale, init_std: Some(0.01) }
+                    }
+                    other => other,
+                })
+                .collect(),
             train: TrainConfig::default(),
         }),
         // The same structure, narrow, for tests and quick demos.

@@ -145,7 +145,7 @@ impl Net {
             let fuse_relu = matches!(config.layers.get(i + 1), Some(LayerSpec::Relu))
                 && matches!(spec, LayerSpec::Conv { .. } | LayerSpec::Fc { .. });
             let layer = match *spec {
-                LayerSpec::Conv { filters, kernel, stride, pad, weight_decay, lr_scale } => {
+                LayerSpec::Conv { filters, kernel, stride, pad, weight_decay, lr_scale, init_std } => {
                     if dim.h == 1 && dim.w == 1 && layers.iter().any(|l| matches!(l, Layer::Fc { .. })) {
                         return Err(err(i, k, "a convolution cannot follow an fc layer".into()));
                     }
@@ -182,7 +182,7 @@ impl Net {
                         name: format!("layers.{i}.weight"),
                         shape: vec![filters, dim.c, kernel, kernel],
                         weight_decay: wd,
-                        init_std: (1.0 / fan_in as f64).sqrt(),
+                        init_std: init_std.unwrap_or((1.0 / fan_in as f64).sqrt()),
                         lr_scale: lr_scale.unwrap_or(1.0),
                     });
                     params.push(Param {
@@ -230,7 +230,7 @@ impl Net {
                     }
                     Layer::Dropout { p }
                 }
-                LayerSpec::Fc { out, weight_decay, lr_scale } => {
+                LayerSpec::Fc { out, weight_decay, lr_scale, init_std: std_override } => {
                     let is_top = Some(i) == last_fc;
                     let out = match (out, is_top) {
                         (Some(o), false) => o,
@@ -256,7 +256,11 @@ impl Net {
                     let weight = params.len();
                     // Fan-in scaled (variance 1/fan_in); the top 10x smaller so the first scores sit well
                     // inside the margin (|a| << 1).
-                    let init_std = if is_top { 0.1 / (inp as f64).sqrt() } else { (1.0 / inp as f64).sqrt() };
+                    let init_std = std_override.unwrap_or(if is_top {
+                        0.1 / (inp as f64).sqrt()
+                    } else {
+                        (1.0 / inp as f64).sqrt()
+                    });
                     params.push(Param {
                         name: format!("layers.{i}.weight"),
                         shape: vec![out, inp],
