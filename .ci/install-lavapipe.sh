@@ -2,7 +2,12 @@
 # Installs Mesa's lavapipe (a software Vulkan driver) when no Vulkan ICD is present.
 # Prefers Mesa 25 from Debian's bookworm-backports; falls back to the plain suite.
 set -u
-have_icd() { ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; }
+have_icd() {
+  for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
+}
 if have_icd && [ "${DLSVM_FORCE_MESA_INSTALL:-0}" != 1 ]; then
   echo "install-lavapipe: a Vulkan driver is already installed"; exit 0
 fi

@@ -6,6 +6,7 @@
 //! - [`cpu`]: the reference implementation of every op, forward and backward;
 //! - [`check`]: kernel-vs-reference comparisons, shared by `cargo test` and `dlsvm check`.
 
+pub mod bench;
 pub mod check;
 pub mod cpu;
 pub mod data;

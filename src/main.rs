@@ -70,6 +70,23 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Time every kernel against this device's measured FMA and copy ceilings.
+    Bench {
+        /// Only rows whose kernel name contains this text ("step" for the training steps).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Time every kernel variant side by side.
+        #[arg(long)]
+        variants: bool,
+        /// Timed runs per kernel (at least 10).
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Skip the training-step measurements.
+        #[arg(long)]
+        no_steps: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check every kernel against the CPU reference on this adapter.
     Check {
         /// Print one JSON object instead of the table.
@@ -203,6 +220,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Info { json } => info(cli.adapter.as_deref(), json),
         Command::Check { json, filter } => check(cli.adapter.as_deref(), json, filter.as_deref()),
         Command::Train(args) => train(cli.adapter.as_deref(), *args),
+        Command::Bench { filter, variants, reps, no_steps, json } => bench(
+            cli.adapter.as_deref(),
+            dlsvm::bench::BenchOptions { filter, variants, reps, no_steps },
+            json,
+        ),
         Command::Eval { models, data, tta, out, json } => {
             eval(cli.adapter.as_deref(), &models, data.as_deref(), tta, out.as_deref(), json)
         }
@@ -750,4 +772,32 @@ fn synth(out: &Path, count: usize, seed: u64) -> Result<u8, Failure> {
         out.display()
     );
     Ok(0)
+}
+
+fn bench(adapter: Option<&str>, opts: dlsvm::bench::BenchOptions, json: bool) -> Result<u8, Failure> {
+    let gpu = Gpu::new(adapter)?;
+    if !json {
+        eprintln!(
+            "dlsvm: benchmarking on {} ({}); each kernel is checked against the CPU reference first",
+            gpu.info.name, gpu.info.backend
+        );
+    }
+    let report = dlsvm::bench::run(&gpu, &opts, |line| {
+        if !json {
+            eprintln!("{line}");
+        }
+    })?;
+    if report.rows.is_empty() && report.steps.is_empty() {
+        return Err(Failure::input(format!(
+            "no benchmark matches the filter {:?}",
+            opts.filter.unwrap_or_default()
+        )));
+    }
+    let failed = report.rows.iter().filter(|r| r.status != "ok").count();
+    if json {
+        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        print!("{}", dlsvm::bench::table(&report));
+    }
+    Ok(if failed == 0 { 0 } else { EXIT_FAILED })
 }

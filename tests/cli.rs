@@ -280,3 +280,25 @@ fn folds_train_one_fold_and_report_it() {
     );
     assert_eq!(r.status.code(), Some(2));
 }
+
+#[test]
+fn bench_reports_ceilings_and_rows_as_json() {
+    let o = dlsvm(&["bench", "--filter", "relu", "--no-steps", "--json"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert!(v["adapter"]["name"].is_string());
+    assert!(v["ceilings"]["fma_gflops"].as_f64().is_some_and(|g| g > 0.0), "{v}");
+    assert!(v["ceilings"]["copy_gbps"].as_f64().is_some_and(|g| g > 0.0), "{v}");
+    let rows = v["rows"].as_array().expect("rows");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["relu_fwd", "relu_bwd"]);
+    for r in rows {
+        assert_eq!(r["status"], "ok", "{r}");
+        assert!(
+            r["median_ms"].as_f64().is_some_and(|t| t > 0.0) && r["gbps"].as_f64().is_some_and(|g| g > 0.0),
+            "{r}"
+        );
+        assert!(r["pct_of_ceiling"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+    }
+}

@@ -269,10 +269,17 @@ impl Gpu {
         let layout = self.layout(inputs, outputs);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let label = format!("{}::{} {}", shader.name, entry, key.spec.replace('\n', " "));
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        };
+        let module = if shader.unchecked {
+            // SAFETY: only shaders marked `unchecked` (the probes, whose every index is computed from
+            // its own bounds-checked invocation id) skip the runtime checks.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            self.device.create_shader_module(desc)
+        };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&label),
             layout: Some(&layout.1),

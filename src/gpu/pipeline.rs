@@ -39,6 +39,9 @@ pub struct ShaderDef {
     pub entries: &'static [(&'static str, usize, usize)],
     /// Every specialization the crate uses (each is validated by naga in the tests).
     pub specs: fn() -> Vec<Spec>,
+    /// Build without naga's runtime bounds checks (only for shaders whose indexing cannot leave
+    /// their buffers, such as the ceiling probes).
+    pub unchecked: bool,
 }
 
 impl ShaderDef {

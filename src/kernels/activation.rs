@@ -37,6 +37,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/activation.wgsl"),
     entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("dropout", 1, 1)],
     specs,
+    unchecked: false,
 };
 
 fn same_len(op: &str, a: &Tensor, b: &Tensor) -> Result<u32, GpuError> {

@@ -76,6 +76,7 @@ pub static SHADER: ShaderDef = ShaderDef {
         ("conv_bwd_weight_reduce", 1, 1),
     ],
     specs,
+    unchecked: false,
 };
 
 fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {

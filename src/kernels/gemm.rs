@@ -74,6 +74,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/gemm.wgsl"),
     entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
     specs,
+    unchecked: false,
 };
 
 /// `c = op(a) · op(b)` with `ep` applied; see [`crate::cpu::gemm`].

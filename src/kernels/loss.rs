@@ -32,6 +32,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/loss.wgsl"),
     entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2)],
     specs,
+    unchecked: false,
 };
 
 #[allow(clippy::too_many_arguments)]

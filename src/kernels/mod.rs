@@ -8,6 +8,7 @@ pub mod gemm;
 pub mod loss;
 pub mod optim;
 pub mod pool;
+pub mod probe;
 pub mod reduce;
 
 use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Tensor};
@@ -21,6 +22,7 @@ pub static SHADERS: &[&ShaderDef] = &[
     &loss::SHADER,
     &reduce::SHADER,
     &optim::SHADER,
+    &probe::SHADER,
 ];
 
 /// Each shader's params struct size on the host, checked against its WGSL mirror by the tests.
@@ -33,6 +35,7 @@ pub fn params_sizes() -> Vec<(&'static str, usize)> {
         ("loss", std::mem::size_of::<loss::LossParams>()),
         ("reduce", std::mem::size_of::<reduce::ReduceParams>()),
         ("optim", std::mem::size_of::<optim::SgdParams>()),
+        ("probe", std::mem::size_of::<probe::ProbeParams>()),
     ]
 }
 

@@ -35,6 +35,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/optim.wgsl"),
     entries: &[("sgd_momentum", 1, 2)],
     specs,
+    unchecked: false,
 };
 
 /// `v = momentum·v − lr·(g + wd·w); w += v`; see [`crate::cpu::sgd_momentum`]. Change the learning

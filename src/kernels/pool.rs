@@ -34,6 +34,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/pool.wgsl"),
     entries: &[("maxpool_fwd", 1, 2), ("maxpool_bwd", 2, 1), ("avgpool_fwd", 1, 1), ("avgpool_bwd", 1, 1)],
     specs,
+    unchecked: false,
 };
 
 fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {

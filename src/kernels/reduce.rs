@@ -30,6 +30,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/reduce.wgsl"),
     entries: &[("sum_all", 1, 1), ("channel_sum", 1, 1), ("argmax_rows", 1, 1), ("count_correct", 2, 1)],
     specs,
+    unchecked: false,
 };
 
 /// `out[0] (+)= Σ x` (one workgroup); see [`crate::cpu::sum`].

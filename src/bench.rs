@@ -1,0 +1,516 @@
+//! `dlsvm bench`: every kernel's throughput against the device's own ceilings, measured in the
+//! same run by an FMA-bound probe (GFLOP/s) and a copy probe (GB/s), and the training step of the
+//! FER networks with the share of each layer and direction.
+//!
+//! Every kernel is first checked against the CPU reference at a small size; one that disagrees is
+//! reported as failed and not timed. Timing: two warm-up runs, then the median of at least
+//! `reps` runs, each a single submission timed by GPU timestamp queries where the adapter has them
+//! (wall clock around submit + wait otherwise); inputs rotate over up to four copies when they
+//! are small enough to sit in a cache.
+
+use crate::check::{self, CaseReport, Flags, Rng};
+use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
+use crate::kernels::{activation, conv, gemm, loss, optim, pool, probe, Epilogue};
+use crate::model::{preset, GpuNet, Net};
+use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Only rows whose name contains this text.
+    pub filter: Option<String>,
+    /// Time every kernel variant, not only the default.
+    pub variants: bool,
+    /// Timed runs per kernel (at least 10).
+    pub reps: usize,
+    /// Skip the training-step rows.
+    pub no_steps: bool,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        BenchOptions { filter: None, variants: false, reps: 10, no_steps: false }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Ceilings {
+    pub fma_gflops: f64,
+    /// The probe configuration that reached it.
+    pub fma_config: String,
+    pub copy_gbps: f64,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchRow {
+    pub name: String,
+    pub variant: String,
+    pub shape: String,
+    pub median_ms: f64,
+    pub gflops: Option<f64>,
+    pub gbps: Option<f64>,
+    pub pct_of_ceiling: f64,
+    /// "ok", or why the row was not timed.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StepRow {
+    pub net: String,
+    pub batch: usize,
+    pub median_ms: f64,
+    pub images_per_sec: f64,
+    pub gflops: f64,
+    pub pct_of_ceiling: f64,
+    /// Share of the step not spent inside kernels (submission, dispatch and pass overhead).
+    pub overhead_pct: f64,
+    /// (dispatch, ms, share of the kernel time)
+    pub kernels: Vec<(String, f64, f64)>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct BenchReport {
+    pub adapter: crate::gpu::AdapterSummary,
+    pub timing: String,
+    pub ceilings: Ceilings,
+    pub rows: Vec<BenchRow>,
+    pub steps: Vec<StepRow>,
+}
+
+enum Work {
+    Flops(f64),
+    Bytes(f64),
+}
+
+type CheckFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError>>;
+type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
+
+struct Job {
+    name: String,
+    variant: String,
+    shape: String,
+    work: Work,
+    check: CheckFn,
+    build: BuildFn,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+/// Median ms of the dispatch groups in `set`, run round-robin after two warm-ups of each.
+fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, GpuError> {
+    let refs: Vec<Vec<&Dispatch>> = set.iter().map(|g| g.iter().collect()).collect();
+    for g in &refs {
+        gpu.time(g, 2)?;
+    }
+    let mut t = Vec::with_capacity(reps);
+    for r in 0..reps {
+        t.extend(gpu.time(&refs[r % refs.len()], 1)?);
+    }
+    Ok(median(t))
+}
+
+fn random(gpu: &Gpu, len: usize, seed: u64) -> Result<Tensor, GpuError> {
+    let mut rng = Rng::new(seed);
+    gpu.upload_f32(&rng.vec(len), &[len])
+}
+
+/// How many input copies to rotate: up to 4 while they total under 64 MiB.
+fn copies(bytes: usize) -> usize {
+    (64usize << 20).checked_div(bytes.max(1)).unwrap_or(1).clamp(1, 4)
+}
+
+/// The arithmetic ceiling: the best of the FMA probe's configurations.
+pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
+    let seeds = gpu.upload_f32(&[0.999_999, 1e-7], &[2])?;
+    let invocations = 1 << 16;
+    let sink = gpu.empty(&[invocations], DType::F32)?;
+    let iters = 256u32;
+    let mut best = (0.0, String::new());
+    for wg in probe::FMA_WGS {
+        for chains in probe::FMA_CHAINS {
+            let d = probe::fma_probe(gpu, &seeds, &sink, iters, wg, chains)?;
+            let ms = time_groups(gpu, &[vec![d]], reps.min(5))?;
+            let flops = 2.0 * 4.0 * invocations as f64 * iters as f64 * chains as f64;
+            let g = flops / (ms * 1e-3) / 1e9;
+            if g > best.0 {
+                best = (g, format!("workgroup {wg}, {chains} chains"));
+            }
+        }
+    }
+    Ok(best)
+}
+
+/// The bandwidth ceiling: a vec4 copy of 64 MiB, bytes read plus written.
+pub fn copy_ceiling(gpu: &Gpu, reps: usize) -> Result<f64, GpuError> {
+    let n = 16 << 20;
+    let src = random(gpu, n, 1)?;
+    let dst = gpu.empty(&[n], DType::F32)?;
+    let d = probe::copy_probe(gpu, &src, &dst)?;
+    let ms = time_groups(gpu, &[vec![d]], reps)?;
+    Ok(2.0 * 4.0 * n as f64 / (ms * 1e-3) / 1e9)
+}
+
+fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
+    let small = GemmShape::new(s.m.min(67), s.n.min(65), s.k.min(63), s.trans);
+    Job {
+        name: name.to_string(),
+        variant: v.name(),
+        shape: s.to_string(),
+        work: Work::Flops(2.0 * s.m as f64 * s.n as f64 * s.k as f64),
+        check: Box::new(move |g| check::gemm_case(g, small, v, Flags::NONE, 1)),
+        build: Box::new(move |g| {
+            let c = g.empty(&[s.c_len()], DType::F32)?;
+            let mut set = Vec::new();
+            for i in 0..copies(4 * (s.a_len() + s.b_len())) {
+                let a = random(g, s.a_len(), 2 * i as u64)?;
+                let b = random(g, s.b_len(), 2 * i as u64 + 1)?;
+                set.push(vec![gemm::gemm(g, &s, &a, &b, &c, &Epilogue::default(), v)?]);
+            }
+            Ok(set)
+        }),
+    }
+}
+
+#[derive(Clone, Copy)]
+enum ConvDir {
+    Fwd(conv::ConvFwdVariant),
+    Data,
+    Weight(conv::ConvBwdWeightVariant),
+}
+
+fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
+    let small = Conv2dShape { n: 2, ..s };
+    let macs = s.y_len() as f64 * (s.cin * s.kh * s.kw) as f64;
+    let (suffix, variant) = match dir {
+        ConvDir::Fwd(v) => ("fwd", v.name()),
+        ConvDir::Data => ("bwd_data", "blocked"),
+        ConvDir::Weight(v) => ("bwd_weight", v.name()),
+    };
+    Job {
+        name: format!("{name}_{suffix}"),
+        variant: variant.to_string(),
+        shape: s.to_string(),
+        work: Work::Flops(2.0 * macs),
+        check: Box::new(move |g| match dir {
+            ConvDir::Fwd(v) => check::conv_fwd_case(g, small, v, Flags::BIAS_RELU, 1),
+            ConvDir::Data => check::conv_bwd_data_case(g, small, 1),
+            ConvDir::Weight(v) => check::conv_bwd_weight_case(g, small, v, false, 1),
+        }),
+        build: Box::new(move |g| {
+            let (x, w, y) = (random(g, s.x_len(), 1)?, random(g, s.w_len(), 2)?, random(g, s.y_len(), 3)?);
+            let bias = random(g, s.cout, 4)?;
+            Ok(vec![match dir {
+                ConvDir::Fwd(v) => {
+                    let ep = Epilogue { bias: Some(&bias), accumulate: false, relu: true };
+                    vec![conv::conv2d_forward(g, &s, &x, &w, &y, &ep, v)?]
+                }
+                ConvDir::Data => vec![conv::conv2d_backward_data(g, &s, &y, &w, &x)?],
+                ConvDir::Weight(v) => conv::conv2d_backward_weight(g, &s, &x, &y, &w, false, v)?,
+            }])
+        }),
+    }
+}
+
+fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool) -> Job {
+    let small = Pool2dShape { n: 2, ..s };
+    let bytes = 4.0 * (s.x_len() + s.y_len() * if max { 2 } else { 1 }) as f64;
+    Job {
+        name: format!("{name}_{}", if backward { "bwd" } else { "fwd" }),
+        variant: if max { "max" } else { "avg" }.into(),
+        shape: s.to_string(),
+        work: Work::Bytes(bytes),
+        check: Box::new(move |g| match (max, backward) {
+            (true, false) => check::maxpool_fwd_case(g, small, 1),
+            (true, true) => check::maxpool_bwd_case(g, small, 1),
+            (false, false) => check::avgpool_fwd_case(g, small, 1),
+            (false, true) => check::avgpool_bwd_case(g, small, 1),
+        }),
+        build: Box::new(move |g| {
+            let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
+            let idx = g.upload_i32(&vec![0; s.y_len()], &[s.y_len()])?;
+            Ok(vec![vec![match (max, backward) {
+                (true, false) => pool::maxpool_forward(g, &s, &x, &y, &idx)?,
+                (true, true) => pool::maxpool_backward(g, &s, &y, &idx, &x)?,
+                (false, false) => pool::avgpool_forward(g, &s, &x, &y)?,
+                (false, true) => pool::avgpool_backward(g, &s, &y, &x)?,
+            }]])
+        }),
+    }
+}
+
+fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let rot = copies(8 * n);
+    jobs.push(Job {
+        name: "relu_fwd".into(),
+        variant: "-".into(),
+        shape: format!("n{n}"),
+        work: Work::Bytes(8.0 * n as f64),
+        check: Box::new(|g| check::relu_fwd_case(g, 1000, 1)),
+        build: Box::new(move |g| {
+            let y = g.empty(&[n], DType::F32)?;
+            (0..rot).map(|i| Ok(vec![activation::relu_forward(g, &random(g, n, i as u64)?, &y)?])).collect()
+        }),
+    });
+    jobs.push(Job {
+        name: "relu_bwd".into(),
+        variant: "-".into(),
+        shape: format!("n{n}"),
+        work: Work::Bytes(12.0 * n as f64),
+        check: Box::new(|g| check::relu_bwd_case(g, 1000, 1)),
+        build: Box::new(move |g| {
+            let dx = g.empty(&[n], DType::F32)?;
+            (0..rot)
+                .map(|i| {
+                    let (y, dy) = (random(g, n, 2 * i as u64)?, random(g, n, 2 * i as u64 + 1)?);
+                    Ok(vec![activation::relu_backward(g, &y, &dy, &dx)?])
+                })
+                .collect()
+        }),
+    });
+    jobs.push(Job {
+        name: "dropout".into(),
+        variant: "p0.2".into(),
+        shape: format!("n{n}"),
+        work: Work::Bytes(8.0 * n as f64),
+        check: Box::new(|g| check::dropout_case(g, 1000, 0.2, 1, 1, false)),
+        build: Box::new(move |g| {
+            let y = g.empty(&[n], DType::F32)?;
+            (0..rot)
+                .map(|i| Ok(vec![activation::dropout_forward(g, &random(g, n, i as u64)?, &y, 0.2, 1, 1)?]))
+                .collect()
+        }),
+    });
+    for (name, svm) in [("softmax_xent", false), ("l2svm", true)] {
+        jobs.push(Job {
+            name: name.into(),
+            variant: "-".into(),
+            shape: format!("n{rows} k{k}"),
+            work: Work::Bytes(4.0 * (3 * rows * k + 2 * rows) as f64),
+            check: Box::new(move |g| {
+                if svm {
+                    check::l2svm_case(g, 64, 7, 1.0, 1)
+                } else {
+                    check::softmax_case(g, 64, 7, 4.0, 1)
+                }
+            }),
+            build: Box::new(move |g| {
+                let s = random(g, rows * k, 1)?;
+                let y = g.upload_i32(&(0..rows as i32).map(|i| i % k as i32).collect::<Vec<_>>(), &[rows])?;
+                let (l, gr) = (g.empty(&[rows], DType::F32)?, g.empty(&[rows * k], DType::F32)?);
+                let scale = 1.0 / rows as f64;
+                Ok(vec![vec![if svm {
+                    loss::l2svm(g, rows, k, &s, &y, scale, &l, &gr)?
+                } else {
+                    loss::softmax_xent(g, rows, k, &s, &y, scale, &l, &gr)?
+                }]])
+            }),
+        });
+    }
+    jobs.push(Job {
+        name: "sgd_momentum".into(),
+        variant: "-".into(),
+        shape: format!("n{weights}"),
+        work: Work::Bytes(20.0 * weights as f64),
+        check: Box::new(|g| check::sgd_case(g, 1000, 0.05, 0.9, 1e-4, 1)),
+        build: Box::new(move |g| {
+            let (w, v, gr) = (random(g, weights, 1)?, random(g, weights, 2)?, random(g, weights, 3)?);
+            Ok(vec![vec![optim::sgd_momentum(g, &w, &v, &gr, 1e-6, 0.9, 1e-4)?]])
+        }),
+    });
+    jobs
+}
+
+fn jobs(variants: bool) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    let gemm_variants = if variants { gemm::GemmVariant::all() } else { vec![gemm::GemmVariant::DEFAULT] };
+    for t in Trans::ALL {
+        for size in [256, 512, 1024, 2048] {
+            for &v in &gemm_variants {
+                jobs.push(gemm_job(&format!("gemm_{}", t.name()), GemmShape::new(size, size, size, t), v));
+            }
+        }
+    }
+    let batch = 256;
+    for (i, (inp, out)) in [(1600, 3072), (3072, 7)].into_iter().enumerate() {
+        let [fwd, data, weight] = check::fc_gemms(batch, inp, out);
+        for &v in &gemm_variants {
+            jobs.push(gemm_job(&format!("fc{}_fwd", i + 1), fwd, v));
+            jobs.push(gemm_job(&format!("fc{}_bwd_data", i + 1), data, v));
+            jobs.push(gemm_job(&format!("fc{}_bwd_weight", i + 1), weight, v));
+        }
+    }
+    for (i, s) in check::fer_convs(batch).into_iter().enumerate() {
+        let name = format!("conv{}", i + 1);
+        let fwd =
+            if variants { conv::ConvFwdVariant::all().to_vec() } else { vec![conv::ConvFwdVariant::DEFAULT] };
+        for v in fwd {
+            jobs.push(conv_job(&name, s, ConvDir::Fwd(v)));
+        }
+        jobs.push(conv_job(&name, s, ConvDir::Data));
+        let wv = if variants {
+            conv::ConvBwdWeightVariant::all().to_vec()
+        } else {
+            vec![conv::ConvBwdWeightVariant::DEFAULT]
+        };
+        for v in wv {
+            jobs.push(conv_job(&name, s, ConvDir::Weight(v)));
+        }
+    }
+    for (i, s) in check::fer_pools(batch).into_iter().enumerate() {
+        let name = format!("pool{}", i + 1);
+        jobs.push(pool_job(&name, s, i == 0, false));
+        jobs.push(pool_job(&name, s, i == 0, true));
+    }
+    jobs.extend(elementwise_jobs(batch * 3072, batch, 7, 3072 * 1600));
+    jobs
+}
+
+/// The training step of a preset at `batch`: median time over `reps` steps and each dispatch's share.
+pub fn step_row(gpu: &Gpu, name: &str, batch: usize, reps: usize, fma: f64) -> Result<StepRow, GpuError> {
+    let cfg = preset(name).ok_or_else(|| GpuError::Internal(format!("no preset {name}")))?;
+    let net = Net::new(&cfg, 7).map_err(|e| GpuError::Internal(e.to_string()))?;
+    let g = GpuNet::new(gpu, &net, batch, &net.init_params(1), 1.0, 1)?;
+    let mut rng = Rng::new(5);
+    let x = rng.vec(batch * net.input_len());
+    let y: Vec<i32> = (0..batch).map(|i| (i % 7) as i32).collect();
+    let mut times = Vec::new();
+    for step in 0..reps as u64 + 1 {
+        let t0 = std::time::Instant::now();
+        let sub = g.train_step(gpu, &x, &y, step, 1e-4, 0.9)?;
+        g.wait_for(gpu, sub)?;
+        if step > 0 {
+            times.push(t0.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let ms = median(times);
+    let kernels = g.profile(gpu, 3)?;
+    let kernel_ms: f64 = kernels.iter().map(|k| k.1).sum();
+    // Forward, data gradient and weight gradient each cost the forward's multiply-adds.
+    let flops = 2.0 * 3.0 * net.forward_macs() as f64 * batch as f64;
+    let gflops = flops / (ms * 1e-3) / 1e9;
+    Ok(StepRow {
+        net: name.to_string(),
+        batch,
+        median_ms: ms,
+        images_per_sec: batch as f64 / (ms * 1e-3),
+        gflops,
+        pct_of_ceiling: 100.0 * gflops / fma,
+        overhead_pct: (100.0 * (ms - kernel_ms) / ms).max(0.0),
+        kernels: kernels.into_iter().map(|(n, t)| (n, t, 100.0 * t / kernel_ms.max(1e-12))).collect(),
+    })
+}
+
+/// Runs the benchmark; `progress` receives a line per finished row.
+pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, GpuError> {
+    let reps = opts.reps.max(10);
+    let (fma, fma_config) = fma_ceiling(gpu, reps)?;
+    let copy = copy_ceiling(gpu, reps)?;
+    progress(&format!("ceilings: {fma:.1} GFLOP/s ({fma_config}), copy {copy:.2} GB/s"));
+    let mut rows = Vec::new();
+    for job in jobs(opts.variants) {
+        if opts.filter.as_deref().is_some_and(|f| !job.name.contains(f)) {
+            continue;
+        }
+        let mut row = BenchRow {
+            name: job.name.clone(),
+            variant: job.variant.clone(),
+            shape: job.shape.clone(),
+            median_ms: f64::NAN,
+            gflops: None,
+            gbps: None,
+            pct_of_ceiling: f64::NAN,
+            status: "ok".into(),
+        };
+        match (job.check)(gpu) {
+            Ok(r) if r.passed() => {
+                let set = (job.build)(gpu)?;
+                let ms = time_groups(gpu, &set, reps)?;
+                row.median_ms = ms;
+                match job.work {
+                    Work::Flops(f) => {
+                        let g = f / (ms * 1e-3) / 1e9;
+                        row.gflops = Some(g);
+                        row.pct_of_ceiling = 100.0 * g / fma;
+                    }
+                    Work::Bytes(b) => {
+                        let g = b / (ms * 1e-3) / 1e9;
+                        row.gbps = Some(g);
+                        row.pct_of_ceiling = 100.0 * g / copy;
+                    }
+                }
+            }
+            Ok(r) => row.status = format!("failed the reference check: {}", r.failure.unwrap_or_default()),
+            Err(e) => row.status = format!("failed the reference check: {e}"),
+        }
+        progress(&format_row(&row));
+        rows.push(row);
+    }
+    let mut steps = Vec::new();
+    if !opts.no_steps && opts.filter.as_deref().is_none_or(|f| "step".contains(f) || f == "train") {
+        for (name, r) in [("fer-small", 10), ("fer", 3)] {
+            let s = step_row(gpu, name, 256, r, fma)?;
+            progress(&format!("step {name}: {:.1} ms, {:.1} images/s", s.median_ms, s.images_per_sec));
+            steps.push(s);
+        }
+    }
+    Ok(BenchReport {
+        adapter: gpu.info.clone(),
+        timing: if gpu.timestamps { "timestamp queries".into() } else { "wall clock".into() },
+        ceilings: Ceilings { fma_gflops: fma, fma_config, copy_gbps: copy },
+        rows,
+        steps,
+    })
+}
+
+pub fn format_row(r: &BenchRow) -> String {
+    let rate = match (r.gflops, r.gbps) {
+        (Some(g), _) => format!("{g:>8.2} GFLOP/s"),
+        (_, Some(b)) => format!("{b:>8.2} GB/s   "),
+        _ => format!("{:>16}", "-"),
+    };
+    let status = if r.status == "ok" { String::new() } else { format!("  {}", r.status) };
+    format!(
+        "{:<18} {:<16} {:<38} {:>10.3} ms {rate} {:>6.1}%{status}",
+        r.name, r.variant, r.shape, r.median_ms, r.pct_of_ceiling
+    )
+}
+
+/// The report as the table `dlsvm bench` prints.
+pub fn table(rep: &BenchReport) -> String {
+    let mut s = format!(
+        "adapter {} ({}, {}), timing by {}\nceilings: FMA {:.2} GFLOP/s ({}), copy {:.2} GB/s\n\n",
+        rep.adapter.name,
+        rep.adapter.backend,
+        rep.adapter.driver_info,
+        rep.timing,
+        rep.ceilings.fma_gflops,
+        rep.ceilings.fma_config,
+        rep.ceilings.copy_gbps
+    );
+    s.push_str(&format!(
+        "{:<18} {:<16} {:<38} {:>13} {:>16} {:>7}\n",
+        "kernel", "variant", "shape", "median", "rate", "of ceil"
+    ));
+    for r in &rep.rows {
+        s.push_str(&format_row(r));
+        s.push('\n');
+    }
+    for st in &rep.steps {
+        s.push_str(&format!(
+            "\ntraining step {} at batch {}: {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.1}% of the FMA ceiling), overhead {:.1}%\n",
+            st.net, st.batch, st.median_ms, st.images_per_sec, st.gflops, st.pct_of_ceiling, st.overhead_pct
+        ));
+        let mut k = st.kernels.clone();
+        k.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (name, ms, pct) in k.iter().take(12) {
+            s.push_str(&format!("  {pct:>5.1}%  {ms:>9.2} ms  {name}\n"));
+        }
+    }
+    s
+}
