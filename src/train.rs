@@ -125,10 +125,11 @@ pub fn run(
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     if opts.progress {
         eprintln!(
-            "dlsvm: training on {} ({}), data {} ({} train, {} test samples), run directory {}",
+            "dlsvm: training on {} ({}), data {}{} ({} train, {} test samples), run directory {}",
             gpu.info.name,
             gpu.info.backend,
             source.path,
+            opts.fold.map(|(i, k)| format!(", fold {i} of {k}")).unwrap_or_default(),
             train.len(),
             test.map_or(0, |d| d.len()),
             opts.out.display()
@@ -386,7 +387,7 @@ pub fn run(
     let summary = Summary {
         net: config.name.clone(),
         top: config.top.name().to_string(),
-        steps: total,
+        steps: end,
         batch: t.batch,
         train_samples: train.len(),
         test_samples: test.map(|d| d.len()).unwrap_or(0),
@@ -394,7 +395,7 @@ pub fn run(
         final_train_accuracy: last.train_acc,
         test: test_metrics,
         class_names: source.class_names.clone(),
-        images_per_sec: (total - start) as f64 * t.batch as f64 / wall.max(1e-9),
+        images_per_sec: (end - start) as f64 * t.batch as f64 / wall.max(1e-9),
         wall_s: wall,
         out: opts.out.display().to_string(),
     };
