@@ -186,7 +186,27 @@ pub fn run(
     };
     let end = opts.stop_after.map_or(total, |s| s.clamp(start, total));
     std::fs::write(opts.out.join("config.toml"), config.to_toml()).map_err(io(&opts.out))?;
-    let mut csv = MetricsCsv::open(&opts.out.join("metrics.csv")).map_err(io(&opts.out))?;
+    let metrics_path = opts.out.join("metrics.csv");
+    match &resumed {
+        // Rows past the checkpoint belong to steps that will run again.
+        Some(ck) if metrics_path.exists() => {
+            let rows = report::read_metrics(&metrics_path).map_err(TrainError::Input)?;
+            let kept: Vec<MetricsRow> = rows.into_iter().filter(|r| r.step <= ck.step).collect();
+            report::write_metrics(&metrics_path, &kept).map_err(io(&metrics_path))?;
+        }
+        Some(_) => {}
+        // A fresh run in an existing directory starts its records anew.
+        None => {
+            if metrics_path.exists() {
+                std::fs::remove_file(&metrics_path).map_err(io(&metrics_path))?;
+            }
+            let snapshots = opts.out.join("checkpoints");
+            if snapshots.exists() {
+                std::fs::remove_dir_all(&snapshots).map_err(io(&snapshots))?;
+            }
+        }
+    }
+    let mut csv = MetricsCsv::open(&metrics_path).map_err(io(&opts.out))?;
 
     let spec = batch::BatchSpec {
         batch: t.batch,

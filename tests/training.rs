@@ -82,6 +82,14 @@ fn resumed_run_equals_uninterrupted_run_bit_for_bit() {
     let a = checkpoint::load(&full.join("model.safetensors")).unwrap();
     let b = checkpoint::load(&part.join("model.safetensors")).unwrap();
     assert_eq!(b.step, 12);
+    // The resumed run's records match the uninterrupted run's steps, without duplicates.
+    let steps = |d: &PathBuf| -> Vec<u64> {
+        dlsvm::report::read_metrics(&d.join("metrics.csv")).unwrap().iter().map(|r| r.step).collect()
+    };
+    assert_eq!(steps(&part), steps(&full));
+    // A fresh run into the same directory starts its records anew.
+    train::run(g, &cfg, &src, src.train().unwrap(), src.test(), &opts(part.clone(), false, None)).unwrap();
+    assert_eq!(steps(&part), steps(&full));
     for (i, (x, y)) in a.params.iter().zip(&b.params).enumerate() {
         let same = x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits());
         assert!(same, "parameter tensor {i} differs after resuming");
