@@ -20,6 +20,16 @@ pub struct Metrics {
     pub squared_hinge: f64,
 }
 
+impl Metrics {
+    /// The objective matching the top: squared hinge for the SVM, cross-entropy for softmax.
+    pub fn objective(&self, top: crate::model::Top) -> f64 {
+        match top {
+            crate::model::Top::L2svm => self.squared_hinge,
+            crate::model::Top::Softmax => self.cross_entropy,
+        }
+    }
+}
+
 /// Metrics of `scores [n, k]` against `labels` (rows with a negative label are skipped).
 pub fn metrics(scores: &[f32], labels: &[i32], k: usize) -> Metrics {
     let mut confusion = vec![vec![0u64; k]; k];

@@ -282,7 +282,12 @@ pub fn run(
     let mut window_start = Instant::now();
     for step in start..end {
         let b = rx.recv().map_err(|_| TrainError::Input("the data loader stopped unexpectedly".into()))?;
-        debug_assert_eq!(b.step, step);
+        if b.step != step {
+            return Err(TrainError::Input(format!(
+                "the data loader delivered step {} for step {step}",
+                b.step
+            )));
+        }
         let sub = gnet.train_step(gpu, &b.x, &b.y, step, t.lr_at(step, total), t.momentum_at(step))?;
         // At most two steps in flight: the next batch uploads while this one runs.
         if let Some(p) = prev.replace(sub) {
@@ -323,7 +328,7 @@ pub fn run(
                 (Some(x), Some(d)) if !d.is_empty() => {
                     let s = eval::scores(gpu, &gnet, x, d.len(), d.h, d.w, 1, &t.augment, t.seed)?;
                     let m = eval::metrics(&s, &d.labels, classes);
-                    Some((m.squared_hinge_or_xent(config.top), m.accuracy))
+                    Some((m.objective(config.top), m.accuracy))
                 }
                 _ => None,
             };
@@ -422,14 +427,4 @@ pub fn run(
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     std::fs::write(opts.out.join("summary.json"), json).map_err(io(&opts.out))?;
     Ok(summary)
-}
-
-impl eval::Metrics {
-    /// The objective matching the top: squared hinge for the SVM, cross-entropy for softmax.
-    pub fn squared_hinge_or_xent(&self, top: crate::model::Top) -> f64 {
-        match top {
-            crate::model::Top::L2svm => self.squared_hinge,
-            crate::model::Top::Softmax => self.cross_entropy,
-        }
-    }
 }

@@ -13,9 +13,7 @@ pub mod tolerance;
 
 pub use cases::*;
 pub use rng::Rng;
-pub use suite::{
-    edge_convs, edge_pools, fc_gemms, fer_convs, fer_pools, run_suite, suite, tolerances, Row, SuiteCase,
-};
+pub use suite::{edge_convs, edge_pools, fc_gemms, fer_convs, fer_pools, run_suite, suite, Row, SuiteCase};
 pub use tolerance::Tol;
 
 use std::fmt;

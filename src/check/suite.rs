@@ -2,7 +2,7 @@
 //! (at a small batch) and on edge shapes. One [`Row`] per kernel and direction.
 
 use super::cases::*;
-use super::{CaseReport, Tol};
+use super::CaseReport;
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::{conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
@@ -239,20 +239,4 @@ pub fn run_suite(
         }
     }
     rows
-}
-
-/// The tolerance table, for `dlsvm check --json` and the README.
-pub fn tolerances() -> Vec<(&'static str, Tol)> {
-    use super::tolerance as t;
-    vec![
-        ("gemm", t::GEMM),
-        ("conv2d", t::CONV),
-        ("maxpool", t::MAXPOOL),
-        ("avgpool", t::AVGPOOL),
-        ("relu/dropout", t::ELEMENTWISE),
-        ("softmax_xent", t::SOFTMAX),
-        ("l2svm", t::L2SVM),
-        ("sgd_momentum", t::SGD),
-        ("reductions", t::REDUCE),
-    ]
 }

@@ -23,10 +23,6 @@ impl Spec {
     pub fn header(&self) -> String {
         self.0.iter().map(|(n, v)| format!("const {n} = {v};\n")).collect()
     }
-    /// Value of an unsigned constant, if set.
-    pub fn get_u(&self, name: &str) -> Option<u32> {
-        self.0.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.trim_end_matches('u').parse().ok())
-    }
 }
 
 /// One WGSL file: its entry points with their binding counts (read-only storage inputs, then

@@ -28,7 +28,6 @@ pub struct GpuNet {
     pub batch: usize,
     pub params: Vec<Tensor>,
     pub velocity: Vec<Tensor>,
-    grads: Vec<Tensor>,
     /// acts[0] is the input batch, acts[i + 1] the output of layer i.
     acts: Vec<Tensor>,
     labels: Tensor,
@@ -42,7 +41,6 @@ pub struct GpuNet {
     dropout: Vec<DropoutOp>,
     /// Indices into train_ops of the SGD dispatches, one per parameter.
     sgd: Vec<usize>,
-    seed: u32,
 }
 
 impl GpuNet {
@@ -226,6 +224,7 @@ impl GpuNet {
         let mut eval_ops = fwd_eval;
         eval_ops.push(reduce::argmax_rows(gpu, batch, k, scores, &pred)?);
 
+        scratch.extend(grads);
         scratch.extend(dacts);
         scratch.extend(pool_idx.into_iter().flatten());
         scratch.extend(pre.into_iter().flatten());
@@ -236,7 +235,6 @@ impl GpuNet {
             batch,
             params,
             velocity,
-            grads,
             acts,
             labels,
             loss_acc,
@@ -246,7 +244,6 @@ impl GpuNet {
             eval_ops,
             dropout,
             sgd,
-            seed,
         };
         g.reset_metrics(gpu);
         Ok(g)
@@ -386,16 +383,6 @@ impl GpuNet {
             out.push((op.name.clone(), t[t.len() / 2]));
         }
         Ok(out)
-    }
-
-    /// The dropout seed this network was built with.
-    pub fn seed(&self) -> u32 {
-        self.seed
-    }
-
-    /// Gradients of the last step (for tests).
-    pub fn download_grads(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>, GpuError> {
-        self.grads.iter().map(|t| gpu.download_f32(t)).collect()
     }
 }
 

@@ -96,6 +96,29 @@ fn kind(spec: &LayerSpec) -> &'static str {
     }
 }
 
+/// Appends layer `i`'s weight (shape `[out, ...]`, decayed) and bias (`[out]`, not decayed);
+/// returns the weight's index (the bias follows it).
+fn push_weight_and_bias(
+    params: &mut Vec<Param>,
+    i: usize,
+    shape: Vec<usize>,
+    weight_decay: f64,
+    init_std: f64,
+    lr_scale: Option<f64>,
+) -> usize {
+    let lr_scale = lr_scale.unwrap_or(1.0);
+    let out = shape[0];
+    params.push(Param { name: format!("layers.{i}.weight"), shape, weight_decay, init_std, lr_scale });
+    params.push(Param {
+        name: format!("layers.{i}.bias"),
+        shape: vec![out],
+        weight_decay: 0.0,
+        init_std: 0.0,
+        lr_scale,
+    });
+    params.len() - 2
+}
+
 impl Net {
     /// Resolves `config` for `classes` outputs, checking every shape.
     pub fn new(config: &NetConfig, classes: usize) -> Result<Net, ShapeError> {
@@ -177,21 +200,15 @@ impl Net {
                     shape.validate().map_err(|m| err(i, k, m))?;
                     let fan_in = dim.c * kernel * kernel;
                     let wd = weight_decay.unwrap_or(t.weight_decay);
-                    let weight = params.len();
-                    params.push(Param {
-                        name: format!("layers.{i}.weight"),
-                        shape: vec![filters, dim.c, kernel, kernel],
-                        weight_decay: wd,
-                        init_std: init_std.unwrap_or((1.0 / fan_in as f64).sqrt()),
-                        lr_scale: lr_scale.unwrap_or(1.0),
-                    });
-                    params.push(Param {
-                        name: format!("layers.{i}.bias"),
-                        shape: vec![filters],
-                        weight_decay: 0.0,
-                        init_std: 0.0,
-                        lr_scale: lr_scale.unwrap_or(1.0),
-                    });
+                    let std = init_std.unwrap_or((1.0 / fan_in as f64).sqrt());
+                    let weight = push_weight_and_bias(
+                        &mut params,
+                        i,
+                        vec![filters, dim.c, kernel, kernel],
+                        wd,
+                        std,
+                        lr_scale,
+                    );
                     dim = Dim { c: filters, h: shape.oh(), w: shape.ow() };
                     Layer::Conv { shape, relu: fuse_relu, weight, bias: weight + 1 }
                 }
@@ -253,7 +270,6 @@ impl Net {
                     let inp = dim.len();
                     let wd =
                         weight_decay.unwrap_or(if is_top { t.top_decay(config.top) } else { t.weight_decay });
-                    let weight = params.len();
                     // Fan-in scaled (variance 1/fan_in); the top 10x smaller so the first scores sit well
                     // inside the margin (|a| << 1).
                     let init_std = std_override.unwrap_or(if is_top {
@@ -261,20 +277,7 @@ impl Net {
                     } else {
                         (1.0 / inp as f64).sqrt()
                     });
-                    params.push(Param {
-                        name: format!("layers.{i}.weight"),
-                        shape: vec![out, inp],
-                        weight_decay: wd,
-                        init_std,
-                        lr_scale: lr_scale.unwrap_or(1.0),
-                    });
-                    params.push(Param {
-                        name: format!("layers.{i}.bias"),
-                        shape: vec![out],
-                        weight_decay: 0.0,
-                        init_std: 0.0,
-                        lr_scale: lr_scale.unwrap_or(1.0),
-                    });
+                    let weight = push_weight_and_bias(&mut params, i, vec![out, inp], wd, init_std, lr_scale);
                     dim = Dim { c: out, h: 1, w: 1 };
                     Layer::Fc { inp, out, relu: fuse_relu, weight, bias: weight + 1 }
                 }
