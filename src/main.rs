@@ -10,6 +10,11 @@ use dlsvm::gpu::{self, Gpu, GpuError};
 use dlsvm::model::{self, checkpoint, GpuNet, LayerSpec, NetConfig, Top};
 use dlsvm::train::{self as trainer, RunOptions, TrainError};
 
+/// Largest image side and layer size (filters, kernel, stride, pad, window, fc outputs) of a network.
+const MAX_SIZE: usize = 1 << 16;
+/// Largest parameter tensor, and largest activation per image, in values (1 GiB of f32).
+const MAX_VALUES: usize = 1 << 28;
+
 /// Exit codes (DESIGN.md §5).
 const EXIT_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
@@ -421,6 +426,11 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
             ))
         })?,
     };
+    // Where the network came from, for messages.
+    let origin = match &a.config {
+        Some(p) => p.display().to_string(),
+        None => format!("--preset {}", a.preset),
+    };
     let t = &mut config.train;
     if let Some(top) = &a.top {
         config.top = match top.as_str() {
@@ -447,11 +457,20 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     if let Some(b) = a.batch {
         t.batch = b;
     }
+    if t.batch == 0 {
+        return Err(Failure::input(match a.batch {
+            Some(_) => "--batch must be at least 1".to_string(),
+            None => format!("{origin}: [train] batch must be at least 1"),
+        }));
+    }
     if let Some(lr) = a.lr {
         t.lr = lr;
     }
     if !(t.lr.is_finite() && t.lr > 0.0) {
-        return Err(Failure::input(format!("--lr {} must be a finite positive number", t.lr)));
+        return Err(Failure::input(match a.lr {
+            Some(_) => format!("--lr {} must be a finite positive number", t.lr),
+            None => format!("{origin}: [train] lr = {} must be a finite positive number", t.lr),
+        }));
     }
     if let Some(m) = a.momentum {
         if !(0.0..1.0).contains(&m) {
@@ -485,12 +504,96 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
             }
         }
     }
+    // The network file's own [train] values get the checks the flags above get (a flag's value passed them).
+    let t = &config.train;
+    let (finite, aug) = (|v: f64| v.is_finite(), &t.augment);
+    let checks = [
+        ("momentum", t.momentum, (0.0..1.0).contains(&t.momentum), "in [0, 1)"),
+        ("momentum_start", t.momentum_start, (0.0..1.0).contains(&t.momentum_start), "in [0, 1)"),
+        (
+            "weight_decay",
+            t.weight_decay,
+            finite(t.weight_decay) && t.weight_decay >= 0.0,
+            "a finite number >= 0",
+        ),
+        (
+            "top_weight_decay",
+            t.top_weight_decay.unwrap_or(0.0),
+            t.top_weight_decay.is_none_or(|w| finite(w) && w >= 0.0),
+            "a finite number >= 0",
+        ),
+        ("svm_c", t.svm_c, finite(t.svm_c) && t.svm_c > 0.0, "a finite positive number"),
+        (
+            "lr_decay_steps",
+            t.lr_decay_steps,
+            finite(t.lr_decay_steps) && t.lr_decay_steps >= 0.0,
+            "a finite number >= 0",
+        ),
+        (
+            "norm",
+            t.norm.into(),
+            !t.per_image_norm || (t.norm.is_finite() && t.norm > 0.0),
+            "a finite positive number",
+        ),
+        (
+            "augment.max_rotate_deg",
+            aug.max_rotate_deg.into(),
+            aug.max_rotate_deg.is_finite(),
+            "a finite number",
+        ),
+        ("augment.max_shift", aug.max_shift.into(), aug.max_shift.is_finite(), "a finite number"),
+        (
+            "augment.scale_min",
+            aug.scale_min.into(),
+            aug.scale_min.is_finite() && aug.scale_min > 0.0,
+            "a finite positive number",
+        ),
+        (
+            "augment.scale_max",
+            aug.scale_max.into(),
+            aug.scale_max.is_finite() && aug.scale_max > 0.0,
+            "a finite positive number",
+        ),
+        (
+            "augment.noise_std",
+            aug.noise_std.into(),
+            aug.noise_std.is_finite() && aug.noise_std >= 0.0,
+            "a finite number >= 0",
+        ),
+    ];
+    if let Some((key, v, _, want)) = checks.iter().find(|c| !c.2) {
+        return Err(Failure::input(format!("{origin}: [train] {key} = {v} must be {want}")));
+    }
+    // Shape errors before the (possibly long) data load; the class count is checked once the data is in.
+    let top_out = config.layers.iter().rev().find_map(|l| match l {
+        LayerSpec::Fc { out, .. } => Some(*out),
+        _ => None,
+    });
+    match top_out {
+        Some(Some(o)) if o < 2 => {}
+        Some(Some(o)) => check_net(&config, o, &origin)?,
+        _ => check_net(&config, 2, &origin)?,
+    }
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    if a.resume && a.folds.is_none() {
+        check_resume(&out, &config)?;
+    }
     let seed = config.train.seed;
     let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, seed)?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    check_net(&config, source.classes(), &origin)
+        .map_err(|f| Failure::input(format!("{} (data: {})", f.message, source.path)))?;
+    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
+    let batch = config.train.batch;
+    if a.folds.is_none() && batch > train_set.len() {
+        return Err(Failure::input(format!(
+            "--batch {batch} is larger than the {} training samples of {} (use --batch {} or less)",
+            train_set.len(),
+            source.path,
+            train_set.len()
+        )));
+    }
     let gpu = Gpu::new(adapter)?;
     let progress = !a.json;
-    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
     match a.folds {
         None => {
             let s = trainer::run(
@@ -506,8 +609,9 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         Some(k) => {
             if k < 2 || k > train_set.len() {
                 return Err(Failure::input(format!(
-                    "--folds {k} must be between 2 and the {} training samples",
-                    train_set.len()
+                    "--folds {k} must be between 2 and the {} training samples of {}",
+                    train_set.len(),
+                    source.path
                 )));
             }
             if let Some(i) = a.fold {
@@ -519,10 +623,26 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
                 Some(i) => vec![i],
                 None => (0..k).collect(),
             };
+            // Every fold's training part must hold a batch (fold i holds out samples i*n/k .. (i+1)*n/k).
+            let n = train_set.len();
+            if let Some((i, m)) =
+                which.iter().map(|&i| (i, n - ((i + 1) * n / k - i * n / k))).min_by_key(|f| f.1)
+            {
+                if batch > m {
+                    return Err(Failure::input(format!(
+                        "--batch {batch} is larger than the {m} training samples of fold {i} of {k} of {} \
+                         (use --batch {m} or less)",
+                        source.path
+                    )));
+                }
+            }
             let mut accs = Vec::new();
             let mut summaries = Vec::new();
             for i in which {
                 let (tr, held) = trainer::fold_split(train_set, k, i, seed);
+                if a.resume {
+                    check_resume(&out.join(format!("fold{i}")), &config)?;
+                }
                 if progress {
                     eprintln!(
                         "dlsvm: fold {i} of {k}: {} training, {} held-out samples",
@@ -568,6 +688,83 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// The network `config` resolved for `classes` classes: every layer's shape checked, one error line that
+/// starts with `origin` (the network file or preset).
+fn check_net(config: &NetConfig, classes: usize, origin: &str) -> Result<(), Failure> {
+    if config.channels != 1 {
+        return Err(Failure::input(format!(
+            "{origin}: channels = {}, but dlsvm reads grayscale images: expected channels = 1",
+            config.channels
+        )));
+    }
+    // Absurd sizes would overflow the shape arithmetic or abort on allocation: refuse them by name.
+    let too_big = |what: String, limit: usize| {
+        Failure::input(format!("{origin}: network {}: {what}, expected at most {limit}", config.name))
+    };
+    for (key, v) in [("image_size", config.image_size), ("input_size", config.input_size)] {
+        if v > MAX_SIZE {
+            return Err(too_big(format!("`{key}` is {v}"), MAX_SIZE));
+        }
+    }
+    for (i, l) in config.layers.iter().enumerate() {
+        let sizes: &[(&str, usize)] = match *l {
+            LayerSpec::Conv { filters, kernel, stride, pad, .. } => {
+                &[("filters", filters), ("kernel", kernel), ("stride", stride), ("pad", pad)]
+            }
+            LayerSpec::MaxPool { size, stride, pad } | LayerSpec::AvgPool { size, stride, pad } => {
+                &[("size", size), ("stride", stride), ("pad", pad)]
+            }
+            LayerSpec::Fc { out: Some(out), .. } => &[("out", out)],
+            _ => &[],
+        };
+        if let Some((key, v)) = sizes.iter().find(|(_, v)| *v > MAX_SIZE) {
+            return Err(too_big(format!("layer {i}: `{key}` is {v}"), MAX_SIZE));
+        }
+    }
+    let net = model::Net::new(config, classes).map_err(|e| Failure::input(format!("{origin}: {e}")))?;
+    let count = |dims: &[usize]| dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
+    for d in &net.dims {
+        let n = count(&[d.c, d.h, d.w]);
+        if n > MAX_VALUES {
+            return Err(too_big(format!("an activation of {d} holds {n} values per image"), MAX_VALUES));
+        }
+    }
+    for p in &net.params {
+        let n = count(&p.shape);
+        if n > MAX_VALUES {
+            return Err(too_big(format!("{} {:?} holds {n} values", p.name, p.shape), MAX_VALUES));
+        }
+    }
+    Ok(())
+}
+
+/// `--resume` from a checkpoint made for another image geometry would misapply its normalizer: refuse it
+/// with the checkpoint's name (the trainer checks the layers and classes).
+fn check_resume(run_dir: &Path, config: &NetConfig) -> Result<(), Failure> {
+    let path = run_dir.join("model.safetensors");
+    if !path.exists() {
+        return Ok(());
+    }
+    let ck = checkpoint::load(&path).map_err(|e| Failure::input(e.to_string()))?;
+    let (c, r) = (&ck.config, config);
+    if (c.image_size, c.input_size, c.channels) != (r.image_size, r.input_size, r.channels) {
+        return Err(Failure::input(format!(
+            "{}: the checkpoint's network takes {}x{} images cropped to {}x{}, this run's {}x{} cropped to \
+             {}x{}; use another --out or drop --resume",
+            path.display(),
+            c.image_size,
+            c.image_size,
+            c.input_size,
+            c.input_size,
+            r.image_size,
+            r.image_size,
+            r.input_size,
+            r.input_size
+        )));
+    }
+    Ok(())
+}
+
 fn print_summary(s: &trainer::Summary, json: bool) {
     if json {
         println!("{}", serde_json::to_string(s).unwrap_or_default());
@@ -602,6 +799,7 @@ fn print_summary(s: &trainer::Summary, json: bool) {
 
 fn load_model(gpu: &Gpu, path: &Path, batch: usize) -> Result<(checkpoint::Checkpoint, GpuNet), Failure> {
     let ck = checkpoint::load(path).map_err(|e| Failure::input(e.to_string()))?;
+    check_net(&ck.config, ck.class_names.len(), &path.display().to_string())?;
     let net = ck.net().map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
     let g = GpuNet::new(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0)?;
     Ok((ck, g))
@@ -636,9 +834,10 @@ fn eval(
     let source = load_data(data_path, first.config.image_size, 4000, first.config.train.seed)?;
     if source.class_names.len() != first.class_names.len() {
         return Err(Failure::input(format!(
-            "{}: the data has {} classes, the model {}",
+            "{}: the data has {} classes but the model {} has {}; evaluate it on data with the model's classes",
             source.path,
             source.class_names.len(),
+            models[0].display(),
             first.class_names.len()
         )));
     }
@@ -699,7 +898,12 @@ fn eval(
         );
     }
     if splits.is_empty() {
-        return Err(Failure::input(format!("{}: no labelled split to evaluate", source.path)));
+        return Err(Failure::input(format!(
+            "{}: no labelled samples to evaluate (splits: {}); expected labels: a CSV `emotion` column, class \
+             folders or IDX label files",
+            source.path,
+            source.splits.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        )));
     }
     if json {
         let accuracy: serde_json::Map<String, serde_json::Value> =

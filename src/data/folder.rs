@@ -96,7 +96,9 @@ pub fn load_image(path: &Path) -> Result<GrayPixels, DataError> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(256 << 20);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| image_err(one_line(e)))?;
+    let img = reader.decode().map_err(|e| {
+        image_err(format!("{}; expected a complete PNG or JPEG file", one_line(e).trim_end_matches('.')))
+    })?;
     let gray = img.to_luma8();
     let (w, h) = (gray.width() as usize, gray.height() as usize);
     if w == 0 || h == 0 {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use super::config::NetConfig;
 use super::net::Net;
@@ -41,6 +41,9 @@ pub enum CheckpointError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: not a dlsvm checkpoint: {message}")]
     Format { path: String, message: String },
+    /// Not a readable safetensors file: garbage, truncated, or a header that contradicts the data.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
     #[error("{path}: tensor {tensor}: {message}")]
     Tensor { path: String, tensor: String, message: String },
 }
@@ -125,11 +128,19 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
     let fail = |message: String| CheckpointError::Format { path: p.clone(), message };
-    let (_, metadata) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| fail(format!("not a safetensors file ({e})")))?;
+    let file_err =
+        |e: SafeTensorError| CheckpointError::File { path: p.clone(), message: structure_error(&bytes, &e) };
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(file_err)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(file_err)?;
     let meta = metadata.metadata().clone().unwrap_or_default();
-    let get = |key: &str| meta.get(key).ok_or_else(|| fail(format!("metadata has no `{key}`")));
+    let get = |key: &str| {
+        meta.get(key).ok_or_else(|| {
+            fail(format!(
+                "the header's metadata has no `{key}` (expected format, config, classes, normalizer, step \
+                 and total_steps)"
+            ))
+        })
+    };
     if get("format")? != FORMAT {
         return Err(fail(format!("format {:?}, expected {FORMAT}", get("format")?)));
     }
@@ -162,7 +173,7 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let v = read(&prm.name, &prm.shape)?.ok_or_else(|| CheckpointError::Tensor {
             path: p.clone(),
             tensor: prm.name.clone(),
-            message: "missing".into(),
+            message: format!("missing; the network needs it with shape {:?}", prm.shape),
         })?;
         if v.iter().any(|x| !x.is_finite()) {
             return Err(CheckpointError::Tensor {
@@ -179,8 +190,83 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     } else {
         None
     };
-    if normalizer.mean.len() != normalizer.h * normalizer.w || normalizer.std.len() != normalizer.mean.len() {
-        return Err(fail("normalizer statistics do not match its image size".into()));
+    let nz = &normalizer;
+    if nz.h != config.image_size || nz.w != config.image_size {
+        return Err(fail(format!(
+            "normalizer: fitted on {}x{} images, but the config's image_size is {}",
+            nz.w, nz.h, config.image_size
+        )));
+    }
+    if nz.h.checked_mul(nz.w) != Some(nz.mean.len()) || nz.std.len() != nz.mean.len() {
+        return Err(fail(format!(
+            "normalizer: {} means and {} stds, expected {} each ({}x{} pixels)",
+            nz.mean.len(),
+            nz.std.len(),
+            nz.h.saturating_mul(nz.w),
+            nz.w,
+            nz.h
+        )));
+    }
+    if !nz.norm.is_finite()
+        || nz.mean.iter().chain(&nz.std).any(|v| !v.is_finite())
+        || nz.std.iter().any(|&v| v <= 0.0)
+    {
+        return Err(fail("normalizer: expected a finite norm, finite means and positive finite stds".into()));
     }
     Ok(Checkpoint { config, class_names, normalizer, step, total_steps, params, velocity })
+}
+
+/// What is wrong with a file that safetensors refused, in terms of its bytes: the 8-byte little-endian
+/// header length, the JSON header after it, then the tensor data.
+fn structure_error(bytes: &[u8], e: &SafeTensorError) -> String {
+    let len = bytes.len() as u64;
+    let Some(n) = bytes.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_le_bytes) else {
+        return format!(
+            "not a safetensors file: {len} bytes, expected an 8-byte header length and a JSON header"
+        );
+    };
+    if bytes.get(8) != Some(&b'{') {
+        return "not a safetensors file: expected an 8-byte little-endian header length, then a JSON header \
+                starting with `{` at byte 8"
+            .into();
+    }
+    let header_end = n.saturating_add(8);
+    match e {
+        SafeTensorError::HeaderTooLarge | SafeTensorError::InvalidHeaderLength => format!(
+            "truncated or corrupt: bytes 0-7 declare a {n}-byte JSON header, but the file has {} bytes after them",
+            len - 8
+        ),
+        SafeTensorError::InvalidHeader(_) | SafeTensorError::InvalidHeaderDeserialization(_) => {
+            format!("the JSON header (bytes 8-{header_end}) is invalid: {}", one_line(e))
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            // The declared data length: the largest end offset of any tensor.
+            let declared = bytes
+                .get(8..usize::try_from(header_end).unwrap_or(usize::MAX))
+                .and_then(|h| serde_json::from_slice::<HashMap<String, serde_json::Value>>(h).ok())
+                .map(|h| {
+                    h.values().filter_map(|v| v.get("data_offsets")?.get(1)?.as_u64()).max().unwrap_or(0)
+                });
+            let have = len.saturating_sub(header_end);
+            match declared {
+                Some(d) if have < d => format!(
+                    "truncated: the header declares {d} bytes of tensor data after byte {header_end}, the file \
+                     holds {have}"
+                ),
+                Some(d) => format!(
+                    "{} unexpected bytes after the {d} bytes of tensor data the header declares",
+                    have - d
+                ),
+                None => format!("the tensor data does not match the header: {}", one_line(e)),
+            }
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor {name}: its data_offsets do not follow the previous tensor's")
+        }
+        _ => format!("invalid safetensors header: {}", one_line(e)),
+    }
+}
+
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -325,11 +325,80 @@ impl NetConfig {
             .map_err(|message| ConfigError::Parse { path: path.display().to_string(), message })
     }
 
+    /// Parses a network from TOML. An error is one line: where (line and column, the layer, the key),
+    /// what was found and what was expected.
     pub fn from_toml(text: &str) -> Result<NetConfig, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim().replace('\n', " "))
+        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize the config: {e}\n"))
     }
+}
+
+/// Keys whose value must be a whole number >= 0: of a layer, of the top level, of `[train]`.
+const LAYER_WHOLE_KEYS: &[&str] = &["filters", "kernel", "stride", "pad", "size", "out"];
+const TOP_WHOLE_KEYS: &[&str] = &["image_size", "input_size", "channels"];
+const TRAIN_WHOLE_KEYS: &[&str] =
+    &["batch", "steps", "momentum_warmup", "seed", "log_every", "checkpoint_every", "loader_threads"];
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `` `key` is -4, expected a whole number >= 0`` for the first of `keys` in `table` holding a negative
+/// or non-integer value (serde reports those without the key).
+fn bad_whole_number(table: Option<&toml::Table>, keys: &[&str]) -> Option<String> {
+    let t = table?;
+    keys.iter().find_map(|&k| match t.get(k)? {
+        toml::Value::Integer(v) if *v >= 0 => None,
+        v @ (toml::Value::Integer(_)
+        | toml::Value::Float(_)
+        | toml::Value::String(_)
+        | toml::Value::Boolean(_)) => Some(format!("`{k}` is {v}, expected a whole number >= 0")),
+        _ => None,
+    })
+}
+
+/// One line for a TOML error, without the parser's source excerpt: `line L, column C: message`, or for a
+/// layer `line L: layer i (type): message` (serde reports every layer error at the start of the list).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = one_line(e.message());
+    let table: Option<toml::Table> = text.parse().ok();
+    let layers = table.as_ref().and_then(|t| t.get("layers")).and_then(|l| l.as_array());
+    for (i, spec) in layers.into_iter().flatten().enumerate() {
+        if let Err(le) = spec.clone().try_into::<LayerSpec>() {
+            let kind = spec.get("type").and_then(|v| v.as_str()).unwrap_or("no type");
+            // The line of the i-th `[[layers]]` header, when the layers are written that way.
+            let line = text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| l.trim_start().starts_with("[[layers]]"))
+                .nth(i)
+                .map(|(n, _)| format!("line {}: ", n + 1))
+                .unwrap_or_default();
+            let what =
+                bad_whole_number(spec.as_table(), LAYER_WHOLE_KEYS).unwrap_or_else(|| one_line(le.message()));
+            return format!("{line}layer {i} ({kind}): {what}");
+        }
+    }
+    let place = match e.span() {
+        Some(span) => {
+            let before = text.as_bytes().get(..span.start).unwrap_or(text.as_bytes());
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let column =
+                String::from_utf8_lossy(before.get(line_start..).unwrap_or_default()).chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        }
+        None => String::new(),
+    };
+    let train = table.as_ref().and_then(|t| t.get("train"));
+    if let Some(Err(te)) = train.map(|t| t.clone().try_into::<TrainConfig>()) {
+        let what = bad_whole_number(train.and_then(|t| t.as_table()), TRAIN_WHOLE_KEYS)
+            .unwrap_or_else(|| one_line(te.message()));
+        return format!("{place}[train]: {what}");
+    }
+    let what = bad_whole_number(table.as_ref(), TOP_WHOLE_KEYS).unwrap_or(message);
+    format!("{place}{what}")
 }
