@@ -88,7 +88,7 @@ fn conv_fwd_direct(
 }
 
 // Register-blocked: 4 neighbouring output pixels of a row x COB output channels per invocation.
-// Each (ci, ky, kx) step loads 4 inputs and COB weights (the same for the whole workgroup, so
+// Each (ci, ky, kx) step loads 4 inputs (1 at stride 1: the window slides) and COB weights (the same for the whole workgroup, so
 // broadcast) for 4*COB multiply-adds. Grid: 4-pixel groups folded over x and y, output-channel
 // blocks over z.
 @compute @workgroup_size(WG, 1, 1)
@@ -122,12 +122,22 @@ fn conv_fwd_blocked(
                 continue;
             }
             let xrow = ((b * p.cin + ci) * p.h + u32(iy)) * p.w;
+            var xv: array<f32, 4>;
             for (var kx = 0u; kx < p.kw; kx++) {
-                var xv: array<f32, 4>;
-                for (var t = 0u; t < 4u; t++) {
-                    let ix = i32((ox0 + t) * p.sx + kx) - i32(p.px);
+                if (p.sx == 1u && kx > 0u) {
+                    // Stride 1: the 4 pixels' inputs slide by one per kx; one new load, not four.
+                    xv[0] = xv[1];
+                    xv[1] = xv[2];
+                    xv[2] = xv[3];
+                    let ix = i32(ox0 + 3u + kx) - i32(p.px);
                     let inside = ix >= 0 && ix < i32(p.w);
-                    xv[t] = select(0.0, fx[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                    xv[3] = select(0.0, fx[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                } else {
+                    for (var t = 0u; t < 4u; t++) {
+                        let ix = i32((ox0 + t) * p.sx + kx) - i32(p.px);
+                        let inside = ix >= 0 && ix < i32(p.w);
+                        xv[t] = select(0.0, fx[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                    }
                 }
                 let woff = (ci * p.kh + ky) * p.kw + kx;
                 for (var j = 0u; j < COB; j++) {
@@ -192,6 +202,37 @@ fn conv_bwd_data(
         }
         let oy = u32(tyn) / pd.sy;
         if (oy >= pd.oh) {
+            continue;
+        }
+        if (pd.sx == 1u) {
+            // Stride 1: pixel t meets output column ix0 + t + px - kx, so from one kx to the next
+            // the 4 gradients slide by one: 3 + kw loads per (ky, co) instead of 4·kw.
+            let grow = gbase + oy * pd.ow;
+            for (var co = 0u; co < pd.cout; co++) {
+                let gb = grow + co * plane_out;
+                let wb = co * pd.cin * kk + ky * pd.kw;
+                var gv: array<f32, 4>;
+                for (var t = 0u; t < 4u; t++) {
+                    let ox = i32(ix0 + t + pd.px);
+                    gv[t] = select(0.0, ddy[gb + u32(min(ox, i32(pd.ow) - 1))], ox < i32(pd.ow));
+                }
+                for (var kx = 0u; kx < pd.kw; kx++) {
+                    if (kx > 0u) {
+                        gv[3] = gv[2];
+                        gv[2] = gv[1];
+                        gv[1] = gv[0];
+                        let ox = i32(ix0 + pd.px) - i32(kx);
+                        let inside = ox >= 0 && ox < i32(pd.ow);
+                        gv[0] = select(0.0, ddy[gb + u32(clamp(ox, 0, i32(pd.ow) - 1))], inside);
+                    }
+                    for (var j = 0u; j < CIB; j++) {
+                        let wv = dwt[wb + kx + wci[j]];
+                        for (var t = 0u; t < 4u; t++) {
+                            acc[j * 4u + t] += gv[t] * wv;
+                        }
+                    }
+                }
+            }
             continue;
         }
         for (var kx = 0u; kx < pd.kw; kx++) {

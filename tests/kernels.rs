@@ -44,6 +44,22 @@ fn gemm_irregular_123x255x72() {
     gemm_all(123, 255, 72, Flags::BIAS_RELU);
 }
 
+/// Shapes vec4-aligned in every layout (M, N, K multiples of 4), so the vec4 variants run
+/// rather than fall back: one vec4, partial tiles in both directions, K not a multiple of 16.
+#[test]
+fn gemm_vec4_aligned_edges() {
+    gemm_all(4, 4, 4, Flags::BIAS_RELU);
+    gemm_all(68, 132, 36, Flags::BIAS);
+    gemm_all(12, 20, 8, Flags::ALL);
+    gemm_all(260, 8, 1028, Flags::NONE);
+}
+
+/// Aligned only along the layout's contiguous dimension (NT: K; the rows are not).
+#[test]
+fn gemm_vec4_ragged_rows_and_columns() {
+    gemm_all(13, 21, 16, Flags::BIAS);
+}
+
 #[test]
 fn gemm_k_exceeds_tile() {
     gemm_all(5, 6, 1000, Flags::NONE);

@@ -131,6 +131,8 @@ pub fn suite() -> Vec<SuiteCase> {
 
     // GEMM: every transposition and variant on edge shapes and the FER fc layers (batch 8).
     let mut gemm_shapes = vec![(1, 1, 1), (7, 5, 3), (64, 64, 64), (65, 65, 65), (123, 255, 72)];
+    // vec4-aligned in every layout but not a multiple of any tile: the vec4 kernel's edges.
+    gemm_shapes.extend([(4, 4, 4), (68, 132, 36), (12, 20, 8)]);
     gemm_shapes.push((8, 7, 3072));
     for t in Trans::ALL {
         for v in GemmVariant::all() {

@@ -20,18 +20,36 @@ pub enum GemmVariant {
     Naive,
     /// `wx x wy` invocations, each computing `tm x tn` outputs.
     Tiled { wx: u32, wy: u32, tm: u32, tn: u32 },
+    /// `wx x wy` invocations, each computing `tm` rows (a multiple of 4) x `tv` vec4 columns,
+    /// reading A and B as vec4 (shaders/gemm4.wgsl). Used where the shape is vec4-aligned
+    /// ([`vec4_aligned`]); other shapes fall back to [`GemmVariant::TILED`].
+    Vec4 { wx: u32, wy: u32, tm: u32, tv: u32 },
+}
+
+/// Whether `s` can be read as vec4: the dimension A and B are contiguous along is a multiple of 4
+/// (NN: K and N; NT: K; TN: M and N).
+pub fn vec4_aligned(s: &GemmShape) -> bool {
+    match s.trans {
+        Trans::NN => s.k.is_multiple_of(4) && s.n.is_multiple_of(4),
+        Trans::NT => s.k.is_multiple_of(4),
+        Trans::TN => s.m.is_multiple_of(4) && s.n.is_multiple_of(4),
+    }
 }
 
 impl GemmVariant {
-    pub const DEFAULT: GemmVariant = GemmVariant::Tiled { wx: 16, wy: 16, tm: 4, tn: 4 };
+    pub const TILED: GemmVariant = GemmVariant::Tiled { wx: 16, wy: 16, tm: 4, tn: 4 };
+    pub const DEFAULT: GemmVariant = GemmVariant::Vec4 { wx: 8, wy: 8, tm: 4, tv: 2 };
 
     /// Every variant the tests and `dlsvm check` exercise.
     pub fn all() -> Vec<GemmVariant> {
         vec![
             GemmVariant::Naive,
-            GemmVariant::DEFAULT,
+            GemmVariant::TILED,
             GemmVariant::Tiled { wx: 8, wy: 8, tm: 8, tn: 4 },
             GemmVariant::Tiled { wx: 16, wy: 4, tm: 2, tn: 2 },
+            GemmVariant::DEFAULT,
+            GemmVariant::Vec4 { wx: 8, wy: 8, tm: 8, tv: 1 },
+            GemmVariant::Vec4 { wx: 16, wy: 4, tm: 4, tv: 1 },
         ]
     }
 
@@ -39,6 +57,7 @@ impl GemmVariant {
         match self {
             GemmVariant::Naive => "naive".into(),
             GemmVariant::Tiled { wx, wy, tm, tn } => format!("tiled{wx}x{wy}r{tm}x{tn}"),
+            GemmVariant::Vec4 { wx, wy, tm, tv } => format!("vec4_{wx}x{wy}r{tm}x{}", tv * 4),
         }
     }
 
@@ -46,6 +65,15 @@ impl GemmVariant {
         let (wx, wy, tm, tn) = match *self {
             GemmVariant::Naive => (16, 16, 1, 1),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wx, wy, tm, tn),
+            GemmVariant::Vec4 { wx, wy, tm, tv } => {
+                return Spec::new()
+                    .b("TRANS_A", trans.a_transposed())
+                    .b("TRANS_B", trans.b_transposed())
+                    .u("WX", wx)
+                    .u("WY", wy)
+                    .u("TM", tm)
+                    .u("TV", tv);
+            }
         };
         Spec::new()
             .b("TRANS_A", trans.a_transposed())
@@ -61,12 +89,27 @@ impl GemmVariant {
         match *self {
             GemmVariant::Naive => (16, 16),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
+            GemmVariant::Vec4 { wx, wy, tm, tv } => (wy * tm, wx * tv * 4),
         }
+    }
+
+    fn is_vec4(&self) -> bool {
+        matches!(self, GemmVariant::Vec4 { .. })
     }
 }
 
 fn specs() -> Vec<Spec> {
-    Trans::ALL.iter().flat_map(|&t| GemmVariant::all().into_iter().map(move |v| v.spec(t))).collect()
+    Trans::ALL
+        .iter()
+        .flat_map(|&t| GemmVariant::all().into_iter().filter(|v| !v.is_vec4()).map(move |v| v.spec(t)))
+        .collect()
+}
+
+fn specs4() -> Vec<Spec> {
+    Trans::ALL
+        .iter()
+        .flat_map(|&t| GemmVariant::all().into_iter().filter(|v| v.is_vec4()).map(move |v| v.spec(t)))
+        .collect()
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
@@ -74,6 +117,14 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/gemm.wgsl"),
     entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
     specs,
+    unchecked: false,
+};
+
+pub static SHADER4: ShaderDef = ShaderDef {
+    name: "gemm4",
+    source: include_str!("../../shaders/gemm4.wgsl"),
+    entries: &[("gemm_vec4", 3, 1)],
+    specs: specs4,
     unchecked: false,
 };
 
@@ -101,10 +152,15 @@ pub fn gemm(
         k: to_u32(&op, "K", s.k)?,
         flags: ep.flags(),
     };
+    let variant = if variant.is_vec4() && !vec4_aligned(s) { GemmVariant::TILED } else { variant };
     let (tr, tc) = variant.tile();
     let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
     let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
-    let entry = if variant == GemmVariant::Naive { "gemm_naive" } else { "gemm_tiled" };
     let bias = ep.bias.unwrap_or(gpu.dummy());
-    gpu.prepare(&op, &SHADER, entry, &variant.spec(s.trans), &[a, b, bias], &[c], &params, groups)
+    let (shader, entry) = match variant {
+        GemmVariant::Naive => (&SHADER, "gemm_naive"),
+        GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
+        GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
+    };
+    gpu.prepare(&op, shader, entry, &variant.spec(s.trans), &[a, b, bias], &[c], &params, groups)
 }

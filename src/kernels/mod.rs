@@ -16,6 +16,7 @@ use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Tensor};
 /// Every shader of the crate, for validation and for `dlsvm info`.
 pub static SHADERS: &[&ShaderDef] = &[
     &gemm::SHADER,
+    &gemm::SHADER4,
     &conv::SHADER,
     &pool::SHADER,
     &activation::SHADER,
@@ -29,6 +30,7 @@ pub static SHADERS: &[&ShaderDef] = &[
 pub fn params_sizes() -> Vec<(&'static str, usize)> {
     vec![
         ("gemm", std::mem::size_of::<gemm::GemmParams>()),
+        ("gemm4", std::mem::size_of::<gemm::GemmParams>()),
         ("conv2d", std::mem::size_of::<conv::ConvParams>()),
         ("pool", std::mem::size_of::<pool::PoolParams>()),
         ("activation", std::mem::size_of::<activation::ActParams>()),
