@@ -172,6 +172,13 @@ fn conv_kernel_as_large_as_input() {
     conv_all(Conv2dShape::square(2, 2, 6, 3, 6, 1, 0));
 }
 
+/// kw = 8 is the widest kernel the rows weight gradient is specialized for; kw = 11 falls back.
+#[test]
+fn conv_widest_specialized_kernel_and_fallback() {
+    conv_all(Conv2dShape::square(1, 2, 9, 3, 8, 1, 2));
+    conv_all(Conv2dShape { n: 2, cin: 2, h: 5, w: 14, cout: 3, kh: 2, kw: 11, sy: 1, sx: 1, py: 1, px: 2 });
+}
+
 #[test]
 fn conv_batch_1_odd_channels() {
     conv_all(Conv2dShape::square(1, 3, 11, 9, 3, 1, 1));

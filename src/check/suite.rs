@@ -106,6 +106,9 @@ pub fn edge_convs() -> Vec<Conv2dShape> {
         Conv2dShape::square(3, 5, 8, 7, 1, 1, 0),
         Conv2dShape::square(2, 2, 6, 3, 6, 1, 0),
         Conv2dShape { n: 2, cin: 3, h: 11, w: 7, cout: 9, kh: 3, kw: 2, sy: 2, sx: 1, py: 1, px: 0 },
+        // The widest kernel the rows weight gradient is specialized for, and one past it (fallback).
+        Conv2dShape::square(1, 2, 9, 3, 8, 1, 2),
+        Conv2dShape { n: 2, cin: 2, h: 5, w: 14, cout: 3, kh: 2, kw: 11, sy: 1, sx: 1, py: 1, px: 2 },
     ]
 }
 

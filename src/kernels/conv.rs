@@ -165,20 +165,46 @@ pub enum ConvBwdWeightVariant {
     Direct,
     /// Split-K implicit GEMM: 4x4 blocks per invocation over batch slices, then a fixed-order sum.
     Split,
+    /// Split over batch slices, each invocation owning `WGRAD_COB` output channels x one kernel row,
+    /// specialized on the kernel width (shaders/conv_wgrad.wgsl); kernels wider than
+    /// `WGRAD_MAX_KW` use [`ConvBwdWeightVariant::Split`].
+    Rows,
 }
 
 impl ConvBwdWeightVariant {
-    pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Split;
-    pub fn all() -> [ConvBwdWeightVariant; 2] {
-        [ConvBwdWeightVariant::Direct, ConvBwdWeightVariant::Split]
+    pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
+    pub fn all() -> [ConvBwdWeightVariant; 3] {
+        [ConvBwdWeightVariant::Direct, ConvBwdWeightVariant::Split, ConvBwdWeightVariant::Rows]
     }
     pub fn name(&self) -> &'static str {
         match self {
             ConvBwdWeightVariant::Direct => "direct",
             ConvBwdWeightVariant::Split => "split",
+            ConvBwdWeightVariant::Rows => "rows",
         }
     }
 }
+
+/// Output channels per invocation of `conv_bwd_weight_rows`.
+const WGRAD_COB: u32 = 8;
+/// The widest kernel `conv_bwd_weight_rows` is specialized for (its accumulators are COB x KW).
+pub const WGRAD_MAX_KW: usize = 8;
+
+fn wgrad_spec(kw: u32) -> Spec {
+    Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw)
+}
+
+fn wgrad_specs() -> Vec<Spec> {
+    (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).collect()
+}
+
+pub static WGRAD_SHADER: ShaderDef = ShaderDef {
+    name: "conv_wgrad",
+    source: include_str!("../../shaders/conv_wgrad.wgsl"),
+    entries: &[("conv_bwd_weight_rows", 2, 1)],
+    specs: wgrad_specs,
+    unchecked: false,
+};
 
 /// Batch samples per slice of the split weight gradient: about 1024 output positions per
 /// invocation, so each does enough work while the batch still spreads over many invocations.
@@ -202,7 +228,42 @@ pub fn conv2d_backward_weight(
     check_len(&op, "x", x, s.x_len())?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "dw", dw, s.w_len())?;
+    let variant = match variant {
+        ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
+        v => v,
+    };
     match variant {
+        ConvBwdWeightVariant::Rows => {
+            let spp = samples_per_slice(s);
+            let slices = s.n.div_ceil(spp);
+            p.spp = to_u32(&op, "samples per slice", spp)?;
+            p.slices = to_u32(&op, "slices", slices)?;
+            let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
+            let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
+            let mut groups = grid_1d(slices * row_groups, gpu.max_groups());
+            groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
+            let rows = gpu.prepare(
+                &op,
+                &WGRAD_SHADER,
+                "conv_bwd_weight_rows",
+                &wgrad_spec(p.kw),
+                &[x, dy],
+                &[&partial],
+                &p,
+                groups,
+            )?;
+            let reduce = gpu.prepare(
+                &op,
+                &SHADER,
+                "conv_bwd_weight_reduce",
+                &spec(),
+                &[&partial],
+                &[dw],
+                &p,
+                grid_for(gpu, s.w_len(), CONV_WG),
+            )?;
+            Ok(vec![rows, reduce])
+        }
         ConvBwdWeightVariant::Direct => {
             let groups = grid_1d(s.w_len(), gpu.max_groups());
             Ok(vec![gpu.prepare(&op, &SHADER, "conv_bwd_weight", &spec(), &[x, dy], &[dw], &p, groups)?])
