@@ -18,7 +18,8 @@ struct Params {
     sx: u32,
     py: u32,
     px: u32,
-    _pad: u32,
+    // maxpool_bwd_pass: which of the ceil(kh/sy)·ceil(kw/sx) passes this dispatch runs
+    phase: u32,
 }
 
 fn lin(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
@@ -111,6 +112,53 @@ fn maxpool_bwd(
         }
     }
     bdx[i] = acc;
+}
+
+// ---- max backward by passes: inputs dy, idx; output dx, zeroed first by maxpool_zero.
+// Outputs whose rows differ by a multiple of ny = ceil(kh/sy) (columns: nx = ceil(kw/sx)) have
+// disjoint windows, so pass (ay, ax) lets every output oy ≡ ay (mod ny), ox ≡ ax (mod nx) add its
+// gradient to its argmax with no other invocation touching that element: no atomics, a fixed
+// order of additions, and one invocation per output instead of a gather over covering windows.
+@compute @workgroup_size(WG, 1, 1)
+fn maxpool_zero(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let i = lin(wid, nwg, lid);
+    if (i < pb.planes * pb.h * pb.w) {
+        bdx[i] = 0.0;
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn maxpool_bwd_pass(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ny = (pb.kh + pb.sy - 1u) / pb.sy;
+    let nx = (pb.kw + pb.sx - 1u) / pb.sx;
+    let ay = pb.phase / nx;
+    let ax = pb.phase % nx;
+    if (ay >= pb.oh || ax >= pb.ow) {
+        return;
+    }
+    let cy = (pb.oh - ay + ny - 1u) / ny;
+    let cx = (pb.ow - ax + nx - 1u) / nx;
+    let t = lin(wid, nwg, lid);
+    if (t >= pb.planes * cy * cx) {
+        return;
+    }
+    let tx = t % cx;
+    let ty = (t / cx) % cy;
+    let plane = t / (cx * cy);
+    let o = (plane * pb.oh + ay + ty * ny) * pb.ow + ax + tx * nx;
+    let k = bidx[o];
+    if (k >= 0) {
+        let i = plane * pb.h * pb.w + u32(k);
+        bdx[i] += bdy[o];
+    }
 }
 
 // ---- average forward: inputs x; output y

@@ -219,29 +219,37 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
     }
 }
 
-fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool) -> Job {
+fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxPoolBwdVariant) -> Job {
     let small = Pool2dShape { n: 2, ..s };
     let bytes = 4.0 * (s.x_len() + s.y_len() * if max { 2 } else { 1 }) as f64;
     Job {
         name: format!("{name}_{}", if backward { "bwd" } else { "fwd" }),
-        variant: if max { "max" } else { "avg" }.into(),
+        variant: match (max, backward) {
+            (true, true) => format!("max {}", v.name()),
+            (true, false) => "max".into(),
+            _ => "avg".into(),
+        },
         shape: s.to_string(),
         work: Work::Bytes(bytes),
         check: Box::new(move |g| match (max, backward) {
             (true, false) => check::maxpool_fwd_case(g, small, 1),
-            (true, true) => check::maxpool_bwd_case(g, small, 1),
+            (true, true) => check::maxpool_bwd_case_variant(g, small, v, 1),
             (false, false) => check::avgpool_fwd_case(g, small, 1),
             (false, true) => check::avgpool_bwd_case(g, small, 1),
         }),
         build: Box::new(move |g| {
             let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
             let idx = g.upload_i32(&vec![0; s.y_len()], &[s.y_len()])?;
-            Ok(vec![vec![match (max, backward) {
-                (true, false) => pool::maxpool_forward(g, &s, &x, &y, &idx)?,
-                (true, true) => pool::maxpool_backward(g, &s, &y, &idx, &x)?,
-                (false, false) => pool::avgpool_forward(g, &s, &x, &y)?,
-                (false, true) => pool::avgpool_backward(g, &s, &y, &x)?,
-            }]])
+            if max && backward {
+                // Real argmax indices: the backward's memory traffic depends on them.
+                g.run(&[&pool::maxpool_forward(g, &s, &x, &y, &idx)?])?;
+            }
+            Ok(vec![match (max, backward) {
+                (true, false) => vec![pool::maxpool_forward(g, &s, &x, &y, &idx)?],
+                (true, true) => pool::maxpool_backward(g, &s, &y, &idx, &x, v)?,
+                (false, false) => vec![pool::avgpool_forward(g, &s, &x, &y)?],
+                (false, true) => vec![pool::avgpool_backward(g, &s, &y, &x)?],
+            }])
         }),
     }
 }
@@ -367,8 +375,12 @@ fn jobs(variants: bool) -> Vec<Job> {
     }
     for (i, s) in check::fer_pools(batch).into_iter().enumerate() {
         let name = format!("pool{}", i + 1);
-        jobs.push(pool_job(&name, s, i == 0, false));
-        jobs.push(pool_job(&name, s, i == 0, true));
+        let d = pool::MaxPoolBwdVariant::DEFAULT;
+        jobs.push(pool_job(&name, s, i == 0, false, d));
+        let pv = if variants && i == 0 { pool::MaxPoolBwdVariant::all().to_vec() } else { vec![d] };
+        for v in pv {
+            jobs.push(pool_job(&name, s, i == 0, true, v));
+        }
     }
     jobs.extend(elementwise_jobs(batch * 3072, batch, 7, 3072 * 1600));
     jobs

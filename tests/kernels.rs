@@ -219,7 +219,9 @@ fn conv_rejects_kernel_larger_than_input() {
 fn pool_all(s: Pool2dShape) {
     let g = gpu();
     pass(check::maxpool_fwd_case(g, s, 1));
-    pass(check::maxpool_bwd_case(g, s, 2));
+    for v in dlsvm::kernels::pool::MaxPoolBwdVariant::all() {
+        pass(check::maxpool_bwd_case_variant(g, s, v, 2));
+    }
     pass(check::avgpool_fwd_case(g, s, 3));
     pass(check::avgpool_bwd_case(g, s, 4));
 }

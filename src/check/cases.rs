@@ -204,6 +204,16 @@ pub fn maxpool_fwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseRepo
 
 /// Max-pool backward; the argmax indices come from the reference forward on tie-free inputs.
 pub fn maxpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
+    maxpool_bwd_case_variant(gpu, s, kernels::pool::MaxPoolBwdVariant::DEFAULT, seed)
+}
+
+/// [`maxpool_bwd_case`] for one kernel variant.
+pub fn maxpool_bwd_case_variant(
+    gpu: &Gpu,
+    s: Pool2dShape,
+    variant: kernels::pool::MaxPoolBwdVariant,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(seed);
     let x = distinct(&mut rng, s.x_len());
     let dy = rng.vec(s.y_len());
@@ -212,8 +222,8 @@ pub fn maxpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseRepo
     cpu::maxpool_forward(&s, &x, &mut y, &mut idx);
     let (tdy, tidx) = (up(gpu, &dy)?, up_i32(gpu, &idx)?);
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
-    let d = kernels::pool::maxpool_backward(gpu, &s, &tdy, &tidx, &tdx)?;
-    gpu.run(&[&d])?;
+    let ops = kernels::pool::maxpool_backward(gpu, &s, &tdy, &tidx, &tdx, variant)?;
+    gpu.run(&ops.iter().collect::<Vec<_>>())?;
     let got = gpu.download_f32(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::maxpool_backward(&s, &widen(&dy), &idx, &mut want);

@@ -187,7 +187,12 @@ pub fn suite() -> Vec<SuiteCase> {
     for &s in &pools {
         let sd = next();
         add("maxpool fwd".into(), Box::new(move |g| maxpool_fwd_case(g, s, sd)));
-        add("maxpool bwd".into(), Box::new(move |g| maxpool_bwd_case(g, s, sd)));
+        for v in crate::kernels::pool::MaxPoolBwdVariant::all() {
+            add(
+                format!("maxpool bwd {}", v.name()),
+                Box::new(move |g| maxpool_bwd_case_variant(g, s, v, sd)),
+            );
+        }
         add("avgpool fwd".into(), Box::new(move |g| avgpool_fwd_case(g, s, sd)));
         add("avgpool bwd".into(), Box::new(move |g| avgpool_bwd_case(g, s, sd)));
     }

@@ -18,7 +18,8 @@ pub struct PoolParams {
     pub sx: u32,
     pub py: u32,
     pub px: u32,
-    pub _pad: u32,
+    /// `maxpool_bwd_pass`: the pass index.
+    pub phase: u32,
 }
 
 fn spec() -> Spec {
@@ -32,7 +33,14 @@ fn specs() -> Vec<Spec> {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "pool",
     source: include_str!("../../shaders/pool.wgsl"),
-    entries: &[("maxpool_fwd", 1, 2), ("maxpool_bwd", 2, 1), ("avgpool_fwd", 1, 1), ("avgpool_bwd", 1, 1)],
+    entries: &[
+        ("maxpool_fwd", 1, 2),
+        ("maxpool_bwd", 2, 1),
+        ("maxpool_zero", 2, 1),
+        ("maxpool_bwd_pass", 2, 1),
+        ("avgpool_fwd", 1, 1),
+        ("avgpool_bwd", 1, 1),
+    ],
     specs,
     unchecked: false,
 };
@@ -53,7 +61,7 @@ fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {
         sx: u("sx", s.sx)?,
         py: u("py", s.py)?,
         px: u("px", s.px)?,
-        _pad: 0,
+        phase: 0,
     })
 }
 
@@ -82,21 +90,76 @@ pub fn maxpool_forward(
     gpu.prepare(&op, &SHADER, "maxpool_fwd", &spec(), &[x], &[y, idx], &p, groups)
 }
 
-/// See [`crate::cpu::maxpool_backward`].
+/// Max-pool backward variants; both are covered by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MaxPoolBwdVariant {
+    /// One invocation per input element gathering from the windows that cover it.
+    Gather,
+    /// Zero dx, then ceil(kh/sy)·ceil(kw/sx) passes over disjoint-window outputs, each adding its
+    /// gradient at its argmax.
+    Passes,
+}
+
+impl MaxPoolBwdVariant {
+    pub const DEFAULT: MaxPoolBwdVariant = MaxPoolBwdVariant::Passes;
+    pub fn all() -> [MaxPoolBwdVariant; 2] {
+        [MaxPoolBwdVariant::Gather, MaxPoolBwdVariant::Passes]
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            MaxPoolBwdVariant::Gather => "gather",
+            MaxPoolBwdVariant::Passes => "passes",
+        }
+    }
+}
+
+/// See [`crate::cpu::maxpool_backward`]. Returns the dispatches to run in order.
 pub fn maxpool_backward(
     gpu: &Gpu,
     s: &Pool2dShape,
     dy: &Tensor,
     idx: &Tensor,
     dx: &Tensor,
-) -> Result<Dispatch, GpuError> {
+    variant: MaxPoolBwdVariant,
+) -> Result<Vec<Dispatch>, GpuError> {
     let op = format!("maxpool_backward {s}");
-    let p = params(&op, s)?;
+    let mut p = params(&op, s)?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_idx(&op, idx, s.y_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
-    let groups = grid_for(gpu, s.x_len(), WG);
-    gpu.prepare(&op, &SHADER, "maxpool_bwd", &spec(), &[dy, idx], &[dx], &p, groups)
+    match variant {
+        MaxPoolBwdVariant::Gather => {
+            let groups = grid_for(gpu, s.x_len(), WG);
+            Ok(vec![gpu.prepare(&op, &SHADER, "maxpool_bwd", &spec(), &[dy, idx], &[dx], &p, groups)?])
+        }
+        MaxPoolBwdVariant::Passes => {
+            let zero = grid_for(gpu, s.x_len(), WG);
+            let mut ops =
+                vec![gpu.prepare(&op, &SHADER, "maxpool_zero", &spec(), &[dy, idx], &[dx], &p, zero)?];
+            let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
+            for ay in 0..ny {
+                for ax in 0..nx {
+                    if ay >= s.oh() || ax >= s.ow() {
+                        continue;
+                    }
+                    p.phase = to_u32(&op, "pass", ay * nx + ax)?;
+                    let outputs = s.planes() * (s.oh() - ay).div_ceil(ny) * (s.ow() - ax).div_ceil(nx);
+                    let groups = grid_for(gpu, outputs, WG);
+                    ops.push(gpu.prepare(
+                        &op,
+                        &SHADER,
+                        "maxpool_bwd_pass",
+                        &spec(),
+                        &[dy, idx],
+                        &[dx],
+                        &p,
+                        groups,
+                    )?);
+                }
+            }
+            Ok(ops)
+        }
+    }
 }
 
 /// See [`crate::cpu::avgpool_forward`].

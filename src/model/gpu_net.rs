@@ -149,12 +149,13 @@ impl GpuNet {
                 }
                 Layer::MaxPool { shape } => {
                     if let (Some(g_in), Some(ix)) = (g_in, pool_idx[li].as_ref()) {
-                        train_ops.push(pool::maxpool_backward(
+                        train_ops.extend(pool::maxpool_backward(
                             gpu,
                             &Pool2dShape { n: batch, ..shape },
                             g_out,
                             ix,
                             g_in,
+                            pool::MaxPoolBwdVariant::DEFAULT,
                         )?);
                     }
                 }
