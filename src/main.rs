@@ -19,6 +19,8 @@ const MAX_VALUES: usize = 1 << 28;
 const EXIT_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_NO_ADAPTER: u8 = 3;
+/// `dlsvm train` stopped by Ctrl-C after writing a checkpoint (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -164,6 +166,12 @@ struct TrainArgs {
     /// Continue from the run directory's checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Write a checkpoint (and evaluate on the test split) every N steps; 0: at the end only.
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Read back, check and log the loss every N steps.
+    #[arg(long)]
+    log_every: Option<u64>,
     /// Number of synthetic training faces when no --data is given.
     #[arg(long, default_value_t = 4000)]
     synth_count: usize,
@@ -201,11 +209,49 @@ impl From<TrainError> for Failure {
     fn from(e: TrainError) -> Self {
         match e {
             TrainError::Gpu(g) => g.into(),
-            TrainError::Diverged { .. } | TrainError::Io { .. } => {
-                Failure { message: e.to_string(), code: EXIT_FAILED }
-            }
+            TrainError::Diverged { .. }
+            | TrainError::Io { .. }
+            | TrainError::CheckpointWrite { .. }
+            | TrainError::DeviceLost { .. } => Failure { message: e.to_string(), code: EXIT_FAILED },
+            TrainError::Interrupted { .. } => Failure {
+                message: format!("{e}; continue with: {}", resume_command()),
+                code: EXIT_INTERRUPTED,
+            },
             other => Failure::input(other.to_string()),
         }
+    }
+}
+
+/// This invocation with `--resume` added, quoted for a POSIX shell.
+fn resume_command() -> String {
+    let quote = |a: String| {
+        let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
+        if plain {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    let mut args: Vec<String> =
+        std::env::args_os().map(|a| quote(a.to_string_lossy().into_owned())).collect();
+    if !args.iter().any(|a| a == "--resume") {
+        args.push("--resume".into());
+    }
+    args.join(" ")
+}
+
+/// Ctrl-C during training: the first asks the trainer to stop after the current step with a
+/// checkpoint ([`trainer::INTERRUPT`]); a second quits at once (checkpoint writes are atomic, so the
+/// one on disk stays whole).
+fn install_interrupt_handler() {
+    let result = ctrlc::set_handler(|| {
+        if trainer::INTERRUPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(EXIT_INTERRUPTED as i32);
+        }
+        eprintln!("dlsvm: interrupt: stopping after the current step to write a checkpoint (Ctrl-C again quits at once)");
+    });
+    if let Err(e) = result {
+        eprintln!("dlsvm: warning: Ctrl-C will stop training without a checkpoint: {e}");
     }
 }
 
@@ -494,6 +540,15 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     if let Some(seed) = a.seed {
         t.seed = seed;
     }
+    if let Some(n) = a.checkpoint_every {
+        t.checkpoint_every = n;
+    }
+    if let Some(n) = a.log_every {
+        if n == 0 {
+            return Err(Failure::input("--log-every must be at least 1"));
+        }
+        t.log_every = n;
+    }
     if let Some(p) = a.dropout {
         if !(0.0..1.0).contains(&p) {
             return Err(Failure::input(format!("--dropout {p} must be in [0, 1)")));
@@ -593,6 +648,7 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         )));
     }
     let gpu = Gpu::new(adapter)?;
+    install_interrupt_handler();
     let progress = !a.json;
     match a.folds {
         None => {

@@ -2,7 +2,8 @@
 //! in the run directory.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::data::{self, batch, normalize::Normalizer, DataSource, Dataset};
@@ -28,8 +29,19 @@ pub enum TrainError {
     Input(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
-    #[error("training diverged at step {step}: the loss is {loss} (last finite loss: {last_finite}); the last good checkpoint is kept (try a smaller --lr)")]
-    Diverged { step: u64, loss: f64, last_finite: String },
+    /// The loss or the weights went non-finite, or the loss exploded ([`divergence`]); no checkpoint
+    /// is written past the last good one.
+    #[error("training diverged at step {step}: {what} (last finite loss: {last_finite}); {kept} (try a smaller --lr)")]
+    Diverged { step: u64, what: String, last_finite: String, kept: String },
+    /// [`INTERRUPT`] was set: the run stopped after `step` with a checkpoint at `path`.
+    #[error("interrupted at step {step} of {total}; checkpoint written to {path}")]
+    Interrupted { step: u64, total: u64, path: String },
+    /// Writing a checkpoint failed; the previous one is untouched (writes are atomic).
+    #[error("could not write the checkpoint of step {step}: {source}; {kept}")]
+    CheckpointWrite { step: u64, source: CheckpointError, kept: String },
+    /// wgpu reported the device lost: nothing on it can be saved any more.
+    #[error("the GPU device was lost at step {step} ({reason}); {kept}")]
+    DeviceLost { step: u64, reason: String, kept: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -38,6 +50,53 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 
 /// Periodic checkpoints kept in `<run>/checkpoints/` besides `model.safetensors`.
 pub const KEEP_SNAPSHOTS: usize = 3;
+
+/// Set (by the command line's Ctrl-C handler) to ask the run to stop: it finishes the current step,
+/// writes a checkpoint and returns [`TrainError::Interrupted`].
+pub static INTERRUPT: AtomicBool = AtomicBool::new(false);
+
+/// A logged loss more than this many times the first logged one counts as divergence.
+pub const EXPLODE_FACTOR: f64 = 1e6;
+
+/// Lose the device after this many steps (`Device::destroy`): for tests of the device-lost path only.
+pub const LOSE_DEVICE_ENV: &str = "DLSVM_TEST_LOSE_DEVICE_AT_STEP";
+
+/// Why a logged mean loss means the run has diverged, if it does: it is not finite, or it is more than
+/// [`EXPLODE_FACTOR`] times `first`, the first loss the run logged.
+pub fn divergence(loss: f64, first: Option<f64>) -> Option<String> {
+    if !loss.is_finite() {
+        return Some(format!("the loss is {loss}"));
+    }
+    match first {
+        Some(f) if f > 0.0 && loss > EXPLODE_FACTOR * f => Some(format!(
+            "the loss is {loss:.4e}, more than {EXPLODE_FACTOR:e} times the first logged loss {f:.4}"
+        )),
+        _ => None,
+    }
+}
+
+/// What is left on disk, for error messages: the last checkpoint this run wrote (or resumed from).
+fn kept(saved: Option<u64>, path: &Path) -> String {
+    match saved {
+        Some(s) => format!("the last good checkpoint, step {s}, is kept in {}", path.display()),
+        None => "no checkpoint of this run was written yet".into(),
+    }
+}
+
+/// Removes the temporary files of checkpoint writes that a killed run left in `dir`.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.contains(".safetensors.")
+            && name.ends_with(".tmp")
+            && e.file_type().is_ok_and(|t| t.is_file())
+        {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
 
 /// What the caller asked for beyond the config.
 #[derive(Clone, Debug)]
@@ -122,7 +181,11 @@ pub fn run(
             source.path, train.h, train.w, config.name, config.image_size, config.image_size
         )));
     }
+    // Refuse a batch the device cannot hold before anything is allocated.
+    GpuNet::check_batch_fits(gpu, &net, t.batch).map_err(TrainError::Input)?;
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    remove_stale_temps(&opts.out);
+    remove_stale_temps(&opts.out.join("checkpoints"));
     if opts.progress {
         eprintln!(
             "dlsvm: training on {} ({}), data {}{} ({} train, {} test samples), run directory {}",
@@ -240,135 +303,216 @@ pub fn run(
         indicatif::ProgressBar::hidden()
     };
 
-    let save = |gnet: &GpuNet, step: u64| -> Result<(), TrainError> {
-        let (params, velocity) = gnet.download(gpu)?;
-        let ck = Checkpoint {
-            config: config.clone(),
-            class_names: source.class_names.clone(),
-            normalizer: normalizer.clone(),
-            step,
-            total_steps: total,
-            params,
-            velocity: Some(velocity),
+    // The step of the checkpoint on disk that belongs to this run (written by it or resumed from).
+    let mut saved: Option<u64> = resumed.as_ref().map(|ck| ck.step);
+    let mut last_finite = f64::NAN;
+    let finite_text = |v: f64| if v.is_finite() { format!("{v:.4}") } else { "none yet".to_string() };
+    // Writes `model.safetensors` (atomically) and a snapshot, unless the weights went non-finite: a
+    // diverged run never overwrites its last good checkpoint.
+    let save =
+        |gnet: &GpuNet, step: u64, saved: &mut Option<u64>, last_finite: f64| -> Result<(), TrainError> {
+            let (params, velocity) = gnet.download(gpu)?;
+            if params.iter().chain(&velocity).flatten().any(|v| !v.is_finite()) {
+                return Err(TrainError::Diverged {
+                    step,
+                    what: "the weights hold NaN or infinite values".into(),
+                    last_finite: finite_text(last_finite),
+                    kept: kept(*saved, &ckpt_path),
+                });
+            }
+            let ck = Checkpoint {
+                config: config.clone(),
+                class_names: source.class_names.clone(),
+                normalizer: normalizer.clone(),
+                step,
+                total_steps: total,
+                params,
+                velocity: Some(velocity),
+            };
+            checkpoint::save(&ckpt_path, &ck).map_err(|source| TrainError::CheckpointWrite {
+                step,
+                source,
+                kept: kept(*saved, &ckpt_path),
+            })?;
+            *saved = Some(step);
+            // Periodic snapshots beside it, the newest KEEP_SNAPSHOTS kept.
+            let dir = opts.out.join("checkpoints");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            checkpoint::save(&dir.join(format!("step-{step:08}.safetensors")), &ck).map_err(|source| {
+                TrainError::CheckpointWrite { step, source, kept: kept(*saved, &ckpt_path) }
+            })?;
+            let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(io(&dir))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
+                })
+                .collect();
+            old.sort();
+            for p in old.iter().rev().skip(KEEP_SNAPSHOTS) {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(())
         };
-        checkpoint::save(&ckpt_path, &ck)?;
-        // Periodic snapshots beside it, the newest KEEP_SNAPSHOTS kept.
-        let dir = opts.out.join("checkpoints");
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        checkpoint::save(&dir.join(format!("step-{step:08}.safetensors")), &ck)?;
-        let mut old: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step-") && n.ends_with(".safetensors"))
-            })
-            .collect();
-        old.sort();
-        for p in old.iter().rev().skip(KEEP_SNAPSHOTS) {
-            let _ = std::fs::remove_file(p);
-        }
-        Ok(())
+
+    // A lost device is reported by wgpu through this callback; the loop checks it after every step
+    // and turns any GPU error that follows a loss into one line saying so.
+    let lost: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    {
+        let lost = Arc::clone(&lost);
+        gpu.device.set_device_lost_callback(move |reason, message| {
+            let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+            let what =
+                if message.is_empty() { format!("{reason:?}") } else { format!("{reason:?}: {message}") };
+            *lost.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+        });
+    }
+    let lose_at: Option<u64> = std::env::var(LOSE_DEVICE_ENV).ok().and_then(|v| v.trim().parse().ok());
+    let device_lost = |step: u64, saved: Option<u64>| -> Option<TrainError> {
+        let reason = lost.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        Some(TrainError::DeviceLost { step, reason, kept: kept(saved, &ckpt_path) })
     };
 
     let began = Instant::now();
     let mut window_samples = 0u64; // samples since the last metrics read
     let mut epoch = (0.0f64, 0u64, 0u64, 0u64); // loss sum, correct, samples, steps
-    let mut last_finite = f64::NAN;
+    let mut first_logged: Option<f64> = None;
     let mut prev: Option<wgpu::SubmissionIndex> = None;
     let mut images_done = 0u64;
     let mut last_row: Option<MetricsRow> = None;
     let mut window_start = Instant::now();
-    for step in start..end {
-        let b = rx.recv().map_err(|_| TrainError::Input("the data loader stopped unexpectedly".into()))?;
-        if b.step != step {
-            return Err(TrainError::Input(format!(
-                "the data loader delivered step {} for step {step}",
-                b.step
-            )));
-        }
-        let sub = gnet.train_step(gpu, &b.x, &b.y, step, t.lr_at(step, total), t.momentum_at(step))?;
-        // At most two steps in flight: the next batch uploads while this one runs.
-        if let Some(p) = prev.replace(sub) {
-            gnet.wait_for(gpu, p)?;
-        }
-        images_done += t.batch as u64;
-        window_samples += t.batch as u64;
-        let done = step + 1;
-        let end_of_epoch = done % spe == 0;
-        if done % t.log_every.max(1) == 0 || end_of_epoch || done == total {
-            gpu.wait()?;
-            let (loss_sum, correct) = gnet.read_metrics(gpu)?;
-            gnet.reset_metrics(gpu);
-            let steps_in_window = (window_samples / t.batch as u64).max(1);
-            let mean_loss = loss_sum / steps_in_window as f64;
-            if !mean_loss.is_finite() {
-                bar.abandon();
-                let last_finite =
-                    if last_finite.is_finite() { format!("{last_finite:.4}") } else { "none yet".into() };
-                return Err(TrainError::Diverged { step: done, loss: mean_loss, last_finite });
+    let mut current = start;
+    let trained = (|| -> Result<(), TrainError> {
+        for step in start..end {
+            current = step + 1;
+            let b =
+                rx.recv().map_err(|_| TrainError::Input("the data loader stopped unexpectedly".into()))?;
+            if b.step != step {
+                return Err(TrainError::Input(format!(
+                    "the data loader delivered step {} for step {step}",
+                    b.step
+                )));
             }
-            last_finite = mean_loss;
-            epoch.0 += loss_sum;
-            epoch.1 += correct;
-            epoch.2 += window_samples;
-            epoch.3 += steps_in_window;
-            let rate = window_samples as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {mean_loss:.4} acc {:.1}% {rate:.0} img/s",
-                100.0 * correct as f64 / window_samples.max(1) as f64
-            ));
-            bar.set_position(done);
-            window_samples = 0;
-            window_start = Instant::now();
-        }
-        if end_of_epoch || done == total {
-            let test_acc = match (&test_x, test) {
-                (Some(x), Some(d)) if !d.is_empty() => {
-                    let s = eval::scores(gpu, &gnet, x, d.len(), d.h, d.w, 1, &t.augment, t.seed)?;
-                    let m = eval::metrics(&s, &d.labels, classes);
-                    Some((m.objective(config.top), m.accuracy))
+            let sub = gnet.train_step(gpu, &b.x, &b.y, step, t.lr_at(step, total), t.momentum_at(step))?;
+            // At most two steps in flight: the next batch uploads while this one runs.
+            if let Some(p) = prev.replace(sub) {
+                gnet.wait_for(gpu, p)?;
+            }
+            if lose_at == Some(step + 1) {
+                gpu.device.destroy();
+                gpu.wait()?;
+            }
+            if let Some(e) = device_lost(step + 1, saved) {
+                return Err(e);
+            }
+            images_done += t.batch as u64;
+            window_samples += t.batch as u64;
+            let done = step + 1;
+            let end_of_epoch = done % spe == 0;
+            let stopping = INTERRUPT.load(Ordering::Relaxed) && done < end;
+            let checkpoint_now =
+                (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || done == total || done == end;
+            // The loss is always checked before a checkpoint is written.
+            if done % t.log_every.max(1) == 0 || end_of_epoch || done == total || checkpoint_now || stopping {
+                gpu.wait()?;
+                let (loss_sum, correct) = gnet.read_metrics(gpu)?;
+                if let Some(e) = device_lost(done, saved) {
+                    return Err(e);
                 }
-                _ => None,
-            };
-            let row = MetricsRow {
-                epoch: done as f64 / spe as f64,
-                step: done,
-                lr: t.lr_at(step, total),
-                momentum: t.momentum_at(step),
-                train_loss: epoch.0 / epoch.3.max(1) as f64,
-                train_acc: epoch.1 as f64 / epoch.2.max(1) as f64,
-                test_loss: test_acc.map(|t| t.0),
-                test_acc: test_acc.map(|t| t.1),
-                images_per_sec: images_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
-                elapsed_s: began.elapsed().as_secs_f64(),
-            };
-            csv.append(&row).map_err(io(&opts.out))?;
-            if opts.progress {
-                bar.println(format!(
-                    "epoch {:>6.2}  step {:>6}  loss {:.4}  train acc {:>5.1}%{}",
-                    row.epoch,
-                    row.step,
-                    row.train_loss,
-                    100.0 * row.train_acc,
-                    row.test_acc.map(|a| format!("  test acc {:>5.1}%", 100.0 * a)).unwrap_or_default()
+                gnet.reset_metrics(gpu);
+                let steps_in_window = (window_samples / t.batch as u64).max(1);
+                let mean_loss = loss_sum / steps_in_window as f64;
+                if let Some(what) = divergence(mean_loss, first_logged) {
+                    bar.abandon();
+                    return Err(TrainError::Diverged {
+                        step: done,
+                        what,
+                        last_finite: finite_text(last_finite),
+                        kept: kept(saved, &ckpt_path),
+                    });
+                }
+                first_logged.get_or_insert(mean_loss);
+                last_finite = mean_loss;
+                epoch.0 += loss_sum;
+                epoch.1 += correct;
+                epoch.2 += window_samples;
+                epoch.3 += steps_in_window;
+                let rate = window_samples as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "loss {mean_loss:.4} acc {:.1}% {rate:.0} img/s",
+                    100.0 * correct as f64 / window_samples.max(1) as f64
                 ));
+                bar.set_position(done);
+                window_samples = 0;
+                window_start = Instant::now();
             }
-            last_row = Some(row);
-            epoch = (0.0, 0, 0, 0);
+            if end_of_epoch || done == total {
+                let test_acc = match (&test_x, test) {
+                    (Some(x), Some(d)) if !d.is_empty() => {
+                        let s = eval::scores(gpu, &gnet, x, d.len(), d.h, d.w, 1, &t.augment, t.seed)?;
+                        let m = eval::metrics(&s, &d.labels, classes);
+                        Some((m.objective(config.top), m.accuracy))
+                    }
+                    _ => None,
+                };
+                let row = MetricsRow {
+                    epoch: done as f64 / spe as f64,
+                    step: done,
+                    lr: t.lr_at(step, total),
+                    momentum: t.momentum_at(step),
+                    train_loss: epoch.0 / epoch.3.max(1) as f64,
+                    train_acc: epoch.1 as f64 / epoch.2.max(1) as f64,
+                    test_loss: test_acc.map(|t| t.0),
+                    test_acc: test_acc.map(|t| t.1),
+                    images_per_sec: images_done as f64 / began.elapsed().as_secs_f64().max(1e-9),
+                    elapsed_s: began.elapsed().as_secs_f64(),
+                };
+                csv.append(&row).map_err(io(&opts.out))?;
+                if opts.progress {
+                    bar.println(format!(
+                        "epoch {:>6.2}  step {:>6}  loss {:.4}  train acc {:>5.1}%{}",
+                        row.epoch,
+                        row.step,
+                        row.train_loss,
+                        100.0 * row.train_acc,
+                        row.test_acc.map(|a| format!("  test acc {:>5.1}%", 100.0 * a)).unwrap_or_default()
+                    ));
+                }
+                last_row = Some(row);
+                epoch = (0.0, 0, 0, 0);
+            }
+            if checkpoint_now || stopping {
+                gpu.wait()?;
+                save(&gnet, done, &mut saved, last_finite)?;
+            }
+            if stopping {
+                bar.abandon();
+                return Err(TrainError::Interrupted {
+                    step: done,
+                    total,
+                    path: ckpt_path.display().to_string(),
+                });
+            }
         }
-        if (t.checkpoint_every > 0 && done % t.checkpoint_every == 0) || done == total || done == end {
-            gpu.wait()?;
-            save(&gnet, done)?;
+        current = end;
+        gpu.wait()?;
+        if start >= total {
+            // Nothing left to run (a finished run resumed): keep its checkpoint as it is.
+            save(&gnet, total, &mut saved, last_finite)?;
         }
+        Ok(())
+    })();
+    if let Err(e) = trained {
+        bar.abandon();
+        return Err(match e {
+            TrainError::DeviceLost { .. } => e,
+            // Whatever failed after a loss failed because of it.
+            e => device_lost(current, saved).unwrap_or(e),
+        });
     }
-    gpu.wait()?;
     bar.finish_and_clear();
-    if start >= total {
-        // Nothing left to run (a finished run resumed): keep its checkpoint as it is.
-        save(&gnet, total)?;
-    }
     let wall = began.elapsed().as_secs_f64();
 
     // Final evaluation and reports.

@@ -43,7 +43,58 @@ pub struct GpuNet {
     sgd: Vec<usize>,
 }
 
+/// Lowers the buffer limit [`GpuNet::buffer_limit`] uses below the adapter's, in bytes. For tests
+/// only: it lets a small network on a small batch hit the "batch too large" refusal.
+pub const MAX_BUFFER_ENV: &str = "DLSVM_MAX_BUFFER_BYTES";
+
 impl GpuNet {
+    /// The largest buffer a network may allocate and bind, in bytes, and the limit's name: the
+    /// adapter's storage-buffer binding size or buffer size, whichever is smaller, or
+    /// [`MAX_BUFFER_ENV`] when set lower.
+    pub fn buffer_limit(gpu: &Gpu) -> (u64, &'static str) {
+        let l = &gpu.limits;
+        let mut limit = if l.max_storage_buffer_binding_size <= l.max_buffer_size {
+            (l.max_storage_buffer_binding_size, "max_storage_buffer_binding_size")
+        } else {
+            (l.max_buffer_size, "max_buffer_size")
+        };
+        if let Some(v) = std::env::var(MAX_BUFFER_ENV).ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            if v < limit.0 {
+                limit = (v, MAX_BUFFER_ENV);
+            }
+        }
+        limit
+    }
+
+    /// The largest batch of `net` whose buffers fit this device.
+    pub fn max_batch(gpu: &Gpu, net: &Net) -> usize {
+        let (_, per_sample) = net.largest_activation();
+        let (limit, _) = Self::buffer_limit(gpu);
+        usize::try_from(limit / per_sample.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// Refuses a batch whose largest buffer exceeds the device's limit, before anything is
+    /// allocated: one line naming the buffer, the limit and the largest batch that fits.
+    pub fn check_batch_fits(gpu: &Gpu, net: &Net, batch: usize) -> Result<(), String> {
+        let (dim, per_sample) = net.largest_activation();
+        let (limit, name) = Self::buffer_limit(gpu);
+        let need = per_sample.saturating_mul(batch as u64);
+        if need <= limit {
+            return Ok(());
+        }
+        let max = Self::max_batch(gpu, net);
+        let fix = if max == 0 {
+            format!("not even one sample fits: make the network's {dim} activation smaller")
+        } else {
+            format!("the largest batch that fits is {max} (use --batch {max})")
+        };
+        Err(format!(
+            "batch {batch} of network {} needs a {need}-byte buffer for its {dim} activation ({per_sample} bytes per \
+             sample), more than adapter {}'s {name} of {limit} bytes; {fix}",
+            net.config.name, gpu.info.name
+        ))
+    }
+
     /// Allocates and prepares everything for `batch` samples per step, starting from `init`.
     pub fn new(
         gpu: &Gpu,

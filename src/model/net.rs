@@ -305,6 +305,15 @@ impl Net {
         self.dims[0].len()
     }
 
+    /// The largest activation of one sample (the input included) and its size in bytes. Every
+    /// per-batch buffer of a [`GpuNet`](super::GpuNet) (an activation, its gradient, a fused ReLU's
+    /// pre-activation gradient, max-pool indices) holds batch x one activation's 4-byte values, so
+    /// this one decides the largest batch a device can hold.
+    pub fn largest_activation(&self) -> (Dim, u64) {
+        let d = self.dims.iter().copied().max_by_key(Dim::len).unwrap_or(Dim { c: 0, h: 0, w: 0 });
+        (d, d.len() as u64 * 4)
+    }
+
     /// Multiply-adds of one forward pass per sample (for throughput figures).
     pub fn forward_macs(&self) -> u64 {
         self.layers
