@@ -16,6 +16,9 @@
 //! by about the size of one term (~0.3), far above the allowance even at len = 5e5 (7e-3).
 //! Element-wise kernels are held to one or a few ulps. These numbers are never loosened to make a
 //! test pass: a failure is a bug to find.
+//!
+//! Inputs of another magnitude (the stress test's 1e30 and 1e-30) use [`Tol::scaled`]: the absolute
+//! term follows the size of the terms, the relative term stays.
 
 use std::fmt;
 
@@ -28,6 +31,15 @@ pub struct Tol {
 impl Tol {
     pub const fn new(atol: f64, rtol: f64) -> Self {
         Tol { atol, rtol }
+    }
+    /// The same tolerance for inputs `magnitude` times the unit range it is written for: the
+    /// absolute term is in units of the terms' size, so it scales with the output (for a GEMM of A
+    /// scaled by 1e30 and B by 1e-30, by 1e30·1e-30 = 1); the relative term is unchanged. This is no
+    /// loosening: scaling every input by a power of two scales the f32 computation exactly (while
+    /// nothing overflows or turns subnormal), so the scaled comparison passes if and only if the
+    /// unit one does. `magnitude` 1 returns `self`.
+    pub fn scaled(self, magnitude: f64) -> Tol {
+        Tol { atol: self.atol * magnitude, rtol: self.rtol }
     }
     /// The allowed |gpu - ref| for a reference value `want` behind a sum of `len` terms.
     pub fn allowance(&self, want: f64, len: usize) -> f64 {
