@@ -80,7 +80,10 @@ fn check_json_reports_every_row() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("valid JSON");
     let rows = v["rows"].as_array().expect("rows");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["kernel"].as_str()).collect();
-    assert_eq!(names, ["maxpool fwd", "maxpool bwd gather", "maxpool bwd passes", "avgpool fwd", "avgpool bwd"]);
+    assert_eq!(
+        names,
+        ["maxpool fwd", "maxpool bwd gather", "maxpool bwd passes", "avgpool fwd", "avgpool bwd"]
+    );
     assert!(rows.iter().all(|r| r["passed"] == true && r["shapes"].as_u64() > Some(0)));
     assert_eq!(v["passed"], true);
 }
