@@ -119,6 +119,9 @@ fn maxpool_bwd(
 // disjoint windows, so pass (ay, ax) lets every output oy ≡ ay (mod ny), ox ≡ ax (mod nx) add its
 // gradient to its argmax with no other invocation touching that element: no atomics, a fixed
 // order of additions, and one invocation per output instead of a gather over covering windows.
+@group(0) @binding(0) var<storage, read_write> zdx: array<f32>;
+@group(0) @binding(1) var<uniform> pz: Params;
+
 @compute @workgroup_size(WG, 1, 1)
 fn maxpool_zero(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -126,8 +129,8 @@ fn maxpool_zero(
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
     let i = lin(wid, nwg, lid);
-    if (i < pb.planes * pb.h * pb.w) {
-        bdx[i] = 0.0;
+    if (i < pz.planes * pz.h * pz.w) {
+        zdx[i] = 0.0;
     }
 }
 

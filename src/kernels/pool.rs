@@ -36,7 +36,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[
         ("maxpool_fwd", 1, 2),
         ("maxpool_bwd", 2, 1),
-        ("maxpool_zero", 2, 1),
+        ("maxpool_zero", 0, 1),
         ("maxpool_bwd_pass", 2, 1),
         ("avgpool_fwd", 1, 1),
         ("avgpool_bwd", 1, 1),
@@ -134,8 +134,7 @@ pub fn maxpool_backward(
         }
         MaxPoolBwdVariant::Passes => {
             let zero = grid_for(gpu, s.x_len(), WG);
-            let mut ops =
-                vec![gpu.prepare(&op, &SHADER, "maxpool_zero", &spec(), &[dy, idx], &[dx], &p, zero)?];
+            let mut ops = vec![gpu.prepare(&op, &SHADER, "maxpool_zero", &spec(), &[], &[dx], &p, zero)?];
             let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
             for ay in 0..ny {
                 for ax in 0..nx {
