@@ -158,7 +158,7 @@ fn maxpool_bwd_pass(
     let plane = t / (cx * cy);
     let o = (plane * pb.oh + ay + ty * ny) * pb.ow + ax + tx * nx;
     let k = bidx[o];
-    if (k >= 0) {
+    if (k >= 0 && u32(k) < pb.h * pb.w) {
         let i = plane * pb.h * pb.w + u32(k);
         bdx[i] += bdy[o];
     }

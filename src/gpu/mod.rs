@@ -57,6 +57,10 @@ impl AdapterSummary {
 }
 
 /// The device, its queue, and the caches built on it.
+/// Set to 1 to compile every shader with naga's runtime bounds checks, including the kernels marked
+/// `unchecked` (a debugging aid and a second configuration the CI tests).
+pub const SHADER_CHECKS_ENV: &str = "DLSVM_SHADER_CHECKS";
+
 pub struct Gpu {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
@@ -64,6 +68,9 @@ pub struct Gpu {
     pub info: AdapterSummary,
     pub limits: wgpu::Limits,
     pub timestamps: bool,
+    /// Whether every shader keeps naga's runtime bounds checks ([`SHADER_CHECKS_ENV`] = 1), even
+    /// those marked `unchecked`.
+    pub shader_checks: bool,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<(usize, usize), Arc<Layouts>>>,
     dummy: Tensor,
@@ -189,6 +196,7 @@ impl Gpu {
             queue,
             limits: req,
             timestamps,
+            shader_checks: std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             dummy,
@@ -273,9 +281,11 @@ impl Gpu {
             label: Some(&label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         };
-        let module = if shader.unchecked {
-            // SAFETY: only shaders marked `unchecked` (the probes, whose every index is computed from
-            // its own bounds-checked invocation id) skip the runtime checks.
+        let module = if shader.unchecked && !self.shader_checks {
+            // SAFETY: only shaders marked `unchecked` skip the runtime checks: those whose every
+            // storage index is clamped to, or guarded by, the logical size of its tensor (see
+            // `ShaderDef::unchecked`), and every launch goes through `prepare`, whose callers check
+            // each bound tensor's length against the shape first.
             unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         } else {
             self.device.create_shader_module(desc)

@@ -35,8 +35,11 @@ pub struct ShaderDef {
     pub entries: &'static [(&'static str, usize, usize)],
     /// Every specialization the crate uses (each is validated by naga in the tests).
     pub specs: fn() -> Vec<Spec>,
-    /// Build without naga's runtime bounds checks (only for shaders whose indexing cannot leave
-    /// their buffers, such as the ceiling probes).
+    /// Build without naga's runtime bounds checks. Only for shaders whose every storage index is
+    /// clamped to, or guarded by, the logical size of its tensor, with no index read from data
+    /// unless it is range-checked first; the host checks every tensor's length before a launch.
+    /// The checks cost 1.5-2x in the blocked GEMM and conv kernels on lavapipe (BENCHMARKS.md).
+    /// `DLSVM_SHADER_CHECKS=1` turns them back on for every shader.
     pub unchecked: bool,
 }
 

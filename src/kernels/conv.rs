@@ -76,7 +76,7 @@ pub static SHADER: ShaderDef = ShaderDef {
         ("conv_bwd_weight_reduce", 1, 1),
     ],
     specs,
-    unchecked: false,
+    unchecked: true,
 };
 
 fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {
@@ -203,7 +203,7 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/conv_wgrad.wgsl"),
     entries: &[("conv_bwd_weight_rows", 2, 1)],
     specs: wgrad_specs,
-    unchecked: false,
+    unchecked: true,
 };
 
 /// Batch samples per slice of the split weight gradient: about 1024 output positions per

@@ -117,7 +117,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/gemm.wgsl"),
     entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
     specs,
-    unchecked: false,
+    unchecked: true,
 };
 
 pub static SHADER4: ShaderDef = ShaderDef {
@@ -125,7 +125,7 @@ pub static SHADER4: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/gemm4.wgsl"),
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,
-    unchecked: false,
+    unchecked: true,
 };
 
 /// `c = op(a) · op(b)` with `ep` applied; see [`crate::cpu::gemm`].

@@ -42,7 +42,8 @@ pub static SHADER: ShaderDef = ShaderDef {
         ("avgpool_bwd", 1, 1),
     ],
     specs,
-    unchecked: false,
+    // Indices are clamped or guarded; the argmax read in maxpool_bwd_pass is range-checked.
+    unchecked: true,
 };
 
 fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {
