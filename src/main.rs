@@ -255,8 +255,35 @@ fn install_interrupt_handler() {
     }
 }
 
+/// The most synthetic faces `train --synth-count` and `data synth --count` make (48x48 each).
+const MAX_SYNTH: usize = 200_000;
+
+fn check_synth_count(flag: &str, count: usize) -> Result<(), Failure> {
+    if count == 0 || count > MAX_SYNTH {
+        return Err(Failure::input(format!("{flag} {count}: expected 1 to {MAX_SYNTH} synthetic faces")));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            {
+                let _ = e.print();
+                return ExitCode::from(if e.exit_code() == 0 { 0 } else { EXIT_BAD_INPUT });
+            }
+            // One line, like every other error: clap's first line, without its usage block.
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let first = first.trim().strip_prefix("error: ").unwrap_or(first.trim());
+            eprintln!("dlsvm: {first} (see dlsvm --help)");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
@@ -634,6 +661,9 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         check_resume(&out, &config)?;
     }
     let seed = config.train.seed;
+    if a.data.is_none() {
+        check_synth_count("--synth-count", a.synth_count)?;
+    }
     let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, seed)?;
     check_net(&config, source.classes(), &origin)
         .map_err(|f| Failure::input(format!("{} (data: {})", f.message, source.path)))?;
@@ -1018,9 +1048,7 @@ fn predict(adapter: Option<&str>, model_path: &Path, images: &[PathBuf], json: b
 }
 
 fn synth(out: &Path, count: usize, seed: u64) -> Result<u8, Failure> {
-    if count == 0 {
-        return Err(Failure::input("--count must be at least 1"));
-    }
+    check_synth_count("--count", count)?;
     let src = synth::source(count, (count / 5).max(1), seed);
     synth::write_fer_csv(out, &src)
         .map_err(|e| Failure { message: format!("{}: {e}", out.display()), code: EXIT_FAILED })?;

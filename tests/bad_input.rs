@@ -808,6 +808,27 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
         args.extend(extra);
         assert_input_error(case, &dlsvm(&args), &wants);
     }
+    // Usage errors found by the argument parser, and synthetic-data sizes: one line as well.
+    let run_dir = s(&run);
+    let usage: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+        ("an unknown flag", vec!["train", "--no-such-flag"], vec!["--no-such-flag", "dlsvm --help"]),
+        ("a non-numeric --batch", vec!["train", "--batch", "many"], vec!["many", "--batch"]),
+        ("an unknown command", vec!["fly"], vec!["fly"]),
+        (
+            "zero synthetic faces",
+            vec!["train", "--synth-count", "0", "--out", run_dir],
+            vec!["--synth-count 0"],
+        ),
+        (
+            "too many synthetic faces",
+            vec!["train", "--synth-count", "100000000", "--out", run_dir],
+            vec!["--synth-count 100000000", "200000"],
+        ),
+        ("data synth --count 0", vec!["data", "synth", "--out", run_dir, "--count", "0"], vec!["--count 0"]),
+    ];
+    for (case, args, wants) in usage {
+        assert_input_error(case, &dlsvm(&args), &wants);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
