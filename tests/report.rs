@@ -116,6 +116,36 @@ fn metrics_csv_round_trip_across_reopen() {
     assert_eq!(lines[2].split(',').nth(7), Some(""));
 }
 
+/// A kill during a row's write leaves a torn last line (rows are written whole, newline included):
+/// dropped on reading, so `--resume` works; a bad row elsewhere is still an error.
+#[test]
+fn metrics_csv_torn_last_row_is_dropped() {
+    let dir = scratch("csv-torn");
+    let path = dir.join("metrics.csv");
+    let rows = [row(1.0, true), row(2.0, false)];
+    {
+        let mut csv = MetricsCsv::open(&path).unwrap();
+        csv.append(&rows[0]).unwrap();
+        csv.append(&rows[1]).unwrap();
+    }
+    let full = std::fs::read(&path).unwrap();
+    let last_start = full[..full.len() - 1].iter().rposition(|&b| b == b'\n').unwrap() + 1;
+    for cut in last_start + 1..full.len() {
+        std::fs::write(&path, &full[..cut]).unwrap();
+        let got = read_metrics(&path).unwrap_or_else(|e| panic!("cut at byte {cut}: {e}"));
+        assert_eq!(got, rows[..1], "cut at byte {cut}");
+    }
+    let header_end = full.iter().position(|&b| b == b'\n').unwrap();
+    std::fs::write(&path, &full[..header_end / 2]).unwrap();
+    assert_eq!(read_metrics(&path).unwrap(), vec![], "a torn header");
+    let mut bad = full[..last_start].to_vec();
+    bad.extend_from_slice(b"not,a,row\n");
+    bad.extend_from_slice(&full[last_start..]);
+    std::fs::write(&path, &bad).unwrap();
+    let err = read_metrics(&path).unwrap_err();
+    assert!(err.contains("metrics.csv:3:"), "{err}");
+}
+
 #[test]
 fn metrics_csv_header_written_for_empty_existing_file() {
     let dir = scratch("csv-empty");

@@ -245,70 +245,38 @@ pub fn conv2d_backward_weight(
         ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
         v => v,
     };
-    match variant {
-        ConvBwdWeightVariant::Rows => {
-            let spp = samples_per_slice(s);
-            let slices = s.n.div_ceil(spp);
-            p.spp = to_u32(&op, "samples per slice", spp)?;
-            p.slices = to_u32(&op, "slices", slices)?;
-            let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
-            let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
-            let mut groups = grid_1d(slices * row_groups, gpu.max_groups());
-            groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
-            let rows = gpu.prepare(
-                &op,
-                &WGRAD_SHADER,
-                "conv_bwd_weight_rows",
-                &wgrad_spec(p.kw),
-                &[x, dy],
-                &[&partial],
-                &p,
-                groups,
-            )?;
-            let reduce = gpu.prepare(
-                &op,
-                &SHADER,
-                "conv_bwd_weight_reduce",
-                &spec(),
-                &[&partial],
-                &[dw],
-                &p,
-                grid_for(gpu, s.w_len(), CONV_WG),
-            )?;
-            Ok(vec![rows, reduce])
-        }
-        ConvBwdWeightVariant::Direct => {
-            let groups = grid_1d(s.w_len(), gpu.max_groups());
-            Ok(vec![gpu.prepare(&op, &SHADER, "conv_bwd_weight", &spec(), &[x, dy], &[dw], &p, groups)?])
-        }
-        ConvBwdWeightVariant::Split => {
-            let spp = samples_per_slice(s);
-            let slices = s.n.div_ceil(spp);
-            p.spp = to_u32(&op, "samples per slice", spp)?;
-            p.slices = to_u32(&op, "slices", slices)?;
-            let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
-            let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);
-            let split = gpu.prepare(
-                &op,
-                &SHADER,
-                "conv_bwd_weight_split",
-                &spec(),
-                &[x, dy],
-                &[&partial],
-                &p,
-                grid_for(gpu, threads, CONV_WG),
-            )?;
-            let reduce = gpu.prepare(
-                &op,
-                &SHADER,
-                "conv_bwd_weight_reduce",
-                &spec(),
-                &[&partial],
-                &[dw],
-                &p,
-                grid_for(gpu, s.w_len(), CONV_WG),
-            )?;
-            Ok(vec![split, reduce])
-        }
+    if variant == ConvBwdWeightVariant::Direct {
+        let groups = grid_1d(s.w_len(), gpu.max_groups());
+        return Ok(vec![gpu.prepare(
+            &op,
+            &SHADER,
+            "conv_bwd_weight",
+            &spec(),
+            &[x, dy],
+            &[dw],
+            &p,
+            groups,
+        )?]);
     }
+    // Split and Rows: partial sums per batch slice, then their fixed-order sum into dw.
+    let spp = samples_per_slice(s);
+    let slices = s.n.div_ceil(spp);
+    p.spp = to_u32(&op, "samples per slice", spp)?;
+    p.slices = to_u32(&op, "slices", slices)?;
+    let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
+    let partials = if variant == ConvBwdWeightVariant::Rows {
+        let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
+        let mut groups = grid_1d(slices * row_groups, gpu.max_groups());
+        groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
+        let sp = wgrad_spec(p.kw);
+        gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_rows", &sp, &[x, dy], &[&partial], &p, groups)?
+    } else {
+        let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);
+        let groups = grid_for(gpu, threads, CONV_WG);
+        gpu.prepare(&op, &SHADER, "conv_bwd_weight_split", &spec(), &[x, dy], &[&partial], &p, groups)?
+    };
+    let groups = grid_for(gpu, s.w_len(), CONV_WG);
+    let reduce =
+        gpu.prepare(&op, &SHADER, "conv_bwd_weight_reduce", &spec(), &[&partial], &[dw], &p, groups)?;
+    Ok(vec![partials, reduce])
 }

@@ -163,9 +163,14 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> std::io::Result<()> {
 }
 
 /// Reads a `metrics.csv` back. Blank lines are skipped; an empty file (or one with only the
-/// header) gives no rows. Errors name the file and the 1-based line: `path:line: message`.
+/// header) gives no rows. Every row is written with its newline in one write, so a last line
+/// without one is a write torn by a kill: it is dropped (it may even parse, as a cut number).
+/// Errors name the file and the 1-based line: `path:line: message`.
 pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRow>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !bytes.ends_with(b"\n") {
+        bytes.truncate(bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1));
+    }
     let text = String::from_utf8(bytes).map_err(|e| format!("{}: not UTF-8 text: {e}", path.display()))?;
     let mut rows = Vec::new();
     let mut seen_header = false;
