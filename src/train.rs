@@ -250,11 +250,14 @@ pub fn run(
     let end = opts.stop_after.map_or(total, |s| s.clamp(start, total));
     std::fs::write(opts.out.join("config.toml"), config.to_toml()).map_err(io(&opts.out))?;
     let metrics_path = opts.out.join("metrics.csv");
+    // The divergence test compares with the run's first logged loss, from before a resume too.
+    let mut history_first_loss: Option<f64> = None;
     match &resumed {
         // Rows past the checkpoint belong to steps that will run again.
         Some(ck) if metrics_path.exists() => {
             let rows = report::read_metrics(&metrics_path).map_err(TrainError::Input)?;
             let kept: Vec<MetricsRow> = rows.into_iter().filter(|r| r.step <= ck.step).collect();
+            history_first_loss = kept.iter().map(|r| r.train_loss).find(|l| l.is_finite());
             report::write_metrics(&metrics_path, &kept).map_err(io(&metrics_path))?;
         }
         Some(_) => {}
@@ -378,7 +381,7 @@ pub fn run(
     let began = Instant::now();
     let mut window_samples = 0u64; // samples since the last metrics read
     let mut epoch = (0.0f64, 0u64, 0u64, 0u64); // loss sum, correct, samples, steps
-    let mut first_logged: Option<f64> = None;
+    let mut first_logged: Option<f64> = history_first_loss;
     let mut prev: Option<wgpu::SubmissionIndex> = None;
     let mut images_done = 0u64;
     let mut last_row: Option<MetricsRow> = None;
