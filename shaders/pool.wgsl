@@ -224,3 +224,43 @@ fn avgpool_bwd(
     }
     gdx[i] = acc;
 }
+
+// Average backward by passes (see maxpool_bwd_pass): dx zeroed first by maxpool_zero; in pass
+// (ay, ax) each output oy ≡ ay (mod ny), ox ≡ ax (mod nx) adds dy / count to its whole window, and
+// no two outputs of a pass share an element.
+@compute @workgroup_size(WG, 1, 1)
+fn avgpool_bwd_pass(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ny = (pg.kh + pg.sy - 1u) / pg.sy;
+    let nx = (pg.kw + pg.sx - 1u) / pg.sx;
+    let ay = pg.phase / nx;
+    let ax = pg.phase % nx;
+    if (ay >= pg.oh || ax >= pg.ow) {
+        return;
+    }
+    let cy = (pg.oh - ay + ny - 1u) / ny;
+    let cx = (pg.ow - ax + nx - 1u) / nx;
+    let t = lin(wid, nwg, lid);
+    if (t >= pg.planes * cy * cx) {
+        return;
+    }
+    let tx = t % cx;
+    let ty = (t / cx) % cy;
+    let plane = t / (cx * cy);
+    let oy = ay + ty * ny;
+    let ox = ax + tx * nx;
+    let y0 = win_lo(oy, pg.sy, pg.py);
+    let y1 = win_hi(oy, pg.sy, pg.py, pg.kh, pg.h);
+    let x0 = win_lo(ox, pg.sx, pg.px);
+    let x1 = win_hi(ox, pg.sx, pg.px, pg.kw, pg.w);
+    let g = gdy[(plane * pg.oh + oy) * pg.ow + ox] / f32(max((y1 - y0) * (x1 - x0), 1u));
+    let base = plane * pg.h * pg.w;
+    for (var iy = y0; iy < y1; iy++) {
+        for (var ix = x0; ix < x1; ix++) {
+            gdx[base + iy * pg.w + ix] += g;
+        }
+    }
+}

@@ -226,8 +226,9 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
         name: format!("{name}_{}", if backward { "bwd" } else { "fwd" }),
         variant: match (max, backward) {
             (true, true) => format!("max {}", v.name()),
+            (false, true) => format!("avg {}", v.name()),
             (true, false) => "max".into(),
-            _ => "avg".into(),
+            (false, false) => "avg".into(),
         },
         shape: s.to_string(),
         work: Work::Bytes(bytes),
@@ -235,7 +236,7 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
             (true, false) => check::maxpool_fwd_case(g, small, 1),
             (true, true) => check::maxpool_bwd_case_variant(g, small, v, 1),
             (false, false) => check::avgpool_fwd_case(g, small, 1),
-            (false, true) => check::avgpool_bwd_case(g, small, 1),
+            (false, true) => check::avgpool_bwd_case_variant(g, small, v, 1),
         }),
         build: Box::new(move |g| {
             let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
@@ -248,7 +249,7 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
                 (true, false) => vec![pool::maxpool_forward(g, &s, &x, &y, &idx)?],
                 (true, true) => pool::maxpool_backward(g, &s, &y, &idx, &x, v)?,
                 (false, false) => vec![pool::avgpool_forward(g, &s, &x, &y)?],
-                (false, true) => vec![pool::avgpool_backward(g, &s, &y, &x)?],
+                (false, true) => pool::avgpool_backward(g, &s, &y, &x, v)?,
             }])
         }),
     }
@@ -377,7 +378,7 @@ fn jobs(variants: bool) -> Vec<Job> {
         let name = format!("pool{}", i + 1);
         let d = pool::MaxPoolBwdVariant::DEFAULT;
         jobs.push(pool_job(&name, s, i == 0, false, d));
-        let pv = if variants && i == 0 { pool::MaxPoolBwdVariant::all().to_vec() } else { vec![d] };
+        let pv = if variants { pool::PoolBwdVariant::all().to_vec() } else { vec![d] };
         for v in pv {
             jobs.push(pool_job(&name, s, i == 0, true, v));
         }

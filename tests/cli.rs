@@ -82,7 +82,14 @@ fn check_json_reports_every_row() {
     let names: Vec<&str> = rows.iter().filter_map(|r| r["kernel"].as_str()).collect();
     assert_eq!(
         names,
-        ["maxpool fwd", "maxpool bwd gather", "maxpool bwd passes", "avgpool fwd", "avgpool bwd"]
+        [
+            "maxpool fwd",
+            "maxpool bwd gather",
+            "maxpool bwd passes",
+            "avgpool fwd",
+            "avgpool bwd gather",
+            "avgpool bwd passes"
+        ]
     );
     assert!(rows.iter().all(|r| r["passed"] == true && r["shapes"].as_u64() > Some(0)));
     assert_eq!(v["passed"], true);

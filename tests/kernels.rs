@@ -223,7 +223,9 @@ fn pool_all(s: Pool2dShape) {
         pass(check::maxpool_bwd_case_variant(g, s, v, 2));
     }
     pass(check::avgpool_fwd_case(g, s, 3));
-    pass(check::avgpool_bwd_case(g, s, 4));
+    for v in dlsvm::kernels::pool::PoolBwdVariant::all() {
+        pass(check::avgpool_bwd_case_variant(g, s, v, 4));
+    }
 }
 
 #[test]

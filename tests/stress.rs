@@ -558,9 +558,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::avgpool_fwd_case_scaled(g, s, sd, scale_or(rng, &HUGE))
         }
         Family::AvgpoolBwd => {
+            let all = MaxPoolBwdVariant::all();
+            let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
-            pool_keys(&s, &mut keys, "avgpool bwd");
-            check::avgpool_bwd_case_scaled(g, s, sd, scale_or(rng, &HUGE))
+            pool_keys(&s, &mut keys, &format!("avgpool bwd {}", v.name()));
+            check::avgpool_bwd_case_full(g, s, sd, scale_or(rng, &HUGE), v)
         }
         Family::ReluFwd | Family::ReluBwd => {
             let n = elementwise_len(rng);
@@ -722,8 +724,9 @@ fn required_keys(re: Regimes) -> Vec<String> {
     }
     keys.push("conv bwd_weight extreme scales".into());
     keys.extend(["conv bwd_bias accumulate=false", "conv bwd_bias accumulate=true"].map(String::from));
-    let mut pools: Vec<String> = vec!["maxpool fwd".into(), "avgpool fwd".into(), "avgpool bwd".into()];
+    let mut pools: Vec<String> = vec!["maxpool fwd".into(), "avgpool fwd".into()];
     pools.extend(MaxPoolBwdVariant::all().map(|v| format!("maxpool bwd {}", v.name())));
+    pools.extend(MaxPoolBwdVariant::all().map(|v| format!("avgpool bwd {}", v.name())));
     for fam in pools {
         for what in ["overlapping windows", "ceil mode", "padding"] {
             keys.push(format!("{fam} {what}"));

@@ -460,6 +460,16 @@ pub fn avgpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseRepo
     avgpool_bwd_case_scaled(gpu, s, seed, 1.0)
 }
 
+/// [`avgpool_bwd_case`] for one kernel variant.
+pub fn avgpool_bwd_case_variant(
+    gpu: &Gpu,
+    s: Pool2dShape,
+    variant: kernels::pool::PoolBwdVariant,
+    seed: u64,
+) -> Result<CaseReport, GpuError> {
+    avgpool_bwd_case_full(gpu, s, seed, 1.0, variant)
+}
+
 /// [`avgpool_bwd_case`] with dy uniform in [-scale, scale).
 pub fn avgpool_bwd_case_scaled(
     gpu: &Gpu,
@@ -467,18 +477,29 @@ pub fn avgpool_bwd_case_scaled(
     seed: u64,
     scale: f64,
 ) -> Result<CaseReport, GpuError> {
+    avgpool_bwd_case_full(gpu, s, seed, scale, kernels::pool::PoolBwdVariant::DEFAULT)
+}
+
+/// [`avgpool_bwd_case_scaled`] for one kernel variant.
+pub fn avgpool_bwd_case_full(
+    gpu: &Gpu,
+    s: Pool2dShape,
+    seed: u64,
+    scale: f64,
+    variant: kernels::pool::PoolBwdVariant,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(seed);
     let dy = rng.vec_scaled(s.y_len(), scale);
     let tdy = up(gpu, &dy)?;
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
-    let d = kernels::pool::avgpool_backward(gpu, &s, &tdy, &tdx)?;
-    gpu.run(&[&d])?;
+    let ops = kernels::pool::avgpool_backward(gpu, &s, &tdy, &tdx, variant)?;
+    gpu.run(&ops.iter().collect::<Vec<_>>())?;
     let got = gpu.download_f32(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::avgpool_backward(&s, &widen(&dy), &mut want);
     let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
     let shape = format!("{s}{}", scale_note(&[scale]));
-    Ok(Comparison::new("avgpool bwd", shape, tol::AVGPOOL.scaled(scale))
+    Ok(Comparison::new(&format!("avgpool bwd {}", variant.name()), shape, tol::AVGPOOL.scaled(scale))
         .floats("dx", &got, &want, overlap)
         .finish())
 }

@@ -194,7 +194,12 @@ pub fn suite() -> Vec<SuiteCase> {
             );
         }
         add("avgpool fwd".into(), Box::new(move |g| avgpool_fwd_case(g, s, sd)));
-        add("avgpool bwd".into(), Box::new(move |g| avgpool_bwd_case(g, s, sd)));
+        for v in crate::kernels::pool::PoolBwdVariant::all() {
+            add(
+                format!("avgpool bwd {}", v.name()),
+                Box::new(move |g| avgpool_bwd_case_variant(g, s, v, sd)),
+            );
+        }
     }
 
     // Element-wise, losses, optimizer, reductions.

@@ -40,6 +40,7 @@ pub static SHADER: ShaderDef = ShaderDef {
         ("maxpool_bwd_pass", 2, 1),
         ("avgpool_fwd", 1, 1),
         ("avgpool_bwd", 1, 1),
+        ("avgpool_bwd_pass", 1, 1),
     ],
     specs,
     // Indices are clamped or guarded; the argmax read in maxpool_bwd_pass is range-checked.
@@ -91,27 +92,54 @@ pub fn maxpool_forward(
     gpu.prepare(&op, &SHADER, "maxpool_fwd", &spec(), &[x], &[y, idx], &p, groups)
 }
 
-/// Max-pool backward variants; both are covered by the tests.
+/// Pool backward variants (max and average); both are covered by the tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MaxPoolBwdVariant {
+pub enum PoolBwdVariant {
     /// One invocation per input element gathering from the windows that cover it.
     Gather,
     /// Zero dx, then ceil(kh/sy)·ceil(kw/sx) passes over disjoint-window outputs, each adding its
-    /// gradient at its argmax.
+    /// gradient at its argmax (max) or over its window (average).
     Passes,
 }
 
-impl MaxPoolBwdVariant {
-    pub const DEFAULT: MaxPoolBwdVariant = MaxPoolBwdVariant::Passes;
-    pub fn all() -> [MaxPoolBwdVariant; 2] {
-        [MaxPoolBwdVariant::Gather, MaxPoolBwdVariant::Passes]
+/// The max-pool backward's variants.
+pub type MaxPoolBwdVariant = PoolBwdVariant;
+
+impl PoolBwdVariant {
+    pub const DEFAULT: PoolBwdVariant = PoolBwdVariant::Passes;
+    pub fn all() -> [PoolBwdVariant; 2] {
+        [PoolBwdVariant::Gather, PoolBwdVariant::Passes]
     }
     pub fn name(&self) -> &'static str {
         match self {
-            MaxPoolBwdVariant::Gather => "gather",
-            MaxPoolBwdVariant::Passes => "passes",
+            PoolBwdVariant::Gather => "gather",
+            PoolBwdVariant::Passes => "passes",
         }
     }
+}
+
+/// The zeroing of dx and one dispatch of `entry` per pass, for the disjoint-window backwards.
+fn passes(
+    gpu: &Gpu,
+    op: &str,
+    s: &Pool2dShape,
+    mut p: PoolParams,
+    entry: &'static str,
+    inputs: &[&Tensor],
+    dx: &Tensor,
+) -> Result<Vec<Dispatch>, GpuError> {
+    let zero = grid_for(gpu, s.x_len(), WG);
+    let mut ops = vec![gpu.prepare(op, &SHADER, "maxpool_zero", &spec(), &[], &[dx], &p, zero)?];
+    let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
+    for ay in 0..ny.min(s.oh()) {
+        for ax in 0..nx.min(s.ow()) {
+            p.phase = to_u32(op, "pass", ay * nx + ax)?;
+            let outputs = s.planes() * (s.oh() - ay).div_ceil(ny) * (s.ow() - ax).div_ceil(nx);
+            let groups = grid_for(gpu, outputs, WG);
+            ops.push(gpu.prepare(op, &SHADER, entry, &spec(), inputs, &[dx], &p, groups)?);
+        }
+    }
+    Ok(ops)
 }
 
 /// See [`crate::cpu::maxpool_backward`]. Returns the dispatches to run in order.
@@ -124,7 +152,7 @@ pub fn maxpool_backward(
     variant: MaxPoolBwdVariant,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let op = format!("maxpool_backward {s}");
-    let mut p = params(&op, s)?;
+    let p = params(&op, s)?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_idx(&op, idx, s.y_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
@@ -133,32 +161,7 @@ pub fn maxpool_backward(
             let groups = grid_for(gpu, s.x_len(), WG);
             Ok(vec![gpu.prepare(&op, &SHADER, "maxpool_bwd", &spec(), &[dy, idx], &[dx], &p, groups)?])
         }
-        MaxPoolBwdVariant::Passes => {
-            let zero = grid_for(gpu, s.x_len(), WG);
-            let mut ops = vec![gpu.prepare(&op, &SHADER, "maxpool_zero", &spec(), &[], &[dx], &p, zero)?];
-            let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
-            for ay in 0..ny {
-                for ax in 0..nx {
-                    if ay >= s.oh() || ax >= s.ow() {
-                        continue;
-                    }
-                    p.phase = to_u32(&op, "pass", ay * nx + ax)?;
-                    let outputs = s.planes() * (s.oh() - ay).div_ceil(ny) * (s.ow() - ax).div_ceil(nx);
-                    let groups = grid_for(gpu, outputs, WG);
-                    ops.push(gpu.prepare(
-                        &op,
-                        &SHADER,
-                        "maxpool_bwd_pass",
-                        &spec(),
-                        &[dy, idx],
-                        &[dx],
-                        &p,
-                        groups,
-                    )?);
-                }
-            }
-            Ok(ops)
-        }
+        MaxPoolBwdVariant::Passes => passes(gpu, &op, s, p, "maxpool_bwd_pass", &[dy, idx], dx),
     }
 }
 
@@ -172,12 +175,23 @@ pub fn avgpool_forward(gpu: &Gpu, s: &Pool2dShape, x: &Tensor, y: &Tensor) -> Re
     gpu.prepare(&op, &SHADER, "avgpool_fwd", &spec(), &[x], &[y], &p, groups)
 }
 
-/// See [`crate::cpu::avgpool_backward`].
-pub fn avgpool_backward(gpu: &Gpu, s: &Pool2dShape, dy: &Tensor, dx: &Tensor) -> Result<Dispatch, GpuError> {
+/// See [`crate::cpu::avgpool_backward`]. Returns the dispatches to run in order.
+pub fn avgpool_backward(
+    gpu: &Gpu,
+    s: &Pool2dShape,
+    dy: &Tensor,
+    dx: &Tensor,
+    variant: PoolBwdVariant,
+) -> Result<Vec<Dispatch>, GpuError> {
     let op = format!("avgpool_backward {s}");
     let p = params(&op, s)?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
-    let groups = grid_for(gpu, s.x_len(), WG);
-    gpu.prepare(&op, &SHADER, "avgpool_bwd", &spec(), &[dy], &[dx], &p, groups)
+    match variant {
+        PoolBwdVariant::Gather => {
+            let groups = grid_for(gpu, s.x_len(), WG);
+            Ok(vec![gpu.prepare(&op, &SHADER, "avgpool_bwd", &spec(), &[dy], &[dx], &p, groups)?])
+        }
+        PoolBwdVariant::Passes => passes(gpu, &op, s, p, "avgpool_bwd_pass", &[dy], dx),
+    }
 }

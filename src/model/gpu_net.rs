@@ -212,11 +212,12 @@ impl GpuNet {
                 }
                 Layer::AvgPool { shape } => {
                     if let Some(g_in) = g_in {
-                        train_ops.push(pool::avgpool_backward(
+                        train_ops.extend(pool::avgpool_backward(
                             gpu,
                             &Pool2dShape { n: batch, ..shape },
                             g_out,
                             g_in,
+                            pool::PoolBwdVariant::DEFAULT,
                         )?);
                     }
                 }
