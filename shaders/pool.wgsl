@@ -47,6 +47,25 @@ fn cover_last(i: u32, s: u32, pad: u32, o: u32) -> i32 {
     return min(i32((i + pad) / s), i32(o) - 1);
 }
 
+// The output that invocation t handles in pass q.phase of a disjoint-window backward:
+// (plane, oy, ox, 1), or w = 0 when t has none. Pass (ay, ax) covers oy ≡ ay (mod ny),
+// ox ≡ ax (mod nx), with ny = ceil(kh/sy), nx = ceil(kw/sx).
+fn pass_output(q: Params, t: u32) -> vec4<u32> {
+    let ny = (q.kh + q.sy - 1u) / q.sy;
+    let nx = (q.kw + q.sx - 1u) / q.sx;
+    let ay = q.phase / nx;
+    let ax = q.phase % nx;
+    if (ay >= q.oh || ax >= q.ow) {
+        return vec4<u32>(0u);
+    }
+    let cy = (q.oh - ay + ny - 1u) / ny;
+    let cx = (q.ow - ax + nx - 1u) / nx;
+    if (t >= q.planes * cy * cx) {
+        return vec4<u32>(0u);
+    }
+    return vec4<u32>(t / (cx * cy), ay + ((t / cx) % cy) * ny, ax + (t % cx) * nx, 1u);
+}
+
 // ---- max forward: inputs x; outputs y, idx
 @group(0) @binding(0) var<storage, read> mx: array<f32>;
 @group(0) @binding(1) var<storage, read_write> my: array<f32>;
@@ -140,23 +159,12 @@ fn maxpool_bwd_pass(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let ny = (pb.kh + pb.sy - 1u) / pb.sy;
-    let nx = (pb.kw + pb.sx - 1u) / pb.sx;
-    let ay = pb.phase / nx;
-    let ax = pb.phase % nx;
-    if (ay >= pb.oh || ax >= pb.ow) {
+    let at = pass_output(pb, lin(wid, nwg, lid));
+    if (at.w == 0u) {
         return;
     }
-    let cy = (pb.oh - ay + ny - 1u) / ny;
-    let cx = (pb.ow - ax + nx - 1u) / nx;
-    let t = lin(wid, nwg, lid);
-    if (t >= pb.planes * cy * cx) {
-        return;
-    }
-    let tx = t % cx;
-    let ty = (t / cx) % cy;
-    let plane = t / (cx * cy);
-    let o = (plane * pb.oh + ay + ty * ny) * pb.ow + ax + tx * nx;
+    let plane = at.x;
+    let o = (plane * pb.oh + at.y) * pb.ow + at.z;
     let k = bidx[o];
     if (k >= 0 && u32(k) < pb.h * pb.w) {
         let i = plane * pb.h * pb.w + u32(k);
@@ -234,24 +242,13 @@ fn avgpool_bwd_pass(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
 ) {
-    let ny = (pg.kh + pg.sy - 1u) / pg.sy;
-    let nx = (pg.kw + pg.sx - 1u) / pg.sx;
-    let ay = pg.phase / nx;
-    let ax = pg.phase % nx;
-    if (ay >= pg.oh || ax >= pg.ow) {
+    let at = pass_output(pg, lin(wid, nwg, lid));
+    if (at.w == 0u) {
         return;
     }
-    let cy = (pg.oh - ay + ny - 1u) / ny;
-    let cx = (pg.ow - ax + nx - 1u) / nx;
-    let t = lin(wid, nwg, lid);
-    if (t >= pg.planes * cy * cx) {
-        return;
-    }
-    let tx = t % cx;
-    let ty = (t / cx) % cy;
-    let plane = t / (cx * cy);
-    let oy = ay + ty * ny;
-    let ox = ax + tx * nx;
+    let plane = at.x;
+    let oy = at.y;
+    let ox = at.z;
     let y0 = win_lo(oy, pg.sy, pg.py);
     let y1 = win_hi(oy, pg.sy, pg.py, pg.kh, pg.h);
     let x0 = win_lo(ox, pg.sx, pg.px);

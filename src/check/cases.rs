@@ -377,12 +377,8 @@ pub fn maxpool_fwd_case_with(
         .finish())
 }
 
-/// Max-pool backward; the argmax indices come from the reference forward on tie-free inputs.
-pub fn maxpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    maxpool_bwd_case_scaled(gpu, s, seed, 1.0)
-}
-
-/// [`maxpool_bwd_case`] for one kernel variant.
+/// Max-pool backward of one kernel variant; the argmax indices come from the reference forward on
+/// tie-free inputs.
 pub fn maxpool_bwd_case_variant(
     gpu: &Gpu,
     s: Pool2dShape,
@@ -392,17 +388,7 @@ pub fn maxpool_bwd_case_variant(
     maxpool_bwd_case_full(gpu, s, seed, 1.0, variant)
 }
 
-/// [`maxpool_bwd_case`] with dy uniform in [-scale, scale).
-pub fn maxpool_bwd_case_scaled(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    maxpool_bwd_case_full(gpu, s, seed, scale, kernels::pool::MaxPoolBwdVariant::DEFAULT)
-}
-
-/// [`maxpool_bwd_case`] for one kernel variant, with dy uniform in [-scale, scale).
+/// [`maxpool_bwd_case_variant`] with dy uniform in [-scale, scale).
 pub fn maxpool_bwd_case_full(
     gpu: &Gpu,
     s: Pool2dShape,
@@ -456,11 +442,7 @@ pub fn avgpool_fwd_case_scaled(
         .finish())
 }
 
-pub fn avgpool_bwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    avgpool_bwd_case_scaled(gpu, s, seed, 1.0)
-}
-
-/// [`avgpool_bwd_case`] for one kernel variant.
+/// Average-pool backward of one kernel variant.
 pub fn avgpool_bwd_case_variant(
     gpu: &Gpu,
     s: Pool2dShape,
@@ -470,17 +452,7 @@ pub fn avgpool_bwd_case_variant(
     avgpool_bwd_case_full(gpu, s, seed, 1.0, variant)
 }
 
-/// [`avgpool_bwd_case`] with dy uniform in [-scale, scale).
-pub fn avgpool_bwd_case_scaled(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    avgpool_bwd_case_full(gpu, s, seed, scale, kernels::pool::PoolBwdVariant::DEFAULT)
-}
-
-/// [`avgpool_bwd_case_scaled`] for one kernel variant.
+/// [`avgpool_bwd_case_variant`] with dy uniform in [-scale, scale).
 pub fn avgpool_bwd_case_full(
     gpu: &Gpu,
     s: Pool2dShape,
