@@ -211,10 +211,13 @@ pub fn run(
         let ck = checkpoint::load(&ckpt_path)?;
         if ck.config.layers != config.layers
             || ck.config.top != config.top
+            || ck.config.image_size != config.image_size
+            || ck.config.input_size != config.input_size
+            || ck.config.channels != config.channels
             || ck.class_names != source.class_names
         {
             return Err(TrainError::Input(format!(
-                "{}: the checkpoint's network or classes differ from this run's; use another --out or drop --resume",
+                "{}: the checkpoint's network, image size or classes differ from this run's; use another --out or drop --resume",
                 ckpt_path.display()
             )));
         }
