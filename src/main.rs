@@ -887,7 +887,11 @@ fn load_model(gpu: &Gpu, path: &Path, batch: usize) -> Result<(checkpoint::Check
     let ck = checkpoint::load(path).map_err(|e| Failure::input(e.to_string()))?;
     check_net(&ck.config, ck.class_names.len(), &path.display().to_string())?;
     let net = ck.net().map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
-    let g = GpuNet::new(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0)?;
+    // Evaluation's batch does not change its results: take a smaller one where the device needs it.
+    let batch = batch.min(GpuNet::max_batch(gpu, &net));
+    GpuNet::check_batch_fits(gpu, &net, batch.max(1))
+        .map_err(|m| Failure::input(format!("{}: {m}", path.display())))?;
+    let g = GpuNet::new(gpu, &net, batch.max(1), &ck.params, ck.config.train.svm_c, 0)?;
     Ok((ck, g))
 }
 

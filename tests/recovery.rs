@@ -288,6 +288,17 @@ fn batch_over_a_lowered_buffer_limit_is_refused_with_the_largest_that_fits() {
     // The batch it names does fit.
     let ok = dlsvm(&[&base[..], &["--batch", &fits.to_string()]].concat(), &env);
     assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
+    // Evaluation takes a smaller batch under the limit instead of failing, with the same results.
+    let model = out.join("model.safetensors");
+    let eval = ["eval", "--model", s(&model), "--json", "--out", s(&dir)];
+    let (small, full) = (dlsvm(&eval, &env), dlsvm(&eval, &[]));
+    assert_eq!(small.status.code(), Some(0), "{:?}", text(&small));
+    assert_eq!(full.status.code(), Some(0), "{:?}", text(&full));
+    let acc = |o: &Output| -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(text(o).0.trim()).expect("eval --json");
+        v.pointer("/splits").or(v.get("accuracy")).cloned().unwrap_or(v)
+    };
+    assert_eq!(acc(&small), acc(&full), "evaluation at batch {fits} vs 128");
 }
 
 #[test]
