@@ -9,6 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use dlsvm::check::Rng;
 use dlsvm::data::normalize::Normalizer;
 use dlsvm::model::{checkpoint, Net, NetConfig};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -834,27 +835,6 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
 // ---------------------------------------------------------------------------------------------------------
 // Fuzz: random and mutated checkpoint files never make the reader panic.
 
-/// splitmix64, seeded: the same cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
-
 /// A small valid checkpoint, written through the library (no GPU needed).
 fn tiny_checkpoint(path: &Path) -> Vec<u8> {
     let toml = "name = \"fuzz\"\nimage_size = 8\ninput_size = 6\ntop = \"l2svm\"\n\
@@ -889,7 +869,7 @@ fn tiny_checkpoint(path: &Path) -> Vec<u8> {
 fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
     if rng.below(10) == 0 {
         let n = rng.below(300);
-        let mut v: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+        let mut v: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
         if rng.below(2) == 0 && v.len() >= 9 {
             // A plausible header length and a `{`, so the JSON parser sees the noise.
             v[..8].copy_from_slice(&((n as u64).saturating_sub(8 + rng.below(20) as u64)).to_le_bytes());
@@ -940,8 +920,8 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
                     len.saturating_sub(9),
                     (header_end as u64).saturating_sub(8 + rng.below(4) as u64),
                     (header_end as u64) + rng.below(16) as u64,
-                    rng.next(),
-                    rng.next() % 100_000_000,
+                    rng.next_u64(),
+                    rng.next_u64() % 100_000_000,
                 ][rng.below(11)];
                 if v.len() >= 8 {
                     v[..8].copy_from_slice(&n.to_le_bytes());
@@ -949,7 +929,7 @@ fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {
             }
             4 => {
                 let at = rng.below(v.len() + 1);
-                let ins: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next() as u8).collect();
+                let ins: Vec<u8> = (0..1 + rng.below(16)).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at..at, ins);
             }
             _ => {
@@ -970,7 +950,7 @@ const FUZZ_CASES: usize = 2000;
 fn fuzz_checkpoint_reader_never_panics() {
     let dir = TempDir::new("fuzzck");
     let base = tiny_checkpoint(&dir.join("seed.safetensors"));
-    let mut rng = Rng(0xC4EC_4B01);
+    let mut rng = Rng::new(0xC4EC_4B01);
     let path = dir.join("case.safetensors");
     let (mut ok, mut refused) = (0, 0);
     for case in 0..FUZZ_CASES {

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dlsvm::check::Rng;
 use dlsvm::data::normalize::Normalizer;
 use dlsvm::data::{self, DataError, DataSource, Dataset, Format, FER_CLASSES};
 
@@ -628,32 +629,12 @@ fn resize_bilinear_keeps_constants_and_edges() {
 // ---------------------------------------------------------------------------------------------------------
 // Fuzz: mutated files never make a loader panic.
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-}
-
 /// 1 to 4 mutations of `base` (byte flips, interesting bytes, truncation, insertion, duplication), or
 /// purely random bytes.
 fn mutate(rng: &mut Rng, base: &[u8], interesting: &[u8]) -> Vec<u8> {
     if rng.below(10) == 0 {
         let n = rng.below(200);
-        return (0..n).map(|_| rng.next() as u8).collect();
+        return (0..n).map(|_| rng.next_u64() as u8).collect();
     }
     let mut v = base.to_vec();
     for _ in 0..1 + rng.below(4) {
@@ -677,7 +658,7 @@ fn mutate(rng: &mut Rng, base: &[u8], interesting: &[u8]) -> Vec<u8> {
             3 => {
                 let at = rng.below(v.len() + 1);
                 let n = 1 + rng.below(16);
-                let ins: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+                let ins: Vec<u8> = (0..n).map(|_| rng.next_u64() as u8).collect();
                 v.splice(at..at, ins);
             }
             4 => {
@@ -716,7 +697,7 @@ const FUZZ_CASES: usize = 300;
 
 #[test]
 fn fuzz_csv_never_panics() {
-    let mut rng = Rng(0xC5F0);
+    let mut rng = Rng::new(0xC5F0);
     let small = {
         // Rows of 2304 pixels, kept small in bytes by using one-digit values.
         let px = vec!["1"; 2304].join(" ");
@@ -733,7 +714,7 @@ fn fuzz_csv_never_panics() {
 
 #[test]
 fn fuzz_idx_never_panics() {
-    let mut rng = Rng(0x1D8);
+    let mut rng = Rng::new(0x1D8);
     let imgs = idx_images(4, 3, 3, |i| (i * 7) as u8);
     let labels = idx_labels(&[0, 1, 2, 3]);
     for case in 0..FUZZ_CASES {
@@ -765,7 +746,7 @@ fn fuzz_idx_never_panics() {
 
 #[test]
 fn fuzz_image_folder_never_panics() {
-    let mut rng = Rng(0x9E6);
+    let mut rng = Rng::new(0x9E6);
     let png = gray_png(12, 9, |x, y| (x * 20 + y) as u8);
     let jpg = {
         let img = image::GrayImage::from_fn(12, 9, |x, y| image::Luma([(x * 20 + y) as u8]));
