@@ -133,7 +133,7 @@ fn maxpool_bwd(
     bdx[i] = acc;
 }
 
-// ---- max backward by passes: inputs dy, idx; output dx, zeroed first by maxpool_zero.
+// ---- max backward by passes: inputs dy, idx; output dx, zeroed first by pool_zero.
 // Outputs whose rows differ by a multiple of ny = ceil(kh/sy) (columns: nx = ceil(kw/sx)) have
 // disjoint windows, so pass (ay, ax) lets every output oy ≡ ay (mod ny), ox ≡ ax (mod nx) add its
 // gradient to its argmax with no other invocation touching that element: no atomics, a fixed
@@ -142,7 +142,7 @@ fn maxpool_bwd(
 @group(0) @binding(1) var<uniform> pz: Params;
 
 @compute @workgroup_size(WG, 1, 1)
-fn maxpool_zero(
+fn pool_zero(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -233,7 +233,7 @@ fn avgpool_bwd(
     gdx[i] = acc;
 }
 
-// Average backward by passes (see maxpool_bwd_pass): dx zeroed first by maxpool_zero; in pass
+// Average backward by passes (see maxpool_bwd_pass): dx zeroed first by pool_zero; in pass
 // (ay, ax) each output oy ≡ ay (mod ny), ox ≡ ax (mod nx) adds dy / count to its whole window, and
 // no two outputs of a pass share an element.
 @compute @workgroup_size(WG, 1, 1)

@@ -36,7 +36,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[
         ("maxpool_fwd", 1, 2),
         ("maxpool_bwd", 2, 1),
-        ("maxpool_zero", 0, 1),
+        ("pool_zero", 0, 1),
         ("maxpool_bwd_pass", 2, 1),
         ("avgpool_fwd", 1, 1),
         ("avgpool_bwd", 1, 1),
@@ -129,7 +129,7 @@ fn passes(
     dx: &Tensor,
 ) -> Result<Vec<Dispatch>, GpuError> {
     let zero = grid_for(gpu, s.x_len(), WG);
-    let mut ops = vec![gpu.prepare(op, &SHADER, "maxpool_zero", &spec(), &[], &[dx], &p, zero)?];
+    let mut ops = vec![gpu.prepare(op, &SHADER, "pool_zero", &spec(), &[], &[dx], &p, zero)?];
     let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
     for ay in 0..ny.min(s.oh()) {
         for ax in 0..nx.min(s.ow()) {
