@@ -2,87 +2,57 @@
 // Dropout draws its mask from a counter-based hash keyed by (seed, step, element), the same
 // function as src/shapes.rs::hash_u32, so a run is reproducible and the backward recomputes the
 // mask instead of storing it. Specialization: WG. Large grids are folded over x and y.
+// Bindings: params; then per kernel below.
 
-struct Params {
-    n: u32,
-    seed: u32,
-    step: u32,
-    _pad0: u32,
-    // dropout probability and the scale 1 / (1 - p) applied to kept elements
-    prob: f32,
-    scale: f32,
-    _pad1: u32,
-    _pad2: u32,
-}
+@group(0) @binding(0) var<uniform> p: ActParams;
 
-fn lin(wid: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * WG + lid.x;
-}
+// ---- relu_fwd (x -> y), dropout (x -> y forward; dy -> dx backward, the same map)
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
 fn mix32(v: u32) -> u32 {
-    var x = v;
-    x ^= x >> 16u;
-    x *= 0x7feb352du;
-    x ^= x >> 15u;
-    x *= 0x846ca68bu;
-    x ^= x >> 16u;
-    return x;
+    var h = v;
+    h ^= h >> 16u;
+    h *= 0x7feb352du;
+    h ^= h >> 15u;
+    h *= 0x846ca68bu;
+    h ^= h >> 16u;
+    return h;
 }
 
 fn keep(i: u32) -> bool {
-    let h = mix32(i ^ mix32(q.step ^ mix32(q.seed ^ 0x9e3779b9u)));
+    let h = mix32(i ^ mix32(p.step ^ mix32(p.seed ^ 0x9e3779b9u)));
     let u = f32(h >> 8u) * (1.0 / 16777216.0);
-    return u >= q.prob;
+    return u >= p.prob;
 }
 
-// one input, one output: relu_fwd (x -> y), dropout_fwd (x -> y), dropout_bwd (dy -> dx)
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
-@group(0) @binding(2) var<uniform> q: Params;
-
 @compute @workgroup_size(WG, 1, 1)
-fn relu_fwd(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = lin(wid, nwg, lid);
-    if (i >= q.n) {
-        return;
+fn relu_fwd(id: Ids) {
+    let i = thread_index(id, WG);
+    if (i < p.n) {
+        let v = x[i];
+        y[i] = select(0.0, v, v > 0.0);
     }
-    let v = src[i];
-    dst[i] = select(0.0, v, v > 0.0);
 }
 
-// Forward and backward of dropout are the same map: kept elements scaled, dropped ones zeroed.
+// Kept elements scaled by 1 / (1 - p), dropped ones zeroed.
 @compute @workgroup_size(WG, 1, 1)
-fn dropout(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = lin(wid, nwg, lid);
-    if (i >= q.n) {
-        return;
+fn dropout(id: Ids) {
+    let i = thread_index(id, WG);
+    if (i < p.n) {
+        y[i] = select(0.0, x[i] * p.scale, keep(i));
     }
-    dst[i] = select(0.0, src[i] * q.scale, keep(i));
 }
 
-// relu_bwd: inputs y (the forward output), dy; output dx
-@group(0) @binding(0) var<storage, read> ry: array<f32>;
-@group(0) @binding(1) var<storage, read> rdy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> rdx: array<f32>;
-@group(0) @binding(3) var<uniform> qr: Params;
+// ---- relu_bwd: inputs the forward's output, dy; output dx
+@group(0) @binding(1) var<storage, read> relu_out: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 @compute @workgroup_size(WG, 1, 1)
-fn relu_bwd(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = lin(wid, nwg, lid);
-    if (i >= qr.n) {
-        return;
+fn relu_bwd(id: Ids) {
+    let i = thread_index(id, WG);
+    if (i < p.n) {
+        dx[i] = select(0.0, dy[i], relu_out[i] > 0.0);
     }
-    rdx[i] = select(0.0, rdy[i], ry[i] > 0.0);
 }

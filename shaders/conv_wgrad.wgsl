@@ -1,83 +1,171 @@
-// Convolution weight gradient by kernel rows, NCHW, specialized on the kernel width KW.
+// 2-D convolution weight gradient, NCHW:
+// dw[co, ci, ky, kx] = Σ over (b, oy, ox) of dy[b, co, oy, ox] · x[b, ci, oy·sy + ky − py, ox·sx + kx − px].
 //
-// dW[co, ci, ky, kx] = Σ over (b, oy, ox) of dY[b, co, oy, ox] · X[b, ci, oy·sy + ky - py, ox·sx + kx - px].
+// Three kernels. conv_bwd_weight (direct) writes dw itself; conv_bwd_weight_split and
+// conv_bwd_weight_rows write partial sums per slice of `spp` batch samples,
+// dw[slice, co, ci, ky, kx], which reduce.wgsl's slice_sum adds in a fixed order.
+// Specialization: WG (invocations per workgroup, a power of two); rows also COB (output channels
+// per invocation) and KW (the kernel width it is specialized for).
+// Bindings: params; inputs x, dy; output dw (the gradient, or the partial sums).
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
+
+// Whether input row iy, column ix lies inside the image (outside it, x counts as zero).
+fn in_image(iy: i32, ix: i32) -> bool {
+    return iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+}
+
+// Direct: one workgroup per weight; its WG invocations split the reduction and combine it in
+// workgroup memory. The fallback and oracle.
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight(id: Ids) {
+    let widx = group_index(id);
+    let total = p.cout * p.cin * p.kh * p.kw;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (widx >= total) {
+        return;
+    }
+    let kx = widx % p.kw;
+    let ky = (widx / p.kw) % p.kh;
+    let ci = (widx / (p.kw * p.kh)) % p.cin;
+    let co = widx / (p.kw * p.kh * p.cin);
+    let plane = p.oh * p.ow;
+    let count = p.n * plane;
+    var acc = 0.0;
+    for (var r = id.local.x; r < count; r += WG) {
+        let ox = r % p.ow;
+        let oy = (r / p.ow) % p.oh;
+        let b = r / plane;
+        let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+        let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
+        if (in_image(iy, ix)) {
+            let g = dy[((b * p.cout + co) * p.oh + oy) * p.ow + ox];
+            acc += g * x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+    }
+    let sum = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
+    }
+}
+
+// Backward weight as a split-K implicit GEMM: dW[co, col] with col = (ci * kh + ky) * kw + kx is
+// dY[co, (b, oy, ox)] · X[(b, oy, ox), col]. Each invocation computes a 4 x 4 block (4 output
+// channels x 4 columns) over one slice of `spp` batch samples: per output position it loads 4
+// gradients and gathers 4 inputs for 16 multiply-adds. Slices write partial sums to `dw`
+// [slices, cout, cin*kh*kw]; slice_sum adds them up in a fixed order.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight_split(id: Ids) {
+    let t = thread_index(id, WG);
+    let kk = p.kh * p.kw;
+    let cols = p.cin * kk;
+    let col_blocks = (cols + 3u) / 4u;
+    let per_slice = ((p.cout + 3u) / 4u) * col_blocks;
+    if (t >= per_slice * p.slices) {
+        return;
+    }
+    let slice = t / per_slice;
+    let rem = t % per_slice;
+    let co0 = (rem / col_blocks) * 4u;
+    let col0 = (rem % col_blocks) * 4u;
+    let plane_in = p.h * p.w;
+    let plane_out = p.oh * p.ow;
+    var xoff: array<u32, 4>;
+    var ky: array<i32, 4>;
+    var kx: array<i32, 4>;
+    var goff: array<u32, 4>;
+    for (var j = 0u; j < 4u; j++) {
+        let col = min(col0 + j, cols - 1u);
+        kx[j] = i32(col % p.kw) - i32(p.pad_x);
+        ky[j] = i32((col / p.kw) % p.kh) - i32(p.pad_y);
+        xoff[j] = (col / kk) * plane_in;
+        goff[j] = min(co0 + j, p.cout - 1u) * plane_out;
+    }
+    var acc: array<f32, 16>;
+    let b0 = slice * p.spp;
+    let b1 = min(b0 + p.spp, p.n);
+    for (var b = b0; b < b1; b++) {
+        let xb = b * p.cin * plane_in;
+        let gb = b * p.cout * plane_out;
+        for (var oy = 0u; oy < p.oh; oy++) {
+            for (var ox = 0u; ox < p.ow; ox++) {
+                let o = oy * p.ow + ox;
+                var gv: array<f32, 4>;
+                var xv: array<f32, 4>;
+                for (var j = 0u; j < 4u; j++) {
+                    gv[j] = dy[gb + goff[j] + o];
+                    let iy = i32(oy * p.stride_y) + ky[j];
+                    let ix = i32(ox * p.stride_x) + kx[j];
+                    let inside = in_image(iy, ix);
+                    let idx = xb + xoff[j] + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+                    xv[j] = select(0.0, x[idx], inside);
+                }
+                for (var i = 0u; i < 4u; i++) {
+                    for (var j = 0u; j < 4u; j++) {
+                        acc[i * 4u + j] += gv[i] * xv[j];
+                    }
+                }
+            }
+        }
+    }
+    for (var i = 0u; i < 4u; i++) {
+        let co = co0 + i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = col0 + j;
+            if (co < p.cout && col < cols) {
+                dw[(slice * p.cout + co) * cols + col] = acc[i * 4u + j];
+            }
+        }
+    }
+}
+
+// Rows, specialized on the kernel width KW.
 // One invocation owns COB output channels x one kernel row (ci, ky) x all KW columns, over one
-// slice of `spp` batch samples, and writes its partial sums to part[slice, co, ci, ky, kx];
-// conv_bwd_weight_reduce (conv2d.wgsl) adds the slices in a fixed order.
+// slice of `spp` batch samples, and writes its partial sums to dw[slice, co, ci, ky, kx]; slice_sum
+// adds the slices in a fixed order.
 // The output-channel block comes from the workgroup (z) and the slice from the workgroup (x/y), so
 // every gradient load is the same for the whole workgroup (a broadcast); the invocations of a
 // workgroup differ only in their kernel row, i.e. in the input row they read. Per output position:
 // COB broadcast gradient loads, KW input loads (1 at stride 1: the window slides along the row)
 // and COB·KW multiply-adds. No branch depends on the invocation: rows and columns outside the
 // input read a clamped address multiplied by zero.
-// Specialization: WG (invocations per workgroup), COB, KW.
-// Bindings: inputs x, dy; output part; params.
-
-struct Params {
-    n: u32,
-    cin: u32,
-    h: u32,
-    w: u32,
-    cout: u32,
-    kh: u32,
-    kw: u32,
-    oh: u32,
-    ow: u32,
-    sy: u32,
-    sx: u32,
-    py: u32,
-    px: u32,
-    flags: u32,
-    // batch samples per slice and number of slices
-    spp: u32,
-    slices: u32,
-}
-
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read_write> part: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-
 // Grid: x/y fold (row group, slice) with the row groups fastest; z: output-channel blocks.
 @compute @workgroup_size(WG, 1, 1)
-fn conv_bwd_weight_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
+fn conv_bwd_weight_rows(id: Ids) {
     let rows = p.cin * p.kh;
     let row_groups = (rows + WG - 1u) / WG;
-    let g = wid.y * nwg.x + wid.x;
+    let g = group_index(id);
     let slice = g / row_groups;
     if (slice >= p.slices) {
         return;
     }
-    let row = (g % row_groups) * WG + lid.x;
+    let row = (g % row_groups) * WG + id.local.x;
     if (row >= rows) {
         return;
     }
     let ci = row / p.kh;
     let ky = row % p.kh;
-    let co0 = wid.z * COB;
+    let co0 = id.group.z * COB;
     let plane_in = p.h * p.w;
     let plane_out = p.oh * p.ow;
     var acc: array<f32, COB * KW>;
-    for (var i = 0u; i < COB * KW; i++) {
-        acc[i] = 0.0;
-    }
     let b0 = slice * p.spp;
     let b1 = min(b0 + p.spp, p.n);
     for (var b = b0; b < b1; b++) {
         let xplane = (b * p.cin + ci) * plane_in;
         let gb = b * p.cout * plane_out;
         for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy * p.sy + ky) - i32(p.py);
+            let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
             let row_ok = iy >= 0 && iy < i32(p.h);
             let xrow = xplane + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
             var xv: array<f32, KW>;
             for (var ox = 0u; ox < p.ow; ox++) {
-                let ix0 = i32(ox * p.sx) - i32(p.px);
-                if (p.sx == 1u && ox > 0u) {
+                let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
+                if (p.stride_x == 1u && ox > 0u) {
                     for (var kx = 0u; kx + 1u < KW; kx++) {
                         xv[kx] = xv[kx + 1u];
                     }
@@ -107,7 +195,7 @@ fn conv_bwd_weight_rows(
         if (co < p.cout) {
             let base = (slice * p.cout + co) * cols + row * KW;
             for (var kx = 0u; kx < KW; kx++) {
-                part[base + kx] = acc[j * KW + kx];
+                dw[base + kx] = acc[j * KW + kx];
             }
         }
     }

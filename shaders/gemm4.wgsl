@@ -11,41 +11,20 @@
 // touch neighbouring vec4s of B and C (coalesced on hardware that coalesces).
 //
 // Storage: A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), row-major.
-// Bindings: inputs a, b (as vec4), bias; output c; params.
+// Bindings: params; inputs a, b (as vec4), bias; output c.
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    // bit 0: add bias[j]; bit 1: accumulate into C; bit 2: ReLU
-    flags: u32,
-}
-
-const FLAG_BIAS: u32 = 1u;
-const FLAG_ACC: u32 = 2u;
-const FLAG_RELU: u32 = 4u;
-
-@group(0) @binding(0) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(0) var<uniform> p: GemmParams;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
 const RG: u32 = TM / 4u;
 
+// The epilogue (shaders/common.wgsl), same order of operations as the CPU reference.
 fn finish(i: u32, j: u32, acc: f32) {
-    var v = acc;
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        v += bias[j];
-    }
     let idx = i * p.n + j;
-    if ((p.flags & FLAG_ACC) != 0u) {
-        v += c[idx];
-    }
-    if ((p.flags & FLAG_RELU) != 0u) {
-        v = max(v, 0.0);
-    }
-    c[idx] = v;
+    c[idx] = epilogue(acc, bias[bias_index(j, p.flags)], c[idx], p.flags);
 }
 
 @compute @workgroup_size(WX, WY, 1)

@@ -2,25 +2,17 @@
 // (bandwidth ceiling). Specialization: WG, CHAINS (independent vec4 multiply-add chains per
 // invocation).
 
-struct Params {
-    n: u32,
-    iters: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// Bindings: params; then per kernel below.
+
+@group(0) @binding(0) var<uniform> p: ProbeParams;
 
 // ---- fma_probe: input seed values; output one value per invocation (kept so nothing is elided)
-@group(0) @binding(0) var<storage, read> seeds: array<f32>;
-@group(0) @binding(1) var<storage, read_write> sink: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> seeds: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sink: array<f32>;
 
 @compute @workgroup_size(WG, 1, 1)
-fn fma_probe(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
+fn fma_probe(id: Ids) {
+    let i = thread_index(id, WG);
     if (i >= p.n) {
         return;
     }
@@ -43,20 +35,14 @@ fn fma_probe(
     sink[i] = s.x + s.y + s.z + s.w;
 }
 
-// ---- copy_probe: inputs src; output dst (vec4 elements)
-@group(0) @binding(0) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> dst: array<vec4<f32>>;
-@group(0) @binding(2) var<uniform> q: Params;
+// ---- copy_probe: input src; output dst (vec4 elements)
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
 @compute @workgroup_size(WG, 1, 1)
-fn copy_probe(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let i = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (i >= q.n) {
-        return;
+fn copy_probe(id: Ids) {
+    let i = thread_index(id, WG);
+    if (i < p.n) {
+        dst[i] = src[i];
     }
-    dst[i] = src[i];
 }

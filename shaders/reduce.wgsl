@@ -1,142 +1,103 @@
-// Reductions training needs: the sum of a vector (the loss), per-row argmax, the count of correct
-// predictions, and per-channel sums (the bias gradient of conv and fc layers).
-// Specialization: WG (a power of two). Tree reductions run in workgroup memory.
+// Reductions training needs: the sum of a vector (the loss), sums over the slices of a partial
+// result (the convolution weight gradients), per-channel sums (the bias gradients), the argmax of
+// each row and the count of correct predictions. Every sum adds in a fixed order, so results do
+// not depend on scheduling. Specialization: WG (a power of two, at most MAX_WG).
+// Bindings: params; then per kernel below.
 
-struct Params {
-    // sum_all: n; argmax_rows: rows n, columns k; count_correct: n;
-    // channel_sum: outer, channels c, inner (x is [outer, c, inner]), flags bit 1 = accumulate
-    n: u32,
-    k: u32,
-    outer: u32,
-    c: u32,
-    inner: u32,
-    flags: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
+@group(0) @binding(0) var<uniform> p: ReduceParams;
 
-var<workgroup> fpart: array<f32, WG>;
-var<workgroup> upart: array<u32, WG>;
+// ---- sum_all, slice_sum, channel_sum: input x; output out (added to with FLAG_ACC)
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
-// ---- sum_all and channel_sum: inputs x; output out
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
-
-fn tree_f32(l: u32) {
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (l < s) {
-            fpart[l] += fpart[l + s];
-        }
-        workgroupBarrier();
-    }
-}
-
-// One workgroup: out[0] = sum of x[0..n) (added to out[0] when flags bit 1 is set).
+// One workgroup: out[0] = sum of x[0..n).
 @compute @workgroup_size(WG, 1, 1)
-fn sum_all(@builtin(local_invocation_id) lid: vec3<u32>) {
+fn sum_all(id: Ids) {
     var acc = 0.0;
-    for (var i = lid.x; i < p.n; i += WG) {
+    for (var i = id.local.x; i < p.n; i += WG) {
         acc += x[i];
     }
-    fpart[lid.x] = acc;
-    tree_f32(lid.x);
-    if (lid.x == 0u) {
-        var v = fpart[0];
-        if ((p.flags & 2u) != 0u) {
-            v += out[0];
-        }
-        out[0] = v;
+    let total = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        out[0] = epilogue(total, 0.0, out[0], p.flags);
     }
 }
 
-// One workgroup per channel (folded over x and y).
+// out[e] = Σ over slices s (in order) of x[s·n + e], for e < n and k slices.
 @compute @workgroup_size(WG, 1, 1)
-fn channel_sum(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let ch = wid.y * nwg.x + wid.x;
+fn slice_sum(id: Ids) {
+    let e = thread_index(id, WG);
+    if (e >= p.n) {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < p.k; s++) {
+        v += x[s * p.n + e];
+    }
+    out[e] = epilogue(v, 0.0, out[e], p.flags);
+}
+
+// out[ch] = Σ over (o, i) of x[o, ch, i], x being [outer, c, inner]; one workgroup per channel
+// (folded over x and y).
+@compute @workgroup_size(WG, 1, 1)
+fn channel_sum(id: Ids) {
+    let ch = group_index(id);
+    // Uniform across the workgroup, so the barriers of workgroup_sum stay in uniform control flow.
     if (ch >= p.c) {
         return;
     }
     let count = p.outer * p.inner;
     var acc = 0.0;
-    for (var r = lid.x; r < count; r += WG) {
-        let o = r / p.inner;
-        let i = r % p.inner;
-        acc += x[(o * p.c + ch) * p.inner + i];
+    for (var r = id.local.x; r < count; r += WG) {
+        acc += x[((r / p.inner) * p.c + ch) * p.inner + r % p.inner];
     }
-    fpart[lid.x] = acc;
-    tree_f32(lid.x);
-    if (lid.x == 0u) {
-        var v = fpart[0];
-        if ((p.flags & 2u) != 0u) {
-            v += out[ch];
-        }
-        out[ch] = v;
+    let total = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        out[ch] = epilogue(total, 0.0, out[ch], p.flags);
     }
 }
 
-// ---- argmax_rows: inputs scores; output pred (first maximum of each row)
-@group(0) @binding(0) var<storage, read> ax: array<f32>;
-@group(0) @binding(1) var<storage, read_write> apred: array<i32>;
-@group(0) @binding(2) var<uniform> pa: Params;
+// ---- argmax_rows: input scores [n, k]; output pred (the first maximum of each row)
+@group(0) @binding(1) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pred: array<i32>;
 
 @compute @workgroup_size(WG, 1, 1)
-fn argmax_rows(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let r = (wid.y * nwg.x + wid.x) * WG + lid.x;
-    if (r >= pa.n) {
+fn argmax_rows(id: Ids) {
+    let r = thread_index(id, WG);
+    if (r >= p.n) {
         return;
     }
-    let base = r * pa.k;
-    var best = ax[base];
+    let base = r * p.k;
+    var best = scores[base];
     var arg = 0u;
-    for (var j = 1u; j < pa.k; j++) {
-        let v = ax[base + j];
+    for (var j = 1u; j < p.k; j++) {
+        let v = scores[base + j];
         if (v > best) {
             best = v;
             arg = j;
         }
     }
-    apred[r] = i32(arg);
+    pred[r] = i32(arg);
 }
 
-// ---- count_correct: inputs pred, labels; output count[1] (rows with label >= 0 and pred == label),
-// added to count[0] when flags bit 1 is set
-@group(0) @binding(0) var<storage, read> cpred: array<i32>;
-@group(0) @binding(1) var<storage, read> clabels: array<i32>;
-@group(0) @binding(2) var<storage, read_write> ccount: array<u32>;
-@group(0) @binding(3) var<uniform> pc: Params;
+// ---- count_correct: inputs predicted, labels; output count[1]: rows with a label >= 0 equal to
+// their prediction (added to count[0] with FLAG_ACC). One workgroup. The per-invocation counts
+// are summed as f32, exact for the at most 2^24 rows the host allows.
+@group(0) @binding(1) var<storage, read> predicted: array<i32>;
+@group(0) @binding(2) var<storage, read> labels: array<i32>;
+@group(0) @binding(3) var<storage, read_write> count: array<u32>;
 
 @compute @workgroup_size(WG, 1, 1)
-fn count_correct(@builtin(local_invocation_id) lid: vec3<u32>) {
-    var acc = 0u;
-    for (var i = lid.x; i < pc.n; i += WG) {
-        let y = clabels[i];
-        if (y >= 0 && cpred[i] == y) {
-            acc += 1u;
+fn count_correct(id: Ids) {
+    var hits = 0.0;
+    for (var i = id.local.x; i < p.n; i += WG) {
+        let y = labels[i];
+        if (y >= 0 && predicted[i] == y) {
+            hits += 1.0;
         }
     }
-    upart[lid.x] = acc;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s / 2u) {
-        if (lid.x < s) {
-            upart[lid.x] += upart[lid.x + s];
-        }
-        workgroupBarrier();
-    }
-    if (lid.x == 0u) {
-        var c = upart[0];
-        if ((pc.flags & 2u) != 0u) {
-            c += ccount[0];
-        }
-        ccount[0] = c;
+    let total = u32(workgroup_sum(hits, id.local.x, WG));
+    if (id.local.x == 0u) {
+        count[0] = select(total, total + count[0], (p.flags & FLAG_ACC) != 0u);
     }
 }

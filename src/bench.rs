@@ -116,7 +116,7 @@ fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, Gpu
 
 fn random(gpu: &Gpu, len: usize, seed: u64) -> Result<Tensor, GpuError> {
     let mut rng = Rng::new(seed);
-    gpu.upload_f32(&rng.vec(len), &[len])
+    gpu.upload(&rng.vec(len), &[len])
 }
 
 /// How many input copies to rotate: up to 4 while they total under 64 MiB.
@@ -126,7 +126,7 @@ fn copies(bytes: usize) -> usize {
 
 /// The arithmetic ceiling: the best of the FMA probe's configurations.
 pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
-    let seeds = gpu.upload_f32(&[0.999_999, 1e-7], &[2])?;
+    let seeds = gpu.upload(&[0.999_999, 1e-7], &[2])?;
     let invocations = 1 << 16;
     let sink = gpu.empty(&[invocations], DType::F32)?;
     let iters = 256u32;
@@ -240,7 +240,7 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
         }),
         build: Box::new(move |g| {
             let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
-            let idx = g.upload_i32(&vec![0; s.y_len()], &[s.y_len()])?;
+            let idx = g.upload(&vec![0; s.y_len()], &[s.y_len()])?;
             if max && backward {
                 // Real argmax indices: the backward's memory traffic depends on them.
                 g.run(&[&pool::maxpool_forward(g, &s, &x, &y, &idx)?])?;
@@ -313,7 +313,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
             }),
             build: Box::new(move |g| {
                 let s = random(g, rows * k, 1)?;
-                let y = g.upload_i32(&(0..rows as i32).map(|i| i % k as i32).collect::<Vec<_>>(), &[rows])?;
+                let y = g.upload(&(0..rows as i32).map(|i| i % k as i32).collect::<Vec<_>>(), &[rows])?;
                 let (l, gr) = (g.empty(&[rows], DType::F32)?, g.empty(&[rows * k], DType::F32)?);
                 let scale = 1.0 / rows as f64;
                 Ok(vec![vec![if svm {
@@ -399,7 +399,7 @@ pub fn step_row(gpu: &Gpu, name: &str, batch: usize, reps: usize, fma: f64) -> R
     for step in 0..reps as u64 + 1 {
         let t0 = std::time::Instant::now();
         let sub = g.train_step(gpu, &x, &y, step, 1e-4, 0.9)?;
-        g.wait_for(gpu, sub)?;
+        gpu.wait_for(sub)?;
         if step > 0 {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }

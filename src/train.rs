@@ -404,7 +404,7 @@ pub fn run(
             let sub = gnet.train_step(gpu, &b.x, &b.y, step, t.lr_at(step, total), t.momentum_at(step))?;
             // At most two steps in flight: the next batch uploads while this one runs.
             if let Some(p) = prev.replace(sub) {
-                gnet.wait_for(gpu, p)?;
+                gpu.wait_for(p)?;
             }
             if lose_at == Some(step + 1) {
                 gpu.device.destroy();

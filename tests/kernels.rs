@@ -97,9 +97,9 @@ fn gemm_square_256_every_variant() {
 #[test]
 fn gemm_rejects_mismatched_buffers() {
     let g = gpu();
-    let a = g.upload_f32(&[0.0; 6], &[6]).unwrap();
-    let b = g.upload_f32(&[0.0; 9], &[9]).unwrap();
-    let c = g.upload_f32(&[0.0; 4], &[4]).unwrap();
+    let a = g.upload(&[0.0; 6], &[6]).unwrap();
+    let b = g.upload(&[0.0; 9], &[9]).unwrap();
+    let c = g.upload(&[0.0; 4], &[4]).unwrap();
     let s = GemmShape::new(2, 3, 3, Trans::NN);
     let err = dlsvm::kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), GemmVariant::DEFAULT)
         .err()
@@ -208,8 +208,8 @@ fn conv_bwd_weight_many_slices_and_partial_blocks() {
 fn conv_rejects_kernel_larger_than_input() {
     let g = gpu();
     let s = Conv2dShape::square(1, 1, 4, 1, 7, 1, 0);
-    let t = g.upload_f32(&[0.0; 16], &[16]).unwrap();
-    let w = g.upload_f32(&[0.0; 49], &[49]).unwrap();
+    let t = g.upload(&[0.0; 16], &[16]).unwrap();
+    let w = g.upload(&[0.0; 49], &[49]).unwrap();
     let err = dlsvm::kernels::conv::conv2d_backward_data(g, &s, &t, &w, &t).err().expect("must be refused");
     assert!(err.to_string().contains("larger than the padded input"), "{err}");
 }
@@ -281,11 +281,11 @@ fn pool_1x1_and_window_as_large_as_input() {
 fn maxpool_ties_pick_the_first_element() {
     let g = gpu();
     let s = Pool2dShape::square(1, 1, 4, 2, 2, 0);
-    let x = g.upload_f32(&[1.0; 16], &[16]).unwrap();
+    let x = g.upload(&[1.0; 16], &[16]).unwrap();
     let y = g.empty(&[4], dlsvm::gpu::DType::F32).unwrap();
     let idx = g.empty(&[4], dlsvm::gpu::DType::I32).unwrap();
     g.run(&[&dlsvm::kernels::pool::maxpool_forward(g, &s, &x, &y, &idx).unwrap()]).unwrap();
-    assert_eq!(g.download_i32(&idx).unwrap(), vec![0, 2, 8, 10]);
+    assert_eq!(g.download::<i32>(&idx).unwrap(), vec![0, 2, 8, 10]);
 }
 
 // ------------------------------------------------------------------------------------ activation
@@ -318,11 +318,11 @@ fn dropout_mask_depends_on_seed_and_step_and_repeats() {
     use dlsvm::kernels::activation::dropout_forward;
     let g = gpu();
     let n = 4096;
-    let x = g.upload_f32(&vec![1.0; n], &[n]).unwrap();
+    let x = g.upload(&vec![1.0; n], &[n]).unwrap();
     let run = |seed, step| {
         let y = g.empty(&[n], dlsvm::gpu::DType::F32).unwrap();
         g.run(&[&dropout_forward(g, &x, &y, 0.5, seed, step).unwrap()]).unwrap();
-        g.download_f32(&y).unwrap()
+        g.download::<f32>(&y).unwrap()
     };
     let a = run(1, 1);
     assert_eq!(a, run(1, 1), "same seed and step must give the same mask");
@@ -360,8 +360,8 @@ fn losses_zero_for_fully_masked_batch() {
     use dlsvm::kernels::loss::{l2svm, softmax_xent};
     let g = gpu();
     let (n, k) = (3, 4);
-    let s = g.upload_f32(&[0.5; 12], &[n, k]).unwrap();
-    let y = g.upload_i32(&[-1, -1, -1], &[n]).unwrap();
+    let s = g.upload(&[0.5; 12], &[n, k]).unwrap();
+    let y = g.upload(&[-1, -1, -1], &[n]).unwrap();
     for which in 0..2 {
         let loss = g.empty(&[n], dlsvm::gpu::DType::F32).unwrap();
         let grad = g.empty(&[n, k], dlsvm::gpu::DType::F32).unwrap();
@@ -373,8 +373,8 @@ fn losses_zero_for_fully_masked_batch() {
             l2svm(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad)
         };
         g.run(&[&d.unwrap()]).unwrap();
-        assert_eq!(g.download_f32(&loss).unwrap(), vec![0.0; n]);
-        assert_eq!(g.download_f32(&grad).unwrap(), vec![0.0; n * k]);
+        assert_eq!(g.download::<f32>(&loss).unwrap(), vec![0.0; n]);
+        assert_eq!(g.download::<f32>(&grad).unwrap(), vec![0.0; n * k]);
     }
 }
 

@@ -38,7 +38,7 @@ fn gpu_steps_match_cpu(name: &str, top: Top, steps: u64) {
         let (x, y) = batch_data(&net, batch, 100 + step);
         let (lr, mom) = (0.01, if step == 0 { 0.5 } else { 0.9 });
         let sub = gnet.train_step(g, &x, &y, step, lr, mom).expect("step");
-        gnet.wait_for(g, sub).expect("wait");
+        g.wait_for(sub).expect("wait");
         let (gl, gc) = gnet.read_metrics(g).expect("metrics");
         gnet.reset_metrics(g);
         let drop = DropoutKey { seed: 77, step: step as u32 };

@@ -13,22 +13,22 @@ use dlsvm::shapes::{GemmShape, Trans};
 fn upload_download_roundtrip_every_dtype() {
     let g = gpu();
     let f: Vec<f32> = (0..1001).map(|i| i as f32 * 0.25 - 7.0).collect();
-    assert_eq!(g.download_f32(&g.upload_f32(&f, &[7, 143]).unwrap()).unwrap(), f);
+    assert_eq!(g.download::<f32>(&g.upload(&f, &[7, 143]).unwrap()).unwrap(), f);
     let i: Vec<i32> = (-500..501).collect();
-    assert_eq!(g.download_i32(&g.upload_i32(&i, &[1001]).unwrap()).unwrap(), i);
+    assert_eq!(g.download::<i32>(&g.upload(&i, &[1001]).unwrap()).unwrap(), i);
     let u: Vec<u32> = (0..17).map(|x| x * 0x0101_0101).collect();
-    assert_eq!(g.download_u32(&g.upload_u32(&u, &[17]).unwrap()).unwrap(), u);
-    let empty = g.upload_f32(&[], &[0, 5]).unwrap();
+    assert_eq!(g.download::<u32>(&g.upload(&u, &[17]).unwrap()).unwrap(), u);
+    let empty = g.upload::<f32>(&[], &[0, 5]).unwrap();
     assert!(empty.is_empty());
-    assert_eq!(g.download_f32(&empty).unwrap(), Vec::<f32>::new());
+    assert_eq!(g.download::<f32>(&empty).unwrap(), Vec::<f32>::new());
 }
 
 #[test]
 fn poison_fills_with_nan() {
     let g = gpu();
-    let t = g.upload_f32(&[1.0; 33], &[33]).unwrap();
+    let t = g.upload(&[1.0; 33], &[33]).unwrap();
     g.poison(&t);
-    assert!(g.download_f32(&t).unwrap().iter().all(|v| v.is_nan()));
+    assert!(g.download::<f32>(&t).unwrap().iter().all(|v| v.is_nan()));
 }
 
 #[test]
@@ -37,15 +37,15 @@ fn pipeline_cache_builds_each_pipeline_once() {
     // A specialization no other test uses, so the count is ours alone to observe.
     let v = GemmVariant::Tiled { wx: 4, wy: 4, tm: 3, tn: 5 };
     let s = GemmShape::new(9, 11, 13, Trans::TN);
-    let a = g.upload_f32(&vec![0.5; s.a_len()], &[s.a_len()]).unwrap();
-    let b = g.upload_f32(&vec![0.25; s.b_len()], &[s.b_len()]).unwrap();
+    let a = g.upload(&vec![0.5; s.a_len()], &[s.a_len()]).unwrap();
+    let b = g.upload(&vec![0.25; s.b_len()], &[s.b_len()]).unwrap();
     let c = g.empty(&[s.c_len()], DType::F32).unwrap();
     let d1 = kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), v).unwrap();
     let after_first = g.cached_pipelines();
     let d2 = kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), v).unwrap();
     assert!(g.cached_pipelines() <= after_first, "the same (shader, entry, spec) was built twice");
     g.run(&[&d1, &d2]).unwrap();
-    assert!(g.download_f32(&c).unwrap().iter().all(|&x| (x - 13.0 * 0.125).abs() < 1e-6));
+    assert!(g.download::<f32>(&c).unwrap().iter().all(|&x| (x - 13.0 * 0.125).abs() < 1e-6));
 }
 
 #[test]
@@ -54,11 +54,8 @@ fn a_prepared_dispatch_reruns_with_new_params() {
     let n = 1000;
     let w0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
     let gr: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
-    let (w, v, gt) = (
-        g.upload_f32(&w0, &[n]).unwrap(),
-        g.upload_f32(&vec![0.0; n], &[n]).unwrap(),
-        g.upload_f32(&gr, &[n]).unwrap(),
-    );
+    let (w, v, gt) =
+        (g.upload(&w0, &[n]).unwrap(), g.upload(&vec![0.0; n], &[n]).unwrap(), g.upload(&gr, &[n]).unwrap());
     let d = kernels::optim::sgd_momentum(g, &w, &v, &gt, 0.1, 0.9, 0.01).unwrap();
     g.run(&[&d]).unwrap();
     d.set_params(g, &SgdParams::new(n as u32, 0.05, 0.5, 0.0));
@@ -67,7 +64,7 @@ fn a_prepared_dispatch_reruns_with_new_params() {
     let gr64: Vec<f64> = gr.iter().map(|&x| x as f64).collect();
     cpu::sgd_momentum(&mut want_w, &mut want_v, &gr64, 0.1f32 as f64, 0.9f32 as f64, 0.01f32 as f64);
     cpu::sgd_momentum(&mut want_w, &mut want_v, &gr64, 0.05f32 as f64, 0.5, 0.0);
-    let got = g.download_f32(&w).unwrap();
+    let got = g.download::<f32>(&w).unwrap();
     for (i, (a, b)) in got.iter().zip(&want_w).enumerate() {
         assert!((*a as f64 - b).abs() < 1e-6, "w[{i}]: gpu {a}, reference {b}");
     }
@@ -77,7 +74,7 @@ fn a_prepared_dispatch_reruns_with_new_params() {
 fn timing_reports_positive_durations() {
     let g = gpu();
     let n = 1 << 16;
-    let x = g.upload_f32(&vec![1.0; n], &[n]).unwrap();
+    let x = g.upload(&vec![1.0; n], &[n]).unwrap();
     let y = g.empty(&[n], DType::F32).unwrap();
     let d = kernels::activation::relu_forward(g, &x, &y).unwrap();
     let times = g.time(&[&d], 3).unwrap();

@@ -1,8 +1,8 @@
-//! Every WGSL file parsed and validated by naga without a device, for every specialization the
-//! crate uses; every declared entry point exists and binds exactly what the host binds; every
-//! params struct matches its WGSL mirror in size.
+//! Every WGSL file parsed and validated by naga without a device (with the prelude, for every
+//! specialization the crate uses); every declared entry point exists and binds exactly what the
+//! host binds; every params struct matches its WGSL mirror in size.
 
-use dlsvm::kernels::{params_sizes, SHADERS};
+use dlsvm::kernels::SHADERS;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
 fn parse(name: &str, source: &str) -> naga::Module {
@@ -34,7 +34,7 @@ fn every_shader_validates_for_every_specialization() {
 }
 
 #[test]
-fn every_entry_point_binds_inputs_then_outputs_then_params() {
+fn every_entry_point_binds_params_then_inputs_then_outputs() {
     for def in SHADERS {
         let spec = (def.specs)().remove(0);
         let (module, info) = validate(def.name, &def.source_with(&spec));
@@ -63,14 +63,13 @@ fn every_entry_point_binds_inputs_then_outputs_then_params() {
                 used.push((binding.binding, kind.to_string()));
             }
             used.sort();
-            let mut want: Vec<(u32, String)> = Vec::new();
+            let mut want: Vec<(u32, String)> = vec![(0, "uniform".into())];
             for i in 0..n_in {
-                want.push((i as u32, "ro".into()));
+                want.push((i as u32 + 1, "ro".into()));
             }
             for o in 0..n_out {
-                want.push(((n_in + o) as u32, "rw".into()));
+                want.push(((n_in + o) as u32 + 1, "rw".into()));
             }
-            want.push(((n_in + n_out) as u32, "uniform".into()));
             assert_eq!(used, want, "{}::{entry}: bindings the shader uses vs what the host binds", def.name);
         }
         // No entry point in the file that the host does not know about.
@@ -86,22 +85,40 @@ fn every_entry_point_binds_inputs_then_outputs_then_params() {
 
 #[test]
 fn params_structs_match_their_wgsl_mirrors() {
-    let sizes = params_sizes();
-    assert_eq!(sizes.len(), SHADERS.len(), "every shader has a params struct");
     for def in SHADERS {
         let spec = (def.specs)().remove(0);
         let module = parse(def.name, &def.source_with(&spec));
+        let want = def.params.wgsl;
         let wgsl = module
             .types
             .iter()
             .find_map(|(_, t)| match (&t.name, &t.inner) {
-                (Some(n), naga::TypeInner::Struct { span, .. }) if n == "Params" => Some(*span as usize),
+                (Some(n), naga::TypeInner::Struct { span, .. }) if n == want => Some(*span as usize),
                 _ => None,
             })
-            .unwrap_or_else(|| panic!("shader {} has no struct Params", def.name));
-        let host = sizes.iter().find(|(n, _)| *n == def.name).map(|(_, s)| *s).expect("host size");
-        assert_eq!(host, wgsl, "{}: host params struct is {host} bytes, WGSL Params is {wgsl}", def.name);
+            .unwrap_or_else(|| panic!("shader {}: no struct {want} in the prelude", def.name));
+        let host = def.params.size;
+        assert_eq!(host, wgsl, "{}: host {want} is {host} bytes, the WGSL struct {wgsl}", def.name);
         assert_eq!(host % 16, 0, "{}: uniform structs are padded to 16 bytes", def.name);
+    }
+}
+
+/// No shader declares a struct of its own or redefines the prelude's helpers: what is shared lives
+/// in shaders/common.wgsl only.
+#[test]
+fn shared_wgsl_lives_in_the_prelude_only() {
+    for def in SHADERS {
+        for line in def.source.lines() {
+            let t = line.trim_start();
+            assert!(
+                !t.starts_with("struct "),
+                "{}.wgsl declares `{t}`: params structs belong in the prelude",
+                def.name
+            );
+            for f in ["fn epilogue", "fn thread_index", "fn group_index", "fn workgroup_sum", "fn win_lo"] {
+                assert!(!t.starts_with(f), "{}.wgsl redefines the prelude's `{f}`", def.name);
+            }
+        }
     }
 }
 

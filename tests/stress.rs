@@ -242,12 +242,12 @@ fn copy_extremes(re: Regimes) -> Values {
 /// Whether the device keeps subnormals: a 1x1x1 naive GEMM of 1e-40 by 1 (exact in f32).
 fn keeps_subnormals(g: &Gpu) -> bool {
     let s = GemmShape::new(1, 1, 1, Trans::NN);
-    let a = g.upload_f32(&[1e-40], &[1]).unwrap();
-    let b = g.upload_f32(&[1.0], &[1]).unwrap();
+    let a = g.upload(&[1e-40], &[1]).unwrap();
+    let b = g.upload(&[1.0], &[1]).unwrap();
     let c = g.empty(&[1], DType::F32).unwrap();
     let d = dlsvm::kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), GemmVariant::Naive).unwrap();
     g.run(&[&d]).unwrap();
-    g.download_f32(&c).unwrap()[0] == 1e-40
+    g.download::<f32>(&c).unwrap()[0] == 1e-40
 }
 
 // ------------------------------------------------------------------------------------- shapes
@@ -891,19 +891,19 @@ fn relu_at_exact_zero_uses_the_documented_subgradient() {
     let g = gpu();
     let x = [0.0f32, -0.0, 1e-30, -1e-30, f32::from_bits(1), -f32::from_bits(1), f32::MAX, -f32::MAX];
     let n = x.len();
-    let tx = g.upload_f32(&x, &[n]).unwrap();
+    let tx = g.upload(&x, &[n]).unwrap();
     let ty = g.empty(&[n], DType::F32).unwrap();
     g.run(&[&activation::relu_forward(g, &tx, &ty).unwrap()]).unwrap();
-    let y = g.download_f32(&ty).unwrap();
+    let y = g.download::<f32>(&ty).unwrap();
     let mut want = vec![0.0f32; n];
     dlsvm::cpu::relu_forward(&x, &mut want);
     assert_eq!(y, want, "relu forward of {x:?}");
     assert_eq!(&y[..2], &[0.0, 0.0]);
     let dy = vec![3.5f32; n];
-    let tdy = g.upload_f32(&dy, &[n]).unwrap();
+    let tdy = g.upload(&dy, &[n]).unwrap();
     let tdx = g.empty(&[n], DType::F32).unwrap();
     g.run(&[&activation::relu_backward(g, &ty, &tdy, &tdx).unwrap()]).unwrap();
-    let dx = g.download_f32(&tdx).unwrap();
+    let dx = g.download::<f32>(&tdx).unwrap();
     let mut want_dx = vec![0.0f32; n];
     dlsvm::cpu::relu_backward(&want, &dy, &mut want_dx);
     assert_eq!(dx, want_dx, "relu backward at y = {y:?}");
@@ -920,8 +920,8 @@ fn gpu_loss(
     y: &[i32],
     scale: f64,
 ) -> (Vec<f32>, Vec<f32>) {
-    let ts = g.upload_f32(s, &[n, k]).unwrap();
-    let ty = g.upload_i32(y, &[n]).unwrap();
+    let ts = g.upload(s, &[n, k]).unwrap();
+    let ty = g.upload(y, &[n]).unwrap();
     let tl = g.empty(&[n], DType::F32).unwrap();
     let tg = g.empty(&[n, k], DType::F32).unwrap();
     g.poison(&tl);
@@ -932,7 +932,7 @@ fn gpu_loss(
         loss::softmax_xent(g, n, k, &ts, &ty, scale, &tl, &tg)
     };
     g.run(&[&d.unwrap()]).unwrap();
-    (g.download_f32(&tl).unwrap(), g.download_f32(&tg).unwrap())
+    (g.download::<f32>(&tl).unwrap(), g.download::<f32>(&tg).unwrap())
 }
 
 /// Scores exactly on the hinge (t·a = 1 for every class) give zero loss and zero gradient; one

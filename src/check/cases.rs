@@ -9,11 +9,11 @@ use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
 use std::fmt;
 
 fn up(gpu: &Gpu, v: &[f32]) -> Result<Tensor, GpuError> {
-    gpu.upload_f32(v, &[v.len()])
+    gpu.upload(v, &[v.len()])
 }
 
 fn up_i32(gpu: &Gpu, v: &[i32]) -> Result<Tensor, GpuError> {
-    gpu.upload_i32(v, &[v.len()])
+    gpu.upload(v, &[v.len()])
 }
 
 /// An output tensor filled with NaN, so unwritten elements cannot pass.
@@ -180,7 +180,7 @@ pub fn gemm_case_scaled(
     let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: flags.accumulate, relu: flags.relu };
     let d = kernels::gemm::gemm(gpu, &s, &ta, &tb, &tc, &ep, variant)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&tc)?;
+    let got = gpu.download::<f32>(&tc)?;
     let mut want = widen(&c0);
     let bias64 = widen(&bias);
     cpu::gemm(
@@ -230,7 +230,7 @@ pub fn conv_fwd_case_scaled(
     let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: false, relu: flags.relu };
     let d = kernels::conv::conv2d_forward(gpu, &s, &tx, &tw, &ty, &ep, variant)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&ty)?;
+    let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; s.y_len()];
     let bias64 = widen(&bias);
     cpu::conv2d_forward(&s, &widen(&x), &widen(&w), flags.bias.then_some(&bias64[..]), &mut want, flags.relu);
@@ -261,7 +261,7 @@ pub fn conv_bwd_data_case_scaled(
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&tdx)?;
+    let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::conv2d_backward_data(&s, &widen(&dy), &widen(&w), &mut want);
     let shape = format!("{s}{}", scale_note(&[scale_dy, scale_w]));
@@ -299,7 +299,7 @@ pub fn conv_bwd_weight_case_scaled(
     let tdw = if accumulate { up(gpu, &dw0)? } else { poisoned(gpu, s.w_len(), DType::F32)? };
     let ops = kernels::conv::conv2d_backward_weight(gpu, &s, &tx, &tdy, &tdw, accumulate, variant)?;
     gpu.run(&ops.iter().collect::<Vec<_>>())?;
-    let got = gpu.download_f32(&tdw)?;
+    let got = gpu.download::<f32>(&tdw)?;
     let mut want = widen(&dw0);
     cpu::conv2d_backward_weight(&s, &widen(&x), &widen(&dy), &mut want, accumulate);
     let flags = Flags { accumulate, ..Flags::NONE };
@@ -367,7 +367,7 @@ pub fn maxpool_fwd_case_with(
     let tidx = poisoned(gpu, s.y_len(), DType::I32)?;
     let d = kernels::pool::maxpool_forward(gpu, &s, &tx, &ty, &tidx)?;
     gpu.run(&[&d])?;
-    let (got, got_idx) = (gpu.download_f32(&ty)?, gpu.download_i32(&tidx)?);
+    let (got, got_idx) = (gpu.download::<f32>(&ty)?, gpu.download::<i32>(&tidx)?);
     let mut want = vec![0.0; s.y_len()];
     let mut want_idx = vec![0; s.y_len()];
     cpu::maxpool_forward(&s, &widen(&x), &mut want, &mut want_idx);
@@ -406,7 +406,7 @@ pub fn maxpool_bwd_case_full(
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let ops = kernels::pool::maxpool_backward(gpu, &s, &tdy, &tidx, &tdx, variant)?;
     gpu.run(&ops.iter().collect::<Vec<_>>())?;
-    let got = gpu.download_f32(&tdx)?;
+    let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::maxpool_backward(&s, &widen(&dy), &idx, &mut want);
     let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
@@ -433,7 +433,7 @@ pub fn avgpool_fwd_case_scaled(
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
     let d = kernels::pool::avgpool_forward(gpu, &s, &tx, &ty)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&ty)?;
+    let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; s.y_len()];
     cpu::avgpool_forward(&s, &widen(&x), &mut want);
     let shape = format!("{s}{}", scale_note(&[scale]));
@@ -466,7 +466,7 @@ pub fn avgpool_bwd_case_full(
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let ops = kernels::pool::avgpool_backward(gpu, &s, &tdy, &tdx, variant)?;
     gpu.run(&ops.iter().collect::<Vec<_>>())?;
-    let got = gpu.download_f32(&tdx)?;
+    let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::avgpool_backward(&s, &widen(&dy), &mut want);
     let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
@@ -499,7 +499,7 @@ pub fn relu_fwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Res
     let ty = poisoned(gpu, n, DType::F32)?;
     let d = kernels::activation::relu_forward(gpu, &tx, &ty)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&ty)?;
+    let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; n];
     cpu::relu_forward(&widen(&x), &mut want);
     Ok(Comparison::new("relu fwd", format!("n{n}{}", values_note(values)), tol::ELEMENTWISE)
@@ -521,7 +521,7 @@ pub fn relu_bwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Res
     let tdx = poisoned(gpu, n, DType::F32)?;
     let d = kernels::activation::relu_backward(gpu, &ty, &tdy, &tdx)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&tdx)?;
+    let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; n];
     cpu::relu_backward(&widen(&y), &widen(&dy), &mut want);
     Ok(Comparison::new("relu bwd", format!("n{n}{}", values_note(values)), tol::ELEMENTWISE)
@@ -561,7 +561,7 @@ pub fn dropout_case_with(
         kernels::activation::dropout_forward(gpu, &tx, &ty, p, seed, step)?
     };
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&ty)?;
+    let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; n];
     if backward {
         cpu::dropout_backward(&widen(&x), &mut want, p, seed, step);
@@ -599,7 +599,7 @@ pub fn softmax_case_with(
     let inv_n = 1.0 / n as f64;
     let d = kernels::loss::softmax_xent(gpu, n, k, &tz, &ty, inv_n, &tloss, &tgrad)?;
     gpu.run(&[&d])?;
-    let (got_loss, got_grad) = (gpu.download_f32(&tloss)?, gpu.download_f32(&tgrad)?);
+    let (got_loss, got_grad) = (gpu.download::<f32>(&tloss)?, gpu.download::<f32>(&tgrad)?);
     let mut loss = vec![0.0; n];
     let mut grad = vec![0.0; n * k];
     // The kernel receives the scale as f32; the reference uses the same value.
@@ -658,7 +658,7 @@ pub fn l2svm_case_with(
     let scale = c / n as f64;
     let d = kernels::loss::l2svm(gpu, n, k, &ta, &ty, scale, &tloss, &tgrad)?;
     gpu.run(&[&d])?;
-    let (got_loss, got_grad) = (gpu.download_f32(&tloss)?, gpu.download_f32(&tgrad)?);
+    let (got_loss, got_grad) = (gpu.download::<f32>(&tloss)?, gpu.download::<f32>(&tgrad)?);
     let mut loss = vec![0.0; n];
     let mut grad = vec![0.0; n * k];
     cpu::l2svm(n, k, &widen(&a), &y, scale as f32 as f64, &mut loss, &mut grad);
@@ -701,7 +701,7 @@ pub fn sgd_case_scaled(
     let (tw, tv, tg) = (up(gpu, &w)?, up(gpu, &v)?, up(gpu, &g)?);
     let d = kernels::optim::sgd_momentum(gpu, &tw, &tv, &tg, lr, momentum, wd)?;
     gpu.run(&[&d])?;
-    let (got_w, got_v) = (gpu.download_f32(&tw)?, gpu.download_f32(&tv)?);
+    let (got_w, got_v) = (gpu.download::<f32>(&tw)?, gpu.download::<f32>(&tv)?);
     let (mut want_w, mut want_v) = (widen(&w), widen(&v));
     cpu::sgd_momentum(&mut want_w, &mut want_v, &widen(&g), lr as f64, momentum as f64, wd as f64);
     let shape = format!("n{n} lr{lr} mom{momentum} wd{wd}{}", scale_note(&[scale]));
@@ -732,7 +732,7 @@ pub fn sum_case_scaled(
     let tout = if accumulate { up(gpu, &prior)? } else { poisoned(gpu, 1, DType::F32)? };
     let d = kernels::reduce::sum_all(gpu, &tx, &tout, accumulate)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&tout)?;
+    let got = gpu.download::<f32>(&tout)?;
     let want = [cpu::sum(&widen(&x)) + if accumulate { prior[0] as f64 } else { 0.0 }];
     let flags = Flags { accumulate, ..Flags::NONE };
     Ok(Comparison::new(
@@ -772,7 +772,7 @@ pub fn channel_sum_case_scaled(
     let tout = if accumulate { up(gpu, &out0)? } else { poisoned(gpu, c, DType::F32)? };
     let d = kernels::reduce::channel_sum(gpu, outer, c, inner, &tx, &tout, accumulate)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_f32(&tout)?;
+    let got = gpu.download::<f32>(&tout)?;
     let mut want = widen(&out0);
     cpu::channel_sum(outer, c, inner, &widen(&x), &mut want, accumulate);
     let flags = Flags { accumulate, ..Flags::NONE };
@@ -812,7 +812,7 @@ pub fn argmax_case_with(
     let tout = poisoned(gpu, n, DType::I32)?;
     let d = kernels::reduce::argmax_rows(gpu, n, k, &tx, &tout)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_i32(&tout)?;
+    let got = gpu.download::<i32>(&tout)?;
     let mut want = vec![0; n];
     cpu::argmax_rows(n, k, &x, &mut want);
     Ok(Comparison::new("argmax_rows", format!("n{n} k{k}{}", values_note(values)), tol::REDUCE)
@@ -834,10 +834,10 @@ pub fn count_correct_case(
         y.iter().map(|&l| if l >= 0 && rng.below(2) == 0 { l } else { rng.below(k) as i32 }).collect();
     let (tp, ty) = (up_i32(gpu, &pred)?, up_i32(gpu, &y)?);
     let prior = 1000u32;
-    let tout = if accumulate { gpu.upload_u32(&[prior], &[1])? } else { poisoned(gpu, 1, DType::U32)? };
+    let tout = if accumulate { gpu.upload(&[prior], &[1])? } else { poisoned(gpu, 1, DType::U32)? };
     let d = kernels::reduce::count_correct(gpu, &tp, &ty, &tout, accumulate)?;
     gpu.run(&[&d])?;
-    let got = gpu.download_u32(&tout)?;
+    let got = gpu.download::<u32>(&tout)?;
     let want = cpu::count_correct(&pred, &y) + if accumulate { prior } else { 0 };
     let flags = Flags { accumulate, ..Flags::NONE };
     Ok(Comparison::new("count_correct", format!("n{n} k{k}{}", flags.suffix()), tol::REDUCE)

@@ -11,8 +11,8 @@ mod pipeline;
 mod tensor;
 
 pub use error::GpuError;
-pub use pipeline::{ShaderDef, Spec};
-pub use tensor::{DType, Tensor};
+pub use pipeline::{KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
+pub use tensor::{DType, Element, Tensor};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +74,8 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<(usize, usize), Arc<Layouts>>>,
     dummy: Tensor,
+    /// Where [`Gpu::submit`] resolves a pass's two timestamps (when the adapter has them).
+    timing_resolve: Option<wgpu::Buffer>,
 }
 
 /// A bind-group layout and the pipeline layout built on it.
@@ -189,6 +191,14 @@ impl Gpu {
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| GpuError::Device(format!("{}: {e}", info.name)))?;
         let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32);
+        let timing_resolve = timestamps.then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("timing resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        });
         Ok(Gpu {
             info: AdapterSummary::of(&info),
             adapter,
@@ -200,6 +210,7 @@ impl Gpu {
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             dummy,
+            timing_resolve,
         })
     }
 
@@ -213,39 +224,23 @@ impl Gpu {
         self.limits.max_compute_workgroups_per_dimension
     }
 
-    /// The bind-group layout and pipeline layout for `inputs` read-only storage buffers,
-    /// `outputs` read-write storage buffers, then one uniform params buffer, in that order.
+    /// The bind-group layout and pipeline layout of an entry point: the params uniform at binding 0,
+    /// then `inputs` read-only storage buffers, then `outputs` read-write storage buffers.
     fn layout(&self, inputs: usize, outputs: usize) -> Arc<Layouts> {
         let mut map = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
         map.entry((inputs, outputs))
             .or_insert_with(|| {
-                let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-                    binding,
+                let entry = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
+                    binding: binding as u32,
                     visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Storage { read_only },
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
+                    ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
                     count: None,
                 };
-                let mut entries = Vec::new();
-                for i in 0..inputs {
-                    entries.push(storage(i as u32, true));
-                }
-                for o in 0..outputs {
-                    entries.push(storage((inputs + o) as u32, false));
-                }
-                entries.push(wgpu::BindGroupLayoutEntry {
-                    binding: (inputs + outputs) as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: None,
-                    },
-                    count: None,
-                });
+                let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
+                let entries: Vec<_> = std::iter::once(entry(0, wgpu::BufferBindingType::Uniform))
+                    .chain((1..=inputs).map(|b| entry(b, storage(true))))
+                    .chain((inputs + 1..=inputs + outputs).map(|b| entry(b, storage(false))))
+                    .collect();
                 let label = format!("layout {inputs}in {outputs}out");
                 let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
@@ -317,7 +312,7 @@ impl Gpu {
 
     /// Binds `inputs`, `outputs` and a fresh params uniform to the pipeline of `entry`.
     #[allow(clippy::too_many_arguments)]
-    pub fn prepare<P: bytemuck::Pod>(
+    pub fn prepare<P: KernelParams>(
         &self,
         name: &str,
         shader: &'static ShaderDef,
@@ -329,6 +324,13 @@ impl Gpu {
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
         let (n_in, n_out) = shader.bindings(entry)?;
+        if P::WGSL != shader.params.wgsl {
+            return Err(GpuError::Internal(format!(
+                "{name}: {entry} takes {} params, got {}",
+                shader.params.wgsl,
+                P::WGSL
+            )));
+        }
         if inputs.len() != n_in || outputs.len() != n_out {
             return Err(GpuError::Internal(format!(
                 "{name}: {entry} takes {n_in} inputs and {n_out} outputs, got {} and {}",
@@ -362,19 +364,13 @@ impl Gpu {
             mapped_at_creation: false,
         });
         self.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
-        let mut entries: Vec<wgpu::BindGroupEntry> = inputs
-            .iter()
-            .chain(outputs)
-            .enumerate()
-            .map(|(i, t)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource: t.buffer().as_entire_binding(),
-            })
-            .collect();
-        entries.push(wgpu::BindGroupEntry {
-            binding: (n_in + n_out) as u32,
-            resource: params_buf.as_entire_binding(),
-        });
+        let entries: Vec<wgpu::BindGroupEntry> =
+            std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() })
+                .chain(inputs.iter().chain(outputs).enumerate().map(|(i, t)| wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: t.buffer().as_entire_binding(),
+                }))
+                .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(name),
             layout: &layout.0,
@@ -383,18 +379,38 @@ impl Gpu {
         Ok(Dispatch { name: name.to_string(), pipeline, bind_group, params: params_buf, groups })
     }
 
-    /// Encodes `ops` into one compute pass, submits, and waits for the device.
-    pub fn run(&self, ops: &[&Dispatch]) -> Result<(), GpuError> {
+    /// Encodes `ops` in order into one compute pass (with timestamps at its start and end when
+    /// `timing` is given) and submits it, without waiting.
+    pub fn submit<'a>(
+        &self,
+        ops: impl IntoIterator<Item = &'a Dispatch>,
+        timing: Option<&wgpu::QuerySet>,
+    ) -> wgpu::SubmissionIndex {
         let mut enc =
-            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("run") });
+            self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("dlsvm") });
         {
+            let timestamp_writes = timing.map(|query_set| wgpu::ComputePassTimestampWrites {
+                query_set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
             let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
             for op in ops {
                 op.encode(&mut pass);
             }
         }
-        self.queue.submit([enc.finish()]);
+        if let Some(qs) = timing {
+            if let Some(resolve) = self.timing_resolve.as_ref() {
+                enc.resolve_query_set(qs, 0..2, resolve, 0);
+            }
+        }
+        self.queue.submit([enc.finish()])
+    }
+
+    /// Submits `ops` in one pass and waits for the device.
+    pub fn run(&self, ops: &[&Dispatch]) -> Result<(), GpuError> {
+        self.submit(ops.iter().copied(), None);
         self.wait()
     }
 
@@ -404,50 +420,43 @@ impl Gpu {
         Ok(())
     }
 
+    /// Blocks until submission `sub` has finished.
+    pub fn wait_for(&self, sub: wgpu::SubmissionIndex) -> Result<(), GpuError> {
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        Ok(())
+    }
+
     /// Times `reps` submissions of `ops` (one pass each), returning milliseconds per repetition.
     /// Uses timestamp queries when the adapter has them, else wall clock around submit + wait.
     pub fn time(&self, ops: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
         let mut out = Vec::with_capacity(reps);
-        if self.timestamps {
-            let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("timing"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            });
-            let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("timing resolve"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            let period = self.queue.get_timestamp_period() as f64;
-            for _ in 0..reps {
-                let mut enc =
-                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: None,
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &qs,
-                            beginning_of_pass_write_index: Some(0),
-                            end_of_pass_write_index: Some(1),
-                        }),
-                    });
-                    for op in ops {
-                        op.encode(&mut pass);
-                    }
+        let timing = match (self.timestamps, self.timing_resolve.as_ref()) {
+            (true, Some(resolve)) => Some((
+                self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("timing"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                resolve,
+            )),
+            _ => None,
+        };
+        let period = self.queue.get_timestamp_period() as f64;
+        for _ in 0..reps {
+            let start = Instant::now();
+            match &timing {
+                Some((qs, resolve)) => {
+                    self.submit(ops.iter().copied(), Some(qs));
+                    let bytes = self.read_buffer(resolve, 16)?;
+                    let t: &[u64] = bytemuck::cast_slice(&bytes);
+                    out.push(t[1].saturating_sub(t[0]) as f64 * period * 1e-6);
                 }
-                enc.resolve_query_set(&qs, 0..2, &resolve, 0);
-                self.queue.submit([enc.finish()]);
-                let bytes = self.read_buffer(&resolve, 16)?;
-                let t: &[u64] = bytemuck::cast_slice(&bytes);
-                out.push(t[1].saturating_sub(t[0]) as f64 * period * 1e-6);
-            }
-        } else {
-            for _ in 0..reps {
-                let start = Instant::now();
-                self.run(ops)?;
-                out.push(start.elapsed().as_secs_f64() * 1e3);
+                None => {
+                    self.run(ops)?;
+                    out.push(start.elapsed().as_secs_f64() * 1e3);
+                }
             }
         }
         Ok(out)

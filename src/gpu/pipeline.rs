@@ -25,12 +25,36 @@ impl Spec {
     }
 }
 
-/// One WGSL file: its entry points with their binding counts (read-only storage inputs, then
-/// read-write storage outputs, then one uniform params struct), and the specializations it is
-/// validated with.
+/// The WGSL prelude every shader is compiled with: the params structs, the epilogue, index and
+/// reduction helpers (shaders/common.wgsl).
+pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
+
+/// A kernel's params struct: the `#[repr(C)]` mirror of the WGSL struct named [`KernelParams::WGSL`]
+/// in shaders/common.wgsl, bound as a uniform at binding 0.
+pub trait KernelParams: bytemuck::Pod {
+    const WGSL: &'static str;
+}
+
+/// What a shader's registration says of its params struct: the WGSL name and the host size.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsDecl {
+    pub wgsl: &'static str,
+    pub size: usize,
+}
+
+impl ParamsDecl {
+    pub const fn of<P: KernelParams>() -> ParamsDecl {
+        ParamsDecl { wgsl: P::WGSL, size: std::mem::size_of::<P>() }
+    }
+}
+
+/// One WGSL file and everything that belongs to it: its source, its params struct, its entry
+/// points with their binding counts (the params uniform at binding 0, then read-only storage
+/// inputs, then read-write storage outputs), and the specializations it is validated with.
 pub struct ShaderDef {
     pub name: &'static str,
     pub source: &'static str,
+    pub params: ParamsDecl,
     /// (entry point, inputs, outputs)
     pub entries: &'static [(&'static str, usize, usize)],
     /// Every specialization the crate uses (each is validated by naga in the tests).
@@ -51,9 +75,9 @@ impl ShaderDef {
             .map(|e| (e.1, e.2))
             .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
     }
-    /// Full source for `spec`.
+    /// Full source for `spec`: the specialization constants, the prelude, the file.
     pub fn source_with(&self, spec: &Spec) -> String {
-        format!("// specialization\n{}\n{}", spec.header(), self.source)
+        format!("// specialization\n{}\n{PRELUDE}\n// {}.wgsl\n{}", spec.header(), self.name, self.source)
     }
 }
 

@@ -9,6 +9,21 @@ pub enum DType {
     U32,
 }
 
+/// A type a tensor can hold: 4 bytes, with its [`DType`].
+pub trait Element: bytemuck::Pod {
+    const DTYPE: DType;
+}
+
+impl Element for f32 {
+    const DTYPE: DType = DType::F32;
+}
+impl Element for i32 {
+    const DTYPE: DType = DType::I32;
+}
+impl Element for u32 {
+    const DTYPE: DType = DType::U32;
+}
+
 /// A storage buffer plus its shape. Elements are 4 bytes; the buffer holds at least one.
 pub struct Tensor {
     buf: wgpu::Buffer,
@@ -67,39 +82,32 @@ impl Gpu {
         Ok(Tensor::new_raw(&self.device, "tensor", shape, dtype))
     }
 
-    fn upload_bytes(&self, shape: &[usize], dtype: DType, bytes: &[u8]) -> Result<Tensor, GpuError> {
+    /// A tensor of `shape` holding `data` (`data.len()` must be the shape's element count).
+    pub fn upload<T: Element>(&self, data: &[T], shape: &[usize]) -> Result<Tensor, GpuError> {
         self.check_alloc(shape)?;
         let len: usize = shape.iter().product();
-        if bytes.len() != len * 4 {
-            return Err(GpuError::Internal(format!("upload: {} bytes for shape {shape:?}", bytes.len())));
+        if data.len() != len {
+            return Err(GpuError::Internal(format!("upload: {} values for shape {shape:?}", data.len())));
         }
-        if bytes.is_empty() {
-            return Ok(Tensor::new_raw(&self.device, "tensor", shape, dtype));
+        if data.is_empty() {
+            return Ok(Tensor::new_raw(&self.device, "tensor", shape, T::DTYPE));
         }
         let buf = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("tensor"),
-            contents: bytes,
+            contents: bytemuck::cast_slice(data),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         });
-        Ok(Tensor { buf, shape: shape.to_vec(), dtype })
+        Ok(Tensor { buf, shape: shape.to_vec(), dtype: T::DTYPE })
     }
 
-    pub fn upload_f32(&self, data: &[f32], shape: &[usize]) -> Result<Tensor, GpuError> {
-        self.upload_bytes(shape, DType::F32, bytemuck::cast_slice(data))
-    }
-    pub fn upload_i32(&self, data: &[i32], shape: &[usize]) -> Result<Tensor, GpuError> {
-        self.upload_bytes(shape, DType::I32, bytemuck::cast_slice(data))
-    }
-    pub fn upload_u32(&self, data: &[u32], shape: &[usize]) -> Result<Tensor, GpuError> {
-        self.upload_bytes(shape, DType::U32, bytemuck::cast_slice(data))
-    }
-
-    /// Overwrites a tensor's contents (lengths must match).
-    pub fn write_f32(&self, t: &Tensor, data: &[f32]) -> Result<(), GpuError> {
-        if data.len() != t.len() {
+    /// Overwrites a tensor's contents (element type and length must match).
+    pub fn write<T: Element>(&self, t: &Tensor, data: &[T]) -> Result<(), GpuError> {
+        if data.len() != t.len() || t.dtype != T::DTYPE {
             return Err(GpuError::Internal(format!(
-                "write: {} values into tensor {:?}",
+                "write: {} {:?} values into {:?} tensor {:?}",
                 data.len(),
+                T::DTYPE,
+                t.dtype,
                 t.shape()
             )));
         }
@@ -116,21 +124,18 @@ impl Gpu {
         self.queue.write_buffer(&t.buf, 0, bytemuck::cast_slice(&v));
     }
 
-    pub fn download_f32(&self, t: &Tensor) -> Result<Vec<f32>, GpuError> {
+    /// A tensor's contents, read back (waits for the device).
+    pub fn download<T: Element>(&self, t: &Tensor) -> Result<Vec<T>, GpuError> {
+        if t.dtype != T::DTYPE {
+            return Err(GpuError::Internal(format!(
+                "download: {:?} tensor {:?} read as {:?}",
+                t.dtype,
+                t.shape(),
+                T::DTYPE
+            )));
+        }
         let bytes = self.read_buffer(&t.buf, t.bytes().max(4))?;
-        let mut v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-        v.truncate(t.len());
-        Ok(v)
-    }
-    pub fn download_i32(&self, t: &Tensor) -> Result<Vec<i32>, GpuError> {
-        let bytes = self.read_buffer(&t.buf, t.bytes().max(4))?;
-        let mut v: Vec<i32> = bytemuck::pod_collect_to_vec(&bytes);
-        v.truncate(t.len());
-        Ok(v)
-    }
-    pub fn download_u32(&self, t: &Tensor) -> Result<Vec<u32>, GpuError> {
-        let bytes = self.read_buffer(&t.buf, t.bytes().max(4))?;
-        let mut v: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+        let mut v: Vec<T> = bytemuck::pod_collect_to_vec(&bytes);
         v.truncate(t.len());
         Ok(v)
     }

@@ -1,8 +1,8 @@
 //! ReLU and dropout, forward and backward. Dropout's mask comes from the counter-based hash in
 //! [`crate::shapes::hash_u32`], keyed by (seed, step, element).
 
-use super::{check_len, grid_for, to_u32, WG};
-use crate::gpu::{Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
+use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 use crate::shapes::dropout_scale;
 
 #[repr(C)]
@@ -24,19 +24,16 @@ impl ActParams {
     }
 }
 
-fn spec() -> Spec {
-    Spec::new().u("WG", WG)
-}
-
-fn specs() -> Vec<Spec> {
-    vec![spec()]
+impl KernelParams for ActParams {
+    const WGSL: &'static str = "ActParams";
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "activation",
     source: include_str!("../../shaders/activation.wgsl"),
+    params: ParamsDecl::of::<ActParams>(),
     entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("dropout", 1, 1)],
-    specs,
+    specs: wg_specs,
     unchecked: false,
 };
 
@@ -53,7 +50,7 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuEr
         "relu_forward",
         &SHADER,
         "relu_fwd",
-        &spec(),
+        &wg_spec(),
         &[x],
         &[y],
         &ActParams::new(n, 0.0, 0, 0),
@@ -67,7 +64,7 @@ pub fn relu_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<
     check_len("relu_backward", "dx", dx, y.len())?;
     let groups = grid_for(gpu, y.len(), WG);
     let p = ActParams::new(n, 0.0, 0, 0);
-    gpu.prepare("relu_backward", &SHADER, "relu_bwd", &spec(), &[y, dy], &[dx], &p, groups)
+    gpu.prepare("relu_backward", &SHADER, "relu_bwd", &wg_spec(), &[y, dy], &[dx], &p, groups)
 }
 
 fn dropout(
@@ -84,7 +81,7 @@ fn dropout(
     }
     let n = same_len(op, src, dst)?;
     let groups = grid_for(gpu, src.len(), WG);
-    gpu.prepare(op, &SHADER, "dropout", &spec(), &[src], &[dst], &ActParams::new(n, p, seed, step), groups)
+    gpu.prepare(op, &SHADER, "dropout", &wg_spec(), &[src], &[dst], &ActParams::new(n, p, seed, step), groups)
 }
 
 /// Kept elements scaled by `1/(1-p)`, dropped ones zeroed; see [`crate::cpu::dropout_forward`].

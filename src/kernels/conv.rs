@@ -1,8 +1,9 @@
 //! 2-D convolution, NCHW: forward (direct and channel-blocked), backward data, backward weight.
-//! The bias gradient is [`super::reduce::channel_sum`].
+//! The bias gradient is [`super::reduce::channel_sum`]. Shaders: conv.wgsl (forward, backward data),
+//! conv_wgrad.wgsl (weight gradient).
 
 use super::{check_len, grid_for, to_u32, Epilogue};
-use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::Conv2dShape;
 
 #[repr(C)]
@@ -17,12 +18,12 @@ pub struct ConvParams {
     pub kw: u32,
     pub oh: u32,
     pub ow: u32,
-    pub sy: u32,
-    pub sx: u32,
-    pub py: u32,
-    pub px: u32,
+    pub stride_y: u32,
+    pub stride_x: u32,
+    pub pad_y: u32,
+    pub pad_x: u32,
     pub flags: u32,
-    /// Backward weight (split): batch samples per slice and the number of slices.
+    /// Backward weight by slices: batch samples per slice and the number of slices.
     pub spp: u32,
     pub slices: u32,
 }
@@ -61,31 +62,21 @@ fn channel_block(channels: usize) -> u32 {
     CHANNEL_BLOCKS.into_iter().find(|&b| b as usize >= channels).unwrap_or(16)
 }
 
-fn spec_with(cob: u32, cib: u32) -> Spec {
+impl KernelParams for ConvParams {
+    const WGSL: &'static str = "ConvParams";
+}
+
+/// The forward's output-channel block and the backward data's input-channel block.
+fn spec(cob: u32, cib: u32) -> Spec {
     Spec::new().u("WG", CONV_WG).u("COB", cob).u("CIB", cib)
 }
 
-/// The specialization of the kernels that use neither block.
-fn spec() -> Spec {
-    spec_with(16, 16)
-}
-
-fn specs() -> Vec<Spec> {
-    CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec_with(a, b))).collect()
-}
-
 pub static SHADER: ShaderDef = ShaderDef {
-    name: "conv2d",
-    source: include_str!("../../shaders/conv2d.wgsl"),
-    entries: &[
-        ("conv_fwd_direct", 3, 1),
-        ("conv_fwd_blocked", 3, 1),
-        ("conv_bwd_data", 2, 1),
-        ("conv_bwd_weight", 2, 1),
-        ("conv_bwd_weight_split", 2, 1),
-        ("conv_bwd_weight_reduce", 1, 1),
-    ],
-    specs,
+    name: "conv",
+    source: include_str!("../../shaders/conv.wgsl"),
+    params: ParamsDecl::of::<ConvParams>(),
+    entries: &[("conv_fwd_direct", 3, 1), ("conv_fwd_blocked", 3, 1), ("conv_bwd_data", 2, 1)],
+    specs: || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec(a, b))).collect(),
     unchecked: true,
 };
 
@@ -105,10 +96,10 @@ fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError>
         kw: u("kw", s.kw)?,
         oh: u("oh", s.oh())?,
         ow: u("ow", s.ow())?,
-        sy: u("sy", s.sy)?,
-        sx: u("sx", s.sx)?,
-        py: u("py", s.py)?,
-        px: u("px", s.px)?,
+        stride_y: u("sy", s.sy)?,
+        stride_x: u("sx", s.sx)?,
+        pad_y: u("py", s.py)?,
+        pad_x: u("px", s.px)?,
         flags,
         spp: 0,
         slices: 0,
@@ -140,14 +131,13 @@ pub fn conv2d_forward(
     match variant {
         ConvFwdVariant::Direct => {
             let groups = grid_for(gpu, s.y_len(), CONV_WG);
-            gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(), &[x, w, bias], &[y], &p, groups)
+            gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(16, 16), &[x, w, bias], &[y], &p, groups)
         }
         ConvFwdVariant::Blocked => {
             let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), CONV_WG);
             let cob = channel_block(s.cout);
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
-            let sp = spec_with(cob, 16);
-            gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &sp, &[x, w, bias], &[y], &p, groups)
+            gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &spec(cob, 16), &[x, w, bias], &[y], &p, groups)
         }
     }
 }
@@ -168,7 +158,7 @@ pub fn conv2d_backward_data(
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), CONV_WG);
     let cib = channel_block(s.cin);
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
-    gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec_with(16, cib), &[dy, w], &[dx], &p, groups)
+    gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups)
 }
 
 /// Backward-weight variants; both are covered by the tests.
@@ -203,19 +193,18 @@ const WGRAD_COB: u32 = 8;
 /// The widest kernel `conv_bwd_weight_rows` is specialized for (its accumulators are COB x KW).
 pub const WGRAD_MAX_KW: usize = 8;
 
+/// The weight-gradient shader's specialization; only the rows kernel reads KW (the direct and
+/// split kernels use KW = 1).
 fn wgrad_spec(kw: u32) -> Spec {
     Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw)
-}
-
-fn wgrad_specs() -> Vec<Spec> {
-    (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).collect()
 }
 
 pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     name: "conv_wgrad",
     source: include_str!("../../shaders/conv_wgrad.wgsl"),
-    entries: &[("conv_bwd_weight_rows", 2, 1)],
-    specs: wgrad_specs,
+    params: ParamsDecl::of::<ConvParams>(),
+    entries: &[("conv_bwd_weight", 2, 1), ("conv_bwd_weight_split", 2, 1), ("conv_bwd_weight_rows", 2, 1)],
+    specs: || (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).collect(),
     unchecked: true,
 };
 
@@ -249,9 +238,9 @@ pub fn conv2d_backward_weight(
         let groups = grid_1d(s.w_len(), gpu.max_groups());
         return Ok(vec![gpu.prepare(
             &op,
-            &SHADER,
+            &WGRAD_SHADER,
             "conv_bwd_weight",
-            &spec(),
+            &wgrad_spec(1),
             &[x, dy],
             &[dw],
             &p,
@@ -273,10 +262,17 @@ pub fn conv2d_backward_weight(
     } else {
         let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);
         let groups = grid_for(gpu, threads, CONV_WG);
-        gpu.prepare(&op, &SHADER, "conv_bwd_weight_split", &spec(), &[x, dy], &[&partial], &p, groups)?
+        gpu.prepare(
+            &op,
+            &WGRAD_SHADER,
+            "conv_bwd_weight_split",
+            &wgrad_spec(1),
+            &[x, dy],
+            &[&partial],
+            &p,
+            groups,
+        )?
     };
-    let groups = grid_for(gpu, s.w_len(), CONV_WG);
-    let reduce =
-        gpu.prepare(&op, &SHADER, "conv_bwd_weight_reduce", &spec(), &[&partial], &[dw], &p, groups)?;
+    let reduce = super::reduce::slice_sum(gpu, slices, s.w_len(), &partial, dw, accumulate)?;
     Ok(vec![partials, reduce])
 }

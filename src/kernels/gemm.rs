@@ -1,7 +1,7 @@
 //! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
 
 use super::{check_len, to_u32, Epilogue};
-use crate::gpu::{Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::{GemmShape, Trans};
 
 #[repr(C)]
@@ -112,9 +112,14 @@ fn specs4() -> Vec<Spec> {
         .collect()
 }
 
+impl KernelParams for GemmParams {
+    const WGSL: &'static str = "GemmParams";
+}
+
 pub static SHADER: ShaderDef = ShaderDef {
     name: "gemm",
     source: include_str!("../../shaders/gemm.wgsl"),
+    params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
     specs,
     unchecked: true,
@@ -123,6 +128,7 @@ pub static SHADER: ShaderDef = ShaderDef {
 pub static SHADER4: ShaderDef = ShaderDef {
     name: "gemm4",
     source: include_str!("../../shaders/gemm4.wgsl"),
+    params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,
     unchecked: true,

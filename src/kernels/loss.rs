@@ -1,13 +1,13 @@
 //! The two tops: softmax with cross-entropy, and the one-vs-rest L2-SVM squared hinge (Tang 2013).
 
 use super::{check_len, grid_for, to_u32};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct LossParams {
-    pub n: u32,
-    pub k: u32,
+    pub rows: u32,
+    pub classes: u32,
     pub _pad0: u32,
     pub _pad1: u32,
     pub scale: f32,
@@ -27,9 +27,14 @@ fn specs() -> Vec<Spec> {
     vec![spec()]
 }
 
+impl KernelParams for LossParams {
+    const WGSL: &'static str = "LossParams";
+}
+
 pub static SHADER: ShaderDef = ShaderDef {
     name: "loss",
     source: include_str!("../../shaders/loss.wgsl"),
+    params: ParamsDecl::of::<LossParams>(),
     entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2)],
     specs,
     unchecked: false,
@@ -59,8 +64,8 @@ fn loss(
     check_len(op, "loss rows", loss_rows, n)?;
     check_len(op, "gradient", grad, n * k)?;
     let p = LossParams {
-        n: to_u32(op, "rows", n)?,
-        k: to_u32(op, "classes", k)?,
+        rows: to_u32(op, "rows", n)?,
+        classes: to_u32(op, "classes", k)?,
         _pad0: 0,
         _pad1: 0,
         scale: scale as f32,

@@ -4,6 +4,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod fill;
 pub mod gemm;
 pub mod loss;
 pub mod optim;
@@ -11,7 +12,7 @@ pub mod pool;
 pub mod probe;
 pub mod reduce;
 
-use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Tensor};
+use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Spec, Tensor};
 
 /// Every shader of the crate, for validation and for `dlsvm info`.
 pub static SHADERS: &[&ShaderDef] = &[
@@ -20,6 +21,7 @@ pub static SHADERS: &[&ShaderDef] = &[
     &conv::SHADER,
     &conv::WGRAD_SHADER,
     &pool::SHADER,
+    &fill::SHADER,
     &activation::SHADER,
     &loss::SHADER,
     &reduce::SHADER,
@@ -27,24 +29,18 @@ pub static SHADERS: &[&ShaderDef] = &[
     &probe::SHADER,
 ];
 
-/// Each shader's params struct size on the host, checked against its WGSL mirror by the tests.
-pub fn params_sizes() -> Vec<(&'static str, usize)> {
-    vec![
-        ("gemm", std::mem::size_of::<gemm::GemmParams>()),
-        ("gemm4", std::mem::size_of::<gemm::GemmParams>()),
-        ("conv2d", std::mem::size_of::<conv::ConvParams>()),
-        ("conv_wgrad", std::mem::size_of::<conv::ConvParams>()),
-        ("pool", std::mem::size_of::<pool::PoolParams>()),
-        ("activation", std::mem::size_of::<activation::ActParams>()),
-        ("loss", std::mem::size_of::<loss::LossParams>()),
-        ("reduce", std::mem::size_of::<reduce::ReduceParams>()),
-        ("optim", std::mem::size_of::<optim::SgdParams>()),
-        ("probe", std::mem::size_of::<probe::ProbeParams>()),
-    ]
-}
-
 /// Invocations per workgroup of the 1-D kernels (a power of two).
 pub const WG: u32 = 256;
+
+/// The specialization of the shaders whose only constant is the workgroup size [`WG`].
+pub(crate) fn wg_spec() -> Spec {
+    Spec::new().u("WG", WG)
+}
+
+/// [`wg_spec`] as the one specialization such a shader is validated with.
+pub(crate) fn wg_specs() -> Vec<Spec> {
+    vec![wg_spec()]
+}
 
 /// What a producing kernel does to its result before storing it.
 #[derive(Clone, Copy, Default)]

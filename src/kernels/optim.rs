@@ -1,7 +1,7 @@
 //! SGD with momentum and weight decay, updating weights and velocity in place.
 
-use super::{check_len, grid_for, to_u32, WG};
-use crate::gpu::{Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
+use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -22,19 +22,16 @@ impl SgdParams {
     }
 }
 
-fn spec() -> Spec {
-    Spec::new().u("WG", WG)
-}
-
-fn specs() -> Vec<Spec> {
-    vec![spec()]
+impl KernelParams for SgdParams {
+    const WGSL: &'static str = "SgdParams";
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "optim",
     source: include_str!("../../shaders/optim.wgsl"),
+    params: ParamsDecl::of::<SgdParams>(),
     entries: &[("sgd_momentum", 1, 2)],
-    specs,
+    specs: wg_specs,
     unchecked: false,
 };
 
@@ -59,5 +56,5 @@ pub fn sgd_momentum(
     }
     let p = SgdParams::new(to_u32(op, "elements", w.len())?, lr, momentum, weight_decay);
     let groups = grid_for(gpu, w.len(), WG);
-    gpu.prepare(op, &SHADER, "sgd_momentum", &spec(), &[g], &[w, v], &p, groups)
+    gpu.prepare(op, &SHADER, "sgd_momentum", &wg_spec(), &[g], &[w, v], &p, groups)
 }

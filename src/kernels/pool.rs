@@ -1,7 +1,7 @@
 //! Max and average pooling, forward and backward (ceil-mode windows clipped to the image).
 
-use super::{check_len, grid_for, to_u32, WG};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use super::{check_len, grid_for, to_u32, wg_spec, WG};
+use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::Pool2dShape;
 
 #[repr(C)]
@@ -14,36 +14,30 @@ pub struct PoolParams {
     pub ow: u32,
     pub kh: u32,
     pub kw: u32,
-    pub sy: u32,
-    pub sx: u32,
-    pub py: u32,
-    pub px: u32,
-    /// `maxpool_bwd_pass`: the pass index.
+    pub stride_y: u32,
+    pub stride_x: u32,
+    pub pad_y: u32,
+    pub pad_x: u32,
+    /// The disjoint-window backwards: the pass index.
     pub phase: u32,
 }
 
-fn spec() -> Spec {
-    Spec::new().u("WG", WG)
+impl KernelParams for PoolParams {
+    const WGSL: &'static str = "PoolParams";
 }
 
-fn specs() -> Vec<Spec> {
-    vec![spec()]
+/// Max or average pooling: the shader's MAX constant.
+fn spec(max: bool) -> Spec {
+    wg_spec().b("MAX", max)
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "pool",
     source: include_str!("../../shaders/pool.wgsl"),
-    entries: &[
-        ("maxpool_fwd", 1, 2),
-        ("maxpool_bwd", 2, 1),
-        ("pool_zero", 0, 1),
-        ("maxpool_bwd_pass", 2, 1),
-        ("avgpool_fwd", 1, 1),
-        ("avgpool_bwd", 1, 1),
-        ("avgpool_bwd_pass", 1, 1),
-    ],
-    specs,
-    // Indices are clamped or guarded; the argmax read in maxpool_bwd_pass is range-checked.
+    params: ParamsDecl::of::<PoolParams>(),
+    entries: &[("pool_fwd", 1, 2), ("pool_bwd", 2, 1), ("pool_bwd_pass", 2, 1)],
+    specs: || vec![spec(true), spec(false)],
+    // Indices are clamped or guarded; the argmax read by max pooling's passes is range-checked.
     unchecked: true,
 };
 
@@ -59,10 +53,10 @@ fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {
         ow: u("ow", s.ow())?,
         kh: u("kh", s.kh)?,
         kw: u("kw", s.kw)?,
-        sy: u("sy", s.sy)?,
-        sx: u("sx", s.sx)?,
-        py: u("py", s.py)?,
-        px: u("px", s.px)?,
+        stride_y: u("sy", s.sy)?,
+        stride_x: u("sx", s.sx)?,
+        pad_y: u("py", s.py)?,
+        pad_x: u("px", s.px)?,
         phase: 0,
     })
 }
@@ -89,7 +83,7 @@ pub fn maxpool_forward(
     check_len(&op, "y", y, s.y_len())?;
     check_idx(&op, idx, s.y_len())?;
     let groups = grid_for(gpu, s.y_len(), WG);
-    gpu.prepare(&op, &SHADER, "maxpool_fwd", &spec(), &[x], &[y, idx], &p, groups)
+    gpu.prepare(&op, &SHADER, "pool_fwd", &spec(true), &[x], &[y, idx], &p, groups)
 }
 
 /// Pool backward variants (max and average); both are covered by the tests.
@@ -118,25 +112,36 @@ impl PoolBwdVariant {
     }
 }
 
-/// The zeroing of dx and one dispatch of `entry` per pass, for the disjoint-window backwards.
-fn passes(
+/// The backward of max (`idx` the forward's argmax) or average pooling (`idx` None).
+fn backward(
     gpu: &Gpu,
     op: &str,
     s: &Pool2dShape,
-    mut p: PoolParams,
-    entry: &'static str,
-    inputs: &[&Tensor],
+    dy: &Tensor,
+    idx: Option<&Tensor>,
     dx: &Tensor,
+    variant: PoolBwdVariant,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let zero = grid_for(gpu, s.x_len(), WG);
-    let mut ops = vec![gpu.prepare(op, &SHADER, "pool_zero", &spec(), &[], &[dx], &p, zero)?];
+    let mut p = params(op, s)?;
+    check_len(op, "dy", dy, s.y_len())?;
+    check_len(op, "dx", dx, s.x_len())?;
+    if let Some(idx) = idx {
+        check_idx(op, idx, s.y_len())?;
+    }
+    let sp = spec(idx.is_some());
+    let inputs = [dy, idx.unwrap_or(gpu.dummy())];
+    if variant == PoolBwdVariant::Gather {
+        let groups = grid_for(gpu, s.x_len(), WG);
+        return Ok(vec![gpu.prepare(op, &SHADER, "pool_bwd", &sp, &inputs, &[dx], &p, groups)?]);
+    }
+    let mut ops = vec![super::fill::fill(gpu, dx, 0.0)?];
     let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
     for ay in 0..ny.min(s.oh()) {
         for ax in 0..nx.min(s.ow()) {
             p.phase = to_u32(op, "pass", ay * nx + ax)?;
             let outputs = s.planes() * (s.oh() - ay).div_ceil(ny) * (s.ow() - ax).div_ceil(nx);
             let groups = grid_for(gpu, outputs, WG);
-            ops.push(gpu.prepare(op, &SHADER, entry, &spec(), inputs, &[dx], &p, groups)?);
+            ops.push(gpu.prepare(op, &SHADER, "pool_bwd_pass", &sp, &inputs, &[dx], &p, groups)?);
         }
     }
     Ok(ops)
@@ -151,18 +156,7 @@ pub fn maxpool_backward(
     dx: &Tensor,
     variant: MaxPoolBwdVariant,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let op = format!("maxpool_backward {s}");
-    let p = params(&op, s)?;
-    check_len(&op, "dy", dy, s.y_len())?;
-    check_idx(&op, idx, s.y_len())?;
-    check_len(&op, "dx", dx, s.x_len())?;
-    match variant {
-        MaxPoolBwdVariant::Gather => {
-            let groups = grid_for(gpu, s.x_len(), WG);
-            Ok(vec![gpu.prepare(&op, &SHADER, "maxpool_bwd", &spec(), &[dy, idx], &[dx], &p, groups)?])
-        }
-        MaxPoolBwdVariant::Passes => passes(gpu, &op, s, p, "maxpool_bwd_pass", &[dy, idx], dx),
-    }
+    backward(gpu, &format!("maxpool_backward {s}"), s, dy, Some(idx), dx, variant)
 }
 
 /// See [`crate::cpu::avgpool_forward`].
@@ -172,7 +166,7 @@ pub fn avgpool_forward(gpu: &Gpu, s: &Pool2dShape, x: &Tensor, y: &Tensor) -> Re
     check_len(&op, "x", x, s.x_len())?;
     check_len(&op, "y", y, s.y_len())?;
     let groups = grid_for(gpu, s.y_len(), WG);
-    gpu.prepare(&op, &SHADER, "avgpool_fwd", &spec(), &[x], &[y], &p, groups)
+    gpu.prepare(&op, &SHADER, "pool_fwd", &spec(false), &[x], &[y, gpu.dummy()], &p, groups)
 }
 
 /// See [`crate::cpu::avgpool_backward`]. Returns the dispatches to run in order.
@@ -183,15 +177,5 @@ pub fn avgpool_backward(
     dx: &Tensor,
     variant: PoolBwdVariant,
 ) -> Result<Vec<Dispatch>, GpuError> {
-    let op = format!("avgpool_backward {s}");
-    let p = params(&op, s)?;
-    check_len(&op, "dy", dy, s.y_len())?;
-    check_len(&op, "dx", dx, s.x_len())?;
-    match variant {
-        PoolBwdVariant::Gather => {
-            let groups = grid_for(gpu, s.x_len(), WG);
-            Ok(vec![gpu.prepare(&op, &SHADER, "avgpool_bwd", &spec(), &[dy], &[dx], &p, groups)?])
-        }
-        PoolBwdVariant::Passes => passes(gpu, &op, s, p, "avgpool_bwd_pass", &[dy], dx),
-    }
+    backward(gpu, &format!("avgpool_backward {s}"), s, dy, None, dx, variant)
 }

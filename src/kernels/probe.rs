@@ -1,7 +1,7 @@
 //! Ceiling probes for `dlsvm bench`: an FMA-bound loop and a vec4 copy.
 
 use super::{grid_for, to_u32};
-use crate::gpu::{Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -24,9 +24,14 @@ fn specs() -> Vec<Spec> {
     FMA_WGS.iter().flat_map(|&w| FMA_CHAINS.iter().map(move |&c| spec(w, c))).collect()
 }
 
+impl KernelParams for ProbeParams {
+    const WGSL: &'static str = "ProbeParams";
+}
+
 pub static SHADER: ShaderDef = ShaderDef {
     name: "probe",
     source: include_str!("../../shaders/probe.wgsl"),
+    params: ParamsDecl::of::<ProbeParams>(),
     entries: &[("fma_probe", 1, 1), ("copy_probe", 1, 1)],
     specs,
     unchecked: true,

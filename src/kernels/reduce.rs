@@ -1,8 +1,9 @@
-//! Reductions: the sum of a vector, per-row argmax, the count of correct predictions, and
-//! per-channel sums (the bias gradient of conv and fc layers).
+//! Reductions: the sum of a vector, sums over slices of partial results (the convolution weight
+//! gradients), per-channel sums (the bias gradient of conv and fc layers), per-row argmax and the
+//! count of correct predictions.
 
-use super::{check_len, grid_for, to_u32, WG};
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, GpuError, ShaderDef, Spec, Tensor};
+use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
+use crate::gpu::{grid_1d, DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -17,19 +18,22 @@ pub struct ReduceParams {
     pub _pad1: u32,
 }
 
-fn spec() -> Spec {
-    Spec::new().u("WG", WG)
-}
-
-fn specs() -> Vec<Spec> {
-    vec![spec()]
+impl KernelParams for ReduceParams {
+    const WGSL: &'static str = "ReduceParams";
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "reduce",
     source: include_str!("../../shaders/reduce.wgsl"),
-    entries: &[("sum_all", 1, 1), ("channel_sum", 1, 1), ("argmax_rows", 1, 1), ("count_correct", 2, 1)],
-    specs,
+    params: ParamsDecl::of::<ReduceParams>(),
+    entries: &[
+        ("sum_all", 1, 1),
+        ("slice_sum", 1, 1),
+        ("channel_sum", 1, 1),
+        ("argmax_rows", 1, 1),
+        ("count_correct", 2, 1),
+    ],
+    specs: wg_specs,
     unchecked: false,
 };
 
@@ -42,7 +46,32 @@ pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
-    gpu.prepare(op, &SHADER, "sum_all", &spec(), &[x], &[out], &p, [1, 1, 1])
+    gpu.prepare(op, &SHADER, "sum_all", &wg_spec(), &[x], &[out], &p, [1, 1, 1])
+}
+
+/// `out[e] (+)= Σ_s x[s, e]` for x of shape `[slices, n]`, the slices added in order (the last
+/// step of the sliced convolution weight gradients).
+pub fn slice_sum(
+    gpu: &Gpu,
+    slices: usize,
+    n: usize,
+    x: &Tensor,
+    out: &Tensor,
+    accumulate: bool,
+) -> Result<Dispatch, GpuError> {
+    let op = format!("slice_sum [{slices}, {n}]");
+    if slices == 0 || n == 0 {
+        return Err(GpuError::shape(&op, "slices and elements must be at least 1"));
+    }
+    check_len(&op, "x", x, slices * n)?;
+    check_len(&op, "out", out, n)?;
+    let p = ReduceParams {
+        n: to_u32(&op, "elements", n)?,
+        k: to_u32(&op, "slices", slices)?,
+        flags: (accumulate as u32) << 1,
+        ..Default::default()
+    };
+    gpu.prepare(&op, &SHADER, "slice_sum", &wg_spec(), &[x], &[out], &p, grid_for(gpu, n, WG))
 }
 
 /// `out[ch] (+)= Σ_{o,i} x[o, ch, i]` for x of shape `[outer, c, inner]`;
@@ -71,7 +100,7 @@ pub fn channel_sum(
         ..Default::default()
     };
     let groups = grid_1d(c, gpu.max_groups());
-    gpu.prepare(&op, &SHADER, "channel_sum", &spec(), &[x], &[out], &p, groups)
+    gpu.prepare(&op, &SHADER, "channel_sum", &wg_spec(), &[x], &[out], &p, groups)
 }
 
 /// Index of the first maximum of each row of `x [n, k]`; see [`crate::cpu::argmax_rows`].
@@ -87,7 +116,7 @@ pub fn argmax_rows(gpu: &Gpu, n: usize, k: usize, x: &Tensor, out: &Tensor) -> R
     }
     let p = ReduceParams { n: to_u32(&op, "rows", n)?, k: to_u32(&op, "columns", k)?, ..Default::default() };
     let groups = grid_for(gpu, n, WG);
-    gpu.prepare(&op, &SHADER, "argmax_rows", &spec(), &[x], &[out], &p, groups)
+    gpu.prepare(&op, &SHADER, "argmax_rows", &wg_spec(), &[x], &[out], &p, groups)
 }
 
 /// `out[0] (+)=` rows with `labels >= 0` and `pred == label` (u32); see [`crate::cpu::count_correct`].
@@ -104,10 +133,14 @@ pub fn count_correct(
     if pred.dtype() != DType::I32 || labels.dtype() != DType::I32 || out.dtype() != DType::U32 {
         return Err(GpuError::shape(op, "pred and labels must be i32 tensors and out a u32 tensor"));
     }
+    // The kernel sums its counts as f32, exact up to 2^24.
+    if pred.len() > 1 << 24 {
+        return Err(GpuError::shape(op, format!("{} rows, at most 2^24 are counted exactly", pred.len())));
+    }
     let p = ReduceParams {
         n: to_u32(op, "rows", pred.len())?,
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
-    gpu.prepare(op, &SHADER, "count_correct", &spec(), &[pred, labels], &[out], &p, [1, 1, 1])
+    gpu.prepare(op, &SHADER, "count_correct", &wg_spec(), &[pred, labels], &[out], &p, [1, 1, 1])
 }

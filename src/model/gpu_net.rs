@@ -108,7 +108,7 @@ impl GpuNet {
             return Err(GpuError::shape("network", "batch size must be at least 1"));
         }
         let f32t = |len: usize| gpu.empty(&[len], DType::F32);
-        let params = init.iter().map(|p| gpu.upload_f32(p, &[p.len()])).collect::<Result<Vec<_>, _>>()?;
+        let params = init.iter().map(|p| gpu.upload(p, &[p.len()])).collect::<Result<Vec<_>, _>>()?;
         let velocity = net.params.iter().map(|p| f32t(p.len())).collect::<Result<Vec<_>, _>>()?;
         let grads = net.params.iter().map(|p| f32t(p.len())).collect::<Result<Vec<_>, _>>()?;
         let acts = net.dims.iter().map(|d| f32t(batch * d.len())).collect::<Result<Vec<_>, _>>()?;
@@ -331,7 +331,7 @@ impl GpuNet {
         momentum: f64,
     ) -> Result<wgpu::SubmissionIndex, GpuError> {
         self.check_batch(x, y)?;
-        gpu.write_f32(&self.acts[0], x)?;
+        gpu.write(&self.acts[0], x)?;
         gpu.queue.write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(y));
         for d in &self.dropout {
             self.train_ops[d.op].set_params(gpu, &ActParams::new(d.n, d.p, d.seed, step as u32));
@@ -345,35 +345,14 @@ impl GpuNet {
             );
             self.train_ops[op].set_params(gpu, &p);
         }
-        Ok(self.submit(gpu, &self.train_ops))
-    }
-
-    fn submit(&self, gpu: &Gpu, ops: &[Dispatch]) -> wgpu::SubmissionIndex {
-        let mut enc =
-            gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("step") });
-        {
-            let mut pass =
-                enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for op in ops {
-                op.encode(&mut pass);
-            }
-        }
-        gpu.queue.submit([enc.finish()])
-    }
-
-    /// Waits until `sub` has finished on the device.
-    pub fn wait_for(&self, gpu: &Gpu, sub: wgpu::SubmissionIndex) -> Result<(), GpuError> {
-        gpu.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
-            .map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(())
+        Ok(gpu.submit(&self.train_ops, None))
     }
 
     /// The loss summed over steps since the last reset (each step adds its batch mean) and the
     /// number of correct predictions.
     pub fn read_metrics(&self, gpu: &Gpu) -> Result<(f64, u64), GpuError> {
-        let loss = gpu.download_f32(&self.loss_acc)?[0] as f64;
-        let correct = gpu.download_u32(&self.correct_acc)?[0] as u64;
+        let loss = gpu.download::<f32>(&self.loss_acc)?[0] as f64;
+        let correct = gpu.download::<u32>(&self.correct_acc)?[0] as u64;
         Ok((loss, correct))
     }
 
@@ -399,29 +378,29 @@ impl GpuNet {
         } else {
             x
         };
-        gpu.write_f32(&self.acts[0], input)?;
-        let sub = self.submit(gpu, &self.eval_ops);
-        self.wait_for(gpu, sub)?;
+        gpu.write(&self.acts[0], input)?;
+        let sub = gpu.submit(&self.eval_ops, None);
+        gpu.wait_for(sub)?;
         let acts = self.acts.last().ok_or_else(|| GpuError::Internal("no layers".into()))?;
-        let mut s = gpu.download_f32(acts)?;
+        let mut s = gpu.download::<f32>(acts)?;
         s.truncate(rows * self.net.classes);
         Ok(s)
     }
 
     /// Parameters and momentum buffers, read back.
     pub fn download(&self, gpu: &Gpu) -> Result<(Tensors, Tensors), GpuError> {
-        let p = self.params.iter().map(|t| gpu.download_f32(t)).collect::<Result<_, _>>()?;
-        let v = self.velocity.iter().map(|t| gpu.download_f32(t)).collect::<Result<_, _>>()?;
+        let p = self.params.iter().map(|t| gpu.download::<f32>(t)).collect::<Result<_, _>>()?;
+        let v = self.velocity.iter().map(|t| gpu.download::<f32>(t)).collect::<Result<_, _>>()?;
         Ok((p, v))
     }
 
     /// Replaces parameters and momentum (for resuming).
     pub fn upload(&self, gpu: &Gpu, params: &[Vec<f32>], velocity: &[Vec<f32>]) -> Result<(), GpuError> {
         for (t, v) in self.params.iter().zip(params) {
-            gpu.write_f32(t, v)?;
+            gpu.write(t, v)?;
         }
         for (t, v) in self.velocity.iter().zip(velocity) {
-            gpu.write_f32(t, v)?;
+            gpu.write(t, v)?;
         }
         Ok(())
     }

@@ -1,0 +1,230 @@
+// 2-D convolution (cross-correlation), NCHW, any kernel size, stride and padding, and its
+// transpose, the backward pass to the input:
+//   y[b, co, oy, ox] = Σ over (ci, ky, kx) of x[b, ci, oy·sy + ky − py, ox·sx + kx − px] · wt[co, ci, ky, kx]
+//                      (+ bias[co]) (then ReLU), inputs outside the image counting as zero;
+//   dx[b, ci, iy, ix] = Σ over (co, ky, kx) whose output position oy = (iy + py − ky) / sy,
+//                       ox = (ix + px − kx) / sx lands on the output grid, of dy[b, co, oy, ox] · wt[co, ci, ky, kx].
+// The weight gradient is conv_wgrad.wgsl.
+//
+// x [n, cin, h, w], wt [cout, cin, kh, kw], bias [cout], y and dy [n, cout, oh, ow].
+// Specialization: WG (invocations per workgroup, 1-D), COB (output channels per invocation of
+// conv_fwd_blocked), CIB (input channels per invocation of conv_bwd_data). Large 1-D grids are
+// folded over x and y (shaders/common.wgsl).
+
+@group(0) @binding(0) var<uniform> p: ConvParams;
+
+// ---- conv_fwd_direct, conv_fwd_blocked: inputs x, wt, bias; output y
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+// The forward never accumulates: the previous output is not read.
+fn finish(idx: u32, co: u32, acc: f32) {
+    y[idx] = epilogue(acc, bias[bias_index(co, p.flags)], 0.0, p.flags);
+}
+
+// The simplest correct kernel: one output element per invocation. Fallback and oracle.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_fwd_direct(id: Ids) {
+    let idx = thread_index(id, WG);
+    if (idx >= p.n * p.cout * p.oh * p.ow) {
+        return;
+    }
+    let ox = idx % p.ow;
+    let oy = (idx / p.ow) % p.oh;
+    let co = (idx / (p.ow * p.oh)) % p.cout;
+    let b = idx / (p.ow * p.oh * p.cout);
+    var acc = 0.0;
+    for (var ci = 0u; ci < p.cin; ci++) {
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            for (var kx = 0u; kx < p.kw; kx++) {
+                let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
+                if (ix < 0 || ix >= i32(p.w)) {
+                    continue;
+                }
+                let xv = x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+                acc += xv * wt[((co * p.cin + ci) * p.kh + ky) * p.kw + kx];
+            }
+        }
+    }
+    finish(idx, co, acc);
+}
+
+// Register-blocked: 4 neighbouring output pixels of a row x COB output channels per invocation.
+// Each (ci, ky, kx) step loads 4 inputs (1 at stride 1: the window slides) and COB weights (the
+// same for the whole workgroup, so broadcast) for 4·COB multiply-adds. Grid: 4-pixel groups folded
+// over x and y, output-channel blocks over z.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_fwd_blocked(id: Ids) {
+    let at = row_quad(thread_index(id, WG), p.n, p.oh, p.ow);
+    if (at.w == 0u) {
+        return;
+    }
+    let b = at.x;
+    let oy = at.y;
+    let ox0 = at.z;
+    let co0 = id.group.z * COB;
+    // Accumulators start at zero (WGSL zero-initializes function variables).
+    var acc: array<f32, COB * 4u>;
+    var wbase: array<u32, COB>;
+    for (var j = 0u; j < COB; j++) {
+        wbase[j] = min(co0 + j, p.cout - 1u) * p.cin * p.kh * p.kw;
+    }
+    for (var ci = 0u; ci < p.cin; ci++) {
+        for (var ky = 0u; ky < p.kh; ky++) {
+            let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+            if (iy < 0 || iy >= i32(p.h)) {
+                continue;
+            }
+            let xrow = ((b * p.cin + ci) * p.h + u32(iy)) * p.w;
+            var xv: array<f32, 4>;
+            for (var kx = 0u; kx < p.kw; kx++) {
+                if (p.stride_x == 1u && kx > 0u) {
+                    // Stride 1: the 4 pixels' inputs slide by one per kx; one new load, not four.
+                    xv[0] = xv[1];
+                    xv[1] = xv[2];
+                    xv[2] = xv[3];
+                    let ix = i32(ox0 + 3u + kx) - i32(p.pad_x);
+                    let inside = ix >= 0 && ix < i32(p.w);
+                    xv[3] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                } else {
+                    for (var t = 0u; t < 4u; t++) {
+                        let ix = i32((ox0 + t) * p.stride_x + kx) - i32(p.pad_x);
+                        let inside = ix >= 0 && ix < i32(p.w);
+                        xv[t] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                    }
+                }
+                let woff = (ci * p.kh + ky) * p.kw + kx;
+                for (var j = 0u; j < COB; j++) {
+                    let wv = wt[wbase[j] + woff];
+                    for (var t = 0u; t < 4u; t++) {
+                        acc[j * 4u + t] += xv[t] * wv;
+                    }
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < COB; j++) {
+        let co = co0 + j;
+        for (var t = 0u; t < 4u; t++) {
+            let ox = ox0 + t;
+            if (co < p.cout && ox < p.ow) {
+                finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j * 4u + t]);
+            }
+        }
+    }
+}
+
+// ---- conv_bwd_data: inputs dy, wt; output dx
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
+// Backward data, register-blocked: four neighbouring input pixels of a row and CIB input
+// channels per invocation; each (ky, kx, co) step loads 4 gradients and CIB weights for 4·CIB
+// multiply-adds. Grid: 4-pixel groups folded over x and y, input-channel blocks over z.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_data(id: Ids) {
+    let at = row_quad(thread_index(id, WG), p.n, p.h, p.w);
+    if (at.w == 0u) {
+        return;
+    }
+    let b = at.x;
+    let iy = at.y;
+    let ix0 = at.z;
+    let ci0 = id.group.z * CIB;
+    let kk = p.kh * p.kw;
+    var acc: array<f32, CIB * 4u>;
+    // Offsets of the CIB input channels' kernels within an output channel's weights.
+    var wci: array<u32, CIB>;
+    for (var j = 0u; j < CIB; j++) {
+        wci[j] = min(ci0 + j, p.cin - 1u) * kk;
+    }
+    let plane_out = p.oh * p.ow;
+    let gbase = b * p.cout * plane_out;
+    for (var ky = 0u; ky < p.kh; ky++) {
+        let tyn = i32(iy + p.pad_y) - i32(ky);
+        if (tyn < 0 || (u32(tyn) % p.stride_y) != 0u) {
+            continue;
+        }
+        let oy = u32(tyn) / p.stride_y;
+        if (oy >= p.oh) {
+            continue;
+        }
+        if (p.stride_x == 1u) {
+            // Stride 1: pixel t meets output column ix0 + t + px - kx, so from one kx to the next
+            // the 4 gradients slide by one: 3 + kw loads per (ky, co) instead of 4·kw.
+            let grow = gbase + oy * p.ow;
+            for (var co = 0u; co < p.cout; co++) {
+                let gb = grow + co * plane_out;
+                let wb = co * p.cin * kk + ky * p.kw;
+                var gv: array<f32, 4>;
+                for (var t = 0u; t < 4u; t++) {
+                    let ox = i32(ix0 + t + p.pad_x);
+                    gv[t] = select(0.0, dy[gb + u32(min(ox, i32(p.ow) - 1))], ox < i32(p.ow));
+                }
+                for (var kx = 0u; kx < p.kw; kx++) {
+                    if (kx > 0u) {
+                        gv[3] = gv[2];
+                        gv[2] = gv[1];
+                        gv[1] = gv[0];
+                        let ox = i32(ix0 + p.pad_x) - i32(kx);
+                        let inside = ox >= 0 && ox < i32(p.ow);
+                        gv[0] = select(0.0, dy[gb + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+                    }
+                    for (var j = 0u; j < CIB; j++) {
+                        let wv = wt[wb + kx + wci[j]];
+                        for (var t = 0u; t < 4u; t++) {
+                            acc[j * 4u + t] += gv[t] * wv;
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        for (var kx = 0u; kx < p.kw; kx++) {
+            // Where each of the 4 pixels lands on the output row, and whether it does.
+            var goff: array<u32, 4>;
+            var ok: array<bool, 4>;
+            var any = false;
+            for (var t = 0u; t < 4u; t++) {
+                let txn = i32(ix0 + t + p.pad_x) - i32(kx);
+                let ox = u32(max(txn, 0)) / p.stride_x;
+                ok[t] = txn >= 0 && (u32(txn) % p.stride_x) == 0u && ox < p.ow && ix0 + t < p.w;
+                goff[t] = oy * p.ow + min(ox, p.ow - 1u);
+                any = any || ok[t];
+            }
+            if (!any) {
+                continue;
+            }
+            let woff = ky * p.kw + kx;
+            for (var co = 0u; co < p.cout; co++) {
+                let gb = gbase + co * plane_out;
+                var gv: array<f32, 4>;
+                for (var t = 0u; t < 4u; t++) {
+                    gv[t] = select(0.0, dy[gb + goff[t]], ok[t]);
+                }
+                let wb = co * p.cin * kk + woff;
+                for (var j = 0u; j < CIB; j++) {
+                    let wv = wt[wb + wci[j]];
+                    for (var t = 0u; t < 4u; t++) {
+                        acc[j * 4u + t] += gv[t] * wv;
+                    }
+                }
+            }
+        }
+    }
+    for (var j = 0u; j < CIB; j++) {
+        let ci = ci0 + j;
+        for (var t = 0u; t < 4u; t++) {
+            let ix = ix0 + t;
+            if (ci < p.cin && ix < p.w) {
+                dx[((b * p.cin + ci) * p.h + iy) * p.w + ix] = acc[j * 4u + t];
+            }
+        }
+    }
+}
