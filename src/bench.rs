@@ -8,10 +8,11 @@
 //! (wall clock around submit + wait otherwise); inputs rotate over up to four copies when they
 //! are small enough to sit in a cache.
 
-use crate::check::{self, CaseReport, Flags, Rng};
+use crate::check::{self, CaseReport, Flags, Input, Values};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::{activation, conv, gemm, loss, optim, pool, probe, Epilogue};
 use crate::model::{preset, GpuNet, Net};
+use crate::rng::Rng;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 #[derive(Clone, Debug)]
@@ -165,7 +166,7 @@ fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
         variant: v.name(),
         shape: s.to_string(),
         work: Work::Flops(2.0 * s.m as f64 * s.n as f64 * s.k as f64),
-        check: Box::new(move |g| check::gemm_case(g, small, v, Flags::NONE, 1)),
+        check: Box::new(move |g| check::gemm_case(g, small, v, Flags::NONE, Input::unit(1))),
         build: Box::new(move |g| {
             let c = g.empty(&[s.c_len()], DType::F32)?;
             let mut set = Vec::new();
@@ -200,9 +201,9 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
         shape: s.to_string(),
         work: Work::Flops(2.0 * macs),
         check: Box::new(move |g| match dir {
-            ConvDir::Fwd(v) => check::conv_fwd_case(g, small, v, Flags::BIAS_RELU, 1),
-            ConvDir::Data => check::conv_bwd_data_case(g, small, 1),
-            ConvDir::Weight(v) => check::conv_bwd_weight_case(g, small, v, false, 1),
+            ConvDir::Fwd(v) => check::conv_fwd_case(g, small, v, Flags::BIAS_RELU, Input::unit(1)),
+            ConvDir::Data => check::conv_bwd_data_case(g, small, Input::unit(1)),
+            ConvDir::Weight(v) => check::conv_bwd_weight_case(g, small, v, false, Input::unit(1)),
         }),
         build: Box::new(move |g| {
             let (x, w, y) = (random(g, s.x_len(), 1)?, random(g, s.w_len(), 2)?, random(g, s.y_len(), 3)?);
@@ -233,10 +234,10 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
         shape: s.to_string(),
         work: Work::Bytes(bytes),
         check: Box::new(move |g| match (max, backward) {
-            (true, false) => check::maxpool_fwd_case(g, small, 1),
-            (true, true) => check::maxpool_bwd_case_variant(g, small, v, 1),
-            (false, false) => check::avgpool_fwd_case(g, small, 1),
-            (false, true) => check::avgpool_bwd_case_variant(g, small, v, 1),
+            (true, false) => check::maxpool_fwd_case(g, small, Input::unit(1)),
+            (true, true) => check::maxpool_bwd_case(g, small, v, Input::unit(1)),
+            (false, false) => check::avgpool_fwd_case(g, small, Input::unit(1)),
+            (false, true) => check::avgpool_bwd_case(g, small, v, Input::unit(1)),
         }),
         build: Box::new(move |g| {
             let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
@@ -263,7 +264,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         variant: "-".into(),
         shape: format!("n{n}"),
         work: Work::Bytes(8.0 * n as f64),
-        check: Box::new(|g| check::relu_fwd_case(g, 1000, 1)),
+        check: Box::new(|g| check::relu_fwd_case(g, 1000, Input::unit(1))),
         build: Box::new(move |g| {
             let y = g.empty(&[n], DType::F32)?;
             (0..rot).map(|i| Ok(vec![activation::relu_forward(g, &random(g, n, i as u64)?, &y)?])).collect()
@@ -274,7 +275,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         variant: "-".into(),
         shape: format!("n{n}"),
         work: Work::Bytes(12.0 * n as f64),
-        check: Box::new(|g| check::relu_bwd_case(g, 1000, 1)),
+        check: Box::new(|g| check::relu_bwd_case(g, 1000, Input::unit(1))),
         build: Box::new(move |g| {
             let dx = g.empty(&[n], DType::F32)?;
             (0..rot)
@@ -290,7 +291,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         variant: "p0.2".into(),
         shape: format!("n{n}"),
         work: Work::Bytes(8.0 * n as f64),
-        check: Box::new(|g| check::dropout_case(g, 1000, 0.2, 1, 1, false)),
+        check: Box::new(|g| check::dropout_case(g, 1000, 0.2, (1, 1), false, Input::unit(1))),
         build: Box::new(move |g| {
             let y = g.empty(&[n], DType::F32)?;
             (0..rot)
@@ -306,9 +307,9 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
             work: Work::Bytes(4.0 * (3 * rows * k + 2 * rows) as f64),
             check: Box::new(move |g| {
                 if svm {
-                    check::l2svm_case(g, 64, 7, 1.0, 1)
+                    check::l2svm_case(g, 64, 7, 1.0, Input::values(1, Values::Scaled(2.0)))
                 } else {
-                    check::softmax_case(g, 64, 7, 4.0, 1)
+                    check::softmax_case(g, 64, 7, Input::values(1, Values::Scaled(4.0)))
                 }
             }),
             build: Box::new(move |g| {
@@ -329,7 +330,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         variant: "-".into(),
         shape: format!("n{weights}"),
         work: Work::Bytes(20.0 * weights as f64),
-        check: Box::new(|g| check::sgd_case(g, 1000, 0.05, 0.9, 1e-4, 1)),
+        check: Box::new(|g| check::sgd_case(g, 1000, (0.05, 0.9, 1e-4), Input::unit(1))),
         build: Box::new(move |g| {
             let (w, v, gr) = (random(g, weights, 1)?, random(g, weights, 2)?, random(g, weights, 3)?);
             Ok(vec![vec![optim::sgd_momentum(g, &w, &v, &gr, 1e-6, 0.9, 1e-4)?]])

@@ -15,5 +15,6 @@ pub mod gpu;
 pub mod kernels;
 pub mod model;
 pub mod report;
+pub mod rng;
 pub mod shapes;
 pub mod train;

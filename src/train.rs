@@ -133,7 +133,7 @@ pub struct Summary {
 pub fn fold_split(ds: &Dataset, k: usize, i: usize, seed: u64) -> (Dataset, Dataset) {
     let n = ds.len();
     let mut idx: Vec<usize> = (0..n).collect();
-    let mut rng = crate::check::Rng::new(seed ^ 0xf01d);
+    let mut rng = crate::rng::Rng::new(crate::rng::mix(seed, 0xf01d));
     for j in (1..n).rev() {
         idx.swap(j, rng.below(j + 1));
     }

@@ -1,4 +1,4 @@
-//! Every mistake a user can make gets a clear answer (issue 6). Each bad input below is given to the
+//! Every mistake a user can make gets a clear answer. Each bad input below is given to the
 //! command line, which must exit 2 (bad usage or input) with exactly one line on stderr naming the file,
 //! the place (line, pixel, layer, key, tensor) and what was expected: never a panic or a backtrace. A few
 //! inputs that look odd but are fine (CRLF, a UTF-8 BOM, mixed image sizes) must succeed. Last, a seeded
@@ -7,59 +7,21 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-use dlsvm::check::Rng;
+mod common;
+
+use common::{s, text, TempDir};
 use dlsvm::data::normalize::Normalizer;
 use dlsvm::model::{checkpoint, Net, NetConfig};
+use dlsvm::rng::Rng;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
 
 fn dlsvm(args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlsvm"));
-    cmd.args(args);
-    cmd.output().expect("the dlsvm binary runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("dlsvm-bad-input-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn join(&self, rel: &str) -> PathBuf {
-        self.0.join(rel)
-    }
-
-    fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
-        let p = self.0.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).unwrap();
-        }
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("temporary paths are UTF-8")
+    common::dlsvm(args, &[])
 }
 
 /// Asserts that `o` is the answer to a bad input: exit 2, one line on stderr starting with `dlsvm: `,
@@ -397,7 +359,7 @@ fn idx_bad_inputs_exit_2_naming_the_file() {
         dir.write(&format!("{d}/train-images-idx3-ubyte"), images);
         dir.write(&format!("{d}/train-labels-idx1-ubyte"), labels);
         let o = train(&dir.join(&d), &run, &["--preset", "mlp"]);
-        let culprit = dir.join(&format!("{d}/{culprit}"));
+        let culprit = dir.join(format!("{d}/{culprit}"));
         let mut wants = wants;
         wants.push(s(&culprit));
         assert_input_error(case, &o, &wants);

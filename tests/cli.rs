@@ -1,19 +1,8 @@
 //! The command line: `dlsvm info`, `dlsvm check`, exit codes, the no-adapter message.
 
-use std::process::{Command, Output};
+mod common;
 
-fn dlsvm(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlsvm"));
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the dlsvm binary runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
+use common::{dlsvm, text, TempDir};
 
 #[test]
 fn info_names_the_adapter_and_limits() {
@@ -124,6 +113,10 @@ fn check_runs_every_kernel_family_and_direction() {
         "argmax_rows",
         "count_correct",
         "channel_sum",
+        "slice_sum",
+        "fill",
+        "network loss l2svm",
+        "network loss softmax",
     ] {
         assert!(out.contains(row), "check has no row for {row}:\n{out}");
     }
@@ -136,16 +129,9 @@ fn bad_usage_exits_2() {
     assert_eq!(dlsvm(&["check", "--filter", "no-such-kernel"], &[]).status.code(), Some(2));
 }
 
-fn tmp(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("dlsvm-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[test]
 fn synth_train_eval_predict_round_trip() {
-    let dir = tmp("round");
+    let dir = TempDir::new("round");
     let csv = dir.join("faces.csv");
     let o = dlsvm(&["data", "synth", "--out", csv.to_str().unwrap(), "--count", "160", "--seed", "3"], &[]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
@@ -229,7 +215,7 @@ fn synth_train_eval_predict_round_trip() {
 
 #[test]
 fn bad_training_input_exits_2_with_one_line() {
-    let dir = tmp("bad");
+    let dir = TempDir::new("bad");
     let out = dir.join("run");
     let o = out.to_str().unwrap();
     for (args, want) in [
@@ -255,7 +241,7 @@ fn bad_training_input_exits_2_with_one_line() {
 
 #[test]
 fn folds_train_one_fold_and_report_it() {
-    let dir = tmp("folds");
+    let dir = TempDir::new("folds");
     let out = dir.join("cv");
     let o = dlsvm(
         &[

@@ -5,52 +5,16 @@
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use dlsvm::check::Rng;
+mod common;
+
+use common::TempDir;
 use dlsvm::data::normalize::Normalizer;
 use dlsvm::data::{self, DataError, DataSource, Dataset, Format, FER_CLASSES};
+use dlsvm::rng::Rng;
 
 // ---------------------------------------------------------------------------------------------------------
 // Helpers
-
-/// A unique temporary folder, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("dlsvm-data-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// Writes `bytes` to `rel` (creating folders) and returns the full path.
-    fn write(&self, rel: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-        p
-    }
-
-    fn mkdir(&self, rel: &str) -> PathBuf {
-        let p = self.0.join(rel);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn repo_data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
@@ -387,9 +351,9 @@ fn folder_fer_class_names_map_by_name() {
     for (split, class, v) in
         [("train", "neutral", 60u8), ("train", "Happy", 30), ("train", "angry", 0), ("test", "surprise", 50)]
     {
-        dir.write(&format!("{split}/{class}/a.png"), &gray_png(48, 48, |_, _| v));
+        dir.write(&format!("{split}/{class}/a.png"), gray_png(48, 48, |_, _| v));
     }
-    dir.write("train/neutral/b.PNG", &gray_png(48, 48, |_, _| 61));
+    dir.write("train/neutral/b.PNG", gray_png(48, 48, |_, _| 61));
     dir.write("train/neutral/notes.txt", b"not an image");
     dir.write("train/neutral/.hidden.png", b"garbage: hidden files are ignored");
     let (src, _) = load(dir.path(), None).unwrap();
@@ -408,9 +372,9 @@ fn folder_fer_class_names_map_by_name() {
 #[test]
 fn folder_other_names_sorted_union_and_val() {
     let dir = TempDir::new("union");
-    dir.write("train/dog/1.png", &gray_png(8, 8, |x, _| x as u8));
-    dir.write("train/cat/1.png", &gray_png(8, 8, |_, y| y as u8));
-    dir.write("Validation/cat/1.png", &gray_png(8, 8, |_, _| 1));
+    dir.write("train/dog/1.png", gray_png(8, 8, |x, _| x as u8));
+    dir.write("train/cat/1.png", gray_png(8, 8, |_, y| y as u8));
+    dir.write("Validation/cat/1.png", gray_png(8, 8, |_, _| 1));
     dir.write("test/bird/1.jpg", &{
         let img = image::RgbImage::from_fn(8, 8, |_, _| image::Rgb([200, 200, 200]));
         let mut out = Vec::new();
@@ -433,7 +397,7 @@ fn folder_other_names_sorted_union_and_val() {
 #[test]
 fn folder_single_split_root_of_class_folders() {
     let dir = TempDir::new("single");
-    dir.write("b/1.png", &gray_png(5, 4, |_, _| 9));
+    dir.write("b/1.png", gray_png(5, 4, |_, _| 9));
     dir.write("a/1.JPEG", &{
         let img = image::GrayImage::from_fn(5, 4, |_, _| image::Luma([100]));
         let mut out = Vec::new();
@@ -451,8 +415,8 @@ fn folder_single_split_root_of_class_folders() {
 #[test]
 fn folder_mixed_sizes_need_a_size() {
     let dir = TempDir::new("mixed");
-    dir.write("train/a/1.png", &gray_png(10, 10, |_, _| 0));
-    let odd = dir.write("train/a/2.png", &gray_png(12, 10, |_, _| 0));
+    dir.write("train/a/1.png", gray_png(10, 10, |_, _| 0));
+    let odd = dir.write("train/a/2.png", gray_png(12, 10, |_, _| 0));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &odd, &["12x10", "10x10"]);
     let (src, warnings) = load(dir.path(), Some(10)).unwrap();
@@ -463,7 +427,7 @@ fn folder_mixed_sizes_need_a_size() {
 #[test]
 fn folder_garbage_png() {
     let dir = TempDir::new("garbage");
-    dir.write("train/a/1.png", &gray_png(4, 4, |_, _| 0));
+    dir.write("train/a/1.png", gray_png(4, 4, |_, _| 0));
     let bad = dir.write("train/b/1.png", b"this is not a png at all, just text bytes");
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["cannot decode image"]);
@@ -482,7 +446,7 @@ fn folder_truncated_png() {
 #[test]
 fn folder_empty_class_folder() {
     let dir = TempDir::new("emptyclass");
-    dir.write("train/a/1.png", &gray_png(4, 4, |_, _| 0));
+    dir.write("train/a/1.png", gray_png(4, 4, |_, _| 0));
     dir.write("train/b/readme.txt", b"no images here");
     let msg = load_err(dir.path());
     assert_mentions(
@@ -495,7 +459,7 @@ fn folder_empty_class_folder() {
 #[test]
 fn folder_no_class_folders() {
     let dir = TempDir::new("noclass");
-    dir.write("train/1.png", &gray_png(4, 4, |_, _| 0));
+    dir.write("train/1.png", gray_png(4, 4, |_, _| 0));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &dir.path().join("train"), &["no class folders"]);
 }
@@ -508,10 +472,10 @@ fn idx_raw_gz_and_test_prefix() {
     let dir = TempDir::new("idx");
     let imgs = idx_images(3, 2, 3, |i| i as u8);
     // Gzip detected by magic bytes even without a .gz name; plain test- prefix.
-    dir.write("train-images-idx3-ubyte", &gzip(&imgs));
-    dir.write("train-labels-idx1-ubyte.gz", &gzip(&idx_labels(&[1, 0, 12])));
-    dir.write("test-images-idx3-ubyte", &idx_images(1, 2, 3, |i| 100 + i as u8));
-    dir.write("test-labels-idx1-ubyte", &idx_labels(&[4]));
+    dir.write("train-images-idx3-ubyte", gzip(&imgs));
+    dir.write("train-labels-idx1-ubyte.gz", gzip(&idx_labels(&[1, 0, 12])));
+    dir.write("test-images-idx3-ubyte", idx_images(1, 2, 3, |i| 100 + i as u8));
+    dir.write("test-labels-idx1-ubyte", idx_labels(&[4]));
     let (src, _) = load(dir.path(), None).unwrap();
     assert_eq!(src.format, Format::Idx);
     // A label above 9: classes 0..=12.
@@ -530,8 +494,8 @@ fn idx_raw_gz_and_test_prefix() {
 #[test]
 fn idx_missing_train_files() {
     let dir = TempDir::new("idxmissing");
-    dir.write("t10k-images-idx3-ubyte", &idx_images(1, 2, 2, |_| 0));
-    dir.write("t10k-labels-idx1-ubyte", &idx_labels(&[0]));
+    dir.write("t10k-images-idx3-ubyte", idx_images(1, 2, 2, |_| 0));
+    dir.write("t10k-labels-idx1-ubyte", idx_labels(&[0]));
     let msg = load_err(dir.path());
     assert_mentions(&msg, dir.path(), &["missing training files", "train-images-idx3-ubyte"]);
 }
@@ -539,9 +503,9 @@ fn idx_missing_train_files() {
 #[test]
 fn idx_wrong_magic() {
     let dir = TempDir::new("idxmagic");
-    dir.write("train-images-idx3-ubyte", &idx_images(2, 2, 2, |_| 0));
+    dir.write("train-images-idx3-ubyte", idx_images(2, 2, 2, |_| 0));
     // The labels file holds an images header.
-    let bad = dir.write("train-labels-idx1-ubyte", &idx_images(2, 2, 2, |_| 0));
+    let bad = dir.write("train-labels-idx1-ubyte", idx_images(2, 2, 2, |_| 0));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["wrong magic number 0x00000803", "expected 0x00000801"]);
 }
@@ -551,12 +515,12 @@ fn idx_truncated() {
     let dir = TempDir::new("idxtrunc");
     let imgs = idx_images(2, 4, 4, |_| 0);
     let bad = dir.write("train-images-idx3-ubyte", &imgs[..imgs.len() - 5]);
-    dir.write("train-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    dir.write("train-labels-idx1-ubyte", idx_labels(&[0, 1]));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["truncated", "expected 48 bytes", "found 43"]);
     // Same through gzip.
     std::fs::remove_file(&bad).unwrap();
-    let bad = dir.write("train-images-idx3-ubyte.gz", &gzip(&imgs[..imgs.len() - 5]));
+    let bad = dir.write("train-images-idx3-ubyte.gz", gzip(&imgs[..imgs.len() - 5]));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["truncated", "expected 48 bytes", "found 43"]);
 }
@@ -567,13 +531,13 @@ fn idx_huge_declared_size_is_refused_without_allocating() {
     let mut imgs = idx_images(1, 2, 2, |_| 0);
     imgs[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
     let bad = dir.write("train-images-idx3-ubyte", &imgs);
-    dir.write("train-labels-idx1-ubyte", &idx_labels(&[0]));
+    dir.write("train-labels-idx1-ubyte", idx_labels(&[0]));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["truncated", "found 20"]);
     // Gzipped: the stream is read incrementally, so the error comes without a 16 GiB buffer.
     std::fs::remove_file(&bad).unwrap();
     imgs[8..12].copy_from_slice(&4096u32.to_be_bytes());
-    let bad = dir.write("train-images-idx3-ubyte.gz", &gzip(&imgs));
+    let bad = dir.write("train-images-idx3-ubyte.gz", gzip(&imgs));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &bad, &["8 GiB"]);
 }
@@ -581,8 +545,8 @@ fn idx_huge_declared_size_is_refused_without_allocating() {
 #[test]
 fn idx_count_mismatch() {
     let dir = TempDir::new("idxcount");
-    let imgs = dir.write("train-images-idx3-ubyte", &idx_images(3, 2, 2, |_| 0));
-    let labels = dir.write("train-labels-idx1-ubyte", &idx_labels(&[0, 1]));
+    let imgs = dir.write("train-images-idx3-ubyte", idx_images(3, 2, 2, |_| 0));
+    let labels = dir.write("train-labels-idx1-ubyte", idx_labels(&[0, 1]));
     let msg = load_err(dir.path());
     assert_mentions(&msg, &imgs, &["3 images", "2 labels", &labels.display().to_string()]);
 }
@@ -735,9 +699,9 @@ fn fuzz_idx_never_panics() {
             }
         }
         dir.write("train-images-idx3-ubyte", &a);
-        dir.write("train-labels-idx1-ubyte.gz", &gzip(&b));
+        dir.write("train-labels-idx1-ubyte.gz", gzip(&b));
         if rng.below(2) == 0 {
-            dir.write("t10k-images-idx3-ubyte", &mutate(&mut rng, &imgs, &[0, 3]));
+            dir.write("t10k-images-idx3-ubyte", mutate(&mut rng, &imgs, &[0, 3]));
             dir.write("t10k-labels-idx1-ubyte", &labels);
         }
         assert_no_panic("idx", case, dir.path());
@@ -758,7 +722,7 @@ fn fuzz_image_folder_never_panics() {
         let dir = TempDir::new("fuzzimg");
         dir.write("train/a/ok.png", &png);
         let (base, name) = if rng.below(3) == 0 { (&jpg, "x.jpg") } else { (&png, "x.png") };
-        dir.write(&format!("train/b/{name}"), &mutate(&mut rng, base, &[0, 0xff, 0x49, 0x44, 0x41, 0x54]));
+        dir.write(&format!("train/b/{name}"), mutate(&mut rng, base, &[0, 0xff, 0x49, 0x44, 0x41, 0x54]));
         assert_no_panic("image folder", case, dir.path());
     }
 }

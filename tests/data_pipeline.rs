@@ -4,10 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use dlsvm::data::augment::{self, centre_crop, crop_into, warp_into, Augment, Jitter, Rng};
+use dlsvm::data::augment::{centre_crop, crop_into, warp_into, Augment, Jitter};
 use dlsvm::data::batch::{self, BatchSpec};
 use dlsvm::data::synth;
 use dlsvm::data::{Dataset, Format, FER_CLASSES};
+use dlsvm::rng::{self as augment, Rng};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.

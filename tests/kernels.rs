@@ -1,105 +1,44 @@
-//! Every GPU kernel against the CPU reference, on seeded random inputs and on named edge shapes.
-//! Tolerances live in `src/check/tolerance.rs`.
+//! Every GPU kernel and variant against the CPU reference, on seeded random inputs and on the named
+//! shapes of `dlsvm::check::shapes` (the same lists `dlsvm check` runs). Tolerances live in
+//! `src/check/tolerance.rs`; a failure names the shape, the element and both values.
 
 mod common;
 
-use common::{gpu, pass};
-use dlsvm::check::{self, Flags};
-use dlsvm::kernels::{conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant};
+use common::{gpu, pass, pass_named};
+use dlsvm::check::shapes::{self, PRESET_BATCH};
+use dlsvm::check::{self, Flags, Input, Values};
+use dlsvm::kernels::{
+    conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant, pool::PoolBwdVariant,
+};
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 // ------------------------------------------------------------------------------------------ GEMM
 
-/// Every transposition and every variant on one (m, n, k).
-fn gemm_all(m: usize, n: usize, k: usize, flags: Flags) {
-    for t in Trans::ALL {
-        for v in GemmVariant::all() {
-            pass(check::gemm_case(gpu(), GemmShape::new(m, n, k, t), v, flags, (m * 31 + n * 7 + k) as u64));
-        }
-    }
-}
-
 #[test]
-fn gemm_1x1x1() {
-    gemm_all(1, 1, 1, Flags::BIAS_RELU);
-}
-
-#[test]
-fn gemm_shapes_smaller_than_tile() {
-    gemm_all(7, 5, 3, Flags::BIAS);
-}
-
-#[test]
-fn gemm_exactly_one_tile() {
-    gemm_all(64, 64, 64, Flags::NONE);
-}
-
-#[test]
-fn gemm_tile_plus_one() {
-    gemm_all(65, 65, 65, Flags::BIAS);
-}
-
-#[test]
-fn gemm_irregular_123x255x72() {
-    gemm_all(123, 255, 72, Flags::BIAS_RELU);
-}
-
-/// Shapes vec4-aligned in every layout (M, N, K multiples of 4), so the vec4 variants run
-/// rather than fall back: one vec4, partial tiles in both directions, K not a multiple of 16.
-#[test]
-fn gemm_vec4_aligned_edges() {
-    gemm_all(4, 4, 4, Flags::BIAS_RELU);
-    gemm_all(68, 132, 36, Flags::BIAS);
-    gemm_all(12, 20, 8, Flags::ALL);
-    gemm_all(260, 8, 1028, Flags::NONE);
-}
-
-/// Aligned only along the layout's contiguous dimension (NT: K; the rows are not).
-#[test]
-fn gemm_vec4_ragged_rows_and_columns() {
-    gemm_all(13, 21, 16, Flags::BIAS);
-}
-
-#[test]
-fn gemm_k_exceeds_tile() {
-    gemm_all(5, 6, 1000, Flags::NONE);
-}
-
-#[test]
-fn gemm_tall_and_wide() {
-    gemm_all(700, 3, 17, Flags::BIAS);
-    gemm_all(2, 700, 5, Flags::BIAS);
-}
-
-#[test]
-fn gemm_epilogue_every_combination() {
-    for bias in [false, true] {
-        for accumulate in [false, true] {
-            for relu in [false, true] {
-                gemm_all(33, 17, 9, Flags { bias, accumulate, relu });
+fn gemm_every_layout_and_variant_on_the_named_shapes() {
+    for (i, (name, (m, n, k), flags)) in shapes::gemm_shapes().into_iter().enumerate() {
+        for t in Trans::ALL {
+            for v in GemmVariant::all() {
+                let s = GemmShape::new(m, n, k, t);
+                pass_named(&name, check::gemm_case(gpu(), s, v, flags, Input::unit(i as u64)));
             }
         }
     }
 }
 
 #[test]
-fn gemm_fer_fc_layers_batch_16() {
-    for s in check::fc_gemms(16, 1600, 3072).into_iter().chain(check::fc_gemms(16, 3072, 7)) {
-        pass(check::gemm_case(gpu(), s, GemmVariant::DEFAULT, Flags::NONE, 5));
+fn gemm_presets_fc_layers_at_batch_2_and_a_realistic_batch() {
+    for (name, s) in shapes::preset_gemms(2).into_iter().chain(shapes::preset_gemms(PRESET_BATCH)) {
+        pass_named(&name, check::gemm_case(gpu(), s, GemmVariant::DEFAULT, Flags::NONE, Input::unit(5)));
     }
-}
-
-#[test]
-fn gemm_square_256_every_variant() {
-    gemm_all(256, 256, 256, Flags::NONE);
 }
 
 #[test]
 fn gemm_rejects_mismatched_buffers() {
     let g = gpu();
-    let a = g.upload(&[0.0; 6], &[6]).unwrap();
-    let b = g.upload(&[0.0; 9], &[9]).unwrap();
-    let c = g.upload(&[0.0; 4], &[4]).unwrap();
+    let a = g.upload(&[0.0f32; 6], &[6]).unwrap();
+    let b = g.upload(&[0.0f32; 9], &[9]).unwrap();
+    let c = g.upload(&[0.0f32; 4], &[4]).unwrap();
     let s = GemmShape::new(2, 3, 3, Trans::NN);
     let err = dlsvm::kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), GemmVariant::DEFAULT)
         .err()
@@ -110,178 +49,107 @@ fn gemm_rejects_mismatched_buffers() {
 
 // ------------------------------------------------------------------------------------------ conv
 
-fn conv_all(s: Conv2dShape) {
-    let g = gpu();
-    for v in ConvFwdVariant::all() {
-        pass(check::conv_fwd_case(g, s, v, Flags::BIAS_RELU, 1));
-        pass(check::conv_fwd_case(g, s, v, Flags::NONE, 2));
+#[test]
+fn conv_forward_every_variant_on_the_named_shapes() {
+    for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
+        for v in ConvFwdVariant::all() {
+            pass_named(&name, check::conv_fwd_case(gpu(), s, v, Flags::BIAS_RELU, Input::unit(i as u64)));
+            pass_named(&name, check::conv_fwd_case(gpu(), s, v, Flags::NONE, Input::unit(i as u64 + 1)));
+        }
     }
-    pass(check::conv_bwd_data_case(g, s, 3));
-    for v in ConvBwdWeightVariant::all() {
-        pass(check::conv_bwd_weight_case(g, s, v, false, 4));
-        pass(check::conv_bwd_weight_case(g, s, v, true, 5));
+}
+
+#[test]
+fn conv_backward_data_on_the_named_shapes() {
+    for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
+        pass_named(&name, check::conv_bwd_data_case(gpu(), s, Input::unit(i as u64)));
     }
-    pass(check::conv_bwd_bias_case(g, s, 6));
 }
 
 #[test]
-fn conv_fer_conv1_1to32_5x5_pad2() {
-    let s = check::fer_convs(2)[0];
-    assert_eq!((s.oh(), s.ow()), (42, 42));
-    conv_all(s);
+fn conv_backward_weight_every_variant_on_the_named_shapes() {
+    for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
+        for v in ConvBwdWeightVariant::all() {
+            for accumulate in [false, true] {
+                let input = Input::unit(i as u64 * 2 + accumulate as u64);
+                pass_named(&name, check::conv_bwd_weight_case(gpu(), s, v, accumulate, input));
+            }
+        }
+        pass_named(&name, check::conv_bwd_bias_case(gpu(), s, false, Input::unit(i as u64)));
+        pass_named(&name, check::conv_bwd_bias_case(gpu(), s, true, Input::unit(i as u64 + 1)));
+    }
+}
+
+/// The presets' convolutions at a realistic batch, with the variants training uses: the sliced
+/// weight gradients run over many slices, the grids over many workgroups.
+#[test]
+fn conv_presets_layers_at_a_realistic_batch() {
+    for (name, s) in shapes::preset_convs(PRESET_BATCH) {
+        let input = Input::unit(3);
+        pass_named(&name, check::conv_fwd_case(gpu(), s, ConvFwdVariant::DEFAULT, Flags::BIAS_RELU, input));
+        pass_named(&name, check::conv_bwd_data_case(gpu(), s, input));
+        pass_named(&name, check::conv_bwd_weight_case(gpu(), s, ConvBwdWeightVariant::DEFAULT, false, input));
+    }
 }
 
 #[test]
-fn conv_fer_conv2_32to32_4x4_pad1() {
-    let s = check::fer_convs(2)[1];
-    assert_eq!((s.oh(), s.ow()), (20, 20));
-    conv_all(s);
-}
-
-#[test]
-fn conv_fer_conv3_32to64_5x5_pad2() {
-    let s = check::fer_convs(2)[2];
-    assert_eq!((s.oh(), s.ow()), (10, 10));
-    conv_all(s);
-}
-
-#[test]
-fn conv_1x1_everything() {
-    conv_all(Conv2dShape::square(1, 1, 1, 1, 1, 1, 0));
-}
-
-#[test]
-fn conv_1x1_kernel() {
-    conv_all(Conv2dShape::square(3, 5, 8, 7, 1, 1, 0));
-}
-
-#[test]
-fn conv_stride_2() {
-    conv_all(Conv2dShape::square(2, 3, 9, 5, 3, 2, 1));
-    conv_all(Conv2dShape::square(2, 3, 10, 4, 4, 2, 0));
-}
-
-#[test]
-fn conv_padding_0_and_3() {
-    conv_all(Conv2dShape::square(2, 2, 9, 3, 3, 1, 0));
-    conv_all(Conv2dShape::square(1, 3, 7, 4, 3, 1, 3));
-}
-
-#[test]
-fn conv_kernel_as_large_as_input() {
-    conv_all(Conv2dShape::square(2, 2, 6, 3, 6, 1, 0));
-}
-
-/// kw = 8 is the widest kernel the rows weight gradient is specialized for; kw = 11 falls back.
-#[test]
-fn conv_widest_specialized_kernel_and_fallback() {
-    conv_all(Conv2dShape::square(1, 2, 9, 3, 8, 1, 2));
-    conv_all(Conv2dShape { n: 2, cin: 2, h: 5, w: 14, cout: 3, kh: 2, kw: 11, sy: 1, sx: 1, py: 1, px: 2 });
-}
-
-#[test]
-fn conv_batch_1_odd_channels() {
-    conv_all(Conv2dShape::square(1, 3, 11, 9, 3, 1, 1));
-    conv_all(Conv2dShape::square(1, 7, 5, 13, 3, 1, 1));
-}
-
-#[test]
-fn conv_non_square_kernel_stride_and_padding() {
-    conv_all(Conv2dShape { n: 2, cin: 3, h: 11, w: 7, cout: 9, kh: 3, kw: 2, sy: 2, sx: 1, py: 1, px: 0 });
-    conv_all(Conv2dShape { n: 1, cin: 2, h: 6, w: 13, cout: 5, kh: 1, kw: 5, sy: 1, sx: 3, py: 0, px: 2 });
-}
-
-#[test]
-fn conv_stride_larger_than_kernel() {
-    conv_all(Conv2dShape::square(2, 2, 11, 3, 2, 3, 1));
-}
-
-#[test]
-fn conv_bwd_weight_many_slices_and_partial_blocks() {
-    // 1x1 output planes: one sample per slice is impossible to fill, so slices hold many samples;
-    // cout and cin*kh*kw not multiples of the 4x4 block.
-    conv_all(Conv2dShape::square(37, 3, 3, 5, 3, 1, 0));
-    conv_all(Conv2dShape::square(9, 2, 40, 6, 3, 1, 1));
+fn fer_layer_shapes_are_the_papers() {
+    let c = check::fer_convs(2);
+    assert_eq!(
+        c.iter().map(|s| (s.cin, s.cout, s.kh, s.oh(), s.ow())).collect::<Vec<_>>(),
+        [(1, 32, 5, 42, 42), (32, 32, 4, 20, 20), (32, 64, 5, 10, 10)]
+    );
+    let p = check::fer_pools(2);
+    assert_eq!(
+        p.iter().map(|s| (s.c, s.h, s.oh())).collect::<Vec<_>>(),
+        [(32, 42, 21), (32, 20, 10), (64, 10, 5)]
+    );
 }
 
 #[test]
 fn conv_rejects_kernel_larger_than_input() {
     let g = gpu();
     let s = Conv2dShape::square(1, 1, 4, 1, 7, 1, 0);
-    let t = g.upload(&[0.0; 16], &[16]).unwrap();
-    let w = g.upload(&[0.0; 49], &[49]).unwrap();
+    let t = g.upload(&[0.0f32; 16], &[16]).unwrap();
+    let w = g.upload(&[0.0f32; 49], &[49]).unwrap();
     let err = dlsvm::kernels::conv::conv2d_backward_data(g, &s, &t, &w, &t).err().expect("must be refused");
     assert!(err.to_string().contains("larger than the padded input"), "{err}");
 }
 
 // ------------------------------------------------------------------------------------------ pool
 
-fn pool_all(s: Pool2dShape) {
-    let g = gpu();
-    pass(check::maxpool_fwd_case(g, s, 1));
-    for v in dlsvm::kernels::pool::MaxPoolBwdVariant::all() {
-        pass(check::maxpool_bwd_case_variant(g, s, v, 2));
+fn pools() -> Vec<(String, Pool2dShape)> {
+    shapes::pool_shapes().into_iter().chain(shapes::preset_pools(PRESET_BATCH)).collect()
+}
+
+#[test]
+fn maxpool_every_variant_with_and_without_ties() {
+    for (i, (name, s)) in pools().into_iter().enumerate() {
+        for a in [Values::Unit, Values::Ties] {
+            let input = Input { seed: i as u64, a, b: Values::Unit };
+            pass_named(&name, check::maxpool_fwd_case(gpu(), s, input));
+            for v in PoolBwdVariant::all() {
+                pass_named(&name, check::maxpool_bwd_case(gpu(), s, v, input));
+            }
+        }
     }
-    pass(check::avgpool_fwd_case(g, s, 3));
-    for v in dlsvm::kernels::pool::PoolBwdVariant::all() {
-        pass(check::avgpool_bwd_case_variant(g, s, v, 4));
+}
+
+#[test]
+fn avgpool_every_variant() {
+    for (i, (name, s)) in pools().into_iter().enumerate() {
+        pass_named(&name, check::avgpool_fwd_case(gpu(), s, Input::unit(i as u64)));
+        for v in PoolBwdVariant::all() {
+            pass_named(&name, check::avgpool_bwd_case(gpu(), s, v, Input::unit(i as u64)));
+        }
     }
-}
-
-#[test]
-fn pool_fer_max_3x3_stride2_42_to_21() {
-    let s = check::fer_pools(2)[0];
-    assert_eq!((s.oh(), s.ow()), (21, 21));
-    pool_all(s);
-}
-
-#[test]
-fn pool_fer_avg_3x3_stride2_20_to_10() {
-    let s = check::fer_pools(2)[1];
-    assert_eq!((s.oh(), s.ow()), (10, 10));
-    pool_all(s);
-}
-
-#[test]
-fn pool_fer_avg_3x3_stride2_10_to_5() {
-    let s = check::fer_pools(2)[2];
-    assert_eq!((s.oh(), s.ow()), (5, 5));
-    pool_all(s);
-}
-
-#[test]
-fn pool_2x2_stride_2_even_and_odd() {
-    pool_all(Pool2dShape::square(2, 3, 8, 2, 2, 0));
-    pool_all(Pool2dShape::square(2, 3, 9, 2, 2, 0));
-}
-
-#[test]
-fn pool_3x3_stride_1_pad_1() {
-    pool_all(Pool2dShape::square(1, 2, 7, 3, 1, 1));
-}
-
-#[test]
-fn pool_padding_with_ceil_mode() {
-    pool_all(Pool2dShape::square(2, 3, 9, 3, 2, 1));
-    pool_all(Pool2dShape::square(1, 2, 6, 4, 3, 2));
-}
-
-#[test]
-fn pool_non_square() {
-    pool_all(Pool2dShape { n: 1, c: 5, h: 11, w: 6, kh: 3, kw: 2, sy: 2, sx: 1, py: 1, px: 0 });
-}
-
-#[test]
-fn pool_1x1_and_window_as_large_as_input() {
-    pool_all(Pool2dShape::square(1, 1, 1, 1, 1, 0));
-    pool_all(Pool2dShape::square(2, 3, 5, 5, 1, 0));
 }
 
 #[test]
 fn maxpool_ties_pick_the_first_element() {
     let g = gpu();
     let s = Pool2dShape::square(1, 1, 4, 2, 2, 0);
-    let x = g.upload(&[1.0; 16], &[16]).unwrap();
+    let x = g.upload(&[1.0f32; 16], &[16]).unwrap();
     let y = g.empty(&[4], dlsvm::gpu::DType::F32).unwrap();
     let idx = g.empty(&[4], dlsvm::gpu::DType::I32).unwrap();
     g.run(&[&dlsvm::kernels::pool::maxpool_forward(g, &s, &x, &y, &idx).unwrap()]).unwrap();
@@ -291,10 +159,10 @@ fn maxpool_ties_pick_the_first_element() {
 // ------------------------------------------------------------------------------------ activation
 
 #[test]
-fn relu_sizes_around_a_workgroup() {
-    for n in [1, 255, 256, 257, 10_007] {
-        pass(check::relu_fwd_case(gpu(), n, n as u64));
-        pass(check::relu_bwd_case(gpu(), n, n as u64));
+fn relu_lengths_around_a_workgroup() {
+    for n in shapes::ELEMENTWISE_LENGTHS {
+        pass(check::relu_fwd_case(gpu(), n, Input::unit(n as u64)));
+        pass(check::relu_bwd_case(gpu(), n, Input::unit(n as u64)));
     }
 }
 
@@ -302,14 +170,14 @@ fn relu_sizes_around_a_workgroup() {
 fn relu_grid_folded_past_65535_workgroups() {
     // 65,536 workgroups of 256 plus one element: the grid must fold over two dimensions.
     let n = 65_536 * 256 + 1;
-    pass(check::relu_fwd_case(gpu(), n, 11));
+    pass(check::relu_fwd_case(gpu(), n, Input::unit(11)));
 }
 
 #[test]
 fn dropout_forward_and_backward_match_the_reference() {
     for (n, p) in [(1, 0.2), (257, 0.0), (10_007, 0.2), (10_007, 0.5), (4099, 0.9)] {
-        pass(check::dropout_case(gpu(), n, p, 42, 3, false));
-        pass(check::dropout_case(gpu(), n, p, 42, 3, true));
+        pass(check::dropout_case(gpu(), n, p, (42, 3), false, Input::unit(1)));
+        pass(check::dropout_case(gpu(), n, p, (42, 3), true, Input::unit(2)));
     }
 }
 
@@ -318,7 +186,7 @@ fn dropout_mask_depends_on_seed_and_step_and_repeats() {
     use dlsvm::kernels::activation::dropout_forward;
     let g = gpu();
     let n = 4096;
-    let x = g.upload(&vec![1.0; n], &[n]).unwrap();
+    let x = g.upload(&vec![1.0f32; n], &[n]).unwrap();
     let run = |seed, step| {
         let y = g.empty(&[n], dlsvm::gpu::DType::F32).unwrap();
         g.run(&[&dropout_forward(g, &x, &y, 0.5, seed, step).unwrap()]).unwrap();
@@ -332,26 +200,32 @@ fn dropout_mask_depends_on_seed_and_step_and_repeats() {
     assert!((1900..2200).contains(&kept), "kept {kept} of {n} at p = 0.5");
 }
 
+#[test]
+fn fill_sets_every_element() {
+    for n in shapes::ELEMENTWISE_LENGTHS {
+        pass(check::fill_case(gpu(), n, -0.25));
+    }
+}
+
 // ------------------------------------------------------------------------------------------ loss
 
 #[test]
-fn softmax_xent_shapes() {
-    for (n, k) in [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)] {
-        pass(check::softmax_case(gpu(), n, k, 4.0, (n * k) as u64));
+fn softmax_xent_row_shapes_with_the_maximum_last() {
+    for (n, k) in shapes::ROW_SHAPES {
+        pass(check::softmax_case(gpu(), n, k, Input::values((n * k) as u64, Values::Scaled(4.0))));
     }
 }
 
 #[test]
 fn softmax_xent_logits_of_80_stay_finite() {
-    let r = pass(check::softmax_case(gpu(), 64, 7, 80.0, 3));
+    let r = pass(check::softmax_case(gpu(), 64, 7, Input::values(3, Values::Scaled(80.0))));
     assert!(r.max_abs.is_finite());
 }
 
 #[test]
-fn l2svm_shapes_and_c() {
-    for (n, k, c) in [(1, 1, 1.0), (1, 7, 1.0), (256, 7, 1.0), (256, 7, 5.12), (300, 10, 0.1), (5, 1000, 1.0)]
-    {
-        pass(check::l2svm_case(gpu(), n, k, c, (n + k) as u64));
+fn l2svm_row_shapes_and_c() {
+    for ((n, k), c) in shapes::ROW_SHAPES.into_iter().zip([1.0, 1.0, 5.12, 0.1, 1.0]) {
+        pass(check::l2svm_case(gpu(), n, k, c, Input::values((n + k) as u64, Values::Scaled(2.0))));
     }
 }
 
@@ -360,8 +234,8 @@ fn losses_zero_for_fully_masked_batch() {
     use dlsvm::kernels::loss::{l2svm, softmax_xent};
     let g = gpu();
     let (n, k) = (3, 4);
-    let s = g.upload(&[0.5; 12], &[n, k]).unwrap();
-    let y = g.upload(&[-1, -1, -1], &[n]).unwrap();
+    let s = g.upload(&[0.5f32; 12], &[n, k]).unwrap();
+    let y = g.upload(&[-1i32, -1, -1], &[n]).unwrap();
     for which in 0..2 {
         let loss = g.empty(&[n], dlsvm::gpu::DType::F32).unwrap();
         let grad = g.empty(&[n, k], dlsvm::gpu::DType::F32).unwrap();
@@ -383,7 +257,7 @@ fn losses_zero_for_fully_masked_batch() {
 #[test]
 fn sgd_momentum_update() {
     for (n, lr, m, wd) in [(1, 0.05, 0.9, 1e-4), (257, 0.05, 0.5, 0.02), (100_003, 0.001, 0.0, 0.0)] {
-        pass(check::sgd_case(gpu(), n, lr, m, wd, n as u64));
+        pass(check::sgd_case(gpu(), n, (lr, m, wd), Input::unit(n as u64)));
     }
 }
 
@@ -392,15 +266,25 @@ fn sgd_momentum_update() {
 #[test]
 fn sum_lengths() {
     for n in [1, 255, 256, 257, 1_000_003] {
-        pass(check::sum_case(gpu(), n, false, n as u64));
-        pass(check::sum_case(gpu(), n, true, n as u64 + 1));
+        pass(check::sum_case(gpu(), n, false, Input::unit(n as u64)));
+        pass(check::sum_case(gpu(), n, true, Input::unit(n as u64 + 1)));
     }
 }
 
 #[test]
-fn argmax_rows_with_ties() {
-    for (n, k) in [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)] {
-        pass(check::argmax_case(gpu(), n, k, 9));
+fn slice_sums_in_order() {
+    for (slices, n) in [(1, 1), (3, 257), (86, 16_384)] {
+        pass(check::slice_sum_case(gpu(), slices, n, false, Input::unit(n as u64)));
+        pass(check::slice_sum_case(gpu(), slices, n, true, Input::unit(n as u64 + 1)));
+    }
+}
+
+#[test]
+fn argmax_rows_with_ties_and_the_maximum_last() {
+    for (n, k) in shapes::ROW_SHAPES {
+        for v in [Values::Unit, Values::Ties] {
+            pass(check::argmax_case(gpu(), n, k, Input::values(9, v)));
+        }
     }
 }
 
@@ -414,9 +298,28 @@ fn count_correct_with_masked_labels() {
 
 #[test]
 fn channel_sum_fc_and_conv_layouts() {
-    for (outer, c, inner, acc) in
-        [(1, 1, 1, false), (16, 3072, 1, true), (4, 32, 1764, false), (3, 5, 7, true)]
-    {
-        pass(check::channel_sum_case(gpu(), outer, c, inner, acc, 12));
+    for (i, (outer, c, inner)) in shapes::CHANNEL_SUM_SHAPES.into_iter().enumerate() {
+        pass(check::channel_sum_case(gpu(), outer, c, inner, i % 2 == 1, Input::unit(12)));
+    }
+}
+
+// --------------------------------------------------------------------------------------- network
+
+/// The loss a network reads back, against the formula (check/network.rs) and against the value
+/// worked out by hand for its scores (0.5, -0.5, 2) with label 0 and (0, 0, 0) with label 2.
+#[test]
+fn network_loss_is_pinned_to_its_definition() {
+    use dlsvm::check::network::{loss_by_definition, network_loss_case, LABELS};
+    use dlsvm::model::Top;
+    let scores = [[0.5, -0.5, 2.0], [0.0, 0.0, 0.0]];
+    // Hinge terms: row 0: (1-0.5)² + (1-0.5)² + (1+2)² = 9.5; row 1: 1 + 1 + 1 = 3; C/N = 1/2.
+    assert_eq!(loss_by_definition(Top::L2svm, &scores, &LABELS, 1.0), 6.25);
+    assert_eq!(loss_by_definition(Top::L2svm, &scores, &LABELS, 0.5), 3.125);
+    // Cross-entropy: row 0: ln(e^0.5 + e^-0.5 + e^2) - 0.5; row 1: ln 3; 1/N = 1/2.
+    let row0 = (0.5f64.exp() + (-0.5f64).exp() + 2.0f64.exp()).ln() - 0.5;
+    let xent = loss_by_definition(Top::Softmax, &scores, &LABELS, 1.0);
+    assert!((xent - (row0 + 3f64.ln()) / 2.0).abs() < 1e-15 && (xent - 1.432490).abs() < 1e-6, "{xent}");
+    for (top, c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0)] {
+        pass(network_loss_case(gpu(), top, c));
     }
 }

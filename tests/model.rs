@@ -4,9 +4,9 @@
 mod common;
 
 use common::gpu;
-use dlsvm::check::Rng;
 use dlsvm::model::cpu_net::{self, DropoutKey};
 use dlsvm::model::{preset, GpuNet, LayerSpec, Net, NetConfig, Top};
+use dlsvm::rng::Rng;
 
 fn config(name: &str, top: Top) -> NetConfig {
     let mut c = preset(name).expect("preset");

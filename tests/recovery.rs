@@ -1,43 +1,19 @@
-//! No run loses its work (issue 6): checkpoints are written atomically and a failed write keeps the
+//! No run loses its work: checkpoints are written atomically and a failed write keeps the
 //! previous one; a run killed with SIGKILL or stopped with Ctrl-C resumes to the same weights, bit for
 //! bit, as a run that was never interrupted; divergence stops the run without overwriting the last
 //! good checkpoint; a batch too large for the device is refused before training; a lost device is
 //! reported in one line. Every test drives the real `dlsvm` binary, as a user would.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
+mod common;
+
+use common::{bin, dlsvm, s, text, TempDir};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dlsvm::model::checkpoint::{self, Checkpoint};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dlsvm"))
-}
-
-fn dlsvm(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = bin();
-    cmd.args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the dlsvm binary runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dlsvm-recovery-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A short fer-small run on built-in synthetic faces: 120 steps of 16 (about 6 s on lavapipe, 2
 /// cores), a checkpoint every 10 steps; dropout, augmentation and the momentum switch at step 50
@@ -60,7 +36,7 @@ fn spawn(args: &[String]) -> Child {
 fn reference() -> &'static Checkpoint {
     static REF: OnceLock<Checkpoint> = OnceLock::new();
     REF.get_or_init(|| {
-        let out = tmp("reference");
+        let out = TempDir::new("reference");
         let o = bin().args(run_args(&out)).output().unwrap();
         assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
         let ck = checkpoint::load(&out.join("model.safetensors")).unwrap();
@@ -102,7 +78,7 @@ fn stderr_lines(o: &Output) -> Vec<String> {
 
 #[test]
 fn atomic_write_failure_leaves_the_old_file() {
-    let dir = tmp("atomic");
+    let dir = TempDir::new("atomic");
     let path = dir.join("model.safetensors");
     checkpoint::write_atomic(&path, b"old").unwrap();
     checkpoint::write_atomic(&path, b"new").unwrap();
@@ -120,7 +96,7 @@ fn atomic_write_failure_leaves_the_old_file() {
 
 #[test]
 fn failed_checkpoint_write_keeps_the_previous_checkpoint_and_exits_1() {
-    let dir = tmp("write-fail");
+    let dir = TempDir::new("write-fail");
     let out = dir.join("run");
     let o = s(&out);
     let base = ["train", "--synth-count", "160", "--batch", "16", "--seed", "3", "--json", "--out", o];
@@ -153,7 +129,7 @@ fn failed_checkpoint_write_keeps_the_previous_checkpoint_and_exits_1() {
 #[test]
 fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
     let reference = reference();
-    let out = tmp("killed");
+    let out = TempDir::new("killed");
     let args = run_args(&out);
     let mut child = spawn(&args);
     wait_for_file(&mut child, &out.join("model.safetensors"));
@@ -184,7 +160,7 @@ fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
 #[test]
 fn ctrl_c_stops_with_a_checkpoint_and_the_printed_resume_matches() {
     let reference = reference();
-    let out = tmp("sigint");
+    let out = TempDir::new("sigint");
     let args = run_args(&out);
     let mut child = spawn(&args);
     wait_for_file(&mut child, &out.join("model.safetensors"));
@@ -227,7 +203,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     assert_eq!(divergence(1.9e6, Some(2.0)), None);
     assert_eq!(divergence(50.0, None), None);
 
-    let dir = tmp("diverge");
+    let dir = TempDir::new("diverge");
     let out = dir.join("run");
     let o = s(&out);
     let base = ["train", "--synth-count", "160", "--batch", "16", "--seed", "5", "--json", "--out", o];
@@ -265,7 +241,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
 
 #[test]
 fn batch_over_a_lowered_buffer_limit_is_refused_with_the_largest_that_fits() {
-    let dir = tmp("limit-env");
+    let dir = TempDir::new("limit-env");
     let out = dir.join("run");
     // fer-small's largest activation is conv1's 8x42x42 floats: 56,448 bytes per sample.
     let limit = 1_000_000u64;
@@ -313,7 +289,7 @@ fn batch_over_the_adapters_own_limit_is_refused_before_training() {
     let fits = binding.min(buffer) / per_sample;
     let batch = 200;
     assert!(fits < batch, "this adapter holds {fits} samples: pick a wider network for the test");
-    let dir = tmp("limit-real");
+    let dir = TempDir::new("limit-real");
     let cfg = dir.join("wide.toml");
     std::fs::write(
         &cfg,
@@ -341,7 +317,7 @@ fn batch_over_the_adapters_own_limit_is_refused_before_training() {
 
 #[test]
 fn lost_device_is_reported_in_one_line_and_the_checkpoint_kept() {
-    let dir = tmp("lost");
+    let dir = TempDir::new("lost");
     let out = dir.join("run");
     let args = ["train", "--synth-count", "160", "--batch", "16", "--steps", "40", "--checkpoint-every", "5"];
     let r =

@@ -1,4 +1,4 @@
-//! Kernels under stress (issue 6 §3): every kernel family and every variant against the CPU
+//! Kernels under stress: every kernel family and every variant against the CPU
 //! reference on seeded random shapes and values, extreme magnitudes included, time-bounded.
 //!
 //! Each case reuses a comparison of `dlsvm::check` (random inputs, f64 reference, the documented
@@ -40,11 +40,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use common::gpu;
-use dlsvm::check::{self, CaseReport, Flags, Rng, Values};
+use dlsvm::check::{self, CaseReport, Flags, Input, Values};
 use dlsvm::gpu::{DType, Gpu, GpuError};
 use dlsvm::kernels::gemm::{vec4_aligned, GemmVariant};
 use dlsvm::kernels::pool::MaxPoolBwdVariant;
 use dlsvm::kernels::{activation, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, loss};
+use dlsvm::rng::Rng;
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 const DEFAULT_SEED: u64 = 0x5eed_0006_0003;
@@ -475,7 +476,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if sa == SUBNORMAL || sb == SUBNORMAL {
                 keys.push("gemm subnormal operand".into());
             }
-            check::gemm_case_scaled(g, s, v, flags, sd, sa, sb)
+            check::gemm_case(g, s, v, flags, Input::scaled(sd, sa, sb))
         }
         Family::ConvFwd => {
             let all = ConvFwdVariant::all();
@@ -491,7 +492,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if sx == SUBNORMAL || sw == SUBNORMAL {
                 keys.push("conv fwd subnormal operand".into());
             }
-            check::conv_fwd_case_scaled(g, s, v, flags, sd, sx, sw)
+            check::conv_fwd_case(g, s, v, flags, Input::scaled(sd, sx, sw))
         }
         Family::ConvBwdData => {
             let s = conv_shape(rng, conv_kind(ordinal, 1));
@@ -501,7 +502,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if (sdy, sw) != (1.0, 1.0) {
                 keys.push("conv bwd_data extreme scales".into());
             }
-            check::conv_bwd_data_case_scaled(g, s, sd, sdy, sw)
+            check::conv_bwd_data_case(g, s, Input::scaled(sd, sdy, sw))
         }
         Family::ConvBwdWeight => {
             let all = ConvBwdWeightVariant::all();
@@ -522,14 +523,14 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if (sx, sdy) != (1.0, 1.0) {
                 keys.push("conv bwd_weight extreme scales".into());
             }
-            check::conv_bwd_weight_case_scaled(g, s, v, accumulate, sd, sx, sdy)
+            check::conv_bwd_weight_case(g, s, v, accumulate, Input::scaled(sd, sx, sdy))
         }
         Family::ConvBwdBias => {
             let s = conv_shape(rng, conv_kind(ordinal, 1));
             let accumulate = coin(rng);
             let scale = sum_scale(rng, re);
             keys.push(format!("conv bwd_bias accumulate={accumulate}"));
-            check::conv_bwd_bias_case_scaled(g, s, accumulate, sd, scale)
+            check::conv_bwd_bias_case(g, s, accumulate, Input::scaled(sd, scale, 1.0))
         }
         Family::MaxpoolFwd => {
             let s = pool_shape(rng);
@@ -543,26 +544,31 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if matches!(values, Values::Extreme { .. }) {
                 keys.push("maxpool fwd extreme values with ties".into());
             }
-            check::maxpool_fwd_case_with(g, s, sd, values)
+            check::maxpool_fwd_case(g, s, Input::values(sd, values))
         }
         Family::MaxpoolBwd => {
             let all = MaxPoolBwdVariant::all();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, &format!("maxpool bwd {}", v.name()));
-            check::maxpool_bwd_case_full(g, s, sd, sum_scale(rng, re), v)
+            check::maxpool_bwd_case(
+                g,
+                s,
+                v,
+                Input { seed: sd, a: Values::Unit, b: Values::Scaled(sum_scale(rng, re)) },
+            )
         }
         Family::AvgpoolFwd => {
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, "avgpool fwd");
-            check::avgpool_fwd_case_scaled(g, s, sd, scale_or(rng, &HUGE))
+            check::avgpool_fwd_case(g, s, Input::scaled(sd, scale_or(rng, &HUGE), 1.0))
         }
         Family::AvgpoolBwd => {
             let all = MaxPoolBwdVariant::all();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, &format!("avgpool bwd {}", v.name()));
-            check::avgpool_bwd_case_full(g, s, sd, scale_or(rng, &HUGE), v)
+            check::avgpool_bwd_case(g, s, v, Input::scaled(sd, scale_or(rng, &HUGE), 1.0))
         }
         Family::ReluFwd | Family::ReluBwd => {
             let n = elementwise_len(rng);
@@ -570,9 +576,9 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             let dir = if family == Family::ReluFwd { "fwd" } else { "bwd" };
             keys.push(format!("relu {dir} {}", if values == Values::Unit { "unit" } else { "extreme" }));
             if family == Family::ReluFwd {
-                check::relu_fwd_case_with(g, n, sd, values)
+                check::relu_fwd_case(g, n, Input::values(sd, values))
             } else {
-                check::relu_bwd_case_with(g, n, sd, values)
+                check::relu_bwd_case(g, n, Input::values(sd, values))
             }
         }
         Family::DropoutFwd | Family::DropoutBwd => {
@@ -596,7 +602,14 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if p == 0.0 {
                 keys.push(format!("dropout {dir} p=0"));
             }
-            check::dropout_case_with(g, n, p, rng.next_u64() as u32, rng.next_u64() as u32, backward, values)
+            check::dropout_case(
+                g,
+                n,
+                p,
+                (rng.next_u64() as u32, rng.next_u64() as u32),
+                backward,
+                Input::values(sd, values),
+            )
         }
         Family::Softmax => {
             let (n, k) = if rng.below(10) == 0 {
@@ -611,7 +624,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 _ => Values::Extreme { limit: 80.0, subnormals: re.subnormals },
             };
             keys.push(format!("softmax logits {values}"));
-            check::softmax_case_with(g, n, k, values, sd)
+            check::softmax_case(g, n, k, Input::values(sd, values))
         }
         Family::L2svm => {
             let (n, k) = if rng.below(10) == 0 {
@@ -630,7 +643,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 Values::Extreme { limit: 1e15, subnormals: re.subnormals }
             };
             keys.push(format!("l2svm scores {values}"));
-            check::l2svm_case_with(g, n, k, c, sd, values)
+            check::l2svm_case(g, n, k, c, Input::values(sd, values))
         }
         Family::Sgd => {
             let n = elementwise_len(rng);
@@ -643,13 +656,13 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             if scale != 1.0 {
                 keys.push("sgd_momentum extreme scales".into());
             }
-            check::sgd_case_scaled(g, n, lr, momentum, wd, sd, scale)
+            check::sgd_case(g, n, (lr, momentum, wd), Input::scaled(sd, scale, 1.0))
         }
         Family::Sum => {
             let n = log_size(rng, 1, 100_000);
             let accumulate = coin(rng);
             keys.push(format!("sum accumulate={accumulate}"));
-            check::sum_case_scaled(g, n, accumulate, sd, sum_scale(rng, re))
+            check::sum_case(g, n, accumulate, Input::scaled(sd, sum_scale(rng, re), 1.0))
         }
         Family::ChannelSum => {
             let outer = between(rng, 1, 8);
@@ -657,7 +670,14 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             let inner = log_size(rng, 1, 400);
             let accumulate = coin(rng);
             keys.push(format!("channel_sum accumulate={accumulate}"));
-            check::channel_sum_case_scaled(g, outer, c, inner, accumulate, sd, sum_scale(rng, re))
+            check::channel_sum_case(
+                g,
+                outer,
+                c,
+                inner,
+                accumulate,
+                Input::scaled(sd, sum_scale(rng, re), 1.0),
+            )
         }
         Family::Argmax => {
             let (n, k) = if rng.below(10) == 0 {
@@ -667,7 +687,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             };
             let values = if coin(rng) { copy_extremes(re) } else { Values::Unit };
             keys.push(format!("argmax {}", if values == Values::Unit { "unit" } else { "extreme" }));
-            check::argmax_case_with(g, n, k, sd, values)
+            check::argmax_case(g, n, k, Input::values(sd, values))
         }
         Family::CountCorrect => {
             let (n, k) = (log_size(rng, 1, 5000), between(rng, 1, 20));

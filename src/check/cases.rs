@@ -1,18 +1,19 @@
-//! One function per kernel and direction: random inputs, GPU run, f64 CPU reference, comparison.
+//! One function per kernel and direction: seeded inputs, the GPU run, the f64 CPU reference on the
+//! same inputs, and the element-by-element comparison against the kernel's written tolerance.
+//! Every case takes an [`Input`]: its seed and how it draws its operands (the unit range the
+//! tolerances are written for, another scale, or extreme values for the stress test).
 
 use super::tolerance as tol;
-use super::{widen, CaseReport, Comparison, Rng};
+use super::{widen, CaseReport, Comparison};
 use crate::cpu;
-use crate::gpu::{DType, Gpu, GpuError, Tensor};
+use crate::gpu::{DType, Element, Gpu, GpuError, Tensor};
 use crate::kernels::{self, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant, Epilogue};
+use crate::kernels::{pool::PoolBwdVariant, reduce};
+use crate::rng::Rng;
 use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
 use std::fmt;
 
-fn up(gpu: &Gpu, v: &[f32]) -> Result<Tensor, GpuError> {
-    gpu.upload(v, &[v.len()])
-}
-
-fn up_i32(gpu: &Gpu, v: &[i32]) -> Result<Tensor, GpuError> {
+fn up<T: Element>(gpu: &Gpu, v: &[T]) -> Result<Tensor, GpuError> {
     gpu.upload(v, &[v.len()])
 }
 
@@ -23,21 +24,30 @@ fn poisoned(gpu: &Gpu, len: usize, dtype: DType) -> Result<Tensor, GpuError> {
     Ok(t)
 }
 
+/// The output tensor of a kernel that may add to it: `prior` with `accumulate`, else poisoned.
+fn output(gpu: &Gpu, prior: &[f32], accumulate: bool) -> Result<Tensor, GpuError> {
+    if accumulate {
+        up(gpu, prior)
+    } else {
+        poisoned(gpu, prior.len(), DType::F32)
+    }
+}
+
 /// Labels in [0, k) with about one row in eight masked (-1); row 0 is never masked.
 fn labels(rng: &mut Rng, n: usize, k: usize) -> Vec<i32> {
     (0..n).map(|i| if i > 0 && rng.below(8) == 0 { -1 } else { rng.below(k) as i32 }).collect()
 }
 
-/// How a case draws its random float inputs. The `*_case` functions use the unit range the
-/// tolerances are written for; the `*_with` and `*_scaled` variants take another distribution to
-/// probe extreme magnitudes (the stress test, `tests/stress.rs`).
+/// How a case draws its random float inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Values {
     /// Uniform in [-1, 1): what the tolerances are written for.
     Unit,
-    /// Uniform in [-s, s). Cases that sum or combine several inputs take only this kind (through
-    /// their `*_scaled` variant) and compare with [`super::Tol::scaled`] by the output's scale.
+    /// Uniform in [-s, s). Cases that sum or combine several inputs compare with
+    /// [`super::Tol::scaled`] by the output's scale.
     Scaled(f64),
+    /// Uniform over the five levels -1, -1/2, 0, 1/2, 1: every window, row or plane holds ties.
+    Ties,
     /// For element-wise ops (whose tolerance is relative): each value is, with equal odds, an
     /// ordinary one in [-1, 1), an exact zero of either sign, about ±1e30, about ±1e-30, one of
     /// the smallest normals (about ±1.2e-38), one of the largest allowed magnitudes (in
@@ -52,6 +62,7 @@ impl Values {
         match *self {
             Values::Unit => rng.vec(len),
             Values::Scaled(s) => rng.vec_scaled(len, s),
+            Values::Ties => (0..len).map(|_| rng.below(5) as f32 * 0.5 - 1.0).collect(),
             Values::Extreme { limit, subnormals } => {
                 (0..len).map(|_| extreme(rng, limit, subnormals)).collect()
             }
@@ -61,7 +72,7 @@ impl Values {
     /// The size of the largest values drawn (1 for [`Values::Unit`]).
     pub fn magnitude(&self) -> f64 {
         match *self {
-            Values::Unit => 1.0,
+            Values::Unit | Values::Ties => 1.0,
             Values::Scaled(s) => s,
             Values::Extreme { limit, .. } => limit,
         }
@@ -73,6 +84,7 @@ impl fmt::Display for Values {
         match *self {
             Values::Unit => write!(f, "unit"),
             Values::Scaled(s) => write!(f, "x{s:e}"),
+            Values::Ties => write!(f, "ties"),
             Values::Extreme { limit, subnormals } => {
                 let sub = if subnormals { "+subnormal" } else { "" };
                 if limit == f32::MAX as f64 {
@@ -102,20 +114,45 @@ fn extreme(rng: &mut Rng, limit: f64, subnormals: bool) -> f32 {
     (sign * mag.min(limit)) as f32
 }
 
-/// ` ×scale` for a shape description, empty at scale 1 (so unit-scale reports read as before).
-fn scale_note(scales: &[f64]) -> String {
-    if scales.iter().all(|&s| s == 1.0) {
-        return String::new();
-    }
-    let s: Vec<String> = scales.iter().map(|s| format!("{s:e}")).collect();
-    format!(" x{}", s.join("/"))
+/// A case's inputs: the seed of its generator and the distributions of its first operand (A, x,
+/// dy, scores, ...) and of its second (B, the weights, ...; cases with one operand ignore it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Input {
+    pub seed: u64,
+    pub a: Values,
+    pub b: Values,
 }
 
-fn values_note(v: Values) -> String {
-    if v == Values::Unit {
-        String::new()
-    } else {
-        format!(" {v}")
+impl Input {
+    /// Unit-range operands: what the tolerances are written for.
+    pub const fn unit(seed: u64) -> Input {
+        Input { seed, a: Values::Unit, b: Values::Unit }
+    }
+    /// Operands uniform in [-sa, sa) and [-sb, sb).
+    pub const fn scaled(seed: u64, sa: f64, sb: f64) -> Input {
+        Input { seed, a: Values::Scaled(sa), b: Values::Scaled(sb) }
+    }
+    /// Every operand drawn from `v`.
+    pub const fn values(seed: u64, v: Values) -> Input {
+        Input { seed, a: v, b: v }
+    }
+    /// The scale of a product of the two operands.
+    fn product(&self) -> f64 {
+        self.a.magnitude() * self.b.magnitude()
+    }
+    /// ` x1e30/1e-30` or ` extreme<=...` for a shape description; empty for unit inputs, so those
+    /// reports read plainly.
+    fn note(&self, operands: usize) -> String {
+        let vals = if operands == 1 { vec![self.a] } else { vec![self.a, self.b] };
+        if vals.iter().all(|v| *v == Values::Unit || *v == Values::Scaled(1.0)) {
+            return String::new();
+        }
+        if vals.iter().all(|v| matches!(v, Values::Scaled(_) | Values::Unit)) {
+            let s: Vec<String> = vals.iter().map(|v| format!("{:e}", v.magnitude())).collect();
+            return format!(" x{}", s.join("/"));
+        }
+        let s: Vec<String> = vals.iter().map(|v| v.to_string()).collect();
+        format!(" {}", s.join("/"))
     }
 }
 
@@ -145,86 +182,63 @@ impl Flags {
     }
 }
 
+/// Moves the largest element of every third row (starting with row 1) to the row's last column,
+/// so the maximum sits in the last place a row loop visits.
+fn max_last(x: &mut [f32], n: usize, k: usize) {
+    for r in (1..n).step_by(3) {
+        let row = &mut x[r * k..(r + 1) * k];
+        let m = (0..k).fold(0, |b, j| if row[j] > row[b] { j } else { b });
+        row.swap(m, k - 1);
+    }
+}
+
 // ------------------------------------------------------------------------------------------ GEMM
 
-/// `gemm_<trans>` with `variant` on shape `s`.
+/// `gemm_<trans>` with `variant` on shape `s`: A from `input.a`, B from `input.b`, the bias and
+/// the accumulated C at their product's scale.
 pub fn gemm_case(
     gpu: &Gpu,
     s: GemmShape,
     variant: GemmVariant,
     flags: Flags,
-    seed: u64,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    gemm_case_scaled(gpu, s, variant, flags, seed, 1.0, 1.0)
-}
-
-/// [`gemm_case`] with A uniform in [-scale_a, scale_a), B in [-scale_b, scale_b), and the bias and
-/// the accumulated C at their product's scale.
-pub fn gemm_case_scaled(
-    gpu: &Gpu,
-    s: GemmShape,
-    variant: GemmVariant,
-    flags: Flags,
-    seed: u64,
-    scale_a: f64,
-    scale_b: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let scale_c = scale_a * scale_b;
-    let a = rng.vec_scaled(s.a_len(), scale_a);
-    let b = rng.vec_scaled(s.b_len(), scale_b);
+    let mut rng = Rng::new(input.seed);
+    let scale_c = input.product();
+    let a = input.a.draw(&mut rng, s.a_len());
+    let b = input.b.draw(&mut rng, s.b_len());
     let bias = rng.vec_scaled(s.n, scale_c);
     let c0 = rng.vec_scaled(s.c_len(), scale_c);
     let (ta, tb, tbias) = (up(gpu, &a)?, up(gpu, &b)?, up(gpu, &bias)?);
-    let tc = if flags.accumulate { up(gpu, &c0)? } else { poisoned(gpu, s.c_len(), DType::F32)? };
+    let tc = output(gpu, &c0, flags.accumulate)?;
     let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: flags.accumulate, relu: flags.relu };
     let d = kernels::gemm::gemm(gpu, &s, &ta, &tb, &tc, &ep, variant)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<f32>(&tc)?;
     let mut want = widen(&c0);
     let bias64 = widen(&bias);
-    cpu::gemm(
-        &s,
-        &widen(&a),
-        &widen(&b),
-        flags.bias.then_some(&bias64[..]),
-        &mut want,
-        flags.accumulate,
-        flags.relu,
-    );
+    let bias_ref = flags.bias.then_some(&bias64[..]);
+    cpu::gemm(&s, &widen(&a), &widen(&b), bias_ref, &mut want, flags.accumulate, flags.relu);
     let kernel = format!("gemm_{} {}", s.trans.name(), variant.name());
-    let shape = format!("{s}{}{}", flags.suffix(), scale_note(&[scale_a, scale_b]));
+    let shape = format!("{s}{}{}", flags.suffix(), input.note(2));
     Ok(Comparison::new(&kernel, shape, tol::GEMM.scaled(scale_c)).floats("C", &got, &want, s.k).finish())
 }
 
 // ------------------------------------------------------------------------------------------ conv
 
-/// Conv forward with `variant`; `flags.accumulate` is not supported by the forward.
+/// Conv forward with `variant` (x from `input.a`, the weights from `input.b`, the bias at their
+/// product's scale); `flags.accumulate` is not supported by the forward.
 pub fn conv_fwd_case(
     gpu: &Gpu,
     s: Conv2dShape,
     variant: ConvFwdVariant,
     flags: Flags,
-    seed: u64,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    conv_fwd_case_scaled(gpu, s, variant, flags, seed, 1.0, 1.0)
-}
-
-/// [`conv_fwd_case`] with x uniform in [-scale_x, scale_x), the weights in [-scale_w, scale_w)
-/// and the bias at their product's scale.
-pub fn conv_fwd_case_scaled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    variant: ConvFwdVariant,
-    flags: Flags,
-    seed: u64,
-    scale_x: f64,
-    scale_w: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_scaled(s.x_len(), scale_x);
-    let w = rng.vec_scaled(s.w_len(), scale_w);
-    let bias = rng.vec_scaled(s.cout, scale_x * scale_w);
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, s.x_len());
+    let w = input.b.draw(&mut rng, s.w_len());
+    let bias = rng.vec_scaled(s.cout, input.product());
     let (tx, tw, tbias) = (up(gpu, &x)?, up(gpu, &w)?, up(gpu, &bias)?);
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
     let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: false, relu: flags.relu };
@@ -235,28 +249,17 @@ pub fn conv_fwd_case_scaled(
     let bias64 = widen(&bias);
     cpu::conv2d_forward(&s, &widen(&x), &widen(&w), flags.bias.then_some(&bias64[..]), &mut want, flags.relu);
     let kernel = format!("conv2d fwd {}", variant.name());
-    let shape = format!("{s}{}{}", flags.suffix(), scale_note(&[scale_x, scale_w]));
-    Ok(Comparison::new(&kernel, shape, tol::CONV.scaled(scale_x * scale_w))
+    let shape = format!("{s}{}{}", flags.suffix(), input.note(2));
+    Ok(Comparison::new(&kernel, shape, tol::CONV.scaled(input.product()))
         .floats("y", &got, &want, s.cin * s.kh * s.kw)
         .finish())
 }
 
-pub fn conv_bwd_data_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    conv_bwd_data_case_scaled(gpu, s, seed, 1.0, 1.0)
-}
-
-/// [`conv_bwd_data_case`] with dy uniform in [-scale_dy, scale_dy), the weights in
-/// [-scale_w, scale_w).
-pub fn conv_bwd_data_case_scaled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    seed: u64,
-    scale_dy: f64,
-    scale_w: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let dy = rng.vec_scaled(s.y_len(), scale_dy);
-    let w = rng.vec_scaled(s.w_len(), scale_w);
+/// Conv backward data: dy from `input.a`, the weights from `input.b`.
+pub fn conv_bwd_data_case(gpu: &Gpu, s: Conv2dShape, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let dy = input.a.draw(&mut rng, s.y_len());
+    let w = input.b.draw(&mut rng, s.w_len());
     let (tdy, tw) = (up(gpu, &dy)?, up(gpu, &w)?);
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx)?;
@@ -264,104 +267,82 @@ pub fn conv_bwd_data_case_scaled(
     let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::conv2d_backward_data(&s, &widen(&dy), &widen(&w), &mut want);
-    let shape = format!("{s}{}", scale_note(&[scale_dy, scale_w]));
-    Ok(Comparison::new("conv2d bwd_data", shape, tol::CONV.scaled(scale_dy * scale_w))
+    let shape = format!("{s}{}", input.note(2));
+    Ok(Comparison::new("conv2d bwd_data", shape, tol::CONV.scaled(input.product()))
         .floats("dx", &got, &want, s.cout * s.kh * s.kw)
         .finish())
 }
 
+/// Conv backward weight with `variant`: x from `input.a`, dy from `input.b`, the accumulated dw
+/// at their product's scale.
 pub fn conv_bwd_weight_case(
     gpu: &Gpu,
     s: Conv2dShape,
     variant: ConvBwdWeightVariant,
     accumulate: bool,
-    seed: u64,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    conv_bwd_weight_case_scaled(gpu, s, variant, accumulate, seed, 1.0, 1.0)
-}
-
-/// [`conv_bwd_weight_case`] with x uniform in [-scale_x, scale_x), dy in [-scale_dy, scale_dy) and
-/// the accumulated dw at their product's scale.
-pub fn conv_bwd_weight_case_scaled(
-    gpu: &Gpu,
-    s: Conv2dShape,
-    variant: ConvBwdWeightVariant,
-    accumulate: bool,
-    seed: u64,
-    scale_x: f64,
-    scale_dy: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_scaled(s.x_len(), scale_x);
-    let dy = rng.vec_scaled(s.y_len(), scale_dy);
-    let dw0 = rng.vec_scaled(s.w_len(), scale_x * scale_dy);
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, s.x_len());
+    let dy = input.b.draw(&mut rng, s.y_len());
+    let dw0 = rng.vec_scaled(s.w_len(), input.product());
     let (tx, tdy) = (up(gpu, &x)?, up(gpu, &dy)?);
-    let tdw = if accumulate { up(gpu, &dw0)? } else { poisoned(gpu, s.w_len(), DType::F32)? };
+    let tdw = output(gpu, &dw0, accumulate)?;
     let ops = kernels::conv::conv2d_backward_weight(gpu, &s, &tx, &tdy, &tdw, accumulate, variant)?;
     gpu.run(&ops.iter().collect::<Vec<_>>())?;
     let got = gpu.download::<f32>(&tdw)?;
     let mut want = widen(&dw0);
     cpu::conv2d_backward_weight(&s, &widen(&x), &widen(&dy), &mut want, accumulate);
     let flags = Flags { accumulate, ..Flags::NONE };
+    let shape = format!("{s}{}{}", flags.suffix(), input.note(2));
     Ok(Comparison::new(
         &format!("conv2d bwd_weight {}", variant.name()),
-        format!("{s}{}{}", flags.suffix(), scale_note(&[scale_x, scale_dy])),
-        tol::CONV.scaled(scale_x * scale_dy),
+        shape,
+        tol::CONV.scaled(input.product()),
     )
     .floats("dw", &got, &want, s.n * s.oh() * s.ow())
     .finish())
 }
 
-/// The conv bias gradient: `channel_sum` over `[n, cout, oh*ow]`.
-pub fn conv_bwd_bias_case(gpu: &Gpu, s: Conv2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    conv_bwd_bias_case_scaled(gpu, s, false, seed, 1.0)
-}
-
-/// [`conv_bwd_bias_case`] with dy uniform in [-scale, scale), optionally accumulating.
-pub fn conv_bwd_bias_case_scaled(
+/// The conv bias gradient: `channel_sum` over dy `[n, cout, oh*ow]` from `input.a`.
+pub fn conv_bwd_bias_case(
     gpu: &Gpu,
     s: Conv2dShape,
     accumulate: bool,
-    seed: u64,
-    scale: f64,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    let plane = s.oh() * s.ow();
-    let mut r = channel_sum_case_scaled(gpu, s.n, s.cout, plane, accumulate, seed, scale)?;
+    let mut r = channel_sum_case(gpu, s.n, s.cout, s.oh() * s.ow(), accumulate, input)?;
     r.kernel = "conv2d bwd_bias".into();
     let flags = Flags { accumulate, ..Flags::NONE };
-    r.shape = format!("{s}{}{}", flags.suffix(), scale_note(&[scale]));
+    r.shape = format!("{s}{}{}", flags.suffix(), input.note(1));
     Ok(r)
 }
 
 // ------------------------------------------------------------------------------------------ pool
 
-/// Distinct values (no ties) so the argmax is unambiguous: a random permutation of a grid.
+/// Distinct values (no ties) so the argmax is unambiguous: a random permutation of a grid in
+/// [-1, 1).
 fn distinct(rng: &mut Rng, len: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..len).map(|i| (i as f32 + 0.5) / len as f32 * 2.0 - 1.0).collect();
-    for i in (1..len).rev() {
-        v.swap(i, rng.below(i + 1));
-    }
+    rng.shuffle(&mut v);
     v
 }
 
-pub fn maxpool_fwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    maxpool_fwd_case_with(gpu, s, seed, Values::Unit)
+/// Max-pool inputs: [`Values::Unit`] and [`Values::Scaled`] give the tie-free grid (times the
+/// scale); [`Values::Ties`] and [`Values::Extreme`] are drawn as they come, ties included (the
+/// first maximum must win).
+fn pool_input(rng: &mut Rng, len: usize, values: Values) -> Vec<f32> {
+    match values {
+        Values::Unit => distinct(rng, len),
+        Values::Scaled(f) => distinct(rng, len).iter().map(|&v| (v as f64 * f) as f32).collect(),
+        Values::Ties | Values::Extreme { .. } => values.draw(rng, len),
+    }
 }
 
-/// [`maxpool_fwd_case`] on other inputs: `Unit` and `Scaled` keep the tie-free grid (times the
-/// scale); `Extreme` draws its values as they come, ties included (the first maximum must win).
-pub fn maxpool_fwd_case_with(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    values: Values,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = match values {
-        Values::Unit => distinct(&mut rng, s.x_len()),
-        Values::Scaled(f) => distinct(&mut rng, s.x_len()).iter().map(|&v| (v as f64 * f) as f32).collect(),
-        Values::Extreme { .. } => values.draw(&mut rng, s.x_len()),
-    };
+/// Max-pool forward on x from `input.a` (see [`pool_input`]): the values and the argmax indices.
+pub fn maxpool_fwd_case(gpu: &Gpu, s: Pool2dShape, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = pool_input(&mut rng, s.x_len(), input.a);
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
     let tidx = poisoned(gpu, s.y_len(), DType::I32)?;
@@ -371,38 +352,28 @@ pub fn maxpool_fwd_case_with(
     let mut want = vec![0.0; s.y_len()];
     let mut want_idx = vec![0; s.y_len()];
     cpu::maxpool_forward(&s, &widen(&x), &mut want, &mut want_idx);
-    Ok(Comparison::new("maxpool fwd", format!("{s}{}", values_note(values)), tol::MAXPOOL)
+    Ok(Comparison::new("maxpool fwd", format!("{s}{}", input.note(1)), tol::MAXPOOL)
         .floats("y", &got, &want, 1)
         .ints("argmax", &got_idx, &want_idx)
         .finish())
 }
 
-/// Max-pool backward of one kernel variant; the argmax indices come from the reference forward on
-/// tie-free inputs.
-pub fn maxpool_bwd_case_variant(
+/// Max-pool backward of `variant`: the argmax indices come from the reference forward on x drawn
+/// like [`maxpool_fwd_case`]'s from `input.a` (ties included with [`Values::Ties`]), dy from
+/// `input.b`.
+pub fn maxpool_bwd_case(
     gpu: &Gpu,
     s: Pool2dShape,
-    variant: kernels::pool::MaxPoolBwdVariant,
-    seed: u64,
+    variant: PoolBwdVariant,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    maxpool_bwd_case_full(gpu, s, seed, 1.0, variant)
-}
-
-/// [`maxpool_bwd_case_variant`] with dy uniform in [-scale, scale).
-pub fn maxpool_bwd_case_full(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    scale: f64,
-    variant: kernels::pool::MaxPoolBwdVariant,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = distinct(&mut rng, s.x_len());
-    let dy = rng.vec_scaled(s.y_len(), scale);
+    let mut rng = Rng::new(input.seed);
+    let x = pool_input(&mut rng, s.x_len(), input.a);
+    let dy = input.b.draw(&mut rng, s.y_len());
     let mut y = vec![0.0f32; s.y_len()];
     let mut idx = vec![0; s.y_len()];
     cpu::maxpool_forward(&s, &x, &mut y, &mut idx);
-    let (tdy, tidx) = (up(gpu, &dy)?, up_i32(gpu, &idx)?);
+    let (tdy, tidx) = (up(gpu, &dy)?, up(gpu, &idx)?);
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let ops = kernels::pool::maxpool_backward(gpu, &s, &tdy, &tidx, &tdx, variant)?;
     gpu.run(&ops.iter().collect::<Vec<_>>())?;
@@ -410,25 +381,17 @@ pub fn maxpool_bwd_case_full(
     let mut want = vec![0.0; s.x_len()];
     cpu::maxpool_backward(&s, &widen(&dy), &idx, &mut want);
     let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
-    let shape = format!("{s}{}", scale_note(&[scale]));
-    Ok(Comparison::new(&format!("maxpool bwd {}", variant.name()), shape, tol::MAXPOOL.scaled(scale))
+    let shape = format!("{s}{}", input.note(2));
+    let tol = tol::MAXPOOL.scaled(input.b.magnitude());
+    Ok(Comparison::new(&format!("maxpool bwd {}", variant.name()), shape, tol)
         .floats("dx", &got, &want, overlap)
         .finish())
 }
 
-pub fn avgpool_fwd_case(gpu: &Gpu, s: Pool2dShape, seed: u64) -> Result<CaseReport, GpuError> {
-    avgpool_fwd_case_scaled(gpu, s, seed, 1.0)
-}
-
-/// [`avgpool_fwd_case`] with x uniform in [-scale, scale).
-pub fn avgpool_fwd_case_scaled(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_scaled(s.x_len(), scale);
+/// Average-pool forward on x from `input.a`.
+pub fn avgpool_fwd_case(gpu: &Gpu, s: Pool2dShape, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, s.x_len());
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
     let d = kernels::pool::avgpool_forward(gpu, &s, &tx, &ty)?;
@@ -436,32 +399,21 @@ pub fn avgpool_fwd_case_scaled(
     let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; s.y_len()];
     cpu::avgpool_forward(&s, &widen(&x), &mut want);
-    let shape = format!("{s}{}", scale_note(&[scale]));
-    Ok(Comparison::new("avgpool fwd", shape, tol::AVGPOOL.scaled(scale))
+    let shape = format!("{s}{}", input.note(1));
+    Ok(Comparison::new("avgpool fwd", shape, tol::AVGPOOL.scaled(input.a.magnitude()))
         .floats("y", &got, &want, s.kh * s.kw)
         .finish())
 }
 
-/// Average-pool backward of one kernel variant.
-pub fn avgpool_bwd_case_variant(
+/// Average-pool backward of `variant` on dy from `input.a`.
+pub fn avgpool_bwd_case(
     gpu: &Gpu,
     s: Pool2dShape,
-    variant: kernels::pool::PoolBwdVariant,
-    seed: u64,
+    variant: PoolBwdVariant,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    avgpool_bwd_case_full(gpu, s, seed, 1.0, variant)
-}
-
-/// [`avgpool_bwd_case_variant`] with dy uniform in [-scale, scale).
-pub fn avgpool_bwd_case_full(
-    gpu: &Gpu,
-    s: Pool2dShape,
-    seed: u64,
-    scale: f64,
-    variant: kernels::pool::PoolBwdVariant,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let dy = rng.vec_scaled(s.y_len(), scale);
+    let mut rng = Rng::new(input.seed);
+    let dy = input.a.draw(&mut rng, s.y_len());
     let tdy = up(gpu, &dy)?;
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
     let ops = kernels::pool::avgpool_backward(gpu, &s, &tdy, &tdx, variant)?;
@@ -470,15 +422,16 @@ pub fn avgpool_bwd_case_full(
     let mut want = vec![0.0; s.x_len()];
     cpu::avgpool_backward(&s, &widen(&dy), &mut want);
     let overlap = s.kh.div_ceil(s.sy) * s.kw.div_ceil(s.sx);
-    let shape = format!("{s}{}", scale_note(&[scale]));
-    Ok(Comparison::new(&format!("avgpool bwd {}", variant.name()), shape, tol::AVGPOOL.scaled(scale))
+    let shape = format!("{s}{}", input.note(1));
+    let tol = tol::AVGPOOL.scaled(input.a.magnitude());
+    Ok(Comparison::new(&format!("avgpool bwd {}", variant.name()), shape, tol)
         .floats("dx", &got, &want, overlap)
         .finish())
 }
 
 // ------------------------------------------------------------------------------------ activation
 
-/// Random values with every seventh one an exact zero (the ReLU's kink).
+/// Values from `values` with every seventh one an exact zero (the ReLU's kink).
 fn with_zeros(rng: &mut Rng, n: usize, values: Values) -> Vec<f32> {
     let mut v = values.draw(rng, n);
     for x in v.iter_mut().step_by(7) {
@@ -487,14 +440,10 @@ fn with_zeros(rng: &mut Rng, n: usize, values: Values) -> Vec<f32> {
     v
 }
 
-pub fn relu_fwd_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
-    relu_fwd_case_with(gpu, n, seed, Values::Unit)
-}
-
-/// [`relu_fwd_case`] on `values` (every seventh still an exact zero).
-pub fn relu_fwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = with_zeros(&mut rng, n, values);
+/// ReLU forward on x from `input.a` (every seventh an exact zero).
+pub fn relu_fwd_case(gpu: &Gpu, n: usize, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = with_zeros(&mut rng, n, input.a);
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, n, DType::F32)?;
     let d = kernels::activation::relu_forward(gpu, &tx, &ty)?;
@@ -502,21 +451,17 @@ pub fn relu_fwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Res
     let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; n];
     cpu::relu_forward(&widen(&x), &mut want);
-    Ok(Comparison::new("relu fwd", format!("n{n}{}", values_note(values)), tol::ELEMENTWISE)
+    Ok(Comparison::new("relu fwd", format!("n{n}{}", input.note(1)), tol::ELEMENTWISE)
         .floats("y", &got, &want, 1)
         .finish())
 }
 
-pub fn relu_bwd_case(gpu: &Gpu, n: usize, seed: u64) -> Result<CaseReport, GpuError> {
-    relu_bwd_case_with(gpu, n, seed, Values::Unit)
-}
-
-/// [`relu_bwd_case`] with the forward input and dy drawn from `values`.
-pub fn relu_bwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = with_zeros(&mut rng, n, values);
+/// ReLU backward: the forward input and dy both from `input.a`.
+pub fn relu_bwd_case(gpu: &Gpu, n: usize, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = with_zeros(&mut rng, n, input.a);
     let y: Vec<f32> = x.iter().map(|&v| v.max(0.0)).collect();
-    let dy = values.draw(&mut rng, n);
+    let dy = input.a.draw(&mut rng, n);
     let (ty, tdy) = (up(gpu, &y)?, up(gpu, &dy)?);
     let tdx = poisoned(gpu, n, DType::F32)?;
     let d = kernels::activation::relu_backward(gpu, &ty, &tdy, &tdx)?;
@@ -524,35 +469,23 @@ pub fn relu_bwd_case_with(gpu: &Gpu, n: usize, seed: u64, values: Values) -> Res
     let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; n];
     cpu::relu_backward(&widen(&y), &widen(&dy), &mut want);
-    Ok(Comparison::new("relu bwd", format!("n{n}{}", values_note(values)), tol::ELEMENTWISE)
+    Ok(Comparison::new("relu bwd", format!("n{n}{}", input.note(1)), tol::ELEMENTWISE)
         .floats("dx", &got, &want, 1)
         .finish())
 }
 
-/// Dropout forward (or, with `backward`, the same mask applied to a gradient).
+/// Dropout forward (or, with `backward`, the same mask applied to a gradient) with probability
+/// `p` and the mask key `(seed, step)`, on values from `input.a`.
 pub fn dropout_case(
     gpu: &Gpu,
     n: usize,
     p: f32,
-    seed: u32,
-    step: u32,
+    (seed, step): (u32, u32),
     backward: bool,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    dropout_case_with(gpu, n, p, seed, step, backward, Values::Unit)
-}
-
-/// [`dropout_case`] on `values`.
-pub fn dropout_case_with(
-    gpu: &Gpu,
-    n: usize,
-    p: f32,
-    seed: u32,
-    step: u32,
-    backward: bool,
-    values: Values,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed as u64 ^ ((step as u64) << 32));
-    let x = values.draw(&mut rng, n);
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, n);
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, n, DType::F32)?;
     let d = if backward {
@@ -569,31 +502,22 @@ pub fn dropout_case_with(
         cpu::dropout_forward(&widen(&x), &mut want, p, seed, step);
     }
     let kernel = if backward { "dropout bwd" } else { "dropout fwd" };
-    let shape = format!("n{n} p{p} seed{seed} step{step} scale{}{}", dropout_scale(p), values_note(values));
+    let shape = format!("n{n} p{p} seed{seed} step{step} scale{}{}", dropout_scale(p), input.note(1));
     Ok(Comparison::new(kernel, shape, tol::ELEMENTWISE).floats("y", &got, &want, 1).finish())
 }
 
 // ------------------------------------------------------------------------------------------ loss
 
-/// Softmax cross-entropy on logits uniform in [-scale, scale) (scale 80 probes overflow).
-pub fn softmax_case(gpu: &Gpu, n: usize, k: usize, scale: f64, seed: u64) -> Result<CaseReport, GpuError> {
-    softmax_case_with(gpu, n, k, Values::Scaled(scale), seed)
-}
-
-/// Softmax cross-entropy on logits drawn from `values` (`Extreme { limit: 80.0, .. }` puts exact
-/// ±80 next to zeros and tiny logits); the allowance's absolute term grows with their magnitude.
-pub fn softmax_case_with(
-    gpu: &Gpu,
-    n: usize,
-    k: usize,
-    values: Values,
-    seed: u64,
-) -> Result<CaseReport, GpuError> {
-    let scale = values.magnitude();
-    let mut rng = Rng::new(seed);
-    let z = values.draw(&mut rng, n * k);
+/// Softmax cross-entropy (scale 1/n) on logits from `input.a` (`Scaled(80.0)` probes overflow,
+/// `Extreme { limit: 80.0, .. }` puts exact ±80 next to zeros and tiny logits); every third row
+/// has its largest logit last. The allowance's absolute term grows with the logits' magnitude.
+pub fn softmax_case(gpu: &Gpu, n: usize, k: usize, input: Input) -> Result<CaseReport, GpuError> {
+    let scale = input.a.magnitude();
+    let mut rng = Rng::new(input.seed);
+    let mut z = input.a.draw(&mut rng, n * k);
+    max_last(&mut z, n, k);
     let y = labels(&mut rng, n, k);
-    let (tz, ty) = (up(gpu, &z)?, up_i32(gpu, &y)?);
+    let (tz, ty) = (up(gpu, &z)?, up(gpu, &y)?);
     let tloss = poisoned(gpu, n, DType::F32)?;
     let tgrad = poisoned(gpu, n * k, DType::F32)?;
     let inv_n = 1.0 / n as f64;
@@ -606,9 +530,9 @@ pub fn softmax_case_with(
     cpu::softmax_xent(n, k, &widen(&z), &y, inv_n as f32 as f64, &mut loss, &mut grad);
     // The row loss is ~scale·|logits| in size: its allowance grows with the logits' magnitude.
     let tol = tol::SOFTMAX.scaled(scale.max(1.0));
-    let shape = match values {
+    let shape = match input.a {
         Values::Scaled(_) => format!("n{n} k{k} logits±{scale}"),
-        _ => format!("n{n} k{k} logits {values}"),
+        v => format!("n{n} k{k} logits {v}"),
     };
     Ok(Comparison::new("softmax_xent fwd+bwd", shape, tol)
         .floats("loss", &got_loss, &loss, k)
@@ -616,43 +540,29 @@ pub fn softmax_case_with(
         .finish())
 }
 
-/// The squared hinge with SVM constant `c` (scale C/N).
-pub fn l2svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, seed: u64) -> Result<CaseReport, GpuError> {
-    l2svm_case_with(gpu, n, k, c, seed, Values::Scaled(2.0))
-}
-
-/// [`l2svm_case`] on scores drawn from `values` (the loss sums non-negative terms, so its relative
-/// tolerance holds at any magnitude whose square stays finite in f32: |score| <= 1e15 or so).
-/// Beyond the default's scores on the margin, any other distribution also puts every fourth row
-/// exactly on it (t·a = 1 for every class: zero loss and gradient) and scatters scores one ulp
-/// either side of ±1.
-pub fn l2svm_case_with(
-    gpu: &Gpu,
-    n: usize,
-    k: usize,
-    c: f64,
-    seed: u64,
-    values: Values,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let mut a = values.draw(&mut rng, n * k);
-    // Put some scores exactly on the margin (1 - t·a = 0) to pin the kink's behaviour.
+/// The squared hinge with SVM constant `c` (scale C/N) on scores from `input.a` (the loss sums
+/// non-negative terms, so its relative tolerance holds at any magnitude whose square stays finite
+/// in f32: |score| <= 1e15 or so). Every fifth score sits exactly on ±1, every eleventh one ulp
+/// either side of ±1, every fourth row exactly on the margin for every class (t·a = 1: zero loss
+/// and gradient), and every third row has its largest score last.
+pub fn l2svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let mut a = input.a.draw(&mut rng, n * k);
+    max_last(&mut a, n, k);
     for v in a.iter_mut().step_by(5) {
         *v = if rng.below(2) == 0 { 1.0 } else { -1.0 };
     }
     let y = labels(&mut rng, n, k);
-    if values != Values::Scaled(2.0) {
-        let near = [1.0 + f32::EPSILON, 1.0 - f32::EPSILON / 2.0];
-        for v in a.iter_mut().skip(2).step_by(11) {
-            *v = near[rng.below(2)] * if rng.below(2) == 0 { 1.0 } else { -1.0 };
-        }
-        for r in (0..n).step_by(4) {
-            for j in 0..k {
-                a[r * k + j] = if y[r] == j as i32 { 1.0 } else { -1.0 };
-            }
+    let near = [1.0 + f32::EPSILON, 1.0 - f32::EPSILON / 2.0];
+    for v in a.iter_mut().skip(2).step_by(11) {
+        *v = near[rng.below(2)] * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+    }
+    for r in (0..n).step_by(4) {
+        for j in 0..k {
+            a[r * k + j] = if y[r] == j as i32 { 1.0 } else { -1.0 };
         }
     }
-    let (ta, ty) = (up(gpu, &a)?, up_i32(gpu, &y)?);
+    let (ta, ty) = (up(gpu, &a)?, up(gpu, &y)?);
     let tloss = poisoned(gpu, n, DType::F32)?;
     let tgrad = poisoned(gpu, n * k, DType::F32)?;
     let scale = c / n as f64;
@@ -662,10 +572,7 @@ pub fn l2svm_case_with(
     let mut loss = vec![0.0; n];
     let mut grad = vec![0.0; n * k];
     cpu::l2svm(n, k, &widen(&a), &y, scale as f32 as f64, &mut loss, &mut grad);
-    let shape = match values {
-        Values::Scaled(2.0) => format!("n{n} k{k} C{c}"),
-        _ => format!("n{n} k{k} C{c} scores {values}"),
-    };
+    let shape = format!("n{n} k{k} C{c} scores {}", input.a);
     Ok(Comparison::new("l2svm fwd+bwd", shape, tol::L2SVM)
         .floats("loss", &got_loss, &loss, k)
         .floats("grad", &got_grad, &grad, 1)
@@ -674,140 +581,122 @@ pub fn l2svm_case_with(
 
 // ----------------------------------------------------------------------------------------- optim
 
+/// One SGD step: weights and gradients from `input.a`, velocities a tenth of that scale.
 pub fn sgd_case(
     gpu: &Gpu,
     n: usize,
-    lr: f32,
-    momentum: f32,
-    wd: f32,
-    seed: u64,
+    (lr, momentum, wd): (f32, f32, f32),
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    sgd_case_scaled(gpu, n, lr, momentum, wd, seed, 1.0)
-}
-
-/// [`sgd_case`] with weights and gradients uniform in [-scale, scale) (velocities a tenth of that).
-#[allow(clippy::too_many_arguments)]
-pub fn sgd_case_scaled(
-    gpu: &Gpu,
-    n: usize,
-    lr: f32,
-    momentum: f32,
-    wd: f32,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let (w, v, g) = (rng.vec_scaled(n, scale), rng.vec_scaled(n, 0.1 * scale), rng.vec_scaled(n, scale));
+    let mut rng = Rng::new(input.seed);
+    let scale = input.a.magnitude();
+    let (w, v, g) = (input.a.draw(&mut rng, n), rng.vec_scaled(n, 0.1 * scale), input.a.draw(&mut rng, n));
     let (tw, tv, tg) = (up(gpu, &w)?, up(gpu, &v)?, up(gpu, &g)?);
     let d = kernels::optim::sgd_momentum(gpu, &tw, &tv, &tg, lr, momentum, wd)?;
     gpu.run(&[&d])?;
     let (got_w, got_v) = (gpu.download::<f32>(&tw)?, gpu.download::<f32>(&tv)?);
     let (mut want_w, mut want_v) = (widen(&w), widen(&v));
     cpu::sgd_momentum(&mut want_w, &mut want_v, &widen(&g), lr as f64, momentum as f64, wd as f64);
-    let shape = format!("n{n} lr{lr} mom{momentum} wd{wd}{}", scale_note(&[scale]));
+    let shape = format!("n{n} lr{lr} mom{momentum} wd{wd}{}", input.note(1));
     Ok(Comparison::new("sgd_momentum update", shape, tol::SGD.scaled(scale))
         .floats("w", &got_w, &want_w, 1)
         .floats("v", &got_v, &want_v, 1)
         .finish())
 }
 
-// ---------------------------------------------------------------------------------------- reduce
-
-pub fn sum_case(gpu: &Gpu, n: usize, accumulate: bool, seed: u64) -> Result<CaseReport, GpuError> {
-    sum_case_scaled(gpu, n, accumulate, seed, 1.0)
+/// The fill kernel: every element set to `value` (exact).
+pub fn fill_case(gpu: &Gpu, n: usize, value: f32) -> Result<CaseReport, GpuError> {
+    let t = poisoned(gpu, n, DType::F32)?;
+    gpu.run(&[&kernels::fill::fill(gpu, &t, value)?])?;
+    let got = gpu.download::<f32>(&t)?;
+    Ok(Comparison::new("fill", format!("n{n} value{value}"), tol::ELEMENTWISE)
+        .floats("out", &got, &vec![value as f64; n], 1)
+        .finish())
 }
 
-/// [`sum_case`] with x (and the accumulated prior) uniform in [-scale, scale).
-pub fn sum_case_scaled(
-    gpu: &Gpu,
-    n: usize,
-    accumulate: bool,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_scaled(n, scale);
-    let prior = rng.vec_scaled(1, scale);
+// ---------------------------------------------------------------------------------------- reduce
+
+/// The sum of x from `input.a` (added to a prior of that scale with `accumulate`).
+pub fn sum_case(gpu: &Gpu, n: usize, accumulate: bool, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, n);
+    let prior = input.a.draw(&mut rng, 1);
     let tx = up(gpu, &x)?;
-    let tout = if accumulate { up(gpu, &prior)? } else { poisoned(gpu, 1, DType::F32)? };
+    let tout = output(gpu, &prior, accumulate)?;
     let d = kernels::reduce::sum_all(gpu, &tx, &tout, accumulate)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<f32>(&tout)?;
     let want = [cpu::sum(&widen(&x)) + if accumulate { prior[0] as f64 } else { 0.0 }];
     let flags = Flags { accumulate, ..Flags::NONE };
-    Ok(Comparison::new(
-        "sum",
-        format!("n{n}{}{}", flags.suffix(), scale_note(&[scale])),
-        tol::REDUCE.scaled(scale),
-    )
-    .floats("sum", &got, &want, n)
-    .finish())
+    let shape = format!("n{n}{}{}", flags.suffix(), input.note(1));
+    Ok(Comparison::new("sum", shape, tol::REDUCE.scaled(input.a.magnitude()))
+        .floats("sum", &got, &want, n)
+        .finish())
 }
 
+/// Sums over the slices of x `[slices, n]` from `input.a`, slices in order (the last step of the
+/// sliced weight gradients).
+pub fn slice_sum_case(
+    gpu: &Gpu,
+    slices: usize,
+    n: usize,
+    accumulate: bool,
+    input: Input,
+) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, slices * n);
+    let prior = input.a.draw(&mut rng, n);
+    let tx = up(gpu, &x)?;
+    let tout = output(gpu, &prior, accumulate)?;
+    gpu.run(&[&reduce::slice_sum(gpu, slices, n, &tx, &tout, accumulate)?])?;
+    let got = gpu.download::<f32>(&tout)?;
+    // The slices are the "outer" dimension of a per-channel sum with one channel per element.
+    let mut want = widen(&prior);
+    cpu::channel_sum(slices, n, 1, &widen(&x), &mut want, accumulate);
+    let flags = Flags { accumulate, ..Flags::NONE };
+    let shape = format!("[{slices}, {n}]{}{}", flags.suffix(), input.note(1));
+    Ok(Comparison::new("slice_sum", shape, tol::REDUCE.scaled(input.a.magnitude()))
+        .floats("out", &got, &want, slices)
+        .finish())
+}
+
+/// Per-channel sums of x `[outer, c, inner]` from `input.a` (added to a prior with `accumulate`).
 pub fn channel_sum_case(
     gpu: &Gpu,
     outer: usize,
     c: usize,
     inner: usize,
     accumulate: bool,
-    seed: u64,
+    input: Input,
 ) -> Result<CaseReport, GpuError> {
-    channel_sum_case_scaled(gpu, outer, c, inner, accumulate, seed, 1.0)
-}
-
-/// [`channel_sum_case`] with x (and the accumulated prior) uniform in [-scale, scale).
-pub fn channel_sum_case_scaled(
-    gpu: &Gpu,
-    outer: usize,
-    c: usize,
-    inner: usize,
-    accumulate: bool,
-    seed: u64,
-    scale: f64,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = rng.vec_scaled(outer * c * inner, scale);
-    let out0 = rng.vec_scaled(c, scale);
+    let mut rng = Rng::new(input.seed);
+    let x = input.a.draw(&mut rng, outer * c * inner);
+    let out0 = input.a.draw(&mut rng, c);
     let tx = up(gpu, &x)?;
-    let tout = if accumulate { up(gpu, &out0)? } else { poisoned(gpu, c, DType::F32)? };
+    let tout = output(gpu, &out0, accumulate)?;
     let d = kernels::reduce::channel_sum(gpu, outer, c, inner, &tx, &tout, accumulate)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<f32>(&tout)?;
     let mut want = widen(&out0);
     cpu::channel_sum(outer, c, inner, &widen(&x), &mut want, accumulate);
     let flags = Flags { accumulate, ..Flags::NONE };
-    let shape = format!("[{outer}, {c}, {inner}]{}{}", flags.suffix(), scale_note(&[scale]));
-    Ok(Comparison::new("channel_sum", shape, tol::REDUCE.scaled(scale))
+    let shape = format!("[{outer}, {c}, {inner}]{}{}", flags.suffix(), input.note(1));
+    Ok(Comparison::new("channel_sum", shape, tol::REDUCE.scaled(input.a.magnitude()))
         .floats("out", &got, &want, outer * inner)
         .finish())
 }
 
-/// Scores with ties in some rows (the first maximum must win).
-fn scores_with_ties(rng: &mut Rng, n: usize, k: usize, values: Values) -> Vec<f32> {
-    let mut x = values.draw(rng, n * k);
+/// The first maximum of each row of scores from `input.a`: every third row (from row 0) ties its
+/// last element with the row's maximum (the first must win), every third (from row 1) has its
+/// maximum last.
+pub fn argmax_case(gpu: &Gpu, n: usize, k: usize, input: Input) -> Result<CaseReport, GpuError> {
+    let mut rng = Rng::new(input.seed);
+    let mut x = input.a.draw(&mut rng, n * k);
+    max_last(&mut x, n, k);
     for r in (0..n).step_by(3) {
         let row = &mut x[r * k..(r + 1) * k];
-        let m = row.iter().cloned().fold(f32::MIN, f32::max);
-        let last = k - 1;
-        row[last] = m;
+        row[k - 1] = row.iter().cloned().fold(f32::MIN, f32::max);
     }
-    x
-}
-
-pub fn argmax_case(gpu: &Gpu, n: usize, k: usize, seed: u64) -> Result<CaseReport, GpuError> {
-    argmax_case_with(gpu, n, k, seed, Values::Unit)
-}
-
-/// [`argmax_case`] on scores drawn from `values` (ties still in every third row).
-pub fn argmax_case_with(
-    gpu: &Gpu,
-    n: usize,
-    k: usize,
-    seed: u64,
-    values: Values,
-) -> Result<CaseReport, GpuError> {
-    let mut rng = Rng::new(seed);
-    let x = scores_with_ties(&mut rng, n, k, values);
     let tx = up(gpu, &x)?;
     let tout = poisoned(gpu, n, DType::I32)?;
     let d = kernels::reduce::argmax_rows(gpu, n, k, &tx, &tout)?;
@@ -815,11 +704,13 @@ pub fn argmax_case_with(
     let got = gpu.download::<i32>(&tout)?;
     let mut want = vec![0; n];
     cpu::argmax_rows(n, k, &x, &mut want);
-    Ok(Comparison::new("argmax_rows", format!("n{n} k{k}{}", values_note(values)), tol::REDUCE)
+    Ok(Comparison::new("argmax_rows", format!("n{n} k{k}{}", input.note(1)), tol::REDUCE)
         .ints("argmax", &got, &want)
         .finish())
 }
 
+/// Correct predictions among `n` rows of `k` classes (predictions right about half the time,
+/// about one label in eight masked), added to a prior count with `accumulate`.
 pub fn count_correct_case(
     gpu: &Gpu,
     n: usize,
@@ -829,12 +720,11 @@ pub fn count_correct_case(
 ) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(seed);
     let y = labels(&mut rng, n, k);
-    // Predictions right about half the time.
     let pred: Vec<i32> =
         y.iter().map(|&l| if l >= 0 && rng.below(2) == 0 { l } else { rng.below(k) as i32 }).collect();
-    let (tp, ty) = (up_i32(gpu, &pred)?, up_i32(gpu, &y)?);
+    let (tp, ty) = (up(gpu, &pred)?, up(gpu, &y)?);
     let prior = 1000u32;
-    let tout = if accumulate { gpu.upload(&[prior], &[1])? } else { poisoned(gpu, 1, DType::U32)? };
+    let tout = if accumulate { up(gpu, &[prior])? } else { poisoned(gpu, 1, DType::U32)? };
     let d = kernels::reduce::count_correct(gpu, &tp, &ty, &tout, accumulate)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<u32>(&tout)?;

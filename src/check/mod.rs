@@ -1,19 +1,21 @@
 //! Kernel-vs-reference comparisons. Each `*_case` function runs one GPU kernel on seeded random
 //! inputs, runs the CPU reference (in f64) on the same inputs, and compares element by element
-//! against the kernel's written tolerance. `cargo test` calls the cases on named edge shapes;
-//! `dlsvm check` runs [`suite`] and prints one row per kernel and direction.
+//! against the kernel's written tolerance. `cargo test` (tests/kernels.rs) and `dlsvm check`
+//! ([`suite`], one row per kernel, direction and variant) run the cases on the same named shapes
+//! ([`shapes`]).
 //!
 //! Outputs are poisoned with NaN before each kernel runs, so an element the kernel never writes
 //! fails the comparison (NaN is never within tolerance).
 
 mod cases;
-mod rng;
+pub mod network;
+pub mod shapes;
 mod suite;
 pub mod tolerance;
 
 pub use cases::*;
-pub use rng::Rng;
-pub use suite::{edge_convs, edge_pools, fc_gemms, fer_convs, fer_pools, run_suite, suite, Row, SuiteCase};
+pub use shapes::{fc_gemms, fer_convs, fer_pools};
+pub use suite::{run_suite, suite, Row, SuiteCase};
 pub use tolerance::Tol;
 
 use std::fmt;

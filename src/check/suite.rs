@@ -1,11 +1,17 @@
-//! The cases `dlsvm check` runs: every kernel family and direction, on the FER network's shapes
-//! (at a small batch) and on edge shapes. One [`Row`] per kernel and direction.
+//! The cases `dlsvm check` runs: every kernel family, direction and variant on the named shapes of
+//! [`super::shapes`] (edge shapes and the presets' layers at batch 2), the presets' own layers at
+//! a realistic batch with the variants training uses, ties in every max and argmax, and the loss of
+//! a whole network against its definition. One [`Row`] per kernel, direction and variant.
 
 use super::cases::*;
+use super::network::network_loss_case;
+use super::shapes::*;
 use super::CaseReport;
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::{conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant};
-use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
+use crate::kernels::conv::{ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::{gemm::GemmVariant, pool::PoolBwdVariant};
+use crate::model::Top;
+use crate::shapes::{GemmShape, Trans};
 
 type CaseFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError> + Send + Sync>;
 
@@ -70,162 +76,138 @@ impl Row {
     }
 }
 
-/// FER network shapes (DESIGN.md §2) at batch `n`.
-pub fn fer_convs(n: usize) -> [Conv2dShape; 3] {
-    [
-        Conv2dShape::square(n, 1, 42, 32, 5, 1, 2),
-        Conv2dShape::square(n, 32, 21, 32, 4, 1, 1),
-        Conv2dShape::square(n, 32, 10, 64, 5, 1, 2),
-    ]
+/// The suite under construction: each case gets its own seed, in order.
+struct Cases {
+    cases: Vec<SuiteCase>,
+    seed: u64,
 }
 
-/// FER pools at batch `n`: max 42 -> 21, average 20 -> 10, average 10 -> 5.
-pub fn fer_pools(n: usize) -> [Pool2dShape; 3] {
-    [
-        Pool2dShape::square(n, 32, 42, 3, 2, 0),
-        Pool2dShape::square(n, 32, 20, 3, 2, 0),
-        Pool2dShape::square(n, 64, 10, 3, 2, 0),
-    ]
-}
-
-/// FC GEMMs of a layer `inp -> out` at batch `n`: forward (NT), backward data (NN), weight (TN).
-pub fn fc_gemms(n: usize, inp: usize, out: usize) -> [GemmShape; 3] {
-    [
-        GemmShape::new(n, out, inp, Trans::NT),
-        GemmShape::new(n, inp, out, Trans::NN),
-        GemmShape::new(out, inp, n, Trans::TN),
-    ]
-}
-
-/// Edge conv shapes beyond the FER network's.
-pub fn edge_convs() -> Vec<Conv2dShape> {
-    vec![
-        Conv2dShape::square(1, 1, 1, 1, 1, 1, 0),
-        Conv2dShape::square(2, 3, 9, 5, 3, 2, 1),
-        Conv2dShape::square(1, 3, 7, 4, 3, 1, 3),
-        Conv2dShape::square(3, 5, 8, 7, 1, 1, 0),
-        Conv2dShape::square(2, 2, 6, 3, 6, 1, 0),
-        Conv2dShape { n: 2, cin: 3, h: 11, w: 7, cout: 9, kh: 3, kw: 2, sy: 2, sx: 1, py: 1, px: 0 },
-        // The widest kernel the rows weight gradient is specialized for, and one past it (fallback).
-        Conv2dShape::square(1, 2, 9, 3, 8, 1, 2),
-        Conv2dShape { n: 2, cin: 2, h: 5, w: 14, cout: 3, kh: 2, kw: 11, sy: 1, sx: 1, py: 1, px: 2 },
-    ]
-}
-
-pub fn edge_pools() -> Vec<Pool2dShape> {
-    vec![
-        Pool2dShape::square(2, 3, 8, 2, 2, 0),
-        Pool2dShape::square(1, 2, 7, 3, 1, 1),
-        Pool2dShape::square(2, 3, 9, 3, 2, 1),
-        Pool2dShape { n: 1, c: 5, h: 11, w: 6, kh: 3, kw: 2, sy: 2, sx: 1, py: 1, px: 0 },
-        Pool2dShape::square(1, 1, 1, 1, 1, 0),
-    ]
+impl Cases {
+    fn add(
+        &mut self,
+        row: String,
+        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
+    ) {
+        self.seed += 1;
+        let seed = self.seed;
+        self.cases.push(SuiteCase { row, run: Box::new(move |g| run(g, seed)) });
+    }
 }
 
 /// Every case of `dlsvm check`.
 pub fn suite() -> Vec<SuiteCase> {
-    let mut cases: Vec<SuiteCase> = Vec::new();
-    let mut add = |row: String, run: CaseFn| cases.push(SuiteCase { row, run });
-    let mut seed = 1u64;
-    let mut next = || {
-        seed += 1;
-        seed
-    };
+    let mut c = Cases { cases: Vec::new(), seed: 1 };
 
-    // GEMM: every transposition and variant on edge shapes and the FER fc layers (batch 8).
-    let mut gemm_shapes = vec![(1, 1, 1), (7, 5, 3), (64, 64, 64), (65, 65, 65), (123, 255, 72)];
-    // vec4-aligned in every layout but not a multiple of any tile: the vec4 kernel's edges.
-    gemm_shapes.extend([(4, 4, 4), (68, 132, 36), (12, 20, 8)]);
-    gemm_shapes.push((8, 7, 3072));
+    // GEMM: every transposition and variant on the named shapes; the presets' fc layers with the
+    // variant training uses (vec4 where aligned, else the tiled fallback).
     for t in Trans::ALL {
         for v in GemmVariant::all() {
             let row = format!("gemm_{} {}", t.name(), v.name());
-            for &(m, n, k) in &gemm_shapes {
+            for (_, (m, n, k), flags) in gemm_shapes() {
                 let s = GemmShape::new(m, n, k, t);
-                let sd = next();
-                add(row.clone(), Box::new(move |g| gemm_case(g, s, v, Flags::BIAS_RELU, sd)));
+                c.add(row.clone(), move |g, sd| gemm_case(g, s, v, flags, Input::unit(sd)));
             }
-            let s = GemmShape::new(33, 17, 9, t);
-            let sd = next();
-            add(row.clone(), Box::new(move |g| gemm_case(g, s, v, Flags::ALL, sd)));
         }
     }
-    for s in fc_gemms(8, 1600, 3072).into_iter().chain(fc_gemms(8, 3072, 7)) {
-        let sd = next();
+    for (_, s) in preset_gemms(2).into_iter().chain(preset_gemms(PRESET_BATCH)) {
         let v = GemmVariant::DEFAULT;
-        add(
-            format!("gemm_{} {}", s.trans.name(), v.name()),
-            Box::new(move |g| gemm_case(g, s, v, Flags::NONE, sd)),
-        );
+        c.add(format!("gemm_{} {}", s.trans.name(), v.name()), move |g, sd| {
+            gemm_case(g, s, v, Flags::NONE, Input::unit(sd))
+        });
     }
 
-    // Convolution, every direction, FER layers at batch 2 plus edge shapes.
-    let convs: Vec<Conv2dShape> = fer_convs(2).into_iter().chain(edge_convs()).collect();
-    for &s in &convs {
+    // Convolution: every direction and variant on the named shapes; the presets' layers at a
+    // realistic batch with the variants training uses.
+    for (_, s) in conv_shapes() {
         for v in ConvFwdVariant::all() {
-            let sd = next();
-            add(
-                format!("conv2d fwd {}", v.name()),
-                Box::new(move |g| conv_fwd_case(g, s, v, Flags::BIAS_RELU, sd)),
-            );
+            c.add(format!("conv2d fwd {}", v.name()), move |g, sd| {
+                conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+            });
         }
-        let sd = next();
-        add("conv2d bwd_data".into(), Box::new(move |g| conv_bwd_data_case(g, s, sd)));
+        c.add("conv2d bwd_data".into(), move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
         for v in ConvBwdWeightVariant::all() {
-            let sd = next();
-            add(
-                format!("conv2d bwd_weight {}", v.name()),
-                Box::new(move |g| conv_bwd_weight_case(g, s, v, sd % 2 == 0, sd)),
-            );
+            c.add(format!("conv2d bwd_weight {}", v.name()), move |g, sd| {
+                conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+            });
         }
-        let sd = next();
-        add("conv2d bwd_bias".into(), Box::new(move |g| conv_bwd_bias_case(g, s, sd)));
+        c.add("conv2d bwd_bias".into(), move |g, sd| conv_bwd_bias_case(g, s, false, Input::unit(sd)));
+    }
+    for (_, s) in preset_convs(PRESET_BATCH) {
+        let (fwd, wgrad) = (ConvFwdVariant::DEFAULT, ConvBwdWeightVariant::DEFAULT);
+        c.add(format!("conv2d fwd {}", fwd.name()), move |g, sd| {
+            conv_fwd_case(g, s, fwd, Flags::BIAS_RELU, Input::unit(sd))
+        });
+        c.add("conv2d bwd_data".into(), move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        c.add(format!("conv2d bwd_weight {}", wgrad.name()), move |g, sd| {
+            conv_bwd_weight_case(g, s, wgrad, false, Input::unit(sd))
+        });
+        c.add("conv2d bwd_bias".into(), move |g, sd| conv_bwd_bias_case(g, s, false, Input::unit(sd)));
     }
 
-    // Pooling.
-    let pools: Vec<Pool2dShape> = fer_pools(2).into_iter().chain(edge_pools()).collect();
-    for &s in &pools {
-        let sd = next();
-        add("maxpool fwd".into(), Box::new(move |g| maxpool_fwd_case(g, s, sd)));
-        for v in crate::kernels::pool::MaxPoolBwdVariant::all() {
-            add(
-                format!("maxpool bwd {}", v.name()),
-                Box::new(move |g| maxpool_bwd_case_variant(g, s, v, sd)),
-            );
+    // Pooling: every direction and variant, on tie-free inputs and on inputs full of ties.
+    let pools = pool_shapes().into_iter().chain(preset_pools(PRESET_BATCH));
+    for (_, s) in pools {
+        for values in [Values::Unit, Values::Ties] {
+            let input = move |sd| Input { seed: sd, a: values, b: Values::Unit };
+            c.add("maxpool fwd".into(), move |g, sd| maxpool_fwd_case(g, s, input(sd)));
+            for v in PoolBwdVariant::all() {
+                c.add(format!("maxpool bwd {}", v.name()), move |g, sd| maxpool_bwd_case(g, s, v, input(sd)));
+            }
         }
-        add("avgpool fwd".into(), Box::new(move |g| avgpool_fwd_case(g, s, sd)));
-        for v in crate::kernels::pool::PoolBwdVariant::all() {
-            add(
-                format!("avgpool bwd {}", v.name()),
-                Box::new(move |g| avgpool_bwd_case_variant(g, s, v, sd)),
-            );
+        c.add("avgpool fwd".into(), move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
+        for v in PoolBwdVariant::all() {
+            c.add(format!("avgpool bwd {}", v.name()), move |g, sd| {
+                avgpool_bwd_case(g, s, v, Input::unit(sd))
+            });
         }
     }
 
     // Element-wise, losses, optimizer, reductions.
-    for n in [1, 255, 256, 257, 8 * 3072 + 13] {
-        let sd = next();
-        add("relu fwd".into(), Box::new(move |g| relu_fwd_case(g, n, sd)));
-        add("relu bwd".into(), Box::new(move |g| relu_bwd_case(g, n, sd)));
-        add("dropout fwd".into(), Box::new(move |g| dropout_case(g, n, 0.2, sd as u32, 7, false)));
-        add("dropout bwd".into(), Box::new(move |g| dropout_case(g, n, 0.5, sd as u32, 8, true)));
-        add("sgd_momentum update".into(), Box::new(move |g| sgd_case(g, n, 0.05, 0.9, 1e-4, sd)));
-        add("sum".into(), Box::new(move |g| sum_case(g, n, sd % 2 == 0, sd)));
+    for n in ELEMENTWISE_LENGTHS {
+        c.add("relu fwd".into(), move |g, sd| relu_fwd_case(g, n, Input::unit(sd)));
+        c.add("relu bwd".into(), move |g, sd| relu_bwd_case(g, n, Input::unit(sd)));
+        c.add("dropout fwd".into(), move |g, sd| {
+            dropout_case(g, n, 0.2, (sd as u32, 7), false, Input::unit(sd))
+        });
+        c.add("dropout bwd".into(), move |g, sd| {
+            dropout_case(g, n, 0.5, (sd as u32, 8), true, Input::unit(sd))
+        });
+        c.add("sgd_momentum update".into(), move |g, sd| sgd_case(g, n, (0.05, 0.9, 1e-4), Input::unit(sd)));
+        c.add("sum".into(), move |g, sd| sum_case(g, n, sd % 2 == 0, Input::unit(sd)));
+        c.add("fill".into(), move |g, sd| fill_case(g, n, sd as f32 - 0.5));
     }
-    for (n, k) in [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)] {
-        let sd = next();
-        add("softmax_xent fwd+bwd".into(), Box::new(move |g| softmax_case(g, n, k, 4.0, sd)));
-        add("l2svm fwd+bwd".into(), Box::new(move |g| l2svm_case(g, n, k, 1.0, sd)));
-        add("argmax_rows".into(), Box::new(move |g| argmax_case(g, n, k, sd)));
-        add("count_correct".into(), Box::new(move |g| count_correct_case(g, n, k, sd % 2 == 1, sd)));
+    for (n, k) in ROW_SHAPES {
+        c.add("softmax_xent fwd+bwd".into(), move |g, sd| {
+            softmax_case(g, n, k, Input::values(sd, Values::Scaled(4.0)))
+        });
+        c.add("l2svm fwd+bwd".into(), move |g, sd| {
+            l2svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
+        });
+        for values in [Values::Unit, Values::Ties] {
+            c.add("argmax_rows".into(), move |g, sd| argmax_case(g, n, k, Input::values(sd, values)));
+        }
+        c.add("count_correct".into(), move |g, sd| count_correct_case(g, n, k, sd % 2 == 1, sd));
     }
-    add("softmax_xent fwd+bwd".into(), Box::new(|g| softmax_case(g, 64, 7, 80.0, 99)));
-    add("l2svm fwd+bwd".into(), Box::new(|g| l2svm_case(g, 64, 7, 0.02 * 64.0, 98)));
-    for (outer, c, inner) in [(1, 1, 1), (8, 3072, 1), (2, 32, 1764), (3, 5, 7)] {
-        let sd = next();
-        add("channel_sum".into(), Box::new(move |g| channel_sum_case(g, outer, c, inner, sd % 2 == 0, sd)));
+    c.add("softmax_xent fwd+bwd".into(), |g, sd| {
+        softmax_case(g, 64, 7, Input::values(sd, Values::Scaled(80.0)))
+    });
+    c.add("l2svm fwd+bwd".into(), |g, sd| {
+        l2svm_case(g, 64, 7, 0.02 * 64.0, Input::values(sd, Values::Scaled(2.0)))
+    });
+    for (outer, ch, inner) in CHANNEL_SUM_SHAPES {
+        c.add("channel_sum".into(), move |g, sd| {
+            channel_sum_case(g, outer, ch, inner, sd % 2 == 0, Input::unit(sd))
+        });
     }
-    cases
+    for (slices, n) in [(1, 1), (3, 257), (86, 16_384)] {
+        c.add("slice_sum".into(), move |g, sd| slice_sum_case(g, slices, n, sd % 2 == 0, Input::unit(sd)));
+    }
+
+    // The loss of a whole network, against the paper's formula.
+    for (top, svm_c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0)] {
+        c.add(format!("network loss {}", top.name()), move |g, _| network_loss_case(g, top, svm_c));
+    }
+    c.cases
 }
 
 /// Runs the suite (cases whose row contains `filter`), calling `progress` after each case.
@@ -241,16 +223,16 @@ pub fn run_suite(
         }
         let result = (case.run)(gpu);
         progress(&case.row, &result);
-        let row = match rows.iter_mut().find(|r| r.kernel == case.row) {
-            Some(r) => r,
+        let i = match rows.iter().position(|r| r.kernel == case.row) {
+            Some(i) => i,
             None => {
                 rows.push(Row::new(&case.row));
-                rows.last_mut().expect("just pushed")
+                rows.len() - 1
             }
         };
         match &result {
-            Ok(r) => row.add(r),
-            Err(e) => row.add_error(e),
+            Ok(r) => rows[i].add(r),
+            Err(e) => rows[i].add_error(e),
         }
     }
     rows

@@ -9,7 +9,8 @@
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::augment::{crop_into, hash3, mix, Augment, Rng};
+use super::augment::{crop_into, Augment};
+use crate::rng::{hash3, mix, Rng};
 
 /// One minibatch. `x`: `[b, 1, out_h, out_w]`; `y`: labels; `indices`: which samples of the set.
 #[derive(Clone, Debug, PartialEq)]

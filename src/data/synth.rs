@@ -20,14 +20,14 @@
 //! expression intensity, feature placement, and Gaussian pixel noise (σ = 8).
 //!
 //! Everything is a pure function of the seed: a splitmix64 generator and `+ - * / sqrt` only
-//! (see [`super::augment::sin_cos`]), so the same seed gives identical pixels on every platform
+//! (see [`crate::rng::sin_cos`]), so the same seed gives identical pixels on every platform
 //! and with any number of threads.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use super::augment::{mix, sin_cos, Rng};
 use super::{DataSource, Dataset, Format, FER_CLASSES};
+use crate::rng::{mix, sin_cos, Rng};
 
 /// Side of the synthetic images (FER2013's size).
 pub const SIZE: usize = 48;

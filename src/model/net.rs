@@ -3,6 +3,7 @@
 //! `[out, in, kh, kw]`, fc weight `[out, in]`, bias `[out]`).
 
 use super::config::{LayerSpec, NetConfig, Top};
+use crate::rng::{mix, Rng};
 use crate::shapes::{Conv2dShape, Pool2dShape};
 
 /// Per-sample activation geometry: channels x height x width (fc outputs are c x 1 x 1).
@@ -366,26 +367,17 @@ impl Net {
         s
     }
 
-    /// Seeded initial parameters: weights N(0, init_std²) by Box–Muller from a splitmix64 stream
-    /// keyed by (seed, parameter index); biases 0.
+    /// Seeded initial parameters: weights N(0, init_std²) from the crate's portable generator,
+    /// one stream per parameter keyed by `mix(seed, parameter index)`; biases 0. The same seed
+    /// gives the same weights on every platform.
     pub fn init_params(&self, seed: u64) -> Vec<Vec<f32>> {
         self.params
             .iter()
             .enumerate()
             .map(|(pi, p)| {
-                let mut rng =
-                    crate::check::Rng::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (pi as u64 + 1));
-                (0..p.len())
-                    .map(|_| {
-                        if p.init_std == 0.0 {
-                            0.0
-                        } else {
-                            let u1 = rng.unit().max(1e-300);
-                            let u2 = rng.unit();
-                            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * p.init_std) as f32
-                        }
-                    })
-                    .collect()
+                let mut rng = Rng::new(mix(seed, pi as u64));
+                let std = p.init_std;
+                (0..p.len()).map(|_| if std == 0.0 { 0.0 } else { (rng.normal() * std) as f32 }).collect()
             })
             .collect()
     }

@@ -29,3 +29,100 @@ pub fn pass(result: Result<CaseReport, GpuError>) -> CaseReport {
     assert!(report.elements > 0, "{report}: nothing was compared");
     report
 }
+
+/// [`pass`] for a case on the named shape `name`: a failure says which.
+#[track_caller]
+pub fn pass_named(name: &str, result: Result<CaseReport, GpuError>) -> CaseReport {
+    let report = result.unwrap_or_else(|e| panic!("{name}: kernel failed to run: {e}"));
+    assert!(report.passed(), "{name}: {report}");
+    assert!(report.elements > 0, "{name}: {report}: nothing was compared");
+    report
+}
+
+// ------------------------------------------------------------------------ the command line
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `dlsvm` binary, as a user runs it.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dlsvm"))
+}
+
+/// Runs `dlsvm` with `args` and extra environment variables; waits for it.
+pub fn dlsvm(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = bin();
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("the dlsvm binary runs")
+}
+
+/// (stdout, stderr) as text.
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
+/// A fresh temporary folder, unique per test binary, tag and instance; removed on drop. Derefs
+/// to its path.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let exe = std::env::current_exe().ok();
+        let binary = exe.as_deref().and_then(|p| p.file_stem()).and_then(|s| s.to_str()).unwrap_or("test");
+        let p = std::env::temp_dir().join(format!("dlsvm-{binary}-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `bytes` to `rel` (creating folders) and returns the full path.
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.0.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Creates the folder `rel` and returns its path.
+    pub fn mkdir(&self, rel: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
