@@ -1,10 +1,131 @@
 //! Evaluation: scores of a data split under one or more models (an ensemble averages them),
-//! optional test-time augmentation, and the metrics the paper reports.
+//! optional test-time augmentation, the metrics the paper reports, and prediction of single
+//! images.
+
+use std::path::{Path, PathBuf};
 
 use crate::data::augment::Augment;
-use crate::data::batch;
+use crate::data::{self, batch, DataSource, Dataset};
 use crate::gpu::{Gpu, GpuError};
+use crate::model::checkpoint::{self, Checkpoint};
 use crate::model::GpuNet;
+
+/// What stops an evaluation: the device, or a model or data that does not fit (one line naming
+/// the file).
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// A trained model ready to score images: its checkpoint and its network on the GPU.
+pub struct Model {
+    pub path: PathBuf,
+    pub checkpoint: Checkpoint,
+    pub net: GpuNet,
+}
+
+impl Model {
+    /// Loads the checkpoint at `path` to score `batch` images at a time, or fewer where the
+    /// device's buffers need it (evaluation's batch does not change its results).
+    pub fn load(gpu: &Gpu, path: &Path, batch: usize) -> Result<Model, EvalError> {
+        let ck = checkpoint::load(path).map_err(|e| EvalError::Input(e.to_string()))?;
+        let net = ck.net().map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
+        let batch = batch.min(GpuNet::max_batch(gpu, &net)).max(1);
+        GpuNet::check_batch_fits(gpu, &net, batch)
+            .map_err(|m| EvalError::Input(format!("{}: {m}", path.display())))?;
+        let g = GpuNet::new(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0)?;
+        Ok(Model { path: path.to_path_buf(), checkpoint: ck, net: g })
+    }
+
+    pub fn class_names(&self) -> &[String] {
+        &self.checkpoint.class_names
+    }
+
+    /// Scores `[n, classes]` of the raw images of `ds` (normalized as in training), with `tta`
+    /// jittered copies averaged (1: the centre crop only).
+    pub fn scores(&self, gpu: &Gpu, ds: &Dataset, tta: usize) -> Result<Vec<f32>, GpuError> {
+        let ck = &self.checkpoint;
+        let x = ck.normalizer.apply(ds);
+        scores(gpu, &self.net, &x, ds.len(), ds.h, ds.w, tta, &ck.config.train.augment, ck.config.train.seed)
+    }
+
+    /// The class and every class's score of the image file at `path` (resized to the model's
+    /// image size when it differs).
+    pub fn predict(&self, gpu: &Gpu, path: &Path) -> Result<(String, Vec<f32>), EvalError> {
+        let size = self.checkpoint.config.image_size;
+        let (h, w, img) = data::folder::load_image(path).map_err(|e| EvalError::Input(e.to_string()))?;
+        let pixels = if (h, w) == (size, size) { img } else { data::resize_bilinear(&img, h, w, size, size) };
+        let s = self.scores(gpu, &Dataset { h: size, w: size, pixels, labels: vec![-1] }, 1)?;
+        let best = (0..s.len()).fold(0, |b, j| if s[j] > s[b] { j } else { b });
+        Ok((self.class_names()[best].clone(), s))
+    }
+}
+
+/// One labelled split evaluated by an ensemble.
+#[derive(Clone, Debug)]
+pub struct SplitMetrics {
+    pub split: String,
+    pub metrics: Metrics,
+}
+
+/// Evaluates the average of the models' scores (one model: its own) on every labelled split of
+/// `source`. The models must share their classes and image size, and the data must have as many
+/// classes.
+pub fn ensemble(
+    gpu: &Gpu,
+    models: &[Model],
+    source: &DataSource,
+    tta: usize,
+) -> Result<Vec<SplitMetrics>, EvalError> {
+    let first = models.first().ok_or_else(|| EvalError::Input("no model to evaluate".into()))?;
+    if tta == 0 {
+        return Err(EvalError::Input("--tta must be at least 1".into()));
+    }
+    let (fc, fp) = (&first.checkpoint, first.path.display());
+    for m in &models[1..] {
+        let c = &m.checkpoint;
+        if c.class_names != fc.class_names || c.config.image_size != fc.config.image_size {
+            return Err(EvalError::Input(format!(
+                "{}: its classes or image size differ from {fp}'s; an ensemble needs the same ones",
+                m.path.display()
+            )));
+        }
+    }
+    let k = fc.class_names.len();
+    if source.class_names.len() != k {
+        return Err(EvalError::Input(format!(
+            "{}: the data has {} classes but the model {fp} has {k}; evaluate it on data with the model's classes",
+            source.path,
+            source.class_names.len()
+        )));
+    }
+    let mut out = Vec::new();
+    for (name, ds) in &source.splits {
+        if ds.is_empty() || ds.labels.iter().all(|&y| y < 0) {
+            continue;
+        }
+        let mut total = vec![0.0f32; ds.len() * k];
+        for m in models {
+            for (t, v) in total.iter_mut().zip(m.scores(gpu, ds, tta)?) {
+                *t += v / models.len() as f32;
+            }
+        }
+        out.push(SplitMetrics { split: name.clone(), metrics: metrics(&total, &ds.labels, k) });
+    }
+    if out.is_empty() {
+        let splits: Vec<&str> = source.splits.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(EvalError::Input(format!(
+            "{}: no labelled samples to evaluate (splits: {}); expected labels: a CSV `emotion` column, class \
+             folders or IDX label files",
+            source.path,
+            splits.join(", ")
+        )));
+    }
+    Ok(out)
+}
 
 /// Accuracy, per-class accuracy, confusion matrix and both objectives of a set of scores.
 #[derive(Clone, Debug, serde::Serialize)]

@@ -653,7 +653,7 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
         (
             "a huge size (pad 2^62)",
             format!("{NET_HEAD}{}{fc}", conv("pad = 4611686018427387904\n")),
-            vec!["layer 0: `pad` is 4611686018427387904, expected at most 65536"],
+            vec!["layer 0 (conv): `pad` is 4611686018427387904, expected at most 65536"],
         ),
         (
             "a weight too large to allocate",
@@ -733,7 +733,7 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
             vec!["--batch", "7"],
             vec!["--batch 7 is larger than the 6 training samples", s(&csv), "use --batch 6 or less"],
         ),
-        ("batch 0", vec!["--batch", "0"], vec!["--batch must be at least 1"]),
+        ("batch 0", vec!["--batch", "0"], vec!["--batch 0 must be at least 1"]),
         (
             "a batch larger than a fold's training part",
             vec!["--folds", "3", "--batch", "5"],
@@ -754,7 +754,7 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
             vec!["--folds", "3", "--fold", "3"],
             vec!["--fold 3 must be below --folds 3"],
         ),
-        ("zero steps", vec!["--steps", "0"], vec!["--steps must be at least 1"]),
+        ("zero steps", vec!["--steps", "0"], vec!["--steps 0 must be at least 1"]),
         ("a momentum of 1", vec!["--momentum", "1"], vec!["--momentum 1 must be in [0, 1)"]),
         ("an unknown preset", vec!["--preset", "huge"], vec!["unknown preset \"huge\"", "fer-small"]),
         ("an unknown top", vec!["--top", "hinge"], vec!["unknown --top \"hinge\"", "l2svm or softmax"]),

@@ -76,6 +76,15 @@ fn stderr_lines(o: &Output) -> Vec<String> {
     text(o).1.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
 }
 
+/// `lines` less the first, which must be the note that resuming the run of `at` planned steps at
+/// step `at` with `now` steps moves the learning-rate schedule.
+fn without_schedule_note(mut lines: Vec<String>, at: u64, now: u64) -> Vec<String> {
+    let want = format!("dlsvm: note: resuming at step {at} of a run planned for {at} steps with {now} steps");
+    assert!(lines.first().is_some_and(|l| l.starts_with(&want)), "no schedule note first: {lines:?}");
+    lines.remove(0);
+    lines
+}
+
 #[test]
 fn atomic_write_failure_leaves_the_old_file() {
     let dir = TempDir::new("atomic");
@@ -115,7 +124,7 @@ fn failed_checkpoint_write_keeps_the_previous_checkpoint_and_exits_1() {
     let child = spawn(&args);
     std::fs::create_dir(out.join(format!("model.safetensors.{}.tmp", child.id()))).unwrap();
     let r = child.wait_with_output().unwrap();
-    let lines = stderr_lines(&r);
+    let lines = without_schedule_note(stderr_lines(&r), 4, 12);
     assert_eq!(r.status.code(), Some(1), "{lines:?}");
     assert_eq!(lines.len(), 1, "one line, no backtrace: {lines:?}");
     let err = &lines[0];
@@ -215,7 +224,7 @@ fn divergence_stops_the_run_and_keeps_the_last_good_checkpoint() {
     // 5: the checkpoint steps still check the loss and the weights, so nothing non-finite is written.
     let rest = ["--steps", "40", "--lr", "1e6", "--checkpoint-every", "2", "--log-every", "5", "--resume"];
     let r = dlsvm(&[&base[..], &rest[..]].concat(), &[]);
-    let lines = stderr_lines(&r);
+    let lines = without_schedule_note(stderr_lines(&r), 4, 40);
     assert_eq!(r.status.code(), Some(1), "{lines:?}");
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     let err = &lines[0];
@@ -255,7 +264,9 @@ fn batch_over_a_lowered_buffer_limit_is_refused_with_the_largest_that_fits() {
     assert_eq!(lines.len(), 1, "one line: {lines:?}");
     let err = &lines[0];
     assert!(
-        err.contains("batch 64 of network fer-small needs a 3612672-byte buffer for its 8x42x42 activation"),
+        err.contains(
+            "batch 64 of network fer-small needs a 3612672-byte buffer for its layer 0 output 8x42x42"
+        ),
         "{err}"
     );
     assert!(err.contains("DLSVM_MAX_BUFFER_BYTES of 1000000 bytes"), "{err}");
@@ -311,7 +322,7 @@ fn batch_over_the_adapters_own_limit_is_refused_before_training() {
     } else {
         format!("the largest batch that fits is {fits} (use --batch {fits})")
     };
-    assert!(lines[0].contains(&want) && lines[0].contains("4096x48x48 activation"), "{}", lines[0]);
+    assert!(lines[0].contains(&want) && lines[0].contains("layer 0 output 4096x48x48"), "{}", lines[0]);
     assert!(!out.join("model.safetensors").exists(), "refused before training");
 }
 

@@ -266,7 +266,7 @@ fn learning_curve_is_a_non_blank_png_of_the_right_size() {
     let dir = scratch("curve");
     let rows: Vec<MetricsRow> = (1..=30).map(|e| row(e as f64, e % 5 == 0)).collect();
     let path = dir.join("nested/dir/curve.png");
-    learning_curve_png(&path, &rows, "mnist - lenet").unwrap();
+    learning_curve_png(&path, &rows, &[], "mnist - lenet").unwrap();
     let img = non_blank(&path, CURVE_WIDTH, CURVE_HEIGHT);
     // Both series colours appear somewhere (train blue, test orange).
     let has = |pred: &dyn Fn([u8; 3]) -> bool| img.pixels().any(|p| pred(p.0));
@@ -274,7 +274,7 @@ fn learning_curve_is_a_non_blank_png_of_the_right_size() {
     assert!(has(&|c| c[0] > 200 && c[1] > 80 && c[1] < 140 && c[2] < 60), "no test (orange) curve");
 
     // Overwriting works (rename over an existing file).
-    learning_curve_png(&path, &rows[..3], "again").unwrap();
+    learning_curve_png(&path, &rows[..3], &[], "again").unwrap();
     non_blank(&path, CURVE_WIDTH, CURVE_HEIGHT);
 }
 
@@ -282,11 +282,11 @@ fn learning_curve_is_a_non_blank_png_of_the_right_size() {
 fn learning_curve_handles_empty_single_and_odd_inputs() {
     let dir = scratch("curve-odd");
     let p = dir.join("empty.png");
-    learning_curve_png(&p, &[], "no rows yet").unwrap();
+    learning_curve_png(&p, &[], &[], "no rows yet").unwrap();
     non_blank(&p, CURVE_WIDTH, CURVE_HEIGHT);
 
     let p = dir.join("single.png");
-    learning_curve_png(&p, &[row(1.0, false)], "one row").unwrap();
+    learning_curve_png(&p, &[row(1.0, false)], &[], "one row").unwrap();
     non_blank(&p, CURVE_WIDTH, CURVE_HEIGHT);
 
     // Constant values, NaN and infinite losses, percent accuracies, a loss spanning decades.
@@ -301,14 +301,14 @@ fn learning_curve_handles_empty_single_and_odd_inputs() {
         r.train_loss = 50.0 * 0.1f64.powi(i as i32);
     }
     let p = dir.join("odd.png");
-    learning_curve_png(&p, &rows, &"a very long title ".repeat(10)).unwrap();
+    learning_curve_png(&p, &rows, &[], &"a very long title ".repeat(10)).unwrap();
     non_blank(&p, CURVE_WIDTH, CURVE_HEIGHT);
 
     let flat: Vec<MetricsRow> = (0..4)
         .map(|e| MetricsRow { epoch: 2.0, train_loss: 0.0, train_acc: 1.0, ..row(e as f64, false) })
         .collect();
     let p = dir.join("flat.png");
-    learning_curve_png(&p, &flat, "flat").unwrap();
+    learning_curve_png(&p, &flat, &[], "flat").unwrap();
     non_blank(&p, CURVE_WIDTH, CURVE_HEIGHT);
 }
 
@@ -491,14 +491,14 @@ fn write_samples_when_asked() {
         return;
     };
     let rows: Vec<MetricsRow> = (1..=30).map(|e| row(e as f64, e % 3 == 0)).collect();
-    learning_curve_png(&dir.join("curve.png"), &rows, "MNIST lenet-svm: lr 0.01 (batch 128)").unwrap();
-    learning_curve_png(&dir.join("curve_empty.png"), &[], "no data yet").unwrap();
+    learning_curve_png(&dir.join("curve.png"), &rows, &[], "MNIST lenet-svm: lr 0.01 (batch 128)").unwrap();
+    learning_curve_png(&dir.join("curve_empty.png"), &[], &[], "no data yet").unwrap();
     let mut decades: Vec<MetricsRow> = (0..12).map(|e| row(e as f64 * 0.5, true)).collect();
     for (i, r) in decades.iter_mut().enumerate() {
         r.train_loss = 20.0 * 0.5f64.powi(i as i32);
     }
-    learning_curve_png(&dir.join("curve_log.png"), &decades, "loss over decades").unwrap();
-    learning_curve_png(&dir.join("curve_one.png"), &[row(1.0, true)], "one row").unwrap();
+    learning_curve_png(&dir.join("curve_log.png"), &decades, &[], "loss over decades").unwrap();
+    learning_curve_png(&dir.join("curve_one.png"), &[row(1.0, true)], &[], "one row").unwrap();
 
     let (out, kh, kw) = (32, 5, 5);
     // Oriented gratings, like trained first-layer filters.

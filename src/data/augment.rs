@@ -12,7 +12,9 @@ use crate::rng::{sin_cos, Rng};
 /// `[-max_rotate_deg, max_rotate_deg]`, the scale uniform in `[scale_min, scale_max]`, the crop
 /// centre shift uniform in `[-max_shift, max_shift]` pixels on each axis; `mirror` flips
 /// horizontally with probability 0.5; `noise_std` is the std of Gaussian noise added last.
+/// A key a network file's `[train.augment]` omits takes its FER value ([`Augment::fer`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Augment {
     pub mirror: bool,
     pub max_rotate_deg: f32,
@@ -74,9 +76,10 @@ impl Augment {
     }
 }
 
+/// The FER setting: what `[train]` uses when it names no augmentation.
 impl Default for Augment {
     fn default() -> Self {
-        Augment::NONE
+        Augment::fer()
     }
 }
 

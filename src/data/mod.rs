@@ -53,6 +53,15 @@ impl Dataset {
         Dataset { h: self.h, w: self.w, pixels, labels }
     }
 
+    /// Every image resized to `size` x `size` (bilinear).
+    pub fn resized(&self, size: usize) -> Dataset {
+        let mut pixels = Vec::with_capacity(self.len() * size * size);
+        for i in 0..self.len() {
+            pixels.extend(resize_bilinear(self.image(i), self.h, self.w, size, size));
+        }
+        Dataset { h: size, w: size, pixels, labels: self.labels.clone() }
+    }
+
     /// Images per class `0..classes`; labels outside that range (e.g. -1, unlabelled) are not counted.
     pub fn class_counts(&self, classes: usize) -> Vec<usize> {
         let mut counts = vec![0; classes];
@@ -204,6 +213,35 @@ pub fn load(path: &Path, size: Option<usize>, warn: &mut dyn FnMut(String)) -> R
               test/ folders of class folders, or class folders of images"
             .into(),
     })
+}
+
+/// The data a command works on: `path`'s data set with images resized to `size`, or without a
+/// path the built-in synthetic faces ([`synth::source`]: `synth_count` training faces, a fifth as
+/// many test faces, drawn from `seed`), resized to `size` where that is not their 48. Warnings
+/// (mixed image sizes, resizing) go to `warn`.
+pub fn load_or_synth(
+    path: Option<&Path>,
+    size: usize,
+    synth_count: usize,
+    seed: u64,
+    warn: &mut dyn FnMut(String),
+) -> Result<DataSource, DataError> {
+    if let Some(p) = path {
+        return load(p, Some(size), warn);
+    }
+    let mut src = synth::source(synth_count, synth_count / 5, seed);
+    for (name, ds) in &mut src.splits {
+        if (ds.h, ds.w) != (size, size) {
+            warn(format!(
+                "resized {} synthetic images of {name} from {}x{} to {size}x{size}",
+                ds.len(),
+                ds.h,
+                ds.w
+            ));
+            *ds = ds.resized(size);
+        }
+    }
+    Ok(src)
 }
 
 /// Resizes one image (`h x w`, row-major) to `nh x nw` by bilinear interpolation with pixel centres aligned

@@ -64,6 +64,17 @@ pub fn balanced_labels(count: usize, seed: u64) -> Vec<i32> {
     labels
 }
 
+/// The most faces `dlsvm train --synth-count` and `dlsvm data synth --count` make (48x48 each).
+pub const MAX_COUNT: usize = 200_000;
+
+/// Refuses a number of synthetic training faces outside 1..=[`MAX_COUNT`].
+pub fn check_count(count: usize) -> Result<(), String> {
+    if count == 0 || count > MAX_COUNT {
+        return Err(format!("{count}: expected 1 to {MAX_COUNT} synthetic faces"));
+    }
+    Ok(())
+}
+
 /// A "train" split of `faces(train, seed)` and a "test" split of
 /// `faces(test, seed ^ TEST_SEED_XOR)`.
 pub fn source(train: usize, test: usize, seed: u64) -> DataSource {

@@ -56,6 +56,76 @@ impl AdapterSummary {
     }
 }
 
+/// What `dlsvm info` shows of an opened adapter: its description, the limits and features that
+/// matter, how kernels are timed, and every adapter the instance can see.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct AdapterReport {
+    pub adapter: AdapterSummary,
+    pub limits: std::collections::BTreeMap<String, u64>,
+    pub features: Vec<&'static str>,
+    pub timing: &'static str,
+    pub adapters: Vec<AdapterSummary>,
+}
+
+impl AdapterReport {
+    pub fn new(gpu: &Gpu) -> AdapterReport {
+        let have = gpu.adapter.limits();
+        let l = &gpu.limits;
+        let limits = [
+            ("max_compute_workgroup_size_x", have.max_compute_workgroup_size_x as u64),
+            ("max_compute_workgroup_size_y", have.max_compute_workgroup_size_y as u64),
+            ("max_compute_workgroup_size_z", have.max_compute_workgroup_size_z as u64),
+            ("max_compute_invocations_per_workgroup", have.max_compute_invocations_per_workgroup as u64),
+            ("max_compute_workgroup_storage_size", have.max_compute_workgroup_storage_size as u64),
+            ("max_compute_workgroups_per_dimension", have.max_compute_workgroups_per_dimension as u64),
+            ("max_storage_buffers_per_shader_stage", have.max_storage_buffers_per_shader_stage as u64),
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
+            ("max_uniform_buffer_binding_size", have.max_uniform_buffer_binding_size),
+            ("max_buffer_size", l.max_buffer_size),
+        ];
+        let features = gpu.adapter.features();
+        let named = [
+            ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
+            ("TIMESTAMP_QUERY_INSIDE_PASSES", wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES),
+            ("SHADER_F16", wgpu::Features::SHADER_F16),
+            ("SUBGROUP", wgpu::Features::SUBGROUP),
+            ("PIPELINE_CACHE", wgpu::Features::PIPELINE_CACHE),
+        ];
+        AdapterReport {
+            adapter: gpu.info.clone(),
+            limits: limits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            features: named.iter().filter(|(_, f)| features.contains(*f)).map(|(n, _)| *n).collect(),
+            timing: if gpu.timestamps { "timestamp queries" } else { "wall clock" },
+            adapters: list_adapters().iter().map(|a| AdapterSummary::of(&a.get_info())).collect(),
+        }
+    }
+}
+
+impl std::fmt::Display for AdapterReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.adapter;
+        writeln!(f, "adapter      {}", i.name)?;
+        writeln!(f, "backend      {}", i.backend)?;
+        writeln!(f, "device type  {}", i.device_type)?;
+        writeln!(f, "driver       {} {}", i.driver, i.driver_info)?;
+        writeln!(f, "vendor/dev   {:#06x}/{:#06x}", i.vendor, i.device)?;
+        writeln!(f, "timing       {}", self.timing)?;
+        let features = if self.features.is_empty() { "-".to_string() } else { self.features.join(" ") };
+        writeln!(f, "features     {features}")?;
+        writeln!(f, "limits")?;
+        for (k, v) in &self.limits {
+            writeln!(f, "  {k:<40} {v}")?;
+        }
+        if self.adapters.len() > 1 {
+            writeln!(f, "all adapters (pick one with --adapter NAME or DLSVM_ADAPTER)")?;
+            for a in &self.adapters {
+                writeln!(f, "  {} ({}, {})", a.name, a.backend, a.device_type)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The device, its queue, and the caches built on it.
 /// Set to 1 to compile every shader with naga's runtime bounds checks, including the kernels marked
 /// `unchecked` (a debugging aid and a second configuration the CI tests).

@@ -214,6 +214,15 @@ fn samples_per_slice(s: &Conv2dShape) -> usize {
     1024usize.div_ceil(s.oh() * s.ow()).clamp(1, s.n)
 }
 
+/// The values of the scratch buffer of partial sums `variant` allocates for `s` (0 for the
+/// direct kernel): slices x weights.
+pub fn weight_grad_scratch(s: &Conv2dShape, variant: ConvBwdWeightVariant) -> usize {
+    match variant {
+        ConvBwdWeightVariant::Direct => 0,
+        _ => s.n.div_ceil(samples_per_slice(s)) * s.w_len(),
+    }
+}
+
 /// `dw (+)= Σ dy · x`; see [`crate::cpu::conv2d_backward_weight`]. Returns the dispatches to run
 /// in order (the split variant owns a scratch buffer of partial sums, kept alive by its bindings).
 pub fn conv2d_backward_weight(
@@ -252,6 +261,7 @@ pub fn conv2d_backward_weight(
     let slices = s.n.div_ceil(spp);
     p.spp = to_u32(&op, "samples per slice", spp)?;
     p.slices = to_u32(&op, "slices", slices)?;
+    debug_assert_eq!(slices * s.w_len(), weight_grad_scratch(s, variant));
     let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
     let partials = if variant == ConvBwdWeightVariant::Rows {
         let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);

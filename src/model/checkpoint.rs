@@ -53,6 +53,57 @@ impl Checkpoint {
     pub fn net(&self) -> Result<Net, String> {
         Net::new(&self.config, self.class_names.len()).map_err(|e| e.to_string())
     }
+
+    /// Whether a run of `config` on data with `classes` may continue from this checkpoint (read
+    /// from `path`): the same image geometry, layers, top and classes, and an optimizer state.
+    /// With `classes` None it checks what can be checked before the data is loaded. One check for
+    /// the command line and the trainer.
+    pub fn check_resumable(
+        &self,
+        path: &Path,
+        config: &NetConfig,
+        classes: Option<&[String]>,
+    ) -> Result<(), String> {
+        let (c, r) = (&self.config, config);
+        let fix = "use another --out or drop --resume";
+        if (c.image_size, c.input_size, c.channels) != (r.image_size, r.input_size, r.channels) {
+            return Err(format!(
+                "{}: the checkpoint's network takes {}x{} images cropped to {}x{}, this run's {}x{} cropped to \
+                 {}x{}; {fix}",
+                path.display(),
+                c.image_size,
+                c.image_size,
+                c.input_size,
+                c.input_size,
+                r.image_size,
+                r.image_size,
+                r.input_size,
+                r.input_size
+            ));
+        }
+        if c.layers != r.layers || c.top != r.top {
+            return Err(format!(
+                "{}: the checkpoint's network ({} layers, {} top) differs from this run's ({} layers, {} top); {fix}",
+                path.display(),
+                c.layers.len(),
+                c.top.name(),
+                r.layers.len(),
+                r.top.name()
+            ));
+        }
+        if let Some(classes) = classes.filter(|cl| *cl != self.class_names.as_slice()) {
+            return Err(format!(
+                "{}: the checkpoint's classes differ from the data's (checkpoint: {}; data: {}); {fix}",
+                path.display(),
+                self.class_names.join(", "),
+                classes.join(", ")
+            ));
+        }
+        if self.velocity.is_none() {
+            return Err(format!("{}: the checkpoint has no optimizer state to resume from", path.display()));
+        }
+        Ok(())
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {

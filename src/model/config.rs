@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::net::{Net, ShapeError};
 use crate::data::augment::Augment;
 
 /// Which loss sits on top of the last fc layer.
@@ -19,6 +20,24 @@ impl Top {
         match self {
             Top::L2svm => "l2svm",
             Top::Softmax => "softmax",
+        }
+    }
+
+    /// `l2svm` (or `svm`) and `softmax`.
+    pub fn parse(s: &str) -> Option<Top> {
+        match s {
+            "l2svm" | "svm" => Some(Top::L2svm),
+            "softmax" => Some(Top::Softmax),
+            _ => None,
+        }
+    }
+
+    /// The factor of the summed per-row loss: C/N for the squared hinge (the paper's SVM constant
+    /// over the batch), 1/N for softmax. The kernels receive it as f32.
+    pub fn loss_scale(self, svm_c: f64, batch: usize) -> f64 {
+        match self {
+            Top::L2svm => svm_c / batch as f64,
+            Top::Softmax => 1.0 / batch as f64,
         }
     }
 }
@@ -158,8 +177,98 @@ impl Default for TrainConfig {
     }
 }
 
+/// A setting outside its range: which key, its value, what it must be.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("[train] {key} = {value} must be {want}")]
+pub struct InvalidValue {
+    /// The `[train]` key (`augment.noise_std` for a key of `[train.augment]`).
+    pub key: &'static str,
+    pub value: String,
+    pub want: &'static str,
+}
+
 impl TrainConfig {
-    /// Learning rate at step t of `total` (DESIGN.md §2).
+    /// Checks every value against its range: the same rules whether a value came from a network
+    /// file, a preset or the command line.
+    pub fn validate(&self) -> Result<(), InvalidValue> {
+        let finite = |v: f64| v.is_finite();
+        let (aug, bad) = (&self.augment, |key, value: String, want| Err(InvalidValue { key, value, want }));
+        if self.batch == 0 {
+            return bad("batch", "0".into(), "at least 1");
+        }
+        match self.epochs {
+            Some(e) if !(e.is_finite() && e > 0.0) => {
+                return bad("epochs", e.to_string(), "a positive number")
+            }
+            None if self.steps == 0 => return bad("steps", "0".into(), "at least 1"),
+            _ => {}
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "0".into(), "at least 1");
+        }
+        let checks: [(&'static str, f64, bool, &'static str); 14] = [
+            ("lr", self.lr, finite(self.lr) && self.lr > 0.0, "a finite positive number"),
+            ("momentum", self.momentum, (0.0..1.0).contains(&self.momentum), "in [0, 1)"),
+            ("momentum_start", self.momentum_start, (0.0..1.0).contains(&self.momentum_start), "in [0, 1)"),
+            (
+                "weight_decay",
+                self.weight_decay,
+                finite(self.weight_decay) && self.weight_decay >= 0.0,
+                "a finite number >= 0",
+            ),
+            (
+                "top_weight_decay",
+                self.top_weight_decay.unwrap_or(0.0),
+                self.top_weight_decay.is_none_or(|w| finite(w) && w >= 0.0),
+                "a finite number >= 0",
+            ),
+            ("svm_c", self.svm_c, finite(self.svm_c) && self.svm_c > 0.0, "a finite positive number"),
+            (
+                "lr_decay_steps",
+                self.lr_decay_steps,
+                finite(self.lr_decay_steps) && self.lr_decay_steps >= 0.0,
+                "a finite number >= 0",
+            ),
+            (
+                "norm",
+                self.norm.into(),
+                !self.per_image_norm || (self.norm.is_finite() && self.norm > 0.0),
+                "a finite positive number",
+            ),
+            (
+                "augment.max_rotate_deg",
+                aug.max_rotate_deg.into(),
+                aug.max_rotate_deg.is_finite(),
+                "a finite number",
+            ),
+            ("augment.max_shift", aug.max_shift.into(), aug.max_shift.is_finite(), "a finite number"),
+            (
+                "augment.scale_min",
+                aug.scale_min.into(),
+                aug.scale_min.is_finite() && aug.scale_min > 0.0,
+                "a finite positive number",
+            ),
+            (
+                "augment.scale_max",
+                aug.scale_max.into(),
+                aug.scale_max.is_finite() && aug.scale_max > 0.0,
+                "a finite positive number",
+            ),
+            (
+                "augment.noise_std",
+                aug.noise_std.into(),
+                aug.noise_std.is_finite() && aug.noise_std >= 0.0,
+                "a finite number >= 0",
+            ),
+            ("loader_threads", self.loader_threads as f64, self.loader_threads >= 1, "at least 1"),
+        ];
+        match checks.iter().find(|c| !c.2) {
+            Some(&(key, v, _, want)) => bad(key, v.to_string(), want),
+            None => Ok(()),
+        }
+    }
+
+    /// Learning rate at step t of `total` (the paper's schedule; docs/DESIGN.md).
     pub fn lr_at(&self, t: u64, total: u64) -> f64 {
         let mut lr = if self.lr_decay_steps > 0.0 {
             self.lr / (1.0 + t as f64 / self.lr_decay_steps)
@@ -178,6 +287,12 @@ impl TrainConfig {
         lr
     }
 
+    /// The 32-bit seed of the dropout masks: the run's seed folded to 32 bits,
+    /// `(seed ^ (seed >> 32)) as u32` ([`crate::model::net::dropout_seed`] keys it per layer).
+    pub fn mask_seed(&self) -> u32 {
+        (self.seed ^ (self.seed >> 32)) as u32
+    }
+
     pub fn momentum_at(&self, t: u64) -> f64 {
         if t < self.momentum_warmup {
             self.momentum_start
@@ -191,6 +306,91 @@ impl TrainConfig {
             Top::L2svm => 0.02,
             Top::Softmax => 0.002,
         })
+    }
+}
+
+/// Values given on the command line, each replacing the network file's or preset's.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub top: Option<Top>,
+    pub steps: Option<u64>,
+    pub epochs: Option<f64>,
+    pub batch: Option<usize>,
+    pub lr: Option<f64>,
+    /// Sets both momentum values: no warm-up.
+    pub momentum: Option<f64>,
+    pub weight_decay: Option<f64>,
+    pub svm_c: Option<f64>,
+    /// The probability of every dropout layer.
+    pub dropout: Option<f32>,
+    pub seed: Option<u64>,
+    pub checkpoint_every: Option<u64>,
+    pub log_every: Option<u64>,
+    /// Train on centre crops (no mirror, rotation, scale, shift or noise).
+    pub no_augment: bool,
+    /// Gaussian input noise std (after `no_augment`, so the two together give noise only).
+    pub noise_std: Option<f32>,
+}
+
+impl Overrides {
+    /// Writes every given value into `config`. A dropout probability outside [0, 1) is refused
+    /// here (it is not a `[train]` value); the rest is checked by [`NetConfig::validate`].
+    pub fn apply(&self, config: &mut NetConfig) -> Result<(), InvalidValue> {
+        if let Some(top) = self.top {
+            config.top = top;
+        }
+        let t = &mut config.train;
+        if let Some(s) = self.steps {
+            t.steps = s;
+            t.epochs = None;
+        }
+        if self.epochs.is_some() {
+            t.epochs = self.epochs;
+        }
+        let set = |slot: &mut f64, v: Option<f64>| *slot = v.unwrap_or(*slot);
+        set(&mut t.lr, self.lr);
+        set(&mut t.weight_decay, self.weight_decay);
+        set(&mut t.svm_c, self.svm_c);
+        if let Some(m) = self.momentum {
+            t.momentum = m;
+            t.momentum_start = m;
+        }
+        t.batch = self.batch.unwrap_or(t.batch);
+        t.seed = self.seed.unwrap_or(t.seed);
+        t.checkpoint_every = self.checkpoint_every.unwrap_or(t.checkpoint_every);
+        t.log_every = self.log_every.unwrap_or(t.log_every);
+        if self.no_augment {
+            t.augment = Augment::NONE;
+        }
+        t.augment.noise_std = self.noise_std.unwrap_or(t.augment.noise_std);
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(InvalidValue { key: "dropout", value: p.to_string(), want: "in [0, 1)" });
+            }
+            for l in &mut config.layers {
+                if let LayerSpec::Dropout { p: q } = l {
+                    *q = p;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The command-line option that set `key` of [`InvalidValue`], if one did (`--lr` for `lr`).
+    pub fn flag_for(&self, key: &str) -> Option<&'static str> {
+        match key {
+            "batch" => self.batch.is_some().then_some("--batch"),
+            "steps" => self.steps.is_some().then_some("--steps"),
+            "epochs" => self.epochs.is_some().then_some("--epochs"),
+            "lr" => self.lr.is_some().then_some("--lr"),
+            "momentum" | "momentum_start" => self.momentum.is_some().then_some("--momentum"),
+            "weight_decay" => self.weight_decay.is_some().then_some("--weight-decay"),
+            "svm_c" => self.svm_c.is_some().then_some("--svm-c"),
+            "log_every" => self.log_every.is_some().then_some("--log-every"),
+            "augment.noise_std" => self.noise_std.is_some().then_some("--noise-std"),
+            "dropout" => self.dropout.is_some().then_some("--dropout"),
+            _ => None,
+        }
     }
 }
 
@@ -307,6 +507,15 @@ pub fn preset(name: &str) -> Option<NetConfig> {
     }
 }
 
+/// What [`NetConfig::validate`] finds wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Value(InvalidValue),
+    #[error(transparent)]
+    Shape(ShapeError),
+}
+
 /// Errors reading a network file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -317,6 +526,21 @@ pub enum ConfigError {
 }
 
 impl NetConfig {
+    /// Checks the `[train]` values ([`TrainConfig::validate`]) and that every layer fits, before
+    /// any data is loaded: the top is resolved for the classes its `out` names, or for 2.
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        self.train.validate().map_err(ConfigProblem::Value)?;
+        let top_out = self.layers.iter().rev().find_map(|l| match l {
+            LayerSpec::Fc { out, .. } => Some(*out),
+            _ => None,
+        });
+        let classes = match top_out {
+            Some(Some(o)) if o >= 2 => o,
+            _ => 2,
+        };
+        Net::new(self, classes).map(|_| ()).map_err(ConfigProblem::Shape)
+    }
+
     /// Reads a TOML network file; unknown keys and layer types are errors naming them.
     pub fn from_toml_file(path: &std::path::Path) -> Result<NetConfig, ConfigError> {
         let text = std::fs::read_to_string(path)

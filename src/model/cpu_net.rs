@@ -3,7 +3,7 @@
 //! check; it is not a fast path.
 
 use super::config::Top;
-use super::net::{Layer, Net};
+use super::net::{dropout_seed, Layer, Net};
 use crate::cpu::{self, Real};
 use crate::shapes::Conv2dShape;
 
@@ -12,11 +12,6 @@ use crate::shapes::Conv2dShape;
 pub struct DropoutKey {
     pub seed: u32,
     pub step: u32,
-}
-
-/// The dropout seed of layer `layer`: each dropout layer draws its own mask.
-pub fn layer_seed(seed: u32, layer: usize) -> u32 {
-    seed ^ (0x632b_e5ab_u32.wrapping_mul(layer as u32 + 1))
 }
 
 /// Everything the backward pass needs from the forward pass.
@@ -56,8 +51,8 @@ pub fn forward<T: Real>(
                 cpu::avgpool_forward(&s, a, &mut out);
             }
             Layer::Relu => cpu::relu_forward(a, &mut out),
-            Layer::Dropout { p } => match drop {
-                Some(k) => cpu::dropout_forward(a, &mut out, p, layer_seed(k.seed, li), k.step),
+            Layer::Dropout { p, key } => match drop {
+                Some(k) => cpu::dropout_forward(a, &mut out, p, dropout_seed(k.seed, key), k.step),
                 None => out.copy_from_slice(a),
             },
             Layer::Fc { inp, out: o, relu, weight, bias } => {
@@ -71,20 +66,12 @@ pub fn forward<T: Real>(
     Trace { acts, idx }
 }
 
-/// The loss scale: C/N for the SVM, 1/N for softmax (N = batch rows).
-pub fn loss_scale(top: Top, svm_c: f64, batch: usize) -> f64 {
-    match top {
-        Top::L2svm => svm_c / batch as f64,
-        Top::Softmax => 1.0 / batch as f64,
-    }
-}
-
 /// Loss (summed over rows, i.e. the batch mean) and its gradient w.r.t. the scores.
 pub fn loss<T: Real>(net: &Net, scores: &[T], labels: &[i32], batch: usize, svm_c: f64) -> (f64, Vec<T>) {
     let k = net.classes;
     let mut rows = vec![T::default(); batch];
     let mut grad = vec![T::default(); batch * k];
-    let scale = loss_scale(net.top(), svm_c, batch) as f32 as f64;
+    let scale = net.top().loss_scale(svm_c, batch) as f32 as f64;
     match net.top() {
         Top::L2svm => cpu::l2svm(batch, k, scores, labels, scale, &mut rows, &mut grad),
         Top::Softmax => cpu::softmax_xent(batch, k, scores, labels, scale, &mut rows, &mut grad),
@@ -132,8 +119,8 @@ pub fn backward<T: Real>(
                 cpu::avgpool_backward(&s, &g, &mut g_in);
             }
             Layer::Relu => cpu::relu_backward(a_out, &g, &mut g_in),
-            Layer::Dropout { p } => match drop {
-                Some(k) => cpu::dropout_backward(&g, &mut g_in, p, layer_seed(k.seed, li), k.step),
+            Layer::Dropout { p, key } => match drop {
+                Some(k) => cpu::dropout_backward(&g, &mut g_in, p, dropout_seed(k.seed, key), k.step),
                 None => g_in.copy_from_slice(&g),
             },
             Layer::Fc { inp, out, relu, weight, bias } => {

@@ -3,19 +3,20 @@
 //! momentum, dropout step) and one command buffer holding forward, loss, metrics, backward and the
 //! update. Loss and accuracy accumulate on the GPU and are read back only when asked.
 
-use super::config::Top;
-use super::cpu_net::{layer_seed, loss_scale};
-use super::net::{Layer, Net};
+use super::net::{dropout_seed, Layer, Net};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::activation::{self, ActParams};
+use crate::kernels::conv::{self, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::optim::{self, SgdParams};
-use crate::kernels::{conv, gemm, loss, pool, reduce, Epilogue};
+use crate::kernels::pool::PoolBwdVariant;
+use crate::kernels::{gemm, gemm::GemmVariant, loss, pool, reduce, Epilogue};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 /// Host copies of a list of tensors (parameters or momentum).
 pub type Tensors = Vec<Vec<f32>>;
 
-/// A dropout dispatch whose (seed, step) changes every step.
+/// A dropout dispatch whose step changes every step: its index in the step's dispatch list and
+/// its fixed parameters.
 struct DropoutOp {
     op: usize,
     n: u32,
@@ -23,29 +24,42 @@ struct DropoutOp {
     seed: u32,
 }
 
+/// Lowers the buffer limit [`GpuNet::buffer_limit`] uses below the adapter's, in bytes. For tests
+/// only: it lets a small network on a small batch hit the "batch too large" refusal.
+pub const MAX_BUFFER_ENV: &str = "DLSVM_MAX_BUFFER_BYTES";
+
+/// The variants training uses (every one is checked by `dlsvm check`).
+const GEMM: GemmVariant = GemmVariant::DEFAULT;
+const CONV_FWD: ConvFwdVariant = ConvFwdVariant::DEFAULT;
+const CONV_WGRAD: ConvBwdWeightVariant = ConvBwdWeightVariant::DEFAULT;
+const POOL_BWD: PoolBwdVariant = PoolBwdVariant::DEFAULT;
+
 pub struct GpuNet {
     pub net: Net,
     pub batch: usize,
     pub params: Vec<Tensor>,
     pub velocity: Vec<Tensor>,
+    grads: Vec<Tensor>,
     /// acts[0] is the input batch, acts[i + 1] the output of layer i.
     acts: Vec<Tensor>,
+    /// dacts[i] is the gradient of acts[i + 1].
+    dacts: Vec<Tensor>,
+    /// Per layer: the max-pool argmax, and the pre-activation gradient of a fused ReLU.
+    pool_idx: Vec<Option<Tensor>>,
+    pre: Vec<Option<Tensor>>,
     labels: Tensor,
+    loss_rows: Tensor,
+    pred: Tensor,
     loss_acc: Tensor,
     correct_acc: Tensor,
-    /// Keeps every buffer the dispatches bind alive.
-    _scratch: Vec<Tensor>,
+    /// The 32-bit dropout mask seed of the run.
+    seed: u32,
     train_ops: Vec<Dispatch>,
     eval_ops: Vec<Dispatch>,
-    /// Indices into train_ops of dropout dispatches (forward and backward).
     dropout: Vec<DropoutOp>,
     /// Indices into train_ops of the SGD dispatches, one per parameter.
     sgd: Vec<usize>,
 }
-
-/// Lowers the buffer limit [`GpuNet::buffer_limit`] uses below the adapter's, in bytes. For tests
-/// only: it lets a small network on a small batch hit the "batch too large" refusal.
-pub const MAX_BUFFER_ENV: &str = "DLSVM_MAX_BUFFER_BYTES";
 
 impl GpuNet {
     /// The largest buffer a network may allocate and bind, in bytes, and the limit's name: the
@@ -66,36 +80,96 @@ impl GpuNet {
         limit
     }
 
-    /// The largest batch of `net` whose buffers fit this device.
-    pub fn max_batch(gpu: &Gpu, net: &Net) -> usize {
-        let (_, per_sample) = net.largest_activation();
-        let (limit, _) = Self::buffer_limit(gpu);
-        usize::try_from(limit / per_sample.max(1)).unwrap_or(usize::MAX)
+    /// Every buffer a training step of `net` at `batch` allocates, by name, in bytes: parameters,
+    /// momentum and gradients; activations and their gradients; labels, loss rows, predictions;
+    /// max-pool indices and fused-ReLU gradients; the weight gradients' partial sums.
+    pub fn buffers(net: &Net, batch: usize) -> Vec<(String, u64)> {
+        let b = batch as u64;
+        let mut v = Vec::new();
+        for p in &net.params {
+            let bytes = 4 * p.len() as u64;
+            v.extend(["", " momentum", " gradient"].map(|what| (format!("{}{what}", p.name), bytes)));
+        }
+        for (i, d) in net.dims.iter().enumerate() {
+            let bytes = 4 * b * d.len() as u64;
+            let what = if i == 0 { "input".to_string() } else { format!("layer {} output", i - 1) };
+            v.push((format!("{what} {d}"), bytes));
+            if i > 0 {
+                v.push((format!("{what} {d} gradient"), bytes));
+            }
+        }
+        for what in ["labels", "loss rows", "predictions"] {
+            v.push((what.to_string(), 4 * b));
+        }
+        for (li, l) in net.layers.iter().enumerate() {
+            let out = 4 * b * net.dims[li + 1].len() as u64;
+            match *l {
+                Layer::MaxPool { .. } => v.push((format!("layer {li} argmax"), out)),
+                Layer::Conv { relu: true, .. } | Layer::Fc { relu: true, .. } => {
+                    v.push((format!("layer {li} pre-ReLU gradient"), out))
+                }
+                _ => {}
+            }
+            if let Layer::Conv { shape, .. } = *l {
+                let scratch = conv::weight_grad_scratch(&Conv2dShape { n: batch, ..shape }, CONV_WGRAD);
+                v.push((format!("layer {li} weight-gradient partial sums"), 4 * scratch as u64));
+            }
+        }
+        v
     }
 
-    /// Refuses a batch whose largest buffer exceeds the device's limit, before anything is
+    /// The largest batch of `net` whose every buffer fits this device (0 when not even one
+    /// sample does); buffers grow with the batch, so a binary search finds it.
+    pub fn max_batch(gpu: &Gpu, net: &Net) -> usize {
+        let (limit, _) = Self::buffer_limit(gpu);
+        let fits = |b: usize| Self::buffers(net, b).iter().all(|(_, bytes)| *bytes <= limit);
+        if !fits(1) {
+            return 0;
+        }
+        let (mut lo, mut hi) = (1usize, 2usize);
+        while fits(hi) {
+            lo = hi;
+            match hi.checked_mul(2) {
+                Some(h) if h <= 1 << 40 => hi = h,
+                _ => return lo,
+            }
+        }
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Refuses a batch one of whose buffers exceeds the device's limit, before anything is
     /// allocated: one line naming the buffer, the limit and the largest batch that fits.
     pub fn check_batch_fits(gpu: &Gpu, net: &Net, batch: usize) -> Result<(), String> {
-        let (dim, per_sample) = net.largest_activation();
         let (limit, name) = Self::buffer_limit(gpu);
-        let need = per_sample.saturating_mul(batch as u64);
-        if need <= limit {
+        let buffers = Self::buffers(net, batch);
+        // The first of the largest buffers: an activation before its gradients.
+        let largest = buffers.iter().rev().max_by_key(|(_, bytes)| *bytes);
+        let Some((what, need)) = largest.filter(|(_, b)| *b > limit) else {
             return Ok(());
-        }
+        };
         let max = Self::max_batch(gpu, net);
         let fix = if max == 0 {
-            format!("not even one sample fits: make the network's {dim} activation smaller")
+            format!("not even one sample fits: make the network's {what} smaller")
         } else {
             format!("the largest batch that fits is {max} (use --batch {max})")
         };
         Err(format!(
-            "batch {batch} of network {} needs a {need}-byte buffer for its {dim} activation ({per_sample} bytes per \
-             sample), more than adapter {}'s {name} of {limit} bytes; {fix}",
+            "batch {batch} of network {} needs a {need}-byte buffer for its {what}, more than adapter {}'s \
+             {name} of {limit} bytes; {fix}",
             net.config.name, gpu.info.name
         ))
     }
 
-    /// Allocates and prepares everything for `batch` samples per step, starting from `init`.
+    /// Allocates and prepares everything for `batch` samples per step, starting from `init`;
+    /// `seed` is the run's 32-bit dropout mask seed.
     pub fn new(
         gpu: &Gpu,
         net: &Net,
@@ -108,198 +182,204 @@ impl GpuNet {
             return Err(GpuError::shape("network", "batch size must be at least 1"));
         }
         let f32t = |len: usize| gpu.empty(&[len], DType::F32);
-        let params = init.iter().map(|p| gpu.upload(p, &[p.len()])).collect::<Result<Vec<_>, _>>()?;
-        let velocity = net.params.iter().map(|p| f32t(p.len())).collect::<Result<Vec<_>, _>>()?;
-        let grads = net.params.iter().map(|p| f32t(p.len())).collect::<Result<Vec<_>, _>>()?;
-        let acts = net.dims.iter().map(|d| f32t(batch * d.len())).collect::<Result<Vec<_>, _>>()?;
-        // Gradient buffers of every activation but the input.
-        let dacts = net.dims.iter().skip(1).map(|d| f32t(batch * d.len())).collect::<Result<Vec<_>, _>>()?;
-        let labels = gpu.empty(&[batch], DType::I32)?;
-        let loss_rows = f32t(batch)?;
-        let loss_acc = f32t(1)?;
-        let correct_acc = gpu.empty(&[1], DType::U32)?;
-        let pred = gpu.empty(&[batch], DType::I32)?;
-        let mut scratch = Vec::new();
-        let mut pool_idx: Vec<Option<Tensor>> = Vec::new();
-        // Pre-activation gradients of layers with a fused ReLU.
-        let mut pre: Vec<Option<Tensor>> = Vec::new();
-        for (li, l) in net.layers.iter().enumerate() {
-            let len = batch * net.dims[li + 1].len();
-            pool_idx.push(if matches!(l, Layer::MaxPool { .. }) {
-                Some(gpu.empty(&[len], DType::I32)?)
-            } else {
-                None
-            });
-            let fused = matches!(l, Layer::Conv { relu: true, .. } | Layer::Fc { relu: true, .. });
-            pre.push(if fused { Some(f32t(len)?) } else { None });
-        }
-
-        let mut fwd_train: Vec<Dispatch> = Vec::new();
-        let mut fwd_eval: Vec<Dispatch> = Vec::new();
-        let mut dropout_fwd: Vec<(usize, u32, f32, u32)> = Vec::new();
-        for (li, layer) in net.layers.iter().enumerate() {
-            if let Layer::Dropout { p } = *layer {
-                let (a, y) = (&acts[li], &acts[li + 1]);
-                let s = layer_seed(seed, li);
-                dropout_fwd.push((fwd_train.len(), a.len() as u32, p, s));
-                fwd_eval.push(activation::dropout_forward(gpu, a, y, 0.0, 0, 0)?);
-                fwd_train.push(activation::dropout_forward(gpu, a, y, p, s, 0)?);
-            } else {
-                // Identical in both modes; two copies so each list encodes on its own.
-                fwd_eval.push(forward_op(gpu, net, batch, li, &acts, &params, &pool_idx)?);
-                fwd_train.push(forward_op(gpu, net, batch, li, &acts, &params, &pool_idx)?);
-            }
-        }
-
-        let scores = acts.last().ok_or_else(|| GpuError::Internal("no layers".into()))?;
-        let dscores = dacts.last().ok_or_else(|| GpuError::Internal("no layers".into()))?;
-        let k = net.classes;
-        let scale = loss_scale(net.top(), svm_c, batch);
-        let mut train_ops = fwd_train;
-        train_ops.push(match net.top() {
-            Top::L2svm => loss::l2svm(gpu, batch, k, scores, &labels, scale, &loss_rows, dscores)?,
-            Top::Softmax => loss::softmax_xent(gpu, batch, k, scores, &labels, scale, &loss_rows, dscores)?,
-        });
-        train_ops.push(reduce::sum_all(gpu, &loss_rows, &loss_acc, true)?);
-        train_ops.push(reduce::argmax_rows(gpu, batch, k, scores, &pred)?);
-        train_ops.push(reduce::count_correct(gpu, &pred, &labels, &correct_acc, true)?);
-
-        let mut dropout: Vec<DropoutOp> =
-            dropout_fwd.into_iter().map(|(op, n, p, seed)| DropoutOp { op, n, p, seed }).collect();
-        for li in (0..net.layers.len()).rev() {
-            let a_in = &acts[li];
-            let a_out = &acts[li + 1];
-            let g_out = &dacts[li];
-            let g_in = if li > 0 { Some(&dacts[li - 1]) } else { None };
-            match net.layers[li] {
-                Layer::Conv { shape, relu, weight, bias } => {
-                    let s = Conv2dShape { n: batch, ..shape };
-                    let t = fused_relu_grad(gpu, &mut train_ops, relu, a_out, g_out, pre[li].as_ref())?;
-                    let variant = conv::ConvBwdWeightVariant::DEFAULT;
-                    train_ops.extend(conv::conv2d_backward_weight(
-                        gpu,
-                        &s,
-                        a_in,
-                        t,
-                        &grads[weight],
-                        false,
-                        variant,
-                    )?);
-                    train_ops.push(reduce::channel_sum(
-                        gpu,
-                        batch,
-                        s.cout,
-                        s.oh() * s.ow(),
-                        t,
-                        &grads[bias],
-                        false,
-                    )?);
-                    if let Some(g_in) = g_in {
-                        train_ops.push(conv::conv2d_backward_data(gpu, &s, t, &params[weight], g_in)?);
-                    }
-                }
-                Layer::MaxPool { shape } => {
-                    if let (Some(g_in), Some(ix)) = (g_in, pool_idx[li].as_ref()) {
-                        train_ops.extend(pool::maxpool_backward(
-                            gpu,
-                            &Pool2dShape { n: batch, ..shape },
-                            g_out,
-                            ix,
-                            g_in,
-                            pool::MaxPoolBwdVariant::DEFAULT,
-                        )?);
-                    }
-                }
-                Layer::AvgPool { shape } => {
-                    if let Some(g_in) = g_in {
-                        train_ops.extend(pool::avgpool_backward(
-                            gpu,
-                            &Pool2dShape { n: batch, ..shape },
-                            g_out,
-                            g_in,
-                            pool::PoolBwdVariant::DEFAULT,
-                        )?);
-                    }
-                }
-                Layer::Relu => {
-                    if let Some(g_in) = g_in {
-                        train_ops.push(activation::relu_backward(gpu, a_out, g_out, g_in)?);
-                    }
-                }
-                Layer::Dropout { p } => {
-                    if let Some(g_in) = g_in {
-                        let s = layer_seed(seed, li);
-                        dropout.push(DropoutOp { op: train_ops.len(), n: g_out.len() as u32, p, seed: s });
-                        train_ops.push(activation::dropout_backward(gpu, g_out, g_in, p, s, 0)?);
-                    }
-                }
-                Layer::Fc { inp, out, relu, weight, bias } => {
-                    let t = fused_relu_grad(gpu, &mut train_ops, relu, a_out, g_out, pre[li].as_ref())?;
-                    let dw = GemmShape::new(out, inp, batch, Trans::TN);
-                    train_ops.push(gemm::gemm(
-                        gpu,
-                        &dw,
-                        t,
-                        a_in,
-                        &grads[weight],
-                        &Epilogue::default(),
-                        gemm::GemmVariant::DEFAULT,
-                    )?);
-                    train_ops.push(reduce::channel_sum(gpu, batch, out, 1, t, &grads[bias], false)?);
-                    if let Some(g_in) = g_in {
-                        let dx = GemmShape::new(batch, inp, out, Trans::NN);
-                        train_ops.push(gemm::gemm(
-                            gpu,
-                            &dx,
-                            t,
-                            &params[weight],
-                            g_in,
-                            &Epilogue::default(),
-                            gemm::GemmVariant::DEFAULT,
-                        )?);
-                    }
-                }
-            }
-        }
-        let mut sgd = Vec::new();
-        for (i, p) in net.params.iter().enumerate() {
-            sgd.push(train_ops.len());
-            train_ops.push(optim::sgd_momentum(
-                gpu,
-                &params[i],
-                &velocity[i],
-                &grads[i],
-                0.0,
-                0.0,
-                p.weight_decay as f32,
-            )?);
-        }
-        let mut eval_ops = fwd_eval;
-        eval_ops.push(reduce::argmax_rows(gpu, batch, k, scores, &pred)?);
-
-        scratch.extend(grads);
-        scratch.extend(dacts);
-        scratch.extend(pool_idx.into_iter().flatten());
-        scratch.extend(pre.into_iter().flatten());
-        scratch.push(loss_rows);
-        scratch.push(pred);
-        let g = GpuNet {
+        let per_layer = |want: fn(&Layer) -> bool, dtype| -> Result<Vec<Option<Tensor>>, GpuError> {
+            net.layers
+                .iter()
+                .zip(&net.dims[1..])
+                .map(|(l, d)| want(l).then(|| gpu.empty(&[batch * d.len()], dtype)).transpose())
+                .collect()
+        };
+        let mut g = GpuNet {
             net: net.clone(),
             batch,
-            params,
-            velocity,
-            acts,
-            labels,
-            loss_acc,
-            correct_acc,
-            _scratch: scratch,
-            train_ops,
-            eval_ops,
-            dropout,
-            sgd,
+            params: init.iter().map(|p| gpu.upload(p, &[p.len()])).collect::<Result<_, _>>()?,
+            velocity: net.params.iter().map(|p| f32t(p.len())).collect::<Result<_, _>>()?,
+            grads: net.params.iter().map(|p| f32t(p.len())).collect::<Result<_, _>>()?,
+            acts: net.dims.iter().map(|d| f32t(batch * d.len())).collect::<Result<_, _>>()?,
+            dacts: net.dims[1..].iter().map(|d| f32t(batch * d.len())).collect::<Result<_, _>>()?,
+            pool_idx: per_layer(|l| matches!(l, Layer::MaxPool { .. }), DType::I32)?,
+            pre: per_layer(
+                |l| matches!(l, Layer::Conv { relu: true, .. } | Layer::Fc { relu: true, .. }),
+                DType::F32,
+            )?,
+            labels: gpu.empty(&[batch], DType::I32)?,
+            loss_rows: f32t(batch)?,
+            pred: gpu.empty(&[batch], DType::I32)?,
+            loss_acc: f32t(1)?,
+            correct_acc: gpu.empty(&[1], DType::U32)?,
+            seed,
+            train_ops: Vec::new(),
+            eval_ops: Vec::new(),
+            dropout: Vec::new(),
+            sgd: Vec::new(),
         };
+        g.record(gpu, svm_c)?;
         g.reset_metrics(gpu);
         Ok(g)
+    }
+
+    /// Prepares the dispatches of the evaluation pass and of a training step, in order: forward,
+    /// loss and metrics, backward from the top down, one SGD update per parameter.
+    fn record(&mut self, gpu: &Gpu, svm_c: f64) -> Result<(), GpuError> {
+        let (batch, k) = (self.batch, self.net.classes);
+        let (scores, dscores) = (&self.acts[self.acts.len() - 1], &self.dacts[self.dacts.len() - 1]);
+        let (mut train, mut eval, mut dropout, mut sgd) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mask = |op: usize, n: usize, p: f32, key: u32| DropoutOp {
+            op,
+            n: n as u32,
+            p,
+            seed: dropout_seed(self.seed, key),
+        };
+        for li in 0..self.net.layers.len() {
+            if let Layer::Dropout { p, key } = self.net.layers[li] {
+                dropout.push(mask(train.len(), self.acts[li].len(), p, key));
+            }
+            eval.push(self.forward_op(gpu, li, false)?);
+            train.push(self.forward_op(gpu, li, true)?);
+        }
+        eval.push(reduce::argmax_rows(gpu, batch, k, scores, &self.pred)?);
+        let scale = self.net.top().loss_scale(svm_c, batch);
+        let (labels, rows) = (&self.labels, &self.loss_rows);
+        train.push(match self.net.top() {
+            super::Top::L2svm => loss::l2svm(gpu, batch, k, scores, labels, scale, rows, dscores)?,
+            super::Top::Softmax => loss::softmax_xent(gpu, batch, k, scores, labels, scale, rows, dscores)?,
+        });
+        train.push(reduce::sum_all(gpu, rows, &self.loss_acc, true)?);
+        train.push(reduce::argmax_rows(gpu, batch, k, scores, &self.pred)?);
+        train.push(reduce::count_correct(gpu, &self.pred, labels, &self.correct_acc, true)?);
+        for li in (0..self.net.layers.len()).rev() {
+            let ops = self.backward_op(gpu, li)?;
+            // A dropout layer's backward is one dispatch (none for a first layer: no input gradient).
+            if let (&Layer::Dropout { p, key }, false) = (&self.net.layers[li], ops.is_empty()) {
+                dropout.push(mask(train.len(), self.dacts[li].len(), p, key));
+            }
+            train.extend(ops);
+        }
+        for (i, p) in self.net.params.iter().enumerate() {
+            sgd.push(train.len());
+            let (w, v, g) = (&self.params[i], &self.velocity[i], &self.grads[i]);
+            train.push(optim::sgd_momentum(gpu, w, v, g, 0.0, 0.0, p.weight_decay as f32)?);
+        }
+        (self.train_ops, self.eval_ops, self.dropout, self.sgd) = (train, eval, dropout, sgd);
+        Ok(())
+    }
+
+    /// The forward dispatch of layer `li`; dropout is the identity unless `train`.
+    fn forward_op(&self, gpu: &Gpu, li: usize, train: bool) -> Result<Dispatch, GpuError> {
+        let (a, y, batch) = (&self.acts[li], &self.acts[li + 1], self.batch);
+        Ok(match self.net.layers[li] {
+            Layer::Conv { shape, relu, weight, bias } => {
+                let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
+                let s = Conv2dShape { n: batch, ..shape };
+                conv::conv2d_forward(gpu, &s, a, &self.params[weight], y, &ep, CONV_FWD)?
+            }
+            Layer::MaxPool { shape } => {
+                let ix = self.pool_idx[li]
+                    .as_ref()
+                    .ok_or_else(|| GpuError::Internal("max-pool indices".into()))?;
+                pool::maxpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, ix)?
+            }
+            Layer::AvgPool { shape } => pool::avgpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y)?,
+            Layer::Relu => activation::relu_forward(gpu, a, y)?,
+            Layer::Dropout { p, key } => {
+                let (p, seed) = if train { (p, dropout_seed(self.seed, key)) } else { (0.0, 0) };
+                activation::dropout_forward(gpu, a, y, p, seed, 0)?
+            }
+            Layer::Fc { inp, out, relu, weight, bias } => {
+                let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
+                let s = GemmShape::new(batch, out, inp, Trans::NT);
+                gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, GEMM)?
+            }
+        })
+    }
+
+    /// The backward dispatches of layer `li`, in order: a fused ReLU's gradient, the parameter
+    /// gradients, the gradient of the layer's input (none for the first layer, whose input is the
+    /// data).
+    fn backward_op(&self, gpu: &Gpu, li: usize) -> Result<Vec<Dispatch>, GpuError> {
+        let (a_in, a_out, g_out) = (&self.acts[li], &self.acts[li + 1], &self.dacts[li]);
+        let g_in = li.checked_sub(1).map(|i| &self.dacts[i]);
+        let batch = self.batch;
+        let mut ops = Vec::new();
+        // The gradient before a fused ReLU.
+        let fused = |ops: &mut Vec<Dispatch>, relu: bool| -> Result<&Tensor, GpuError> {
+            match (relu, self.pre[li].as_ref()) {
+                (true, Some(t)) => {
+                    ops.push(activation::relu_backward(gpu, a_out, g_out, t)?);
+                    Ok(t)
+                }
+                (true, None) => Err(GpuError::Internal("fused ReLU without its gradient buffer".into())),
+                (false, _) => Ok(g_out),
+            }
+        };
+        match self.net.layers[li] {
+            Layer::Conv { shape, relu, weight, bias } => {
+                let s = Conv2dShape { n: batch, ..shape };
+                let t = fused(&mut ops, relu)?;
+                ops.extend(conv::conv2d_backward_weight(
+                    gpu,
+                    &s,
+                    a_in,
+                    t,
+                    &self.grads[weight],
+                    false,
+                    CONV_WGRAD,
+                )?);
+                ops.push(reduce::channel_sum(
+                    gpu,
+                    batch,
+                    s.cout,
+                    s.oh() * s.ow(),
+                    t,
+                    &self.grads[bias],
+                    false,
+                )?);
+                if let Some(g_in) = g_in {
+                    ops.push(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in)?);
+                }
+            }
+            Layer::MaxPool { shape } => {
+                if let (Some(g_in), Some(ix)) = (g_in, self.pool_idx[li].as_ref()) {
+                    let s = Pool2dShape { n: batch, ..shape };
+                    ops.extend(pool::maxpool_backward(gpu, &s, g_out, ix, g_in, POOL_BWD)?);
+                }
+            }
+            Layer::AvgPool { shape } => {
+                if let Some(g_in) = g_in {
+                    let s = Pool2dShape { n: batch, ..shape };
+                    ops.extend(pool::avgpool_backward(gpu, &s, g_out, g_in, POOL_BWD)?);
+                }
+            }
+            Layer::Relu => {
+                if let Some(g_in) = g_in {
+                    ops.push(activation::relu_backward(gpu, a_out, g_out, g_in)?);
+                }
+            }
+            Layer::Dropout { p, key } => {
+                if let Some(g_in) = g_in {
+                    ops.push(activation::dropout_backward(
+                        gpu,
+                        g_out,
+                        g_in,
+                        p,
+                        dropout_seed(self.seed, key),
+                        0,
+                    )?);
+                }
+            }
+            Layer::Fc { inp, out, relu, weight, bias } => {
+                let t = fused(&mut ops, relu)?;
+                let none = Epilogue::default();
+                let dw = GemmShape::new(out, inp, batch, Trans::TN);
+                ops.push(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, GEMM)?);
+                ops.push(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
+                if let Some(g_in) = g_in {
+                    let dx = GemmShape::new(batch, inp, out, Trans::NN);
+                    ops.push(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, GEMM)?);
+                }
+            }
+        }
+        Ok(ops)
     }
 
     /// Checks a batch's sizes.
@@ -332,18 +412,15 @@ impl GpuNet {
     ) -> Result<wgpu::SubmissionIndex, GpuError> {
         self.check_batch(x, y)?;
         gpu.write(&self.acts[0], x)?;
-        gpu.queue.write_buffer(self.labels.buffer(), 0, bytemuck::cast_slice(y));
+        gpu.write(&self.labels, y)?;
         for d in &self.dropout {
             self.train_ops[d.op].set_params(gpu, &ActParams::new(d.n, d.p, d.seed, step as u32));
         }
         for (i, &op) in self.sgd.iter().enumerate() {
-            let p = SgdParams::new(
-                self.params[i].len() as u32,
-                (lr * self.net.params[i].lr_scale) as f32,
-                momentum as f32,
-                self.net.params[i].weight_decay as f32,
-            );
-            self.train_ops[op].set_params(gpu, &p);
+            let p = &self.net.params[i];
+            let lr = (lr * p.lr_scale) as f32;
+            let sgd = SgdParams::new(self.params[i].len() as u32, lr, momentum as f32, p.weight_decay as f32);
+            self.train_ops[op].set_params(gpu, &sgd);
         }
         Ok(gpu.submit(&self.train_ops, None))
     }
@@ -379,10 +456,8 @@ impl GpuNet {
             x
         };
         gpu.write(&self.acts[0], input)?;
-        let sub = gpu.submit(&self.eval_ops, None);
-        gpu.wait_for(sub)?;
-        let acts = self.acts.last().ok_or_else(|| GpuError::Internal("no layers".into()))?;
-        let mut s = gpu.download::<f32>(acts)?;
+        gpu.wait_for(gpu.submit(&self.eval_ops, None))?;
+        let mut s = gpu.download::<f32>(&self.acts[self.acts.len() - 1])?;
         s.truncate(rows * self.net.classes);
         Ok(s)
     }
@@ -416,69 +491,4 @@ impl GpuNet {
         }
         Ok(out)
     }
-}
-
-/// The gradient before a fused ReLU: relu_backward into `pre` when the layer has one.
-fn fused_relu_grad<'a>(
-    gpu: &Gpu,
-    ops: &mut Vec<Dispatch>,
-    relu: bool,
-    y: &Tensor,
-    g: &'a Tensor,
-    pre: Option<&'a Tensor>,
-) -> Result<&'a Tensor, GpuError> {
-    match (relu, pre) {
-        (true, Some(t)) => {
-            ops.push(activation::relu_backward(gpu, y, g, t)?);
-            Ok(t)
-        }
-        (true, None) => Err(GpuError::Internal("fused ReLU without its gradient buffer".into())),
-        (false, _) => Ok(g),
-    }
-}
-
-/// The forward dispatch of layer `li` (dropout as the evaluation-mode identity).
-fn forward_op(
-    gpu: &Gpu,
-    net: &Net,
-    batch: usize,
-    li: usize,
-    acts: &[Tensor],
-    params: &[Tensor],
-    pool_idx: &[Option<Tensor>],
-) -> Result<Dispatch, GpuError> {
-    let (a, y) = (&acts[li], &acts[li + 1]);
-    Ok(match net.layers[li] {
-        Layer::Conv { shape, relu, weight, bias } => {
-            let ep = Epilogue { bias: Some(&params[bias]), accumulate: false, relu };
-            conv::conv2d_forward(
-                gpu,
-                &Conv2dShape { n: batch, ..shape },
-                a,
-                &params[weight],
-                y,
-                &ep,
-                conv::ConvFwdVariant::DEFAULT,
-            )?
-        }
-        Layer::MaxPool { shape } => {
-            let ix = pool_idx[li].as_ref().ok_or_else(|| GpuError::Internal("max-pool indices".into()))?;
-            pool::maxpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, ix)?
-        }
-        Layer::AvgPool { shape } => pool::avgpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y)?,
-        Layer::Relu => activation::relu_forward(gpu, a, y)?,
-        Layer::Dropout { .. } => activation::dropout_forward(gpu, a, y, 0.0, 0, 0)?,
-        Layer::Fc { inp, out, relu, weight, bias } => {
-            let ep = Epilogue { bias: Some(&params[bias]), accumulate: false, relu };
-            gemm::gemm(
-                gpu,
-                &GemmShape::new(batch, out, inp, Trans::NT),
-                a,
-                &params[weight],
-                y,
-                &ep,
-                gemm::GemmVariant::DEFAULT,
-            )?
-        }
-    })
 }

@@ -36,12 +36,32 @@ impl std::fmt::Display for Dim {
 /// One executed layer. Shapes are per batch of 1 (`Conv2dShape { n: b, ..shape }` for batch b).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
-    Conv { shape: Conv2dShape, relu: bool, weight: usize, bias: usize },
-    MaxPool { shape: Pool2dShape },
-    AvgPool { shape: Pool2dShape },
+    Conv {
+        shape: Conv2dShape,
+        relu: bool,
+        weight: usize,
+        bias: usize,
+    },
+    MaxPool {
+        shape: Pool2dShape,
+    },
+    AvgPool {
+        shape: Pool2dShape,
+    },
     Relu,
-    Dropout { p: f32 },
-    Fc { inp: usize, out: usize, relu: bool, weight: usize, bias: usize },
+    /// `key`: the layer's index in the network file's layer list, which keys its masks
+    /// ([`dropout_seed`]): stable whatever fusions the resolved list has.
+    Dropout {
+        p: f32,
+        key: u32,
+    },
+    Fc {
+        inp: usize,
+        out: usize,
+        relu: bool,
+        weight: usize,
+        bias: usize,
+    },
 }
 
 /// A trainable tensor.
@@ -74,6 +94,19 @@ pub struct Net {
     /// Activation geometry: dims[0] is the input, dims[i + 1] the output of layers[i].
     pub dims: Vec<Dim>,
     pub params: Vec<Param>,
+}
+
+/// Largest image side and layer size (filters, kernel, stride, pad, window, fc outputs) of a network.
+pub const MAX_SIZE: usize = 1 << 16;
+/// Largest parameter tensor, and largest activation per image, in values (1 GiB of f32).
+pub const MAX_VALUES: usize = 1 << 28;
+
+/// The dropout mask seed of the layer whose index in the network file is `key`, for a run whose
+/// 32-bit mask seed is `seed` ([`super::TrainConfig::mask_seed`]): each dropout layer draws its own
+/// masks. The mask of element i at step t is then `hash_u32(dropout_seed, t, i) >= p`
+/// ([`crate::shapes::hash_u32`]).
+pub fn dropout_seed(seed: u32, key: u32) -> u32 {
+    seed ^ 0x632b_e5ab_u32.wrapping_mul(key + 1)
 }
 
 /// A layer that does not fit: names the layer and what went wrong.
@@ -139,6 +172,35 @@ impl Net {
         if config.input_size == 0 || config.channels == 0 || config.image_size == 0 {
             return Err(err(0, "input", "image_size, input_size and channels must be at least 1".into()));
         }
+        if config.channels != 1 {
+            let c = config.channels;
+            return Err(err(
+                0,
+                "input",
+                format!("channels = {c}, but dlsvm reads grayscale images: expected channels = 1"),
+            ));
+        }
+        // Absurd sizes would overflow the shape arithmetic or abort on allocation: refuse them by name.
+        for (key, v) in [("image_size", config.image_size), ("input_size", config.input_size)] {
+            if v > MAX_SIZE {
+                return Err(err(0, "input", format!("`{key}` is {v}, expected at most {MAX_SIZE}")));
+            }
+        }
+        for (i, l) in config.layers.iter().enumerate() {
+            let sizes: &[(&str, usize)] = match *l {
+                LayerSpec::Conv { filters, kernel, stride, pad, .. } => {
+                    &[("filters", filters), ("kernel", kernel), ("stride", stride), ("pad", pad)]
+                }
+                LayerSpec::MaxPool { size, stride, pad } | LayerSpec::AvgPool { size, stride, pad } => {
+                    &[("size", size), ("stride", stride), ("pad", pad)]
+                }
+                LayerSpec::Fc { out: Some(out), .. } => &[("out", out)],
+                _ => &[],
+            };
+            if let Some((key, v)) = sizes.iter().find(|(_, v)| *v > MAX_SIZE) {
+                return Err(err(i, kind(l), format!("`{key}` is {v}, expected at most {MAX_SIZE}")));
+            }
+        }
         if config.input_size > config.image_size {
             return Err(err(
                 0,
@@ -148,6 +210,16 @@ impl Net {
         }
         let t = &config.train;
         let mut dim = Dim { c: config.channels, h: config.input_size, w: config.input_size };
+        if dim.len() > MAX_VALUES {
+            return Err(err(
+                0,
+                "input",
+                format!(
+                    "the input {dim} holds {} values per image, expected at most {MAX_VALUES}",
+                    dim.len()
+                ),
+            ));
+        }
         let mut dims = vec![dim];
         let mut layers = Vec::new();
         let mut params = Vec::new();
@@ -246,7 +318,7 @@ impl Net {
                     if !(0.0..1.0).contains(&p) {
                         return Err(err(i, k, format!("dropout probability {p} is not in [0, 1)")));
                     }
-                    Layer::Dropout { p }
+                    Layer::Dropout { p, key: i as u32 }
                 }
                 LayerSpec::Fc { out, weight_decay, lr_scale, init_std: std_override } => {
                     let is_top = Some(i) == last_fc;
@@ -283,6 +355,28 @@ impl Net {
                     Layer::Fc { inp, out, relu: fuse_relu, weight, bias: weight + 1 }
                 }
             };
+            if dim.len() > MAX_VALUES {
+                return Err(err(
+                    i,
+                    k,
+                    format!(
+                        "its output {dim} holds {} values per image, expected at most {MAX_VALUES}",
+                        dim.len()
+                    ),
+                ));
+            }
+            if let Some(p) = params.iter().rev().find(|p| p.len() > MAX_VALUES) {
+                return Err(err(
+                    i,
+                    k,
+                    format!(
+                        "{} {:?} holds {} values, expected at most {MAX_VALUES}",
+                        p.name,
+                        p.shape,
+                        p.len()
+                    ),
+                ));
+            }
             layers.push(layer);
             dims.push(dim);
             i += if fuse_relu { 2 } else { 1 };
@@ -359,7 +453,7 @@ impl Net {
                     format!("avgpool {}x{} s{} p{}", shape.kh, shape.kw, shape.sy, shape.py)
                 }
                 Layer::Relu => "relu".into(),
-                Layer::Dropout { p } => format!("dropout {p}"),
+                Layer::Dropout { p, .. } => format!("dropout {p}"),
                 Layer::Fc { relu, .. } => format!("fc{}", if *relu { " +relu" } else { "" }),
             };
             s.push_str(&format!("  {what:<24} -> {d}\n"));

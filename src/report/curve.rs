@@ -1,10 +1,11 @@
-//! The learning-curve chart: loss and accuracy against epoch.
+//! The learning-curve chart: loss and accuracy against epoch, the training curve per logging
+//! interval (steps.csv) where there is one, the test points per epoch (metrics.csv).
 
 use std::path::Path;
 
 use super::canvas::{self, Canvas, Color, AXIS, GRID, MUTED, TEXT, WHITE};
 use super::font;
-use super::MetricsRow;
+use super::{MetricsRow, StepRow};
 
 /// Width of the learning-curve PNG in pixels.
 pub const CURVE_WIDTH: u32 = 900;
@@ -65,24 +66,36 @@ impl YScale {
 
 /// Learning-curve PNG (`CURVE_WIDTH` x `CURVE_HEIGHT`): loss against epoch on the left (train
 /// and, where present, test; a log axis when the loss spans more than two decades), accuracy in
-/// percent on the right, with tick labels, a legend and `title`. Written atomically.
+/// percent on the right, with tick labels, a legend and `title`. Written atomically. The train
+/// curves come from `steps` (one point per logging interval) when it has rows, else from the
+/// epoch `rows`; the test points always from `rows`.
 ///
 /// Accuracies are read as fractions in `[0, 1]` and shown as percentages; when any accuracy is
 /// above 1 the values are taken to be percentages already. Non-finite values are skipped. No
 /// rows gives a chart that says "no data".
-pub fn learning_curve_png(path: &Path, rows: &[MetricsRow], title: &str) -> Result<(), String> {
+pub fn learning_curve_png(
+    path: &Path,
+    rows: &[MetricsRow],
+    steps: &[StepRow],
+    title: &str,
+) -> Result<(), String> {
     let mut c = Canvas::new(CURVE_WIDTH, CURVE_HEIGHT, WHITE);
     draw_title(&mut c, title);
 
     let finite = |v: f64| v.is_finite();
-    let epochs: Vec<f64> = rows.iter().map(|r| r.epoch).filter(|&e| finite(e)).collect();
+    let epochs: Vec<f64> =
+        rows.iter().map(|r| r.epoch).chain(steps.iter().map(|r| r.epoch)).filter(|&e| finite(e)).collect();
     if epochs.is_empty() {
         c.text_centered(CURVE_WIDTH as i64 / 2, CURVE_HEIGHT as i64 / 2 - 14, "no data", 4, MUTED);
         return c.save(path);
     }
 
-    let acc_values =
-        rows.iter().flat_map(|r| [Some(r.train_acc), r.test_acc]).flatten().filter(|v| finite(*v));
+    let acc_values = rows
+        .iter()
+        .flat_map(|r| [Some(r.train_acc), r.test_acc])
+        .flatten()
+        .chain(steps.iter().map(|r| r.accuracy))
+        .filter(|v| finite(*v));
     let acc_scale = if acc_values.clone().any(|v| v > 1.0 + 1e-9) { 1.0 } else { 100.0 };
 
     let collect = |f: &dyn Fn(&MetricsRow) -> Option<f64>, scale: f64| -> Vec<(f64, f64)> {
@@ -91,12 +104,20 @@ pub fn learning_curve_png(path: &Path, rows: &[MetricsRow], title: &str) -> Resu
             .filter(|&(e, v)| finite(e) && finite(v))
             .collect()
     };
+    let per_step = |f: &dyn Fn(&StepRow) -> f64, scale: f64| -> Vec<(f64, f64)> {
+        steps.iter().map(|r| (r.epoch, f(r) * scale)).filter(|&(e, v)| finite(e) && finite(v)).collect()
+    };
+    let (train_loss, train_acc) = if steps.is_empty() {
+        (collect(&|r| Some(r.train_loss), 1.0), collect(&|r| Some(r.train_acc), acc_scale))
+    } else {
+        (per_step(&|r| r.loss, 1.0), per_step(&|r| r.accuracy, acc_scale))
+    };
     let loss = [
-        Series { name: "train", color: TRAIN_COLOR, points: collect(&|r| Some(r.train_loss), 1.0) },
+        Series { name: "train", color: TRAIN_COLOR, points: train_loss },
         Series { name: "test", color: TEST_COLOR, points: collect(&|r| r.test_loss, 1.0) },
     ];
     let acc = [
-        Series { name: "train", color: TRAIN_COLOR, points: collect(&|r| Some(r.train_acc), acc_scale) },
+        Series { name: "train", color: TRAIN_COLOR, points: train_acc },
         Series { name: "test", color: TEST_COLOR, points: collect(&|r| r.test_acc, acc_scale) },
     ];
     let has_test = !loss[1].points.is_empty() || !acc[1].points.is_empty();

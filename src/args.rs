@@ -1,0 +1,189 @@
+//! The command line's grammar: every command and option with its help text (clap). Used by
+//! src/main.rs only; the rules behind the options live in the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "dlsvm",
+    version,
+    about = "ConvNets with a linear-SVM top, trained entirely on the GPU (WGSL + wgpu)"
+)]
+pub struct Cli {
+    /// Use the adapter whose name contains this text (case-insensitive); default: the fastest.
+    #[arg(long, global = true, env = "DLSVM_ADAPTER")]
+    pub adapter: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Show the adapter, backend, driver and the limits that matter.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a network (default: fer-small on built-in synthetic faces).
+    Train(Box<TrainArgs>),
+    /// Evaluate one model, or an ensemble of several, on a data set.
+    Eval {
+        /// A model.safetensors from `dlsvm train`; repeat to average an ensemble.
+        #[arg(long = "model", required = true)]
+        models: Vec<PathBuf>,
+        /// fer2013-style CSV, image-folder root, or IDX folder (default: the built-in synthetic faces).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Average this many jittered copies per image (1: the centre crop only).
+        #[arg(long, default_value_t = 1)]
+        tta: usize,
+        /// Write the confusion-matrix PNGs here (default: next to the first model).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Classify images with a trained model.
+    Predict {
+        /// A model.safetensors from `dlsvm train`.
+        #[arg(long)]
+        model: PathBuf,
+        /// Image files (PNG or JPEG; resized to the model's image size).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Print one JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Data utilities.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Time every kernel against this device's measured FMA and copy ceilings.
+    Bench {
+        /// Only rows whose kernel name contains this text ("step" for the training steps).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Time every kernel variant side by side.
+        #[arg(long)]
+        variants: bool,
+        /// Timed runs per kernel (at least 10).
+        #[arg(long, default_value_t = 10)]
+        reps: usize,
+        /// Skip the training-step measurements.
+        #[arg(long)]
+        no_steps: bool,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every kernel against the CPU reference on this adapter.
+    Check {
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Only rows whose kernel name contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DataCommand {
+    /// Write the built-in synthetic faces as a fer2013.csv (Training / PrivateTest rows).
+    Synth {
+        /// The CSV file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of training faces (a test set of a fifth as many is added).
+        #[arg(long, default_value_t = 4000)]
+        count: usize,
+        /// Seed of the faces' random draw.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// Options left unset take the network's own values: the preset's, or the `[train]` table of
+/// `--config` (its keys default as the README's table says).
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Built-in network: fer (the paper's: batch 256, 50000 steps, lr 0.05; augmentation mirror,
+    /// rotation ±45°, scale 0.8-1.2, shift ±3 px), fer-small (batch 64, 600 steps, lr 0.008; mirror,
+    /// ±10°, scale 0.9-1.1, shift ±3 px) or mlp (28x28 input, 512-512, batch 100, 1200 steps,
+    /// lr 0.01; no augmentation).
+    #[arg(long, default_value = "fer-small")]
+    pub preset: String,
+    /// A network file (TOML) instead of a preset; `config.toml` in a run directory is one.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// fer2013-style CSV, image-folder root, or IDX folder (default: built-in synthetic faces).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The run directory (default: runs/<network name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The top: l2svm (the paper's) or softmax (its baseline); default: the network's.
+    #[arg(long)]
+    pub top: Option<String>,
+    /// SGD steps to train (the schedule spans them); default: the network's [train] steps.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Train this many passes over the training split instead of a number of steps.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Images per SGD step; default: the network's [train] batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Base learning rate of the schedule lr/(1 + t/lr_decay_steps); default: the network's.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Momentum for every step (no warm-up); default: the network's momentum_start, then momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay of conv and hidden fc layers; default: the network's (1e-4 in the presets).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// The SVM constant C: the squared hinge is scaled by C/N; default: the network's (1).
+    #[arg(long)]
+    pub svm_c: Option<f64>,
+    /// Dropout probability of every dropout layer; default: each layer's own.
+    #[arg(long)]
+    pub dropout: Option<f32>,
+    /// Train on centre crops: no mirror, rotation, scale, shift or noise.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Std of Gaussian noise added to each standardized training input (the paper's MNIST runs
+    /// use input noise); combines with --no-augment; default: the network's (0).
+    #[arg(long)]
+    pub noise_std: Option<f32>,
+    /// Seed of the initial weights, data order, augmentation and dropout; default: the network's (1).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// K-fold cross-validation on the training split: one model per fold.
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// With --folds: train only this fold (0-based), e.g. as one job of a cluster array.
+    #[arg(long, requires = "folds")]
+    pub fold: Option<usize>,
+    /// Continue from the run directory's checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Write a checkpoint every N steps (0: at the end only); default: the network's.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Read back, check and log the loss every N steps (a row of steps.csv); default: the network's.
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Number of synthetic training faces when no --data is given.
+    #[arg(long, default_value_t = 4000)]
+    pub synth_count: usize,
+    /// Print the final summary as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
