@@ -28,6 +28,10 @@ pub enum Command {
         json: bool,
     },
     /// Train a network (default: fer-small on built-in synthetic faces).
+    #[command(after_help = "Options left unset take the network's own values: the preset's, or the \
+[train] table of --config (whose omitted keys take the defaults listed in the README). --resume \
+continues the run directory's checkpoint; a different --steps or --epochs is accepted with a note \
+saying how the learning-rate schedule moves, fewer steps than the checkpoint has done are refused.")]
     Train(Box<TrainArgs>),
     /// Evaluate one model, or an ensemble of several, on a data set.
     Eval {
@@ -109,8 +113,7 @@ pub enum DataCommand {
     },
 }
 
-/// Options left unset take the network's own values: the preset's, or the `[train]` table of
-/// `--config` (its keys default as the README's table says).
+/// The options of `dlsvm train`.
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// Built-in network: fer (the paper's: batch 256, 50000 steps, lr 0.05; augmentation mirror,

@@ -809,8 +809,15 @@ fn tiny_checkpoint(path: &Path) -> Vec<u8> {
     let net = Net::new(&config, classes.len()).unwrap();
     let params = net.init_params(7);
     let velocity = params.iter().map(|p| vec![0.0; p.len()]).collect();
-    let normalizer =
-        Normalizer { h: 8, w: 8, per_image: true, norm: 150.0, mean: vec![0.5; 64], std: vec![2.0; 64] };
+    let normalizer = Normalizer {
+        h: 8,
+        w: 8,
+        per_image: true,
+        norm: 150.0,
+        mean: vec![0.5; 64],
+        std: vec![2.0; 64],
+        std_floor: None,
+    };
     let ck = checkpoint::Checkpoint {
         config,
         class_names: classes,

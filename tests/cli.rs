@@ -298,3 +298,45 @@ fn bench_reports_ceilings_and_rows_as_json() {
         assert!(r["pct_of_ceiling"].as_f64().is_some_and(|p| p > 0.0), "{r}");
     }
 }
+
+/// Every option of `dlsvm train --help` says what it does; the presets' augmentation is named.
+#[test]
+fn train_help_explains_every_option() {
+    let o = dlsvm(&["train", "--help"], &[]);
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(0));
+    let lines: Vec<&str> = out.lines().collect();
+    let mut options = 0;
+    for (i, l) in lines.iter().enumerate() {
+        let t = l.trim_start();
+        if t.starts_with("--") || t.starts_with("-h,") {
+            options += 1;
+            let next = lines.get(i + 1).map_or("", |n| n.trim());
+            assert!(!next.is_empty() && !next.starts_with('-'), "option {t} has no description:\n{out}");
+        }
+    }
+    assert!(options >= 25, "{options} options:\n{out}");
+    for want in
+        ["--no-augment", "--noise-std", "rotation ±45°", "no augmentation", "learning-rate schedule moves"]
+    {
+        assert!(out.contains(want), "train --help lacks {want:?}:\n{out}");
+    }
+}
+
+/// `--no-augment` and `--noise-std` reach the run: its config.toml has the identity augmentation
+/// with the noise asked for.
+#[test]
+fn no_augment_and_noise_std_reach_the_run() {
+    let dir = TempDir::new("noaug");
+    let out = dir.join("run");
+    let args = ["train", "--synth-count", "40", "--batch", "8", "--steps", "1", "--json", "--out"];
+    let o =
+        dlsvm(&[&args[..], &[out.to_str().unwrap(), "--no-augment", "--noise-std", "0.25"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let cfg = dlsvm::model::NetConfig::from_toml_file(&out.join("config.toml")).unwrap();
+    let a = cfg.train.augment;
+    assert_eq!(a, dlsvm::data::augment::Augment { noise_std: 0.25, ..dlsvm::data::augment::Augment::NONE });
+    let o = dlsvm(&[&args[..], &[out.to_str().unwrap(), "--noise-std=-1"]].concat(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--noise-std -1 must be a finite number >= 0"), "{:?}", text(&o));
+}

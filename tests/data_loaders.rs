@@ -744,12 +744,61 @@ fn normalizer_hand_checked() {
     for (o, e) in out.iter().zip([-1.0, 1.0, 1.0, -1.0]) {
         assert!((o - e).abs() < 1e-5, "{out:?}");
     }
-    // Without the per-image step: /255 only; the second pixel is constant (std 0 → 1, only centred).
+    // Without the per-image step: /255 only; pixel 0's std is 0.5, the second pixel is constant: its std
+    // is the floor, a tenth of the mean std (0.5 + 0) / 2, and it is centred at 0.
     let n = Normalizer::fit(&ds, false, 150.0);
-    assert_eq!(n.std[1], 1.0);
+    assert_eq!((n.std[0], n.std[1], n.std_floor), (0.5, 0.025, Some(0.025)));
     let out = n.apply(&ds);
     for (o, e) in out.iter().zip([-1.0, 0.0, 1.0, 0.0]) {
         assert!((o - e).abs() < 1e-6, "{out:?}");
+    }
+}
+
+/// An image unlike the training set (a flat image; a bright pixel where training was nearly constant)
+/// gives inputs bounded by `max |v - mean| / floor`, the floor a tenth of the mean std; the old floor of
+/// 1e-6 made the nearly constant pixel's input 10^4 times larger than any the network trained on.
+#[test]
+fn normalizer_bounds_images_outside_the_training_distribution() {
+    // 28x28 "digits": a random blob in the middle, borders 0 except one pixel lit once in 200 images
+    // (std ~3e-4 after /255), as in MNIST.
+    let (h, w, n) = (28, 28, 200);
+    let mut rng = Rng::new(5);
+    let mut pixels = vec![0.0f32; n * h * w];
+    for (i, img) in pixels.chunks_mut(h * w).enumerate() {
+        for y in 6..22 {
+            for x in 6..22 {
+                img[y * w + x] = (rng.below(256)) as f32;
+            }
+        }
+        if i == 0 {
+            img[1] = 1.0;
+        }
+    }
+    // The lit border pixel's own std, which the old floor (1e-6) would have divided by.
+    let p1: Vec<f64> = (0..n).map(|i| pixels[i * h * w + 1] as f64 / 255.0).collect();
+    let m1 = p1.iter().sum::<f64>() / n as f64;
+    let sd1 = (p1.iter().map(|v| (v - m1).powi(2)).sum::<f64>() / n as f64).sqrt();
+    let ds = Dataset { h, w, pixels, labels: vec![0; n] };
+    let norm = Normalizer::fit(&ds, false, 150.0);
+    let floor = norm.std_floor.expect("the floor is recorded") as f64;
+    assert!(sd1 < floor && sd1 > 0.0, "the lit pixel is below the floor: {sd1} vs {floor}");
+    assert!(norm.std.iter().all(|&s| s as f64 >= floor * (1.0 - 1e-6)));
+    assert_eq!(norm.std[1] as f64, floor as f32 as f64);
+    let bright_border = {
+        let mut img = vec![0.0f32; h * w];
+        img[1] = 255.0;
+        img[w * h - 1] = 255.0;
+        img
+    };
+    for (what, img) in [("flat gray", vec![128.0f32; h * w]), ("bright border", bright_border)] {
+        let x = norm.apply_image(&img);
+        let dev = |i: usize| (img[i] as f64 / 255.0 - norm.mean[i] as f64).abs();
+        let bound = (0..h * w).map(dev).fold(0.0, f64::max) / floor;
+        let worst = x.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
+        assert!(worst <= bound * (1.0 + 1e-5), "{what}: |x| {worst} above the bound {bound}");
+        assert!(worst < 120.0, "{what}: |x| {worst}");
+        // Under the old floor the lit pixel alone gave an input dozens of times larger.
+        assert!(dev(1) / sd1 > 30.0 * worst, "{what}: old {} vs new {worst}", dev(1) / sd1);
     }
 }
 

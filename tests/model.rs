@@ -217,3 +217,63 @@ fn schedule_follows_the_paper() {
     assert_eq!(t.momentum_at(4_999), 0.5);
     assert_eq!(t.momentum_at(5_000), 0.9);
 }
+
+/// Every table of a network file takes its defaults for the keys it omits: a `[train.augment]`
+/// naming only `mirror` keeps the FER values of the rest; an unknown key is still an error.
+#[test]
+fn partial_tables_take_defaults_unknown_keys_do_not() {
+    use dlsvm::data::augment::Augment;
+    let head = "name = \"t\"\nimage_size = 48\ninput_size = 42\ntop = \"l2svm\"\n[[layers]]\ntype = \"fc\"\n";
+    let c = NetConfig::from_toml(&format!("{head}[train]\nbatch = 8\n[train.augment]\nmirror = false\n"))
+        .unwrap();
+    assert_eq!(c.train.augment, Augment { mirror: false, ..Augment::fer() });
+    assert_eq!(c.train.batch, 8);
+    assert_eq!(c.train.lr, dlsvm::model::TrainConfig::default().lr);
+    let c = NetConfig::from_toml(&format!("{head}[train.augment]\nnoise_std = 0.3\n")).unwrap();
+    assert_eq!(c.train.augment, Augment { noise_std: 0.3, ..Augment::fer() });
+    let e = NetConfig::from_toml(&format!("{head}[train.augment]\nmirorr = false\n")).unwrap_err();
+    assert!(e.contains("mirorr"), "{e}");
+    let e = NetConfig::from_toml(&format!("{head}[train]\nbatchsize = 8\n")).unwrap_err();
+    assert!(e.contains("batchsize"), "{e}");
+}
+
+/// Dropout masks are keyed by the layer's index in the network file, so a fusion that shortens the
+/// resolved layer list (fc + relu run as one layer) leaves the key, and the masks, unchanged; the
+/// CPU network draws exactly the masks `dropout_seed(mask seed, file index)` names.
+#[test]
+fn dropout_key_is_the_file_index_whatever_the_fusions() {
+    use dlsvm::model::net::dropout_seed;
+    use dlsvm::model::Layer;
+    let fc = |out| LayerSpec::Fc { out, weight_decay: None, lr_scale: None, init_std: None };
+    let mk = |layers| NetConfig {
+        name: "d".into(),
+        image_size: 4,
+        input_size: 4,
+        channels: 1,
+        top: Top::L2svm,
+        layers,
+        train: Default::default(),
+    };
+    // fc, relu (fused into the fc), dropout at file index 2, resolved index 1.
+    let fused = Net::new(&mk(vec![fc(Some(6)), LayerSpec::Relu, LayerSpec::Dropout { p: 0.5 }, fc(None)]), 3)
+        .unwrap();
+    assert_eq!(fused.layers.len(), 3);
+    assert!(matches!(fused.layers[1], Layer::Dropout { key: 2, .. }), "{:?}", fused.layers[1]);
+    let keys: Vec<u32> = preset("fer")
+        .map(|c| Net::new(&c, 7).unwrap().layers)
+        .unwrap()
+        .iter()
+        .filter_map(|l| if let Layer::Dropout { key, .. } = l { Some(*key) } else { None })
+        .collect();
+    assert_eq!(keys, [11], "the fer preset's dropout is layer 11 of its file");
+    // The CPU network's mask is the documented one.
+    let params = fused.init_params(1);
+    let x: Vec<f32> = (0..2 * 16).map(|i| i as f32 / 7.0 - 1.0).collect();
+    let key = DropoutKey { seed: 77, step: 3 };
+    let trace = cpu_net::forward(&fused, &params, &x, 2, Some(key));
+    let (before, after) = (&trace.acts[1], &trace.acts[2]);
+    let mut want = vec![0.0f32; before.len()];
+    dlsvm::cpu::dropout_forward(before, &mut want, 0.5, dropout_seed(77, 2), 3);
+    assert_eq!(after, &want);
+    assert!(after.iter().any(|&v| v == 0.0) && after.iter().any(|&v| v != 0.0), "a mask that drops some");
+}

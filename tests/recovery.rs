@@ -345,3 +345,43 @@ fn lost_device_is_reported_in_one_line_and_the_checkpoint_kept() {
     );
     assert_eq!(checkpoint::load(&model).unwrap().step, 5);
 }
+
+/// The batch check counts every buffer of the step, not only the activations: in this network the
+/// second convolution's weight-gradient partial sums (one slice of 3 samples per 102,400 weights)
+/// outgrow every activation, and a limit that holds the activations of batch 30 but not those
+/// partial sums refuses it, naming them and the largest batch that fits (24), which then trains.
+#[test]
+fn batch_check_counts_the_weight_gradient_partial_sums() {
+    let dir = TempDir::new("limit-partials");
+    let cfg = dir.join("partials.toml");
+    std::fs::write(
+        &cfg,
+        "name = \"partials\"\nimage_size = 20\ninput_size = 20\ntop = \"l2svm\"\n\
+         [[layers]]\ntype = \"conv\"\nfilters = 64\nkernel = 3\npad = 1\n[[layers]]\ntype = \"relu\"\n\
+         [[layers]]\ntype = \"conv\"\nfilters = 64\nkernel = 5\npad = 2\n[[layers]]\ntype = \"relu\"\n\
+         [[layers]]\ntype = \"avg_pool\"\nsize = 4\nstride = 4\n[[layers]]\ntype = \"fc\"\n\
+         [train]\nsteps = 1\nlog_every = 1\n",
+    )
+    .unwrap();
+    // Per sample: activations of 64x20x20 floats (102,400 bytes); partial sums: ceil(batch / 3)
+    // slices of 64·64·5·5 floats (409,600 bytes each).
+    let limit = 3_500_000u64;
+    assert!(30 * 102_400 <= limit && 10 * 409_600 > limit && 8 * 409_600 <= limit);
+    let env = [("DLSVM_MAX_BUFFER_BYTES", "3500000")];
+    let out = dir.join("run");
+    let base = ["train", "--config", s(&cfg), "--synth-count", "60", "--json", "--out", s(&out)];
+    let r = dlsvm(&[&base[..], &["--batch", "30"]].concat(), &env);
+    // The synthetic faces are resized to 20x20, with a warning per split.
+    let lines: Vec<String> =
+        stderr_lines(&r).into_iter().filter(|l| !l.contains("warning: resized")).collect();
+    assert_eq!(r.status.code(), Some(2), "{lines:?}");
+    assert_eq!(lines.len(), 1, "one line: {lines:?}");
+    let err = &lines[0];
+    assert!(
+        err.contains("needs a 4096000-byte buffer for its layer 1 weight-gradient partial sums"),
+        "{err}"
+    );
+    assert!(err.contains("the largest batch that fits is 24 (use --batch 24)"), "{err}");
+    let ok = dlsvm(&[&base[..], &["--batch", "24"]].concat(), &env);
+    assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
+}

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use dlsvm::report::{
     confusion_png, confusion_png_size, confusion_table, filter_grid_png, learning_curve_png,
-    per_class_accuracy, read_metrics, write_metrics, FilterGridLayout, MetricsCsv, MetricsRow,
-    CONFUSION_DARK, CURVE_HEIGHT, CURVE_WIDTH, FILTER_GAP_COLOR, METRICS_COLUMNS,
+    per_class_accuracy, read_metrics, read_rows, write_metrics, write_rows, FilterGridLayout, MetricsCsv,
+    MetricsRow, StepRow, CONFUSION_DARK, CURVE_HEIGHT, CURVE_WIDTH, FILTER_GAP_COLOR, METRICS_COLUMNS,
 };
 
 /// A fresh, empty scratch directory for one test (reused by the next run, so nothing piles up).
@@ -276,6 +276,48 @@ fn learning_curve_is_a_non_blank_png_of_the_right_size() {
     // Overwriting works (rename over an existing file).
     learning_curve_png(&path, &rows[..3], &[], "again").unwrap();
     non_blank(&path, CURVE_WIDTH, CURVE_HEIGHT);
+}
+
+/// With per-interval rows the train curves are drawn from them (many points between epochs), the
+/// test points from the epoch rows; steps.csv rows round-trip like metrics.csv rows.
+#[test]
+fn learning_curve_draws_the_train_curve_from_the_interval_rows() {
+    let dir = scratch("curve-steps");
+    let rows: Vec<MetricsRow> = (1..=3).map(|e| row(e as f64, true)).collect();
+    let steps: Vec<StepRow> = (1..=60)
+        .map(|s| StepRow {
+            step: s * 5,
+            epoch: s as f64 / 20.0,
+            lr: 0.01,
+            momentum: 0.9,
+            loss: 2.0 / (1.0 + s as f64 / 10.0) + 0.1 * ((s % 7) as f64 / 7.0),
+            accuracy: 1.0 - 0.8 / (1.0 + s as f64 / 10.0),
+            images_per_sec: 900.0,
+            elapsed_s: s as f64,
+        })
+        .collect();
+    let (a, b) = (dir.join("epochs.png"), dir.join("steps.png"));
+    learning_curve_png(&a, &rows, &[], "epochs only").unwrap();
+    learning_curve_png(&b, &rows, &steps, "epochs only").unwrap();
+    let (ia, ib) = (non_blank(&a, CURVE_WIDTH, CURVE_HEIGHT), non_blank(&b, CURVE_WIDTH, CURVE_HEIGHT));
+    let blue = |img: &image::RgbImage| img.pixels().filter(|p| p.0[2] > 150 && p.0[0] < 80).count();
+    assert!(
+        blue(&ib) > blue(&ia),
+        "the interval curve draws more train pixels: {} vs {}",
+        blue(&ib),
+        blue(&ia)
+    );
+    // Intervals alone (a run shorter than an epoch) still give a curve.
+    let c = dir.join("no-epochs.png");
+    learning_curve_png(&c, &[], &steps[..10], "before the first epoch").unwrap();
+    assert!(blue(&non_blank(&c, CURVE_WIDTH, CURVE_HEIGHT)) > 0, "no train curve without epoch rows");
+    let path = dir.join("steps.csv");
+    write_rows(&path, &steps).unwrap();
+    assert_eq!(read_rows::<StepRow>(&path).unwrap(), steps);
+    assert!(
+        read_rows::<MetricsRow>(&path).unwrap_err().contains("expected the header"),
+        "a steps.csv is not a metrics.csv"
+    );
 }
 
 #[test]

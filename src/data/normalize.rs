@@ -1,10 +1,14 @@
-//! The paper's preprocessing (DESIGN.md §2): each image /255, its own mean removed and its L2 norm scaled to
-//! `norm` (150); then every pixel standardized with the training set's per-pixel mean and std.
+//! The paper's preprocessing (docs/DESIGN.md, "Preprocessing"): each image /255, its own mean removed and
+//! its L2 norm scaled to `norm` (150); then every pixel standardized with the training set's per-pixel mean
+//! and std, the std floored at a tenth of the mean std over all pixels ([`STD_FLOOR_FRACTION`]).
 
 use super::Dataset;
 
-/// Per-pixel standard deviations below this are replaced by 1 (constant pixels are only centred).
-const MIN_STD: f64 = 1e-6;
+/// A pixel's standard deviation is floored at this fraction of the mean over all pixels of their
+/// standard deviations. A pixel nearly constant in training (MNIST's borders) would otherwise turn
+/// a small change at test time into a huge input; with the floor, a standardized value is at most
+/// `max |v - mean| / (STD_FLOOR_FRACTION · mean std)`, ten times the scale of a typical pixel.
+pub const STD_FLOOR_FRACTION: f64 = 0.1;
 
 /// Fitted preprocessing, saved beside a model so evaluation and prediction apply exactly what training did.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -16,8 +20,14 @@ pub struct Normalizer {
     pub norm: f32,
     /// Per-pixel mean of the training set after the per-image step, `h * w` values.
     pub mean: Vec<f32>,
-    /// Per-pixel (population) standard deviation of the training set after the per-image step; never < 1e-6.
+    /// Per-pixel (population) standard deviation of the training set after the per-image step, floored at
+    /// `std_floor`.
     pub std: Vec<f32>,
+    /// The floor the stds were fitted with ([`STD_FLOOR_FRACTION`] of their mean). `None` in checkpoints
+    /// written before the floor existed, whose stds were floored at 1e-6 (constant pixels: 1); the stds
+    /// stored in a file are applied as they are, so every checkpoint evaluates as it was trained.
+    #[serde(default)]
+    pub std_floor: Option<f32>,
 }
 
 /// The per-image step into `out` (f64): /255; with `per_image`, the image's mean removed and its L2 norm
@@ -38,8 +48,8 @@ fn per_image_step(img: &[f32], per_image: bool, norm: f32, out: &mut Vec<f64>) {
 impl Normalizer {
     /// Fits on the training set: `per_image` as in the paper (each image /255, its own mean removed, L2 norm
     /// scaled to `norm`, 150 in the paper; without it, only /255). Then per-pixel mean and population std of
-    /// the training set after that step, computed in f64; a pixel whose std < 1e-6 gets std 1. An empty
-    /// training set gives mean 0 and std 1.
+    /// the training set after that step, computed in f64, each std floored at [`STD_FLOOR_FRACTION`] of the
+    /// mean std (1 when every pixel is constant). An empty training set gives mean 0 and std 1.
     pub fn fit(train: &Dataset, per_image: bool, norm: f32) -> Normalizer {
         let n_px = train.h * train.w;
         let n = train.len();
@@ -63,15 +73,28 @@ impl Normalizer {
         shift.resize(n_px, 0.0);
         let nf = n.max(1) as f64;
         let mut mean = Vec::with_capacity(n_px);
-        let mut std = Vec::with_capacity(n_px);
+        let mut sds = Vec::with_capacity(n_px);
         for ((&s, &q), &k) in sum.iter().zip(&sum_sq).zip(&shift) {
             let d = s / nf;
-            let var = (q / nf - d * d).max(0.0);
-            let sd = var.sqrt();
             mean.push((k + d) as f32);
-            std.push(if sd < MIN_STD { 1.0 } else { sd as f32 });
+            sds.push((q / nf - d * d).max(0.0).sqrt());
         }
-        Normalizer { h: train.h, w: train.w, per_image, norm, mean, std }
+        if n == 0 {
+            return Normalizer {
+                h: train.h,
+                w: train.w,
+                per_image,
+                norm,
+                mean,
+                std: vec![1.0; n_px],
+                std_floor: None,
+            };
+        }
+        let mean_sd = sds.iter().sum::<f64>() / n_px.max(1) as f64;
+        // A set of constant images has nothing to scale by: its pixels are only centred.
+        let floor = if mean_sd > 0.0 { STD_FLOOR_FRACTION * mean_sd } else { 1.0 };
+        let std = sds.iter().map(|&sd| sd.max(floor) as f32).collect();
+        Normalizer { h: train.h, w: train.w, per_image, norm, mean, std, std_floor: Some(floor as f32) }
     }
 
     /// One raw image (`h * w` intensities 0..=255) → standardized. Panics if the length is not `h * w`.

@@ -109,6 +109,19 @@ fn plan(config: &NetConfig, train: &Dataset) -> (u64, u64) {
     (spe, total)
 }
 
+/// How the training batches of `config` are cut: its batch size, crops of its input size,
+/// augmented unless the augmentation is the identity (`--no-augment`), seeded by its seed.
+pub fn batch_spec(config: &NetConfig) -> batch::BatchSpec {
+    let t = &config.train;
+    batch::BatchSpec {
+        batch: t.batch,
+        out_h: config.input_size,
+        out_w: config.input_size,
+        augment: (!t.augment.is_identity()).then_some(t.augment),
+        seed: t.seed,
+    }
+}
+
 /// Everything about `config` and the data that can be refused before the GPU is touched.
 fn check_inputs(config: &NetConfig, source: &DataSource, train: &Dataset) -> Result<Net, TrainError> {
     config.train.validate().map_err(|e| TrainError::Input(e.to_string()))?;
@@ -297,14 +310,8 @@ pub fn run(
         resumed.as_ref().map(|c| c.step),
     );
     let mut log = TrainLog::open(out, resumed.as_ref().map(|c| c.step))?;
-    let spec = batch::BatchSpec {
-        batch: t.batch,
-        out_h: config.input_size,
-        out_w: config.input_size,
-        augment: (!t.augment.is_identity()).then_some(t.augment),
-        seed: t.seed,
-    };
     let labels = Arc::new(train.labels.clone());
+    let spec = batch_spec(config);
     let batches =
         batch::spawn(train_x, labels, train.h, train.w, spec, start, end, t.loader_threads.max(1), 4);
     let bar = progress_bar(opts.progress, total, start);
