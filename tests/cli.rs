@@ -340,3 +340,22 @@ fn no_augment_and_noise_std_reach_the_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("--noise-std -1 must be a finite number >= 0"), "{:?}", text(&o));
 }
+
+/// `DLSVM_SHADER_DIR` compiles the WGSL found there instead of the built-in copies: a fill kernel
+/// broken on purpose there makes `dlsvm check` fail, the built-in one passes.
+#[test]
+fn shader_dir_replaces_the_built_in_shaders_and_check_catches_a_broken_one() {
+    let dir = TempDir::new("shaderdir");
+    let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    std::fs::copy(shaders.join("common.wgsl"), dir.join("common.wgsl")).unwrap();
+    let fill = std::fs::read_to_string(shaders.join("fill.wgsl")).unwrap();
+    let broken = fill.replace("out[i] = p.value;", "out[i] = p.value + 1e-3;");
+    assert_ne!(broken, fill, "the mutation applies");
+    dir.write("fill.wgsl", broken);
+    let env = [("DLSVM_SHADER_DIR", dir.to_str().unwrap())];
+    let o = dlsvm(&["check", "--filter", "fill"], &env);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("fill") && out.contains("FAIL"), "{out}");
+    assert_eq!(dlsvm(&["check", "--filter", "fill"], &[]).status.code(), Some(0));
+}

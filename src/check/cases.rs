@@ -510,12 +510,20 @@ pub fn dropout_case(
 
 /// Softmax cross-entropy (scale 1/n) on logits from `input.a` (`Scaled(80.0)` probes overflow,
 /// `Extreme { limit: 80.0, .. }` puts exact ±80 next to zeros and tiny logits); every third row
-/// has its largest logit last. The allowance's absolute term grows with the logits' magnitude.
+/// (from row 1) has its largest logit last, every third (from row 2) a last logit of +magnitude
+/// far above the rest (at -magnitude/2 and below): a kernel that leaves the last logit out of the
+/// row maximum overflows there. The allowance's absolute term grows with the logits' magnitude.
 pub fn softmax_case(gpu: &Gpu, n: usize, k: usize, input: Input) -> Result<CaseReport, GpuError> {
     let scale = input.a.magnitude();
     let mut rng = Rng::new(input.seed);
     let mut z = input.a.draw(&mut rng, n * k);
     max_last(&mut z, n, k);
+    for r in (2..n).step_by(3).filter(|_| k > 1) {
+        for j in 0..k - 1 {
+            z[r * k + j] = -(scale * rng.range(0.5, 1.0)) as f32;
+        }
+        z[r * k + k - 1] = scale as f32;
+    }
     let y = labels(&mut rng, n, k);
     let (tz, ty) = (up(gpu, &z)?, up(gpu, &y)?);
     let tloss = poisoned(gpu, n, DType::F32)?;

@@ -25,6 +25,11 @@ impl Spec {
     }
 }
 
+/// A folder of WGSL files (named like shaders/: `common.wgsl`, `<shader name>.wgsl`) to compile
+/// instead of the built-in sources: edit a shader and rerun `dlsvm check` or the kernel tests
+/// without rebuilding. For development only.
+pub const SHADER_DIR_ENV: &str = "DLSVM_SHADER_DIR";
+
 /// The WGSL prelude every shader is compiled with: the params structs, the epilogue, index and
 /// reduction helpers (shaders/common.wgsl).
 pub const PRELUDE: &str = include_str!("../../shaders/common.wgsl");
@@ -75,9 +80,25 @@ impl ShaderDef {
             .map(|e| (e.1, e.2))
             .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
     }
-    /// Full source for `spec`: the specialization constants, the prelude, the file.
+    /// Full source for `spec`: the specialization constants, the prelude, the file. With
+    /// [`SHADER_DIR_ENV`] set, the prelude and the file are read from that folder instead of the
+    /// copies built into the binary (an unreadable file falls back to the built-in one, with a
+    /// warning).
     pub fn source_with(&self, spec: &Spec) -> String {
-        format!("// specialization\n{}\n{PRELUDE}\n// {}.wgsl\n{}", spec.header(), self.name, self.source)
+        let (prelude, source) = match std::env::var_os(SHADER_DIR_ENV) {
+            Some(dir) => {
+                let read = |file: &str, builtin: &'static str| {
+                    let path = std::path::Path::new(&dir).join(file);
+                    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                        eprintln!("dlsvm: warning: {}: {e}; using the built-in {file}", path.display());
+                        builtin.to_string()
+                    })
+                };
+                (read("common.wgsl", PRELUDE), read(&format!("{}.wgsl", self.name), self.source))
+            }
+            None => (PRELUDE.to_string(), self.source.to_string()),
+        };
+        format!("// specialization\n{}\n{prelude}\n// {}.wgsl\n{source}", spec.header(), self.name)
     }
 }
 

@@ -426,7 +426,7 @@ pub fn preset(name: &str) -> Option<NetConfig> {
         ]
     };
     match name {
-        // DESIGN.md §2, exactly.
+        // The paper's FER network exactly (docs/DESIGN.md §7).
         "fer" => Some(NetConfig {
             name: "fer".into(),
             image_size: 48,
