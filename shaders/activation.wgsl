@@ -10,6 +10,11 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
+// ---- relu_bwd: inputs the forward's output, dy; output dx
+@group(0) @binding(1) var<storage, read> relu_out: array<f32>;
+@group(0) @binding(2) var<storage, read> dy: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
 fn mix32(v: u32) -> u32 {
     var h = v;
     h ^= h >> 16u;
@@ -43,11 +48,6 @@ fn dropout(id: Ids) {
         y[i] = select(0.0, x[i] * p.scale, keep(i));
     }
 }
-
-// ---- relu_bwd: inputs the forward's output, dy; output dx
-@group(0) @binding(1) var<storage, read> relu_out: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 @compute @workgroup_size(WG, 1, 1)
 fn relu_bwd(id: Ids) {

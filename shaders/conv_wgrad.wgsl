@@ -18,41 +18,6 @@ fn in_image(iy: i32, ix: i32) -> bool {
     return iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
 }
 
-// Direct: one workgroup per weight; its WG invocations split the reduction and combine it in
-// workgroup memory. The fallback and oracle.
-
-@compute @workgroup_size(WG, 1, 1)
-fn conv_bwd_weight(id: Ids) {
-    let widx = group_index(id);
-    let total = p.cout * p.cin * p.kh * p.kw;
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
-    if (widx >= total) {
-        return;
-    }
-    let kx = widx % p.kw;
-    let ky = (widx / p.kw) % p.kh;
-    let ci = (widx / (p.kw * p.kh)) % p.cin;
-    let co = widx / (p.kw * p.kh * p.cin);
-    let plane = p.oh * p.ow;
-    let count = p.n * plane;
-    var acc = 0.0;
-    for (var r = id.local.x; r < count; r += WG) {
-        let ox = r % p.ow;
-        let oy = (r / p.ow) % p.oh;
-        let b = r / plane;
-        let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
-        let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
-        if (in_image(iy, ix)) {
-            let g = dy[((b * p.cout + co) * p.oh + oy) * p.ow + ox];
-            acc += g * x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-        }
-    }
-    let sum = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
-        dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
-    }
-}
-
 // Backward weight as a split-K implicit GEMM: dW[co, col] with col = (ci * kh + ky) * kw + kx is
 // dY[co, (b, oy, ox)] · X[(b, oy, ox), col]. Each invocation computes a 4 x 4 block (4 output
 // channels x 4 columns) over one slice of `spp` batch samples: per output position it loads 4
@@ -198,5 +163,40 @@ fn conv_bwd_weight_rows(id: Ids) {
                 dw[base + kx] = acc[j * KW + kx];
             }
         }
+    }
+}
+
+// Direct: one workgroup per weight; its WG invocations split the reduction and combine it in
+// workgroup memory. The fallback and oracle.
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight(id: Ids) {
+    let widx = group_index(id);
+    let total = p.cout * p.cin * p.kh * p.kw;
+    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
+    if (widx >= total) {
+        return;
+    }
+    let kx = widx % p.kw;
+    let ky = (widx / p.kw) % p.kh;
+    let ci = (widx / (p.kw * p.kh)) % p.cin;
+    let co = widx / (p.kw * p.kh * p.cin);
+    let plane = p.oh * p.ow;
+    let count = p.n * plane;
+    var acc = 0.0;
+    for (var r = id.local.x; r < count; r += WG) {
+        let ox = r % p.ow;
+        let oy = (r / p.ow) % p.oh;
+        let b = r / plane;
+        let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+        let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
+        if (in_image(iy, ix)) {
+            let g = dy[((b * p.cout + co) * p.oh + oy) * p.ow + ox];
+            acc += g * x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
+        }
+    }
+    let sum = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
     }
 }

@@ -14,6 +14,11 @@
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> argmax: array<i32>;
 
+// ---- pool_bwd, pool_bwd_pass: inputs dy, the forward's argmax; output dx
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> fwd_argmax: array<i32>;
+@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+
 // The in-image window of output (oy, ox): rows [x, y), columns [z, w).
 fn window(oy: u32, ox: u32) -> vec4<u32> {
     return vec4<u32>(
@@ -31,11 +36,11 @@ fn window_size(r: vec4<u32>) -> f32 {
 
 @compute @workgroup_size(WG, 1, 1)
 fn pool_fwd(id: Ids) {
-    let o = thread_index(id, WG);
-    let at = plane_pos(o, p.planes, p.oh, p.ow);
+    let at = plane_pos(thread_index(id, WG), p.planes, p.oh, p.ow);
     if (at.w == 0u) {
         return;
     }
+    let o = (at.x * p.oh + at.y) * p.ow + at.z;
     let r = window(at.y, at.z);
     let base = at.x * p.h * p.w;
     // Max: the first maximum wins (arg < 0 until the first element); average: the sum.
@@ -60,17 +65,11 @@ fn pool_fwd(id: Ids) {
     }
 }
 
-// ---- pool_bwd, pool_bwd_pass: inputs dy, the forward's argmax; output dx
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(2) var<storage, read> fwd_argmax: array<i32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
-
 // Gather: one invocation per input element, adding the gradients of the windows that cover it
 // (max: only those whose argmax it is; average: dy / count). The fallback and oracle.
 @compute @workgroup_size(WG, 1, 1)
 fn pool_bwd(id: Ids) {
-    let i = thread_index(id, WG);
-    let at = plane_pos(i, p.planes, p.h, p.w);
+    let at = plane_pos(thread_index(id, WG), p.planes, p.h, p.w);
     if (at.w == 0u) {
         return;
     }
@@ -88,7 +87,7 @@ fn pool_bwd(id: Ids) {
             }
         }
     }
-    dx[i] = acc;
+    dx[(at.x * p.h + at.y) * p.w + at.z] = acc;
 }
 
 // By passes (dx zeroed first by fill.wgsl): outputs whose rows differ by a multiple of

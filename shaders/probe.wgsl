@@ -10,6 +10,10 @@
 @group(0) @binding(1) var<storage, read> seeds: array<f32>;
 @group(0) @binding(2) var<storage, read_write> sink: array<f32>;
 
+// ---- copy_probe: input src; output dst (vec4 elements)
+@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
+
 @compute @workgroup_size(WG, 1, 1)
 fn fma_probe(id: Ids) {
     let i = thread_index(id, WG);
@@ -34,10 +38,6 @@ fn fma_probe(id: Ids) {
     }
     sink[i] = s.x + s.y + s.z + s.w;
 }
-
-// ---- copy_probe: input src; output dst (vec4 elements)
-@group(0) @binding(1) var<storage, read> src: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> dst: array<vec4<f32>>;
 
 @compute @workgroup_size(WG, 1, 1)
 fn copy_probe(id: Ids) {

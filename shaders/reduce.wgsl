@@ -10,6 +10,17 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
+// ---- argmax_rows: input scores [n, k]; output pred (the first maximum of each row)
+@group(0) @binding(1) var<storage, read> scores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> pred: array<i32>;
+
+// ---- count_correct: inputs predicted, labels; output count[1]: rows with a label >= 0 equal to
+// their prediction (added to count[0] with FLAG_ACC). One workgroup. The per-invocation counts
+// are summed as f32, exact for the at most 2^24 rows the host allows.
+@group(0) @binding(1) var<storage, read> predicted: array<i32>;
+@group(0) @binding(2) var<storage, read> labels: array<i32>;
+@group(0) @binding(3) var<storage, read_write> count: array<u32>;
+
 // One workgroup: out[0] = sum of x[0..n).
 @compute @workgroup_size(WG, 1, 1)
 fn sum_all(id: Ids) {
@@ -57,10 +68,6 @@ fn channel_sum(id: Ids) {
     }
 }
 
-// ---- argmax_rows: input scores [n, k]; output pred (the first maximum of each row)
-@group(0) @binding(1) var<storage, read> scores: array<f32>;
-@group(0) @binding(2) var<storage, read_write> pred: array<i32>;
-
 @compute @workgroup_size(WG, 1, 1)
 fn argmax_rows(id: Ids) {
     let r = thread_index(id, WG);
@@ -79,13 +86,6 @@ fn argmax_rows(id: Ids) {
     }
     pred[r] = i32(arg);
 }
-
-// ---- count_correct: inputs predicted, labels; output count[1]: rows with a label >= 0 equal to
-// their prediction (added to count[0] with FLAG_ACC). One workgroup. The per-invocation counts
-// are summed as f32, exact for the at most 2^24 rows the host allows.
-@group(0) @binding(1) var<storage, read> predicted: array<i32>;
-@group(0) @binding(2) var<storage, read> labels: array<i32>;
-@group(0) @binding(3) var<storage, read_write> count: array<u32>;
 
 @compute @workgroup_size(WG, 1, 1)
 fn count_correct(id: Ids) {
