@@ -138,50 +138,52 @@ fn preset_nets() -> Vec<Net> {
         .collect()
 }
 
-/// Every convolution of the presets at batch `n`, named by preset and layer.
-pub fn preset_convs(n: usize) -> Vec<(String, Conv2dShape)> {
+/// `pick` applied to every (index, layer) of every preset's resolved layer list; what it keeps is
+/// named `<preset> layer <index> <kind>`.
+fn from_presets<S>(pick: impl Fn(usize, &Layer) -> Option<(&'static str, S)>) -> Vec<(String, S)> {
     let mut v = Vec::new();
     for net in preset_nets() {
         for (i, l) in net.layers.iter().enumerate() {
-            if let Layer::Conv { shape, .. } = l {
-                v.push((format!("{} layer {i} conv", net.config.name), Conv2dShape { n, ..*shape }));
+            if let Some((kind, s)) = pick(i, l) {
+                v.push((format!("{} layer {i} {kind}", net.config.name), s));
             }
         }
     }
     v
 }
 
-/// Every pooling layer of the presets at batch `n`, with whether it is a max pool.
+/// Every convolution of the presets at batch `n`, named by preset and layer.
+pub fn preset_convs(n: usize) -> Vec<(String, Conv2dShape)> {
+    from_presets(|_, l| match l {
+        Layer::Conv { shape, .. } => Some(("conv", Conv2dShape { n, ..*shape })),
+        _ => None,
+    })
+}
+
+/// Every pooling layer of the presets at batch `n`, named by preset, layer and kind.
 pub fn preset_pools(n: usize) -> Vec<(String, Pool2dShape)> {
-    let mut v = Vec::new();
-    for net in preset_nets() {
-        for (i, l) in net.layers.iter().enumerate() {
-            let (kind, shape) = match l {
-                Layer::MaxPool { shape } => ("max_pool", shape),
-                Layer::AvgPool { shape } => ("avg_pool", shape),
-                _ => continue,
-            };
-            v.push((format!("{} layer {i} {kind}", net.config.name), Pool2dShape { n, ..*shape }));
-        }
-    }
-    v
+    from_presets(|_, l| match l {
+        Layer::MaxPool { shape } => Some(("max_pool", Pool2dShape { n, ..*shape })),
+        Layer::AvgPool { shape } => Some(("avg_pool", Pool2dShape { n, ..*shape })),
+        _ => None,
+    })
 }
 
 /// The three GEMMs of every fc layer of the presets at batch `n`: forward (NT), backward data
 /// (NN, not for the first layer, whose input needs no gradient) and weight gradient (TN).
 pub fn preset_gemms(n: usize) -> Vec<(String, GemmShape)> {
+    let fcs = from_presets(|i, l| match *l {
+        Layer::Fc { inp, out, .. } => Some(("fc", (i, inp, out))),
+        _ => None,
+    });
     let mut v = Vec::new();
-    for net in preset_nets() {
-        for (i, l) in net.layers.iter().enumerate() {
-            if let Layer::Fc { inp, out, .. } = *l {
-                let name = format!("{} layer {i} fc", net.config.name);
-                v.push((format!("{name} forward"), GemmShape::new(n, out, inp, Trans::NT)));
-                if i > 0 {
-                    v.push((format!("{name} backward data"), GemmShape::new(n, inp, out, Trans::NN)));
-                }
-                v.push((format!("{name} weight gradient"), GemmShape::new(out, inp, n, Trans::TN)));
-            }
+    for (name, (i, inp, out)) in fcs {
+        let [fwd, data, weight] = fc_gemms(n, inp, out);
+        v.push((format!("{name} forward"), fwd));
+        if i > 0 {
+            v.push((format!("{name} backward data"), data));
         }
+        v.push((format!("{name} weight gradient"), weight));
     }
     v
 }
