@@ -343,9 +343,6 @@ fn evaluate(
     out: Option<&Path>,
     json: bool,
 ) -> Result<u8, Failure> {
-    if tta == 0 {
-        return Err(Failure::input("--tta must be at least 1"));
-    }
     let gpu = Gpu::new(adapter)?;
     let models = paths.iter().map(|p| Model::load(&gpu, p, 128)).collect::<Result<Vec<_>, _>>()?;
     let first = &models[0].checkpoint;

@@ -94,6 +94,24 @@ impl Cases {
     }
 }
 
+impl Cases {
+    /// [`Cases::add`] for a case on the named shape `name`: its report's shape starts with the name.
+    fn named(
+        &mut self,
+        row: String,
+        name: &str,
+        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
+    ) {
+        let name = name.to_string();
+        self.add(row, move |g, sd| {
+            run(g, sd).map(|mut r| {
+                r.shape = format!("{name}: {}", r.shape);
+                r
+            })
+        });
+    }
+}
+
 /// Every case of `dlsvm check`.
 pub fn suite() -> Vec<SuiteCase> {
     let mut c = Cases { cases: Vec::new(), seed: 1 };
@@ -103,60 +121,66 @@ pub fn suite() -> Vec<SuiteCase> {
     for t in Trans::ALL {
         for v in GemmVariant::all() {
             let row = format!("gemm_{} {}", t.name(), v.name());
-            for (_, (m, n, k), flags) in gemm_shapes() {
+            for (name, (m, n, k), flags) in gemm_shapes() {
                 let s = GemmShape::new(m, n, k, t);
-                c.add(row.clone(), move |g, sd| gemm_case(g, s, v, flags, Input::unit(sd)));
+                c.named(row.clone(), &name, move |g, sd| gemm_case(g, s, v, flags, Input::unit(sd)));
             }
         }
     }
-    for (_, s) in preset_gemms(2).into_iter().chain(preset_gemms(PRESET_BATCH)) {
+    for (name, s) in preset_gemms(2).into_iter().chain(preset_gemms(PRESET_BATCH)) {
         let v = GemmVariant::DEFAULT;
-        c.add(format!("gemm_{} {}", s.trans.name(), v.name()), move |g, sd| {
+        c.named(format!("gemm_{} {}", s.trans.name(), v.name()), &name, move |g, sd| {
             gemm_case(g, s, v, Flags::NONE, Input::unit(sd))
         });
     }
 
     // Convolution: every direction and variant on the named shapes; the presets' layers at a
     // realistic batch with the variants training uses.
-    for (_, s) in conv_shapes() {
+    for (name, s) in conv_shapes() {
         for v in ConvFwdVariant::all() {
-            c.add(format!("conv2d fwd {}", v.name()), move |g, sd| {
+            c.named(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
                 conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
             });
         }
-        c.add("conv2d bwd_data".into(), move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        c.named("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
         for v in ConvBwdWeightVariant::all() {
-            c.add(format!("conv2d bwd_weight {}", v.name()), move |g, sd| {
+            c.named(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
                 conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
             });
         }
-        c.add("conv2d bwd_bias".into(), move |g, sd| conv_bwd_bias_case(g, s, false, Input::unit(sd)));
+        c.named("conv2d bwd_bias".into(), &name, move |g, sd| {
+            conv_bwd_bias_case(g, s, false, Input::unit(sd))
+        });
     }
-    for (_, s) in preset_convs(PRESET_BATCH) {
+    for (name, s) in preset_convs(PRESET_BATCH) {
         let (fwd, wgrad) = (ConvFwdVariant::DEFAULT, ConvBwdWeightVariant::DEFAULT);
-        c.add(format!("conv2d fwd {}", fwd.name()), move |g, sd| {
+        c.named(format!("conv2d fwd {}", fwd.name()), &name, move |g, sd| {
             conv_fwd_case(g, s, fwd, Flags::BIAS_RELU, Input::unit(sd))
         });
-        c.add("conv2d bwd_data".into(), move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
-        c.add(format!("conv2d bwd_weight {}", wgrad.name()), move |g, sd| {
+        c.named("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        c.named(format!("conv2d bwd_weight {}", wgrad.name()), &name, move |g, sd| {
             conv_bwd_weight_case(g, s, wgrad, false, Input::unit(sd))
         });
-        c.add("conv2d bwd_bias".into(), move |g, sd| conv_bwd_bias_case(g, s, false, Input::unit(sd)));
+        c.named("conv2d bwd_bias".into(), &name, move |g, sd| {
+            conv_bwd_bias_case(g, s, false, Input::unit(sd))
+        });
     }
 
     // Pooling: every direction and variant, on tie-free inputs and on inputs full of ties.
     let pools = pool_shapes().into_iter().chain(preset_pools(PRESET_BATCH));
-    for (_, s) in pools {
+    for (name, s) in pools {
         for values in [Values::Unit, Values::Ties] {
             let input = move |sd| Input { seed: sd, a: values, b: Values::Unit };
-            c.add("maxpool fwd".into(), move |g, sd| maxpool_fwd_case(g, s, input(sd)));
+            c.named("maxpool fwd".into(), &name, move |g, sd| maxpool_fwd_case(g, s, input(sd)));
             for v in PoolBwdVariant::all() {
-                c.add(format!("maxpool bwd {}", v.name()), move |g, sd| maxpool_bwd_case(g, s, v, input(sd)));
+                c.named(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
+                    maxpool_bwd_case(g, s, v, input(sd))
+                });
             }
         }
-        c.add("avgpool fwd".into(), move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
+        c.named("avgpool fwd".into(), &name, move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
         for v in PoolBwdVariant::all() {
-            c.add(format!("avgpool bwd {}", v.name()), move |g, sd| {
+            c.named(format!("avgpool bwd {}", v.name()), &name, move |g, sd| {
                 avgpool_bwd_case(g, s, v, Input::unit(sd))
             });
         }
