@@ -1,9 +1,10 @@
 // GEMM: C[M,N] = op(A) · op(B) (+ bias[N]) (+ C) (then ReLU), every M, N, K.
 //
-// Specialization (prepended by the host): TRANS_A, TRANS_B (bool); for gemm_tiled also the
-// workgroup shape WX x WY and the register block TM x TN (each invocation computes TM x TN outputs,
-// rows strided by WY and columns strided by WX so neighbouring invocations touch neighbouring
-// columns of B and C: coalesced loads and stores).
+// Specialization (prepended by the host): TRANS_A, TRANS_B (bool); for gemm_tiled and gemm_shared
+// also the workgroup shape WX x WY and the register block TM x TN (each invocation computes TM x TN
+// outputs, rows strided by WY and columns strided by WX so neighbouring invocations touch
+// neighbouring columns of B and C: coalesced loads and stores); for gemm_shared the K-step BK of
+// its workgroup-memory tiles (BM = WY·TM, BN = WX·TN; the other kernels get small placeholders).
 //
 // Storage: A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), row-major.
 // Bindings: params; inputs a, b, bias; output c.
@@ -86,6 +87,82 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
         let i = row0 + r * WY;
         for (var t = 0u; t < TN; t++) {
             let j = col0 + t * WX;
+            if (i < p.m && j < p.n) {
+                finish(i, j, acc[r * TN + t]);
+            }
+        }
+    }
+}
+
+// Workgroup-tiled, for GPUs: a WX x WY workgroup computes a BM x BN tile of C (BM = WY·TM,
+// BN = WX·TN). Per BK-step of K it stages A's BM x BK and B's BK x BN sub-tiles in workgroup
+// memory (loaded cooperatively along each operand's contiguous dimension: coalesced), then every
+// invocation reads its TM rows of A and TN columns of B from there for TM·TN multiply-adds per
+// k. Global traffic per multiply-add: (BM + BN)/(BM·BN) loads; workgroup-memory traffic: (TM +
+// TN)/(TM·TN). Rows strided by WY and columns by WX, as in gemm_tiled. Any M, N, K: loads past an
+// edge read a clamped address and store zero; stores are guarded.
+var<workgroup> a_tile: array<f32, BK * BM>;
+var<workgroup> b_tile: array<f32, BK * BN>;
+
+@compute @workgroup_size(WX, WY, 1)
+fn gemm_shared(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    let threads = WX * WY;
+    var acc: array<f32, TM * TN>;
+    var av: array<f32, TM>;
+    var bv: array<f32, TN>;
+    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+        // A's tile as [kk][row]: read along K for A[M,K], along M for A[K,M].
+        for (var e = li; e < BM * BK; e += threads) {
+            var r = e / BK;
+            var kk = e % BK;
+            if (TRANS_A) {
+                r = e % BM;
+                kk = e / BM;
+            }
+            let gi = row0 + r;
+            let gk = k0 + kk;
+            let v = a_at(min(gi, p.m - 1u), min(gk, p.k - 1u));
+            a_tile[kk * BM + r] = select(0.0, v, gi < p.m && gk < p.k);
+        }
+        // B's tile as [kk][col]: read along N for B[K,N], along K for B[N,K].
+        for (var e = li; e < BK * BN; e += threads) {
+            var kk = e / BN;
+            var cc = e % BN;
+            if (TRANS_B) {
+                cc = e / BK;
+                kk = e % BK;
+            }
+            let gj = col0 + cc;
+            let gk = k0 + kk;
+            let v = b_at(min(gk, p.k - 1u), min(gj, p.n - 1u));
+            b_tile[kk * BN + cc] = select(0.0, v, gj < p.n && gk < p.k);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var r = 0u; r < TM; r++) {
+                av[r] = a_tile[kk * BM + lid.y + r * WY];
+            }
+            for (var t = 0u; t < TN; t++) {
+                bv[t] = b_tile[kk * BN + lid.x + t * WX];
+            }
+            for (var r = 0u; r < TM; r++) {
+                for (var t = 0u; t < TN; t++) {
+                    acc[r * TN + t] += av[r] * bv[t];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < TM; r++) {
+        let i = row0 + lid.y + r * WY;
+        for (var t = 0u; t < TN; t++) {
+            let j = col0 + lid.x + t * WX;
             if (i < p.m && j < p.n) {
                 finish(i, j, acc[r * TN + t]);
             }

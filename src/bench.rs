@@ -493,7 +493,7 @@ pub fn format_row(r: &BenchRow) -> String {
     };
     let status = if r.status == "ok" { String::new() } else { format!("  {}", r.status) };
     format!(
-        "{:<18} {:<16} {:<38} {:>10.3} ms {rate} {:>6.1}%{status}",
+        "{:<18} {:<20} {:<38} {:>10.3} ms {rate} {:>6.1}%{status}",
         r.name, r.variant, r.shape, r.median_ms, r.pct_of_ceiling
     )
 }
@@ -511,7 +511,7 @@ pub fn table(rep: &BenchReport) -> String {
         rep.ceilings.copy_gbps
     );
     s.push_str(&format!(
-        "{:<18} {:<16} {:<38} {:>13} {:>16} {:>7}\n",
+        "{:<18} {:<20} {:<38} {:>13} {:>16} {:>7}\n",
         "kernel", "variant", "shape", "median", "rate", "of ceil"
     ));
     for r in &rep.rows {

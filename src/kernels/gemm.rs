@@ -24,6 +24,10 @@ pub enum GemmVariant {
     /// reading A and B as vec4 (shaders/gemm4.wgsl). Used where the shape is vec4-aligned
     /// ([`vec4_aligned`]); other shapes fall back to [`GemmVariant::TILED`].
     Vec4 { wx: u32, wy: u32, tm: u32, tv: u32 },
+    /// Workgroup-memory tiles for GPUs: `wx x wy` invocations compute a `(wy·tm) x (wx·tn)` tile
+    /// of C, staging `bk`-deep tiles of A and B in workgroup memory (shaders/gemm.wgsl's
+    /// `gemm_shared`). Any shape.
+    Shared { wx: u32, wy: u32, tm: u32, tn: u32, bk: u32 },
 }
 
 /// Whether `s` can be read as vec4: the dimension A and B are contiguous along is a multiple of 4
@@ -50,6 +54,12 @@ impl GemmVariant {
             GemmVariant::DEFAULT,
             GemmVariant::Vec4 { wx: 8, wy: 8, tm: 8, tv: 1 },
             GemmVariant::Vec4 { wx: 16, wy: 4, tm: 4, tv: 1 },
+            // 64x64x8, 128x64x16, 32x32x8 and 32x64x8 tiles: 4, 12, 2 and 3 KiB of workgroup
+            // memory; the last with a 16x8 workgroup (rows and columns strided differently).
+            GemmVariant::Shared { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 },
+            GemmVariant::Shared { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16 },
+            GemmVariant::Shared { wx: 16, wy: 16, tm: 2, tn: 2, bk: 8 },
+            GemmVariant::Shared { wx: 16, wy: 8, tm: 4, tn: 4, bk: 8 },
         ]
     }
 
@@ -58,13 +68,19 @@ impl GemmVariant {
             GemmVariant::Naive => "naive".into(),
             GemmVariant::Tiled { wx, wy, tm, tn } => format!("tiled{wx}x{wy}r{tm}x{tn}"),
             GemmVariant::Vec4 { wx, wy, tm, tv } => format!("vec4_{wx}x{wy}r{tm}x{}", tv * 4),
+            GemmVariant::Shared { wx, wy, tm, tn, bk } => {
+                format!("shared{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
+            }
         }
     }
 
     fn spec(&self, trans: Trans) -> Spec {
-        let (wx, wy, tm, tn) = match *self {
-            GemmVariant::Naive => (16, 16, 1, 1),
-            GemmVariant::Tiled { wx, wy, tm, tn } => (wx, wy, tm, tn),
+        // gemm.wgsl's workgroup tiles are declared for every kernel of the file: placeholders of 4
+        // where the kernel does not use them.
+        let (wx, wy, tm, tn, bm, bn, bk) = match *self {
+            GemmVariant::Naive => (16, 16, 1, 1, 4, 4, 4),
+            GemmVariant::Tiled { wx, wy, tm, tn } => (wx, wy, tm, tn, 4, 4, 4),
+            GemmVariant::Shared { wx, wy, tm, tn, bk } => (wx, wy, tm, tn, wy * tm, wx * tn, bk),
             GemmVariant::Vec4 { wx, wy, tm, tv } => {
                 return Spec::new()
                     .b("TRANS_A", trans.a_transposed())
@@ -82,6 +98,9 @@ impl GemmVariant {
             .u("WY", wy)
             .u("TM", tm)
             .u("TN", tn)
+            .u("BM", bm)
+            .u("BN", bn)
+            .u("BK", bk)
     }
 
     /// Output tile (rows, columns) of one workgroup.
@@ -90,6 +109,7 @@ impl GemmVariant {
             GemmVariant::Naive => (16, 16),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
             GemmVariant::Vec4 { wx, wy, tm, tv } => (wy * tm, wx * tv * 4),
+            GemmVariant::Shared { wx, wy, tm, tn, .. } => (wy * tm, wx * tn),
         }
     }
 
@@ -120,7 +140,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     name: "gemm",
     source: include_str!("../../shaders/gemm.wgsl"),
     params: ParamsDecl::of::<GemmParams>(),
-    entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1)],
+    entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1), ("gemm_shared", 3, 1)],
     specs,
     unchecked: true,
 };
@@ -166,6 +186,7 @@ pub fn gemm(
     let (shader, entry) = match variant {
         GemmVariant::Naive => (&SHADER, "gemm_naive"),
         GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
+        GemmVariant::Shared { .. } => (&SHADER, "gemm_shared"),
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
     };
     gpu.prepare(&op, shader, entry, &variant.spec(s.trans), &[a, b, bias], &[c], &params, groups)
