@@ -359,3 +359,21 @@ fn shader_dir_replaces_the_built_in_shaders_and_check_catches_a_broken_one() {
     assert!(out.contains("fill") && out.contains("FAIL"), "{out}");
     assert_eq!(dlsvm(&["check", "--filter", "fill"], &[]).status.code(), Some(0));
 }
+
+/// With WebGPU's default limits (what a browser gives) every kernel still passes its check and a
+/// training run completes; `info` reports the limits the device was opened with.
+#[test]
+fn webgpu_default_limits_run_the_check_and_a_training_step() {
+    let env = [("DLSVM_LIMITS", "webgpu")];
+    let o = dlsvm(&["info", "--json"], &env);
+    let v: serde_json::Value = serde_json::from_str(text(&o).0.trim()).expect("info --json");
+    assert_eq!(v["limits"]["max_storage_buffer_binding_size"], 134_217_728, "{v}");
+    assert_eq!(v["limits"]["max_buffer_size"], 268_435_456, "{v}");
+    let o = dlsvm(&["check", "--filter", "gemm_nn vec4"], &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let dir = TempDir::new("webgpu");
+    let out = dir.join("run");
+    let args = ["train", "--synth-count", "40", "--batch", "8", "--steps", "2", "--json", "--out"];
+    let o = dlsvm(&[&args[..], &[out.to_str().unwrap()]].concat(), &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}

@@ -126,6 +126,12 @@ impl std::fmt::Display for AdapterReport {
     }
 }
 
+/// Set to `webgpu` to open the device with WebGPU's default limits (256 invocations and 16 KiB of
+/// workgroup memory per workgroup, 8 storage buffers per stage, 128 MiB per binding, 256 MiB per
+/// buffer, 65,535 workgroups per dimension) instead of the adapter's: what browsers and the weakest
+/// consumer GPUs give. CI runs the kernel tests this way.
+pub const LIMITS_ENV: &str = "DLSVM_LIMITS";
+
 /// The device, its queue, and the caches built on it.
 /// Set to 1 to compile every shader with naga's runtime bounds checks, including the kernels marked
 /// `unchecked` (a debugging aid and a second configuration the CI tests).
@@ -245,6 +251,10 @@ impl Gpu {
         req.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
         req.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
         req.max_buffer_size = have.max_buffer_size;
+        if std::env::var(LIMITS_ENV).is_ok_and(|v| v.trim() == "webgpu") {
+            // Exactly what a browser gives every page: the floor every kernel must work on.
+            req = wgpu::Limits::default().using_alignment(have.clone());
+        }
         let timestamps = adapter.features().contains(wgpu::Features::TIMESTAMP_QUERY);
         let mut features = wgpu::Features::empty();
         if timestamps {
