@@ -284,7 +284,8 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     }
     let gpu = Gpu::new(adapter)?;
     install_interrupt_handler();
-    let opts = RunOptions { out, resume: a.resume, progress: !a.json, fold: None, stop_after: None };
+    let opts =
+        RunOptions { out, resume: a.resume, progress: !a.json, fold: None, stop_after: None, plan: None };
     let Some(k) = a.folds else {
         let s = train::run(&gpu, &config, &source, train_set, source.test(), &opts)?;
         print_summary(&s, a.json);

@@ -826,6 +826,8 @@ fn tiny_checkpoint(path: &Path) -> Vec<u8> {
         total_steps: 10,
         params,
         velocity: Some(velocity),
+        plan: None,
+        adapter: None,
     };
     checkpoint::save(path, &ck).unwrap();
     let back = checkpoint::load(path).expect("the fuzz seed is a valid checkpoint");

@@ -37,7 +37,7 @@ fn small_config() -> NetConfig {
 }
 
 fn opts(out: PathBuf, resume: bool, stop_after: Option<u64>) -> RunOptions {
-    RunOptions { out, resume, progress: false, fold: None, stop_after }
+    RunOptions { out, resume, progress: false, fold: None, stop_after, plan: None }
 }
 
 #[test]
@@ -211,4 +211,48 @@ fn no_augment_gives_the_unaugmented_batch() {
     let diff = noisy.x.iter().zip(&plain.x).map(|(a, b)| (a - b) as f64).map(|d| d * d).sum::<f64>();
     let std = (diff / plain.x.len() as f64).sqrt();
     assert!((0.45..0.55).contains(&std), "noise std {std}");
+}
+
+/// A run records the kernel variant of every op (and its adapter) in its checkpoints; a resumed run
+/// keeps them whatever the caller (the tuner) would choose now, so it ends bit-equal to the
+/// uninterrupted run. The plan matters: the same run with other variants rounds differently.
+#[test]
+fn resume_keeps_the_recorded_variants_and_stays_bit_exact() {
+    use dlsvm::model::Plan;
+    let src = synth::source(160, 32, 11);
+    let cfg = small_config();
+    let p1 = Plan(
+        [("6.fc_fwd", "tiled16x16r4x4"), ("2.conv_weight", "split"), ("1.pool_bwd", "gather")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    let with = |out: &PathBuf, resume, stop, plan: &Plan| RunOptions {
+        plan: Some(plan.clone()),
+        ..opts(out.clone(), resume, stop)
+    };
+    let full = tmp("plan-full");
+    let a = run(&cfg, &src, with(&full, false, None, &p1)).unwrap();
+    assert_eq!(a.variants.0["6.fc_fwd"], "tiled16x16r4x4");
+    assert_eq!(
+        a.variants.0["8.fc_fwd"],
+        dlsvm::kernels::gemm::GemmVariant::DEFAULT.name(),
+        "the rest default"
+    );
+    let ck = checkpoint::load(&full.join("model.safetensors")).unwrap();
+    assert_eq!(ck.plan.as_ref(), Some(&a.variants));
+    assert!(ck.adapter.as_deref().is_some_and(|n| n.starts_with(&gpu().info.name)), "{:?}", ck.adapter);
+    // Stop at step 5, then resume asking for the defaults: the checkpoint's variants win.
+    let part = tmp("plan-part");
+    run(&cfg, &src, with(&part, false, Some(5), &p1)).unwrap();
+    let b = run(&cfg, &src, with(&part, true, None, &Plan::default())).unwrap();
+    assert_eq!(b.variants, a.variants);
+    let (wa, wb) = (ck.params, checkpoint::load(&part.join("model.safetensors")).unwrap().params);
+    let bits = |w: &Vec<Vec<f32>>| w.iter().flatten().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&wa), bits(&wb), "the resumed run differs from the uninterrupted one");
+    // The default variants round differently: without the recorded plan the resume would differ.
+    let other = tmp("plan-other");
+    run(&cfg, &src, with(&other, false, None, &Plan::default())).unwrap();
+    let wc = checkpoint::load(&other.join("model.safetensors")).unwrap().params;
+    assert_ne!(bits(&wa), bits(&wc), "the variants do not change the rounding: the test cannot fail");
 }

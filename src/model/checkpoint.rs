@@ -5,7 +5,8 @@
 //! momentum of each as `optim.layers.{i}.weight` / `optim.layers.{i}.bias`. Metadata (strings):
 //! `format` = `dlsvm-1`, `config` (the network and training config as TOML), `classes` (JSON list
 //! of class names), `normalizer` (JSON: per-image flag, norm, per-pixel mean and std), `step` (steps
-//! done), `total_steps`.
+//! done), `total_steps`; and, from runs that recorded them, `variants` (JSON: the kernel variant of
+//! each op, [`Plan`]) and `adapter` (the adapter and driver the run trained on).
 //!
 //! Writes are atomic: a temporary file in the same directory, fsync, rename, fsync of the
 //! directory. A failure at any point leaves the previous checkpoint untouched.
@@ -18,6 +19,7 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use super::config::NetConfig;
 use super::net::Net;
+use super::plan::Plan;
 use crate::data::normalize::Normalizer;
 
 pub const FORMAT: &str = "dlsvm-1";
@@ -33,6 +35,10 @@ pub struct Checkpoint {
     pub params: Vec<Vec<f32>>,
     /// SGD momentum, when saved for resuming.
     pub velocity: Option<Vec<Vec<f32>>>,
+    /// The kernel variants the run used (absent in files written before runs recorded them).
+    pub plan: Option<Plan>,
+    /// The adapter and driver the run trained on, as `name (backend, driver info)`.
+    pub adapter: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +163,12 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
     );
     meta.insert("step".to_string(), ck.step.to_string());
     meta.insert("total_steps".to_string(), ck.total_steps.to_string());
+    if let Some(plan) = &ck.plan {
+        meta.insert("variants".to_string(), serde_json::to_string(plan).map_err(|e| fail(e.to_string()))?);
+    }
+    if let Some(adapter) = &ck.adapter {
+        meta.insert("adapter".to_string(), adapter.clone());
+    }
     let mut views: Vec<(String, TensorView)> = Vec::new();
     for (i, p) in net.params.iter().enumerate() {
         let bytes: &[u8] = bytemuck::cast_slice(&ck.params[i]);
@@ -264,7 +276,12 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     {
         return Err(fail("normalizer: expected a finite norm, finite means and positive finite stds".into()));
     }
-    Ok(Checkpoint { config, class_names, normalizer, step, total_steps, params, velocity })
+    let plan = match meta.get("variants") {
+        Some(v) => Some(serde_json::from_str::<Plan>(v).map_err(|e| fail(format!("variants: {e}")))?),
+        None => None,
+    };
+    let adapter = meta.get("adapter").cloned();
+    Ok(Checkpoint { config, class_names, normalizer, step, total_steps, params, velocity, plan, adapter })
 }
 
 /// What is wrong with a file that safetensors refused, in terms of its bytes: the 8-byte little-endian

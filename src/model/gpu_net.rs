@@ -4,12 +4,12 @@
 //! update. Loss and accuracy accumulate on the GPU and are read back only when asked.
 
 use super::net::{dropout_seed, Layer, Net};
+use super::plan::Plan;
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::activation::{self, ActParams};
-use crate::kernels::conv::{self, ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::conv::{self, ConvBwdWeightVariant};
 use crate::kernels::optim::{self, SgdParams};
-use crate::kernels::pool::PoolBwdVariant;
-use crate::kernels::{gemm, gemm::GemmVariant, loss, pool, reduce, Epilogue};
+use crate::kernels::{gemm, loss, pool, reduce, Epilogue};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 /// Host copies of a list of tensors (parameters or momentum).
@@ -28,11 +28,9 @@ struct DropoutOp {
 /// only: it lets a small network on a small batch hit the "batch too large" refusal.
 pub const MAX_BUFFER_ENV: &str = "DLSVM_MAX_BUFFER_BYTES";
 
-/// The variants training uses (every one is checked by `dlsvm check`).
-const GEMM: GemmVariant = GemmVariant::DEFAULT;
-const CONV_FWD: ConvFwdVariant = ConvFwdVariant::DEFAULT;
+/// The weight-gradient variant the buffer plan assumes: the sliced variants' partial sums are the
+/// largest scratch buffer any weight-gradient variant allocates.
 const CONV_WGRAD: ConvBwdWeightVariant = ConvBwdWeightVariant::DEFAULT;
-const POOL_BWD: PoolBwdVariant = PoolBwdVariant::DEFAULT;
 
 pub struct GpuNet {
     pub net: Net,
@@ -54,6 +52,8 @@ pub struct GpuNet {
     correct_acc: Tensor,
     /// The 32-bit dropout mask seed of the run.
     seed: u32,
+    /// The variant of every op (complete: defaults filled in).
+    plan: Plan,
     train_ops: Vec<Dispatch>,
     eval_ops: Vec<Dispatch>,
     dropout: Vec<DropoutOp>,
@@ -169,7 +169,7 @@ impl GpuNet {
     }
 
     /// Allocates and prepares everything for `batch` samples per step, starting from `init`;
-    /// `seed` is the run's 32-bit dropout mask seed.
+    /// `seed` is the run's 32-bit dropout mask seed. Every op uses its default variant.
     pub fn new(
         gpu: &Gpu,
         net: &Net,
@@ -178,9 +178,24 @@ impl GpuNet {
         svm_c: f64,
         seed: u32,
     ) -> Result<GpuNet, GpuError> {
+        Self::with_plan(gpu, net, batch, init, svm_c, seed, &Plan::default())
+    }
+
+    /// [`GpuNet::new`] with the variants `plan` names (the rest default).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_plan(
+        gpu: &Gpu,
+        net: &Net,
+        batch: usize,
+        init: &[Vec<f32>],
+        svm_c: f64,
+        seed: u32,
+        plan: &Plan,
+    ) -> Result<GpuNet, GpuError> {
         if batch == 0 {
             return Err(GpuError::shape("network", "batch size must be at least 1"));
         }
+        let plan = plan.complete(net, batch).map_err(|m| GpuError::shape("network", m))?;
         let f32t = |len: usize| gpu.empty(&[len], DType::F32);
         let per_layer = |want: fn(&Layer) -> bool, dtype| -> Result<Vec<Option<Tensor>>, GpuError> {
             net.layers
@@ -208,6 +223,7 @@ impl GpuNet {
             loss_acc: f32t(1)?,
             correct_acc: gpu.empty(&[1], DType::U32)?,
             seed,
+            plan,
             train_ops: Vec::new(),
             eval_ops: Vec::new(),
             dropout: Vec::new(),
@@ -271,7 +287,8 @@ impl GpuNet {
             Layer::Conv { shape, relu, weight, bias } => {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = Conv2dShape { n: batch, ..shape };
-                conv::conv2d_forward(gpu, &s, a, &self.params[weight], y, &ep, CONV_FWD)?
+                let v = self.plan.conv_fwd(&format!("{li}.conv_fwd"));
+                conv::conv2d_forward(gpu, &s, a, &self.params[weight], y, &ep, v)?
             }
             Layer::MaxPool { shape } => {
                 let ix = self.pool_idx[li]
@@ -288,7 +305,8 @@ impl GpuNet {
             Layer::Fc { inp, out, relu, weight, bias } => {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = GemmShape::new(batch, out, inp, Trans::NT);
-                gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, GEMM)?
+                let v = self.plan.gemm(&format!("{li}.fc_fwd"));
+                gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, v)?
             }
         })
     }
@@ -316,15 +334,8 @@ impl GpuNet {
             Layer::Conv { shape, relu, weight, bias } => {
                 let s = Conv2dShape { n: batch, ..shape };
                 let t = fused(&mut ops, relu)?;
-                ops.extend(conv::conv2d_backward_weight(
-                    gpu,
-                    &s,
-                    a_in,
-                    t,
-                    &self.grads[weight],
-                    false,
-                    CONV_WGRAD,
-                )?);
+                let v = self.plan.conv_weight(&format!("{li}.conv_weight"));
+                ops.extend(conv::conv2d_backward_weight(gpu, &s, a_in, t, &self.grads[weight], false, v)?);
                 ops.push(reduce::channel_sum(
                     gpu,
                     batch,
@@ -341,13 +352,15 @@ impl GpuNet {
             Layer::MaxPool { shape } => {
                 if let (Some(g_in), Some(ix)) = (g_in, self.pool_idx[li].as_ref()) {
                     let s = Pool2dShape { n: batch, ..shape };
-                    ops.extend(pool::maxpool_backward(gpu, &s, g_out, ix, g_in, POOL_BWD)?);
+                    let v = self.plan.pool_bwd(&format!("{li}.pool_bwd"));
+                    ops.extend(pool::maxpool_backward(gpu, &s, g_out, ix, g_in, v)?);
                 }
             }
             Layer::AvgPool { shape } => {
                 if let Some(g_in) = g_in {
                     let s = Pool2dShape { n: batch, ..shape };
-                    ops.extend(pool::avgpool_backward(gpu, &s, g_out, g_in, POOL_BWD)?);
+                    let v = self.plan.pool_bwd(&format!("{li}.pool_bwd"));
+                    ops.extend(pool::avgpool_backward(gpu, &s, g_out, g_in, v)?);
                 }
             }
             Layer::Relu => {
@@ -371,15 +384,22 @@ impl GpuNet {
                 let t = fused(&mut ops, relu)?;
                 let none = Epilogue::default();
                 let dw = GemmShape::new(out, inp, batch, Trans::TN);
-                ops.push(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, GEMM)?);
+                let v = self.plan.gemm(&format!("{li}.fc_weight"));
+                ops.push(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, v)?);
                 ops.push(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
                 if let Some(g_in) = g_in {
                     let dx = GemmShape::new(batch, inp, out, Trans::NN);
-                    ops.push(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, GEMM)?);
+                    let v = self.plan.gemm(&format!("{li}.fc_data"));
+                    ops.push(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, v)?);
                 }
             }
         }
         Ok(ops)
+    }
+
+    /// The variant every op of the step uses.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Checks a batch's sizes.

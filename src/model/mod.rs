@@ -5,7 +5,9 @@ pub mod config;
 pub mod cpu_net;
 pub mod gpu_net;
 pub mod net;
+pub mod plan;
 
 pub use config::{preset, LayerSpec, NetConfig, Top, TrainConfig, PRESETS};
 pub use gpu_net::GpuNet;
 pub use net::{Layer, Net, Param};
+pub use plan::Plan;

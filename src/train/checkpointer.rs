@@ -23,10 +23,14 @@ pub struct Checkpointer {
     total: u64,
     /// The step of the checkpoint on disk that belongs to this run.
     saved: Option<u64>,
+    /// The adapter the run trains on, recorded in every checkpoint.
+    adapter: String,
 }
 
 impl Checkpointer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        adapter: &str,
         dir: &Path,
         config: &NetConfig,
         class_names: &[String],
@@ -42,6 +46,7 @@ impl Checkpointer {
             normalizer: normalizer.clone(),
             total,
             saved: resumed,
+            adapter: adapter.to_string(),
         }
     }
 
@@ -78,6 +83,8 @@ impl Checkpointer {
             total_steps: self.total,
             params,
             velocity: Some(velocity),
+            plan: Some(net.plan().clone()),
+            adapter: Some(self.adapter.clone()),
         };
         let failed = |source, kept| TrainError::CheckpointWrite { step, source, kept };
         checkpoint::save(&self.path, &ck).map_err(|e| failed(e, self.kept()))?;

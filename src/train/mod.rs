@@ -21,7 +21,7 @@ use crate::eval;
 use crate::gpu::{Gpu, GpuError};
 use crate::model::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::model::net::ShapeError;
-use crate::model::{GpuNet, Layer, Net, NetConfig};
+use crate::model::{GpuNet, Layer, Net, NetConfig, Plan};
 use crate::report;
 
 /// Everything that can stop a run, each with one clear line.
@@ -76,6 +76,9 @@ pub struct RunOptions {
     pub fold: Option<(usize, usize)>,
     /// Stop (with a checkpoint) once this many steps are done, as an interrupted run would.
     pub stop_after: Option<u64>,
+    /// The kernel variants to train with (the tuner's choice); None: the defaults. A resumed run
+    /// keeps the variants its checkpoint recorded instead.
+    pub plan: Option<Plan>,
 }
 
 /// The outcome of one run.
@@ -96,6 +99,8 @@ pub struct Summary {
     pub out: String,
     /// How a resume with another length changed the learning-rate schedule, when it did.
     pub schedule_note: Option<String>,
+    /// The kernel variant of every op the run trained with.
+    pub variants: Plan,
 }
 
 /// The steps of a run: steps per epoch and the total the schedule spans.
@@ -183,6 +188,28 @@ fn resume_point(
         )
     });
     Ok((ck, note))
+}
+
+/// The adapter a run trains on, as checkpoints record it: `name (backend, driver info)`.
+pub fn adapter_name(gpu: &Gpu) -> String {
+    format!("{} ({}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver_info)
+}
+
+/// The variants a run trains with: a resumed run keeps its checkpoint's (so it stays bit-exact,
+/// whatever a tuner would choose now; on another adapter it says in one line that the result may
+/// round differently); a fresh run takes the caller's plan, else the defaults.
+fn run_plan(gpu: &Gpu, resumed: Option<&Checkpoint>, opts: &RunOptions) -> Plan {
+    let here = adapter_name(gpu);
+    if let Some(there) = resumed.and_then(|ck| ck.adapter.as_ref()).filter(|a| **a != here) {
+        eprintln!(
+            "dlsvm: note: this run trained on {there} and resumes on {here}: kernels may round differently \
+             here, so it will not end bit-equal to an uninterrupted run"
+        );
+    }
+    match resumed.and_then(|ck| ck.plan.clone()) {
+        Some(plan) => plan,
+        None => opts.plan.clone().unwrap_or_default(),
+    }
 }
 
 /// Reports a lost device: wgpu calls back, the loop asks after every step.
@@ -285,7 +312,8 @@ pub fn run(
     let test_x = test.map(|d| normalizer.apply(d));
     let test_set = test.zip(test_x.as_deref());
     let init = resumed.as_ref().map_or_else(|| net.init_params(t.seed), |ck| ck.params.clone());
-    let gnet = GpuNet::new(gpu, &net, t.batch, &init, t.svm_c, t.mask_seed())?;
+    let plan = run_plan(gpu, resumed.as_ref(), opts);
+    let gnet = GpuNet::with_plan(gpu, &net, t.batch, &init, t.svm_c, t.mask_seed(), &plan)?;
     let start = match &resumed {
         Some(ck) => {
             gnet.upload(gpu, &ck.params, ck.velocity.as_deref().unwrap_or(&[]))?;
@@ -302,6 +330,7 @@ pub fn run(
     let end = opts.stop_after.map_or(total, |s| s.clamp(start, total));
     std::fs::write(out.join("config.toml"), config.to_toml()).map_err(io(out))?;
     let mut ckpt = Checkpointer::new(
+        &adapter_name(gpu),
         out,
         config,
         &source.class_names,
@@ -409,6 +438,7 @@ pub fn run(
         wall_s: wall,
         out: out.display().to_string(),
         schedule_note,
+        variants: gnet.plan().clone(),
     };
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     std::fs::write(out.join("summary.json"), json).map_err(io(out))?;

@@ -1,0 +1,155 @@
+//! Which kernel variant each dispatch of a network's step uses. Variants compute the same values
+//! but may round differently, so a run records its plan (in its checkpoints) and a resumed run
+//! keeps it: same data, seed, plan and adapter, same weights, bit for bit.
+//!
+//! A plan maps an op key, `<layer index>.<op>` (the index in the resolved layer list, the op one of
+//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_weight`, `pool_bwd`), to a variant name. An
+//! op the plan does not name uses the built-in default.
+
+use std::collections::BTreeMap;
+
+use super::net::{Layer, Net};
+use crate::kernels::conv::{ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::gemm::GemmVariant;
+use crate::kernels::pool::PoolBwdVariant;
+use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Plan(pub BTreeMap<String, String>);
+
+/// One choice a step makes: what the op computes, at the step's batch.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    Gemm(GemmShape),
+    ConvFwd(Conv2dShape),
+    ConvWeight(Conv2dShape),
+    /// A pooling layer's backward (max pooling when `max`).
+    PoolBwd {
+        shape: Pool2dShape,
+        max: bool,
+    },
+}
+
+impl Op {
+    /// The variants that compute this op, by name, the built-in default first.
+    pub fn variants(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Op::Gemm(_) => GemmVariant::all().iter().map(|v| v.name()).collect(),
+            Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+        };
+        let default = self.default_variant();
+        names.retain(|n| *n != default);
+        names.insert(0, default);
+        names
+    }
+
+    /// The variant a step uses when the plan names none.
+    pub fn default_variant(&self) -> String {
+        match self {
+            Op::Gemm(_) => GemmVariant::DEFAULT.name(),
+            Op::ConvFwd(_) => ConvFwdVariant::DEFAULT.name().into(),
+            Op::ConvWeight(_) => ConvBwdWeightVariant::DEFAULT.name().into(),
+            Op::PoolBwd { .. } => PoolBwdVariant::DEFAULT.name().into(),
+        }
+    }
+
+    /// What the op computes, as a cache key and for messages (e.g. `gemm 256x3072x1600 nt`).
+    pub fn signature(&self) -> String {
+        match self {
+            Op::Gemm(s) => format!("gemm {s}"),
+            Op::ConvFwd(s) => format!("conv_fwd {s}"),
+            Op::ConvWeight(s) => format!("conv_weight {s}"),
+            Op::PoolBwd { shape, max } => format!("{}pool_bwd {shape}", if *max { "max" } else { "avg" }),
+        }
+    }
+}
+
+/// Every choice a training step of `net` at `batch` makes, with its plan key, in execution order of
+/// the forward pass then the backward pass. Evaluation uses the forward ops only.
+pub fn ops(net: &Net, batch: usize) -> Vec<(String, Op)> {
+    let mut v = Vec::new();
+    for (li, l) in net.layers.iter().enumerate() {
+        match *l {
+            Layer::Conv { shape, .. } => {
+                let s = Conv2dShape { n: batch, ..shape };
+                v.push((format!("{li}.conv_fwd"), Op::ConvFwd(s)));
+                v.push((format!("{li}.conv_weight"), Op::ConvWeight(s)));
+            }
+            Layer::Fc { inp, out, .. } => {
+                v.push((format!("{li}.fc_fwd"), Op::Gemm(GemmShape::new(batch, out, inp, Trans::NT))));
+                if li > 0 {
+                    v.push((format!("{li}.fc_data"), Op::Gemm(GemmShape::new(batch, inp, out, Trans::NN))));
+                }
+                v.push((format!("{li}.fc_weight"), Op::Gemm(GemmShape::new(out, inp, batch, Trans::TN))));
+            }
+            Layer::MaxPool { shape } if li > 0 => v.push((
+                format!("{li}.pool_bwd"),
+                Op::PoolBwd { shape: Pool2dShape { n: batch, ..shape }, max: true },
+            )),
+            Layer::AvgPool { shape } if li > 0 => v.push((
+                format!("{li}.pool_bwd"),
+                Op::PoolBwd { shape: Pool2dShape { n: batch, ..shape }, max: false },
+            )),
+            _ => {}
+        }
+    }
+    v
+}
+
+impl Plan {
+    /// This plan for `net` at `batch`, every op named: the plan's own choice where it has one, the
+    /// default elsewhere. A name no variant of its op has (a plan from another dlsvm) is refused.
+    pub fn complete(&self, net: &Net, batch: usize) -> Result<Plan, String> {
+        let mut out = BTreeMap::new();
+        for (key, op) in ops(net, batch) {
+            let name = match self.0.get(&key) {
+                Some(n) if op.variants().contains(n) => n.clone(),
+                Some(n) => {
+                    let have = op.variants().join(", ");
+                    return Err(format!(
+                        "op {key} ({}): no variant {n:?} (this dlsvm has {have})",
+                        op.signature()
+                    ));
+                }
+                None => op.default_variant(),
+            };
+            out.insert(key, name);
+        }
+        Ok(Plan(out))
+    }
+
+    fn named(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub fn gemm(&self, key: &str) -> GemmVariant {
+        let n = self.named(key);
+        GemmVariant::all().into_iter().find(|v| Some(v.name().as_str()) == n).unwrap_or(GemmVariant::DEFAULT)
+    }
+
+    pub fn conv_fwd(&self, key: &str) -> ConvFwdVariant {
+        let n = self.named(key);
+        ConvFwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(ConvFwdVariant::DEFAULT)
+    }
+
+    pub fn conv_weight(&self, key: &str) -> ConvBwdWeightVariant {
+        let n = self.named(key);
+        ConvBwdWeightVariant::all()
+            .into_iter()
+            .find(|v| Some(v.name()) == n)
+            .unwrap_or(ConvBwdWeightVariant::DEFAULT)
+    }
+
+    pub fn pool_bwd(&self, key: &str) -> PoolBwdVariant {
+        let n = self.named(key);
+        PoolBwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(PoolBwdVariant::DEFAULT)
+    }
+
+    /// The ops whose variant differs between `self` and `other` (both complete), by key.
+    pub fn differences(&self, other: &Plan) -> Vec<String> {
+        self.0.iter().filter(|(k, v)| other.0.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+    }
+}
