@@ -47,6 +47,10 @@ saying how the learning-rate schedule moves, fewer steps than the checkpoint has
         /// Write the confusion-matrix PNGs here (default: next to the first model).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Kernel variants: off (the defaults), cached (the tuning cache's choices), full (also
+        /// tune what the cache lacks); default: DLSVM_TUNE, else cached.
+        #[arg(long)]
+        tune: Option<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -82,6 +86,29 @@ saying how the learning-rate schedule moves, fewer steps than the checkpoint has
         /// Skip the training-step measurements.
         #[arg(long)]
         no_steps: bool,
+        /// Kernel variants: off (the defaults), cached (the tuning cache's choices), full (also
+        /// tune what the cache lacks); default: DLSVM_TUNE, else full.
+        #[arg(long)]
+        tune: Option<String>,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tune the kernel variants of a network's training step on this adapter: every variant that
+    /// passes its check is timed at the step's shapes and the fastest is cached for later starts.
+    Tune {
+        /// Built-in network: fer, fer-small, mlp.
+        #[arg(long, default_value = "fer-small")]
+        preset: String,
+        /// A network file (TOML) instead of a preset.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Images per step; default: the network's [train] batch.
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Classes of the top layer; default: 10 for mlp, else 7 (the FER classes).
+        #[arg(long)]
+        classes: Option<usize>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,
@@ -186,6 +213,11 @@ pub struct TrainArgs {
     /// Number of synthetic training faces when no --data is given.
     #[arg(long, default_value_t = 4000)]
     pub synth_count: usize,
+    /// Kernel variants: off (the defaults), cached (the tuning cache's choices), full (also tune
+    /// what the cache lacks, at most 5 minutes per start); default: DLSVM_TUNE, else full. A
+    /// resumed run keeps the variants its checkpoint recorded.
+    #[arg(long)]
+    pub tune: Option<String>,
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,

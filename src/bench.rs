@@ -11,6 +11,7 @@
 use crate::check::{self, CaseReport, Flags, Input, Values};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::{activation, conv, gemm, loss, optim, pool, probe, Epilogue};
+use crate::model::plan::Op;
 use crate::model::{preset, GpuNet, Net};
 use crate::rng::Rng;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
@@ -25,11 +26,20 @@ pub struct BenchOptions {
     pub reps: usize,
     /// Skip the training-step rows.
     pub no_steps: bool,
+    /// How the default rows choose their variant: the tuner's choice (from the cache, or tuned now
+    /// with `Full`) or the built-in default (`Off`).
+    pub tune: crate::tune::Mode,
 }
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { filter: None, variants: false, reps: 10, no_steps: false }
+        BenchOptions {
+            filter: None,
+            variants: false,
+            reps: 10,
+            no_steps: false,
+            tune: crate::tune::Mode::Off,
+        }
     }
 }
 
@@ -52,6 +62,8 @@ pub struct BenchRow {
     pub pct_of_ceiling: f64,
     /// "ok", or why the row was not timed.
     pub status: String,
+    /// With tuning: the tuner's second choice for this op (the row times its first).
+    pub runner_up: Option<String>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -88,6 +100,8 @@ type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
 struct Job {
     name: String,
     variant: String,
+    /// The training-step op the job times, where it is one the tuner chooses a variant for.
+    op: Option<Op>,
     shape: String,
     work: Work,
     check: CheckFn,
@@ -162,6 +176,7 @@ fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
     let shrink = |x: usize| if x <= 64 { x } else { 60 + x % 4 };
     let small = GemmShape::new(shrink(s.m) + 4, shrink(s.n), shrink(s.k), s.trans);
     Job {
+        op: Some(Op::Gemm(s)),
         name: name.to_string(),
         variant: v.name(),
         shape: s.to_string(),
@@ -195,7 +210,13 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
         ConvDir::Data => ("bwd_data", "blocked"),
         ConvDir::Weight(v) => ("bwd_weight", v.name()),
     };
+    let op = match dir {
+        ConvDir::Fwd(_) => Some(Op::ConvFwd(s)),
+        ConvDir::Data => None,
+        ConvDir::Weight(_) => Some(Op::ConvWeight(s)),
+    };
     Job {
+        op,
         name: format!("{name}_{suffix}"),
         variant: variant.to_string(),
         shape: s.to_string(),
@@ -224,6 +245,7 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
     let small = Pool2dShape { n: 2, ..s };
     let bytes = 4.0 * (s.x_len() + s.y_len() * if max { 2 } else { 1 }) as f64;
     Job {
+        op: backward.then_some(Op::PoolBwd { shape: s, max }),
         name: format!("{name}_{}", if backward { "bwd" } else { "fwd" }),
         variant: match (max, backward) {
             (true, true) => format!("max {}", v.name()),
@@ -256,10 +278,48 @@ fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxP
     }
 }
 
+/// The job that checks and times `variant` of a training step's op (for the tuner).
+fn op_job(op: &Op, variant: &str) -> Option<Job> {
+    Some(match *op {
+        Op::Gemm(s) => {
+            gemm_job("gemm", s, gemm::GemmVariant::all().into_iter().find(|v| v.name() == variant)?)
+        }
+        Op::ConvFwd(s) => {
+            let v = conv::ConvFwdVariant::all().into_iter().find(|v| v.name() == variant)?;
+            conv_job("conv", s, ConvDir::Fwd(v))
+        }
+        Op::ConvWeight(s) => {
+            let v = conv::ConvBwdWeightVariant::all().into_iter().find(|v| v.name() == variant)?;
+            conv_job("conv", s, ConvDir::Weight(v))
+        }
+        Op::PoolBwd { shape, max } => {
+            let v = pool::PoolBwdVariant::all().into_iter().find(|v| v.name() == variant)?;
+            pool_job("pool", shape, max, true, v)
+        }
+    })
+}
+
+/// Checks `variant` of `op` against the CPU reference at a small size and, if it passes, times it
+/// at the op's own shape: `Ok(ms)` (the median of `reps` runs after two warm-ups), or `Err(why)`
+/// when it failed its check or does not exist.
+pub fn measure_op(gpu: &Gpu, op: &Op, variant: &str, reps: usize) -> Result<Result<f64, String>, GpuError> {
+    let Some(job) = op_job(op, variant) else {
+        return Ok(Err(format!("no variant {variant:?} for {}", op.signature())));
+    };
+    match (job.check)(gpu) {
+        Ok(r) if r.passed() => {}
+        Ok(r) => return Ok(Err(format!("failed the reference check: {}", r.failure.unwrap_or_default()))),
+        Err(e) => return Ok(Err(format!("failed the reference check: {e}"))),
+    }
+    let set = (job.build)(gpu)?;
+    Ok(Ok(time_groups(gpu, &set, reps.max(1))?))
+}
+
 fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job> {
     let mut jobs = Vec::new();
     let rot = copies(8 * n);
     jobs.push(Job {
+        op: None,
         name: "relu_fwd".into(),
         variant: "-".into(),
         shape: format!("n{n}"),
@@ -271,6 +331,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         }),
     });
     jobs.push(Job {
+        op: None,
         name: "relu_bwd".into(),
         variant: "-".into(),
         shape: format!("n{n}"),
@@ -287,6 +348,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         }),
     });
     jobs.push(Job {
+        op: None,
         name: "dropout".into(),
         variant: "p0.2".into(),
         shape: format!("n{n}"),
@@ -301,6 +363,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
     });
     for (name, svm) in [("softmax_xent", false), ("l2svm", true)] {
         jobs.push(Job {
+            op: None,
             name: name.into(),
             variant: "-".into(),
             shape: format!("n{rows} k{k}"),
@@ -326,6 +389,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
         });
     }
     jobs.push(Job {
+        op: None,
         name: "sgd_momentum".into(),
         variant: "-".into(),
         shape: format!("n{weights}"),
@@ -389,10 +453,18 @@ fn jobs(variants: bool) -> Vec<Job> {
 }
 
 /// The training step of a preset at `batch`: median time over `reps` steps and each dispatch's share.
-pub fn step_row(gpu: &Gpu, name: &str, batch: usize, reps: usize, fma: f64) -> Result<StepRow, GpuError> {
+/// The training step of preset `name` at `batch` with the variants of `plan`.
+pub fn step_row(
+    gpu: &Gpu,
+    name: &str,
+    batch: usize,
+    reps: usize,
+    fma: f64,
+    plan: &crate::model::Plan,
+) -> Result<StepRow, GpuError> {
     let cfg = preset(name).ok_or_else(|| GpuError::Internal(format!("no preset {name}")))?;
     let net = Net::new(&cfg, 7).map_err(|e| GpuError::Internal(e.to_string()))?;
-    let g = GpuNet::new(gpu, &net, batch, &net.init_params(1), 1.0, 1)?;
+    let g = GpuNet::with_plan(gpu, &net, batch, &net.init_params(1), 1.0, 1, plan)?;
     let mut rng = Rng::new(5);
     let x = rng.vec(batch * net.input_len());
     let y: Vec<i32> = (0..batch).map(|i| (i % 7) as i32).collect();
@@ -430,9 +502,20 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     let copy = copy_ceiling(gpu, reps)?;
     progress(&format!("ceilings: {fma:.1} GFLOP/s ({fma_config}), copy {copy:.2} GB/s"));
     let mut rows = Vec::new();
-    for job in jobs(opts.variants) {
+    let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
+    for mut job in jobs(opts.variants) {
         if opts.filter.as_deref().is_some_and(|f| !job.name.contains(f)) {
             continue;
+        }
+        // The default rows time the tuner's choice for their op.
+        let mut runner_up = None;
+        if let (false, Some(op)) = (opts.variants, job.op) {
+            if let Some(e) = tuner.entry(gpu, &op, &mut |m| progress(&m))? {
+                if let Some(chosen) = op_job(&op, &e.choice) {
+                    job = Job { name: job.name, ..chosen };
+                }
+                runner_up = e.runner_up;
+            }
         }
         let mut row = BenchRow {
             name: job.name.clone(),
@@ -443,6 +526,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             gbps: None,
             pct_of_ceiling: f64::NAN,
             status: "ok".into(),
+            runner_up,
         };
         match (job.check)(gpu) {
             Ok(r) if r.passed() => {
@@ -471,11 +555,20 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     let mut steps = Vec::new();
     if !opts.no_steps && opts.filter.as_deref().is_none_or(|f| "step".contains(f) || f == "train") {
         for (name, r) in [("fer-small", 10), ("fer", 3)] {
-            let s = step_row(gpu, name, 256, r, fma)?;
+            let mut plan = crate::model::Plan::default();
+            if let Some(net) = preset(name).and_then(|c| Net::new(&c, 7).ok()) {
+                for (key, op) in crate::model::plan::ops(&net, 256) {
+                    if let Some(e) = tuner.entry(gpu, &op, &mut |m| progress(&m))? {
+                        plan.0.insert(key, e.choice);
+                    }
+                }
+            }
+            let s = step_row(gpu, name, 256, r, fma, &plan)?;
             progress(&format!("step {name}: {:.1} ms, {:.1} images/s", s.median_ms, s.images_per_sec));
             steps.push(s);
         }
     }
+    tuner.finish(&mut |m| progress(&format!("warning: {m}")));
     Ok(BenchReport {
         adapter: gpu.info.clone(),
         timing: if gpu.timestamps { "timestamp queries".into() } else { "wall clock".into() },
@@ -491,7 +584,10 @@ pub fn format_row(r: &BenchRow) -> String {
         (_, Some(b)) => format!("{b:>8.2} GB/s   "),
         _ => format!("{:>16}", "-"),
     };
-    let status = if r.status == "ok" { String::new() } else { format!("  {}", r.status) };
+    let mut status = if r.status == "ok" { String::new() } else { format!("  {}", r.status) };
+    if let Some(n) = &r.runner_up {
+        status.push_str(&format!("  (runner-up {n})"));
+    }
     format!(
         "{:<18} {:<20} {:<38} {:>10.3} ms {rate} {:>6.1}%{status}",
         r.name, r.variant, r.shape, r.median_ms, r.pct_of_ceiling

@@ -29,14 +29,16 @@ pub struct Model {
 
 impl Model {
     /// Loads the checkpoint at `path` to score `batch` images at a time, or fewer where the
-    /// device's buffers need it (evaluation's batch does not change its results).
-    pub fn load(gpu: &Gpu, path: &Path, batch: usize) -> Result<Model, EvalError> {
+    /// device's buffers need it (evaluation's batch does not change its results), with the kernel
+    /// variants `tune` gives.
+    pub fn load(gpu: &Gpu, path: &Path, batch: usize, tune: crate::tune::Mode) -> Result<Model, EvalError> {
         let ck = checkpoint::load(path).map_err(|e| EvalError::Input(e.to_string()))?;
         let net = ck.net().map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
         let batch = batch.min(GpuNet::max_batch(gpu, &net)).max(1);
         GpuNet::check_batch_fits(gpu, &net, batch)
             .map_err(|m| EvalError::Input(format!("{}: {m}", path.display())))?;
-        let g = GpuNet::new(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0)?;
+        let (plan, _) = crate::tune::plan(gpu, &net, batch, tune, &mut |m| eprintln!("dlsvm: {m}"))?;
+        let g = GpuNet::with_plan(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0, &plan)?;
         Ok(Model { path: path.to_path_buf(), checkpoint: ck, net: g })
     }
 

@@ -18,3 +18,4 @@ pub mod report;
 pub mod rng;
 pub mod shapes;
 pub mod train;
+pub mod tune;

@@ -14,6 +14,7 @@ use dlsvm::gpu::{AdapterReport, Gpu, GpuError};
 use dlsvm::model::config::{ConfigProblem, InvalidValue, Overrides};
 use dlsvm::model::{self, NetConfig, Top};
 use dlsvm::train::{self, RunOptions, TrainError};
+use dlsvm::tune::{self as tuning, Mode};
 
 /// Exit codes (README, "Exit codes").
 const EXIT_FAILED: u8 = 1;
@@ -130,11 +131,18 @@ fn main() -> ExitCode {
         Command::Info { json } => info(adapter, json),
         Command::Check { json, filter } => check(adapter, json, filter.as_deref()),
         Command::Train(args) => train(adapter, *args),
-        Command::Bench { filter, variants, reps, no_steps, json } => {
-            bench(adapter, dlsvm::bench::BenchOptions { filter, variants, reps, no_steps }, json)
+        Command::Bench { filter, variants, reps, no_steps, tune, json } => match tune_mode(&tune, Mode::Full)
+        {
+            Ok(tune) => {
+                bench(adapter, dlsvm::bench::BenchOptions { filter, variants, reps, no_steps, tune }, json)
+            }
+            Err(f) => Err(f),
+        },
+        Command::Eval { models, data, tta, out, tune, json } => {
+            evaluate(adapter, &models, data.as_deref(), tta, out.as_deref(), &tune, json)
         }
-        Command::Eval { models, data, tta, out, json } => {
-            evaluate(adapter, &models, data.as_deref(), tta, out.as_deref(), json)
+        Command::Tune { preset, config, batch, classes, json } => {
+            tune(adapter, &preset, config.as_deref(), batch, classes, json)
         }
         Command::Predict { model, images, json } => predict(adapter, &model, &images, json),
         Command::Data { command: DataCommand::Synth { out, count, seed } } => synth(&out, count, seed),
@@ -215,6 +223,11 @@ fn load_data(path: Option<&Path>, size: usize, synth_count: usize, seed: u64) ->
     data::load_or_synth(path, size, synth_count, seed, &mut warn).map_err(|e| Failure::input(e.to_string()))
 }
 
+/// The tuning mode of `--tune` (else `DLSVM_TUNE`, else `default`).
+fn tune_mode(flag: &Option<String>, default: Mode) -> Result<Mode, Failure> {
+    Mode::choose(flag.as_deref(), default).map_err(|e| Failure::input(format!("--tune: {e}")))
+}
+
 /// One line for a value out of range: named by the option that set it, else by the file's key.
 fn invalid(e: &InvalidValue, overrides: &Overrides, origin: &str) -> Failure {
     match overrides.flag_for(e.key) {
@@ -282,10 +295,28 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     if let Some(k) = a.folds {
         train::check_folds(train_set, &source.path, config.train.batch, k, a.fold)?;
     }
+    let mode = tune_mode(&a.tune, Mode::Full)?;
     let gpu = Gpu::new(adapter)?;
     install_interrupt_handler();
-    let opts =
-        RunOptions { out, resume: a.resume, progress: !a.json, fold: None, stop_after: None, plan: None };
+    // A resumed run keeps its checkpoint's variants: nothing to tune.
+    let mode = if a.resume && existing.exists() { Mode::Off } else { mode };
+    let net = model::Net::new(&config, source.classes()).map_err(|e| Failure::input(e.to_string()))?;
+    let (plan, rep) = tuning::plan(&gpu, &net, config.train.batch, mode, &mut |m| {
+        if !a.json {
+            eprintln!("dlsvm: {m}")
+        }
+    })?;
+    if !a.json && rep.tuned > 0 {
+        eprintln!("dlsvm: tuned {} ops in {:.1} s ({} from the cache)", rep.tuned, rep.seconds, rep.cached);
+    }
+    let opts = RunOptions {
+        out,
+        resume: a.resume,
+        progress: !a.json,
+        fold: None,
+        stop_after: None,
+        plan: Some(plan),
+    };
     let Some(k) = a.folds else {
         let s = train::run(&gpu, &config, &source, train_set, source.test(), &opts)?;
         print_summary(&s, a.json);
@@ -342,10 +373,12 @@ fn evaluate(
     data_path: Option<&Path>,
     tta: usize,
     out: Option<&Path>,
+    tune: &Option<String>,
     json: bool,
 ) -> Result<u8, Failure> {
+    let mode = tune_mode(tune, Mode::Cached)?;
     let gpu = Gpu::new(adapter)?;
-    let models = paths.iter().map(|p| Model::load(&gpu, p, 128)).collect::<Result<Vec<_>, _>>()?;
+    let models = paths.iter().map(|p| Model::load(&gpu, p, 128, mode)).collect::<Result<Vec<_>, _>>()?;
     let first = &models[0].checkpoint;
     let source = load_data(data_path, first.config.image_size, 4000, first.config.train.seed)?;
     let results = eval::ensemble(&gpu, &models, &source, tta)?;
@@ -391,7 +424,7 @@ fn evaluate(
 
 fn predict(adapter: Option<&str>, model_path: &Path, images: &[PathBuf], json: bool) -> Result<u8, Failure> {
     let gpu = Gpu::new(adapter)?;
-    let model = Model::load(&gpu, model_path, 1)?;
+    let model = Model::load(&gpu, model_path, 1, tune_mode(&None, Mode::Cached)?)?;
     let names = model.class_names();
     let mut results = Vec::new();
     for path in images {
@@ -446,4 +479,64 @@ fn bench(adapter: Option<&str>, opts: dlsvm::bench::BenchOptions, json: bool) ->
         print!("{}", dlsvm::bench::table(&report));
     }
     Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+}
+
+fn tune(
+    adapter: Option<&str>,
+    preset: &str,
+    config: Option<&Path>,
+    batch: Option<usize>,
+    classes: Option<usize>,
+    json: bool,
+) -> Result<u8, Failure> {
+    let config = match config {
+        Some(p) => NetConfig::from_toml_file(p).map_err(|e| Failure::input(e.to_string()))?,
+        None => model::preset(preset).ok_or_else(|| {
+            Failure::input(format!("unknown preset {preset:?}; choose one of {}", model::PRESETS.join(", ")))
+        })?,
+    };
+    let classes = classes.unwrap_or(if config.name == "mlp" { 10 } else { 7 });
+    let net = model::Net::new(&config, classes).map_err(|e| Failure::input(e.to_string()))?;
+    let batch = batch.unwrap_or(config.train.batch);
+    if batch == 0 {
+        return Err(Failure::input("--batch 0 must be at least 1"));
+    }
+    let gpu = Gpu::new(adapter)?;
+    let mut tuner = tuning::Tuner::new(Mode::Full, &mut |m| eprintln!("dlsvm: warning: {m}"));
+    let mut rows = Vec::new();
+    for (key, op) in model::plan::ops(&net, batch) {
+        let entry = tuner.entry(&gpu, &op, &mut |m| {
+            if !json {
+                eprintln!("dlsvm: {m}")
+            }
+        })?;
+        let default = op.default_variant();
+        rows.push(
+            serde_json::json!({ "op": key, "shape": op.signature(), "default": default, "tuned": entry }),
+        );
+    }
+    let rep = tuner.finish(&mut |m| eprintln!("dlsvm: warning: {m}"));
+    let cache = tuning::cache_path();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "adapter": gpu.info, "cache": cache, "ops": rows, "report": rep })
+        );
+        return Ok(0);
+    }
+    println!("{:<16} {:<46} {:<22} {:>10}  runner-up", "op", "shape", "choice", "ms");
+    for r in &rows {
+        let t = &r["tuned"];
+        let choice = t["choice"].as_str().unwrap_or("(default)");
+        let ms = t["ms"][choice].as_f64().map_or("-".to_string(), |m| format!("{m:.3}"));
+        let runner = match t["runner_up"].as_str() {
+            Some(n) => format!("{n} {:.3} ms", t["ms"][n].as_f64().unwrap_or(f64::NAN)),
+            None => "-".into(),
+        };
+        let (op, shape) = (r["op"].as_str().unwrap_or(""), r["shape"].as_str().unwrap_or(""));
+        println!("{op:<16} {shape:<46} {choice:<22} {ms:>10}  {runner}");
+    }
+    let (n, tuned, cached, secs) = (rows.len(), rep.tuned, rep.cached, rep.seconds);
+    println!("{n} ops: {tuned} tuned now, {cached} from the cache ({}), {secs:.1} s", cache.display());
+    Ok(0)
 }

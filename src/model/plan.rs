@@ -46,6 +46,17 @@ impl Op {
         names
     }
 
+    /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
+    /// another variant's (the vec4 GEMMs need vec4-aligned shapes, the rows weight gradient a
+    /// kernel at most `WGRAD_MAX_KW` wide).
+    pub fn runs_itself(&self, variant: &str) -> bool {
+        match self {
+            Op::Gemm(s) => !variant.starts_with("vec4") || crate::kernels::gemm::vec4_aligned(s),
+            Op::ConvWeight(s) => variant != "rows" || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
+            _ => true,
+        }
+    }
+
     /// The variant a step uses when the plan names none.
     pub fn default_variant(&self) -> String {
         match self {

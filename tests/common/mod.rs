@@ -44,9 +44,12 @@ pub fn pass_named(name: &str, result: Result<CaseReport, GpuError>) -> CaseRepor
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `dlsvm` binary, as a user runs it.
+/// The `dlsvm` binary, as a user runs it; without tuning unless a test asks for it
+/// (`DLSVM_TUNE`), so runs compared with each other use the same kernels.
 pub fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dlsvm"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_dlsvm"));
+    cmd.env("DLSVM_TUNE", "off");
+    cmd
 }
 
 /// Runs `dlsvm` with `args` and extra environment variables; waits for it.

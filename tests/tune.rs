@@ -1,0 +1,155 @@
+//! The tuner and its cache, through the command line (each run a process with its own cache file):
+//! a cold cache is filled, a warm one spends no time tuning, a corrupt one is ignored with one
+//! warning, a stale one (another driver or dlsvm version) is not used, a variant that fails its
+//! check is never chosen, runs record and reuse what the cache chose, and `bench` times the choice
+//! and names the runner-up.
+
+mod common;
+
+use common::{dlsvm, s, text, TempDir};
+use serde_json::Value;
+
+/// `dlsvm tune` of the mlp preset at batch 8 with the cache at `cache`; the JSON report.
+fn tune(cache: &std::path::Path, extra_env: &[(&str, &str)]) -> (Value, String) {
+    let mut env = vec![("DLSVM_TUNE_CACHE", s(cache))];
+    env.extend_from_slice(extra_env);
+    let o = dlsvm(&["tune", "--preset", "mlp", "--batch", "8", "--json"], &env);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {out}\nstderr: {err}");
+    (serde_json::from_str(out.trim()).expect("tune --json"), err)
+}
+
+fn report(v: &Value, what: &str) -> u64 {
+    v["report"][what].as_u64().unwrap_or_else(|| panic!("no report.{what}: {v}"))
+}
+
+#[test]
+fn cold_warm_corrupt_and_stale_caches() {
+    let dir = TempDir::new("tune-cache");
+    let cache = dir.join("tune.json");
+    // mlp: three fc layers; every GEMM of the step but the first layer's data gradient: 8 ops.
+    let (cold, _) = tune(&cache, &[]);
+    assert_eq!((report(&cold, "tuned"), report(&cold, "cached")), (8, 0), "{cold}");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let entries = file["entries"].as_object().unwrap();
+    assert_eq!(entries.len(), 8);
+    for (key, e) in entries {
+        assert!(key.contains("dlsvm ") && key.contains("| gemm "), "{key}");
+        let choice = e["choice"].as_str().unwrap();
+        assert!(choice != "naive" && e["ms"][choice].as_f64().is_some(), "{key}: {e}");
+        let fastest =
+            e["ms"].as_object().unwrap().values().filter_map(Value::as_f64).fold(f64::INFINITY, f64::min);
+        assert_eq!(e["ms"][choice].as_f64().unwrap(), fastest, "{key}: the choice is the fastest");
+    }
+    // Warm: nothing timed.
+    let (warm, _) = tune(&cache, &[]);
+    assert_eq!((report(&warm, "tuned"), report(&warm, "cached")), (0, 8), "{warm}");
+    assert!(report_secs(&warm) < 2.0, "a warm start spent {} s", report_secs(&warm));
+    // Corrupt: one warning, tuned from scratch, a valid cache written again.
+    std::fs::write(&cache, "{ this is not json").unwrap();
+    let (again, err) = tune(&cache, &[]);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("not a dlsvm tuning cache"), "{err}");
+    assert_eq!(report(&again, "tuned"), 8);
+    assert!(serde_json::from_str::<Value>(&std::fs::read_to_string(&cache).unwrap()).is_ok());
+    // Stale: the same entries under another dlsvm version are not used.
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let version = format!("dlsvm {}", env!("CARGO_PKG_VERSION"));
+    std::fs::write(&cache, text.replace(&version, "dlsvm 0.0.0-other")).unwrap();
+    let (stale, _) = tune(&cache, &[]);
+    assert_eq!((report(&stale, "tuned"), report(&stale, "cached")), (8, 0), "{stale}");
+}
+
+fn report_secs(v: &Value) -> f64 {
+    v["report"]["seconds"].as_f64().unwrap()
+}
+
+/// With every vec4 GEMM broken (through DLSVM_SHADER_DIR), no vec4 variant is chosen: each is
+/// listed as skipped with its failed check.
+#[test]
+fn a_variant_that_fails_its_check_is_never_chosen() {
+    let dir = TempDir::new("tune-broken");
+    let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let broken = dir.mkdir("shaders");
+    for f in ["common.wgsl", "gemm.wgsl", "gemm4.wgsl"] {
+        std::fs::copy(shaders.join(f), broken.join(f)).unwrap();
+    }
+    let g4 = std::fs::read_to_string(broken.join("gemm4.wgsl")).unwrap();
+    let bad = g4.replace("c[idx] = epilogue(acc,", "c[idx] = 1.0 + epilogue(acc,");
+    assert_ne!(bad, g4);
+    std::fs::write(broken.join("gemm4.wgsl"), bad).unwrap();
+    let (v, _) = tune(&dir.join("tune.json"), &[("DLSVM_SHADER_DIR", s(&broken))]);
+    let mut aligned = 0;
+    for op in v["ops"].as_array().unwrap() {
+        let t = &op["tuned"];
+        let choice = t["choice"].as_str().unwrap();
+        assert!(!choice.starts_with("vec4"), "{op}");
+        // On shapes the vec4 kernels do not take, they are not timed at all (they would run the
+        // tiled kernel); on the others they are checked, fail, and are listed.
+        let skipped = t["skipped"].as_object().unwrap();
+        assert!(!t["ms"].as_object().unwrap().keys().any(|k| k.starts_with("vec4")), "{op}");
+        if skipped.keys().any(|k| k.starts_with("vec4")) {
+            aligned += 1;
+        }
+        assert!(skipped.values().all(|w| w.as_str().unwrap().contains("failed the reference check")), "{op}");
+    }
+    assert!(aligned >= 4, "too few vec4-aligned ops to show the check: {v}");
+}
+
+/// A run with tuning records the cache's choices; with the same warm cache a second run ends on
+/// the same weights bit for bit; `--tune off` records the defaults.
+#[test]
+fn runs_use_and_record_the_cached_choices() {
+    let dir = TempDir::new("tune-train");
+    let cache = dir.join("tune.json");
+    let env = [("DLSVM_TUNE_CACHE", s(&cache))];
+    let train = |out: &std::path::Path, mode: &str| {
+        let args =
+            ["train", "--preset", "mlp", "--synth-count", "40", "--batch", "8", "--steps", "3", "--json"];
+        let o = dlsvm(&[&args[..], &["--tune", mode, "--out", s(out)]].concat(), &env);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        let summary: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        let ck = dlsvm::model::checkpoint::load(&out.join("model.safetensors")).unwrap();
+        (summary["variants"].clone(), ck)
+    };
+    let (v1, a) = train(&dir.join("a"), "full");
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let choices: Vec<&str> =
+        file["entries"].as_object().unwrap().values().map(|e| e["choice"].as_str().unwrap()).collect();
+    for (op, variant) in v1.as_object().unwrap() {
+        assert!(choices.contains(&variant.as_str().unwrap()), "{op}: {variant} is not a cached choice");
+    }
+    assert_eq!(serde_json::to_value(a.plan.as_ref().unwrap()).unwrap(), v1);
+    let (v2, b) = train(&dir.join("b"), "cached");
+    assert_eq!(v1, v2, "the same cache gives the same variants");
+    let bits = |c: &dlsvm::model::checkpoint::Checkpoint| -> Vec<u32> {
+        c.params.iter().flatten().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(bits(&a), bits(&b), "same seed, adapter and cache: same weights");
+    let (off, _) = train(&dir.join("c"), "off");
+    for (op, variant) in off.as_object().unwrap() {
+        let default = dlsvm::kernels::gemm::GemmVariant::DEFAULT.name();
+        assert_eq!(variant.as_str().unwrap(), default, "{op}");
+    }
+    let o = dlsvm(&["train", "--tune", "sometimes", "--steps", "1"], &env);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("unknown tuning mode \"sometimes\""), "{:?}", text(&o));
+}
+
+/// `dlsvm bench` times the tuner's choice for a row's op and names the runner-up.
+#[test]
+fn bench_times_the_tuned_choice_and_names_the_runner_up() {
+    let dir = TempDir::new("tune-bench");
+    let cache = dir.join("tune.json");
+    let env = [("DLSVM_TUNE_CACHE", s(&cache)), ("DLSVM_TUNE", "full")];
+    let o = dlsvm(&["bench", "--filter", "fc2_fwd", "--no-steps", "--json"], &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let row = &v["rows"][0];
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let (_, entry) = file["entries"].as_object().unwrap().iter().next().expect("the row's op was tuned");
+    assert_eq!(row["variant"], entry["choice"], "{row}");
+    assert_eq!(row["runner_up"], entry["runner_up"], "{row}");
+    assert!(row["runner_up"].is_string(), "{row}");
+}
