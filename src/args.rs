@@ -90,6 +90,10 @@ saying how the learning-rate schedule moves, fewer steps than the checkpoint has
         /// tune what the cache lacks); default: DLSVM_TUNE, else full.
         #[arg(long)]
         tune: Option<String>,
+        /// Also write one file for a GPU owner to send: `dlsvm info`, `dlsvm check`, the tuned
+        /// choices for this adapter and the bench (JSON).
+        #[arg(long)]
+        report: Option<PathBuf>,
         /// Print one JSON object instead of the table.
         #[arg(long)]
         json: bool,

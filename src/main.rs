@@ -131,13 +131,15 @@ fn main() -> ExitCode {
         Command::Info { json } => info(adapter, json),
         Command::Check { json, filter } => check(adapter, json, filter.as_deref()),
         Command::Train(args) => train(adapter, *args),
-        Command::Bench { filter, variants, reps, no_steps, tune, json } => match tune_mode(&tune, Mode::Full)
-        {
-            Ok(tune) => {
-                bench(adapter, dlsvm::bench::BenchOptions { filter, variants, reps, no_steps, tune }, json)
+        Command::Bench { filter, variants, reps, no_steps, tune, report, json } => {
+            match tune_mode(&tune, Mode::Full) {
+                Ok(tune) => {
+                    let opts = dlsvm::bench::BenchOptions { filter, variants, reps, no_steps, tune };
+                    bench(adapter, opts, report.as_deref(), json)
+                }
+                Err(f) => Err(f),
             }
-            Err(f) => Err(f),
-        },
+        }
         Command::Eval { models, data, tta, out, tune, json } => {
             evaluate(adapter, &models, data.as_deref(), tta, out.as_deref(), &tune, json)
         }
@@ -455,7 +457,12 @@ fn synth(out: &Path, count: usize, seed: u64) -> Result<u8, Failure> {
     Ok(0)
 }
 
-fn bench(adapter: Option<&str>, opts: dlsvm::bench::BenchOptions, json: bool) -> Result<u8, Failure> {
+fn bench(
+    adapter: Option<&str>,
+    opts: dlsvm::bench::BenchOptions,
+    report_path: Option<&Path>,
+    json: bool,
+) -> Result<u8, Failure> {
     let gpu = Gpu::new(adapter)?;
     if !json {
         let (name, backend) = (&gpu.info.name, &gpu.info.backend);
@@ -478,7 +485,45 @@ fn bench(adapter: Option<&str>, opts: dlsvm::bench::BenchOptions, json: bool) ->
     } else {
         print!("{}", dlsvm::bench::table(&report));
     }
+    if let Some(path) = report_path {
+        write_report(&gpu, &report, path, json)?;
+    }
     Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+}
+
+/// `bench --report`: info, check, this adapter's tuned choices and the bench in one JSON file.
+fn write_report(
+    gpu: &Gpu,
+    report: &dlsvm::bench::BenchReport,
+    path: &Path,
+    json: bool,
+) -> Result<(), Failure> {
+    if !json {
+        eprintln!("dlsvm: checking every kernel for the report");
+    }
+    let check = check::run_suite(gpu, None, |_, _| {});
+    let i = &gpu.info;
+    let here = format!("{} | {} | {} {} |", i.name, i.backend, i.driver, i.driver_info);
+    let cache = tuning::Cache::load(&tuning::cache_path(), &mut |m| eprintln!("dlsvm: warning: {m}"));
+    let tuned: serde_json::Map<String, serde_json::Value> = (cache.entries.into_iter())
+        .filter(|(k, _)| k.starts_with(&here))
+        .map(|(k, e)| (k, serde_json::to_value(e).unwrap_or_default()))
+        .collect();
+    let all = serde_json::json!({
+        "dlsvm": env!("CARGO_PKG_VERSION"),
+        "info": AdapterReport::new(gpu),
+        "check": { "passed": check.iter().all(|r| r.passed), "rows": check },
+        "tuned": tuned,
+        "bench": report,
+        "table": dlsvm::bench::table(report),
+    });
+    let text = serde_json::to_string_pretty(&all).unwrap_or_default();
+    dlsvm::model::checkpoint::write_atomic(path, text.as_bytes())
+        .map_err(|e| Failure { message: format!("{}: {e}", path.display()), code: EXIT_FAILED })?;
+    if !json {
+        println!("report written to {} (info, check, tuned choices, bench): please send it", path.display());
+    }
+    Ok(())
 }
 
 fn tune(

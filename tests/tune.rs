@@ -153,3 +153,24 @@ fn bench_times_the_tuned_choice_and_names_the_runner_up() {
     assert_eq!(row["runner_up"], entry["runner_up"], "{row}");
     assert!(row["runner_up"].is_string(), "{row}");
 }
+
+/// `bench --report FILE` writes info, the check, this adapter's tuned choices and the bench into
+/// one JSON file.
+#[test]
+fn bench_report_gathers_info_check_tuning_and_bench() {
+    let dir = TempDir::new("tune-report");
+    let (cache, report) = (dir.join("tune.json"), dir.join("report.json"));
+    let env = [("DLSVM_TUNE_CACHE", s(&cache)), ("DLSVM_TUNE", "full")];
+    let o = dlsvm(&["bench", "--filter", "fc2_bwd_weight", "--no-steps", "--report", s(&report)], &env);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(text(&o).0.contains("report written to"), "{:?}", text(&o));
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(v["info"]["adapter"]["name"].is_string(), "{v}");
+    assert_eq!(v["check"]["passed"], true);
+    assert!(v["check"]["rows"].as_array().unwrap().len() > 40);
+    let tuned = v["tuned"].as_object().unwrap();
+    assert_eq!(tuned.len(), 1, "the one op timed: {tuned:?}");
+    assert!(tuned.keys().all(|k| k.contains("gemm 7x3072x256 tn")), "{tuned:?}");
+    assert_eq!(v["bench"]["rows"][0]["name"], "fc2_bwd_weight");
+    assert!(v["table"].as_str().unwrap().contains("fc2_bwd_weight"));
+}
