@@ -8,7 +8,8 @@
 //
 // x [n, cin, h, w], wt [cout, cin, kh, kw], bias [cout], y and dy [n, cout, oh, ow].
 // Specialization: WG (invocations per workgroup, 1-D), COB (output channels per invocation of
-// conv_fwd_blocked), CIB (input channels per invocation of conv_bwd_data). Large 1-D grids are
+// conv_fwd_blocked), CIB (input channels per invocation of conv_bwd_data); WX, WY, TM, TN, BM, BN,
+// BK for conv_fwd_shared (placeholders of 1 and 4 for the other kernels). Large 1-D grids are
 // folded over x and y (shaders/common.wgsl).
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -115,6 +116,88 @@ fn conv_fwd_blocked(id: Ids) {
             let ox = ox0 + t;
             if (co < p.cout && ox < p.ow) {
                 finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j * 4u + t]);
+            }
+        }
+    }
+}
+
+// Forward as an implicit GEMM on workgroup-memory tiles, for GPUs: C[m, co] with
+// m = (b, oy, ox) the output positions and k = (ci, ky, kx) the reduction is A[m, k] · wtᵀ[k, co],
+// A gathered from x on the fly (no im2col buffer; zero outside the image). A WX x WY workgroup
+// computes a BM x BN tile (BM = WY·TM positions, BN = WX·TN channels), staging BM x BK of A
+// (neighbouring invocations along m: neighbouring x along a row) and BK x BN of the weights
+// (along k: contiguous) per K-step; each invocation a TM x TN register tile. Grid: x over channel
+// tiles, y over position tiles (the host falls back to conv_fwd_blocked when there are too many).
+var<workgroup> a_tile: array<f32, BK * BM>;
+var<workgroup> w_tile: array<f32, BK * BN>;
+
+// Element (m, k) of the implicit im2col matrix of x.
+fn im2col(m: u32, k: u32) -> f32 {
+    let ox = m % p.ow;
+    let oy = (m / p.ow) % p.oh;
+    let b = m / (p.ow * p.oh);
+    let kx = k % p.kw;
+    let ky = (k / p.kw) % p.kh;
+    let ci = k / (p.kw * p.kh);
+    let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+    let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
+    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+    let at = ((b * p.cin + ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+    return select(0.0, x[at], inside);
+}
+
+@compute @workgroup_size(WX, WY, 1)
+fn conv_fwd_shared(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let rows = p.n * p.oh * p.ow;
+    let depth = p.cin * p.kh * p.kw;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    var acc: array<f32, TM * TN>;
+    var av: array<f32, TM>;
+    var wv: array<f32, TN>;
+    for (var k0 = 0u; k0 < depth; k0 += BK) {
+        for (var e = li; e < BM * BK; e += WX * WY) {
+            let r = e % BM;
+            let kk = e / BM;
+            let m = row0 + r;
+            let k = k0 + kk;
+            a_tile[kk * BM + r] = select(0.0, im2col(min(m, rows - 1u), min(k, depth - 1u)), m < rows && k < depth);
+        }
+        for (var e = li; e < BK * BN; e += WX * WY) {
+            let kk = e % BK;
+            let c = e / BK;
+            let co = col0 + c;
+            let k = k0 + kk;
+            let v = wt[min(co, p.cout - 1u) * depth + min(k, depth - 1u)];
+            w_tile[kk * BN + c] = select(0.0, v, co < p.cout && k < depth);
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < BK; kk++) {
+            for (var r = 0u; r < TM; r++) {
+                av[r] = a_tile[kk * BM + lid.y + r * WY];
+            }
+            for (var t = 0u; t < TN; t++) {
+                wv[t] = w_tile[kk * BN + lid.x + t * WX];
+            }
+            for (var r = 0u; r < TM; r++) {
+                for (var t = 0u; t < TN; t++) {
+                    acc[r * TN + t] += av[r] * wv[t];
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+    let plane = p.oh * p.ow;
+    for (var r = 0u; r < TM; r++) {
+        let m = row0 + lid.y + r * WY;
+        for (var t = 0u; t < TN; t++) {
+            let co = col0 + lid.x + t * WX;
+            if (m < rows && co < p.cout) {
+                finish(((m / plane) * p.cout + co) * plane + m % plane, co, acc[r * TN + t]);
             }
         }
     }

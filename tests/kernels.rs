@@ -174,6 +174,33 @@ fn relu_grid_folded_past_65535_workgroups() {
 }
 
 #[test]
+fn every_folded_grid_with_its_grid_folded_7_wide() {
+    // At the device limit only grids of millions of workgroups fold; these cases fold at
+    // shapes::FOLD_WIDTH so the folded index and the ragged last row run on small shapes.
+    let cases = check::folded_suite();
+    assert!(cases.len() > 40, "only {} folded cases", cases.len());
+    for case in cases {
+        pass_named(&case.row, (case.run)(gpu()));
+    }
+}
+
+#[test]
+fn narrow_folds_fold_this_threads_grids_only_while_held() {
+    let g = gpu();
+    let x = g.upload(&vec![0.5f32; 10_007], &[10_007]).unwrap();
+    let y = g.upload(&vec![0.0f32; 10_007], &[10_007]).unwrap();
+    let groups = || dlsvm::kernels::activation::relu_forward(g, &x, &y).unwrap().groups;
+    assert_eq!(groups(), [40, 1, 1], "10,007 elements in workgroups of 256");
+    {
+        let _narrow = g.narrow_folds(shapes::FOLD_WIDTH);
+        assert_eq!(groups(), [7, 6, 1], "40 workgroups folded 7 wide: 6 rows, the last ragged");
+        let other = std::thread::scope(|s| s.spawn(groups).join().unwrap());
+        assert_eq!(other, [40, 1, 1], "another thread keeps the device limit");
+    }
+    assert_eq!(groups(), [40, 1, 1], "the guard restores the device limit");
+}
+
+#[test]
 fn dropout_forward_and_backward_match_the_reference() {
     for (n, p) in [(1, 0.2), (257, 0.0), (10_007, 0.2), (10_007, 0.5), (4099, 0.9)] {
         pass(check::dropout_case(gpu(), n, p, (42, 3), false, Input::unit(1)));

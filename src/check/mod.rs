@@ -15,7 +15,7 @@ pub mod tolerance;
 
 pub use cases::*;
 pub use shapes::{fc_gemms, fer_convs, fer_pools};
-pub use suite::{run_suite, suite, Row, SuiteCase};
+pub use suite::{folded_suite, run_suite, suite, Row, SuiteCase};
 pub use tolerance::Tol;
 
 use std::fmt;

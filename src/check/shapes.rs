@@ -116,6 +116,34 @@ pub fn pool_shapes() -> Vec<(String, Pool2dShape)> {
     v
 }
 
+/// The width at which the folded-grid cases fold their 1-D grids onto y: prime, so the last row
+/// of workgroups is ragged. At the device limit (65,535 or more) only grids of millions of
+/// workgroups fold, which no other case reaches (see [`crate::gpu::Gpu::narrow_folds`]).
+pub const FOLD_WIDTH: u32 = 7;
+
+/// Convolutions checked with their grids folded [`FOLD_WIDTH`] wide: every kernel's grid is many
+/// rows of workgroups, its last row partial.
+pub fn folded_convs() -> Vec<(String, Conv2dShape)> {
+    let mut v =
+        vec![("partial 4x4 blocks of the split gradient".into(), Conv2dShape::square(9, 2, 40, 6, 3, 1, 1))];
+    v.extend(preset_convs(2).into_iter().map(|(n, s)| (format!("{n}, batch 2"), s)));
+    v
+}
+
+/// Pools checked with their grids folded [`FOLD_WIDTH`] wide.
+pub fn folded_pools() -> Vec<(String, Pool2dShape)> {
+    let mut v =
+        vec![("2x2 stride 2, odd: a clipped last window".into(), Pool2dShape::square(4, 8, 25, 2, 2, 0))];
+    v.extend(preset_pools(2).into_iter().map(|(n, s)| (format!("{n}, batch 2"), s)));
+    v
+}
+
+/// Element-wise lengths checked with their grids folded [`FOLD_WIDTH`] wide.
+pub const FOLDED_LENGTHS: [usize; 2] = [10_007, 8 * 3072 + 13];
+
+/// (rows, classes) checked with their grids folded [`FOLD_WIDTH`] wide.
+pub const FOLDED_ROWS: [(usize, usize); 2] = [(4_000, 7), (2_001, 10)];
+
 /// Lengths of the element-wise kernels: around a workgroup of 256, and the FER fc activation.
 pub const ELEMENTWISE_LENGTHS: [usize; 6] = [1, 255, 256, 257, 10_007, 8 * 3072 + 13];
 

@@ -112,6 +112,21 @@ impl Cases {
     }
 }
 
+impl Cases {
+    /// [`Cases::named`] for a case run with its 1-D grids folded [`FOLD_WIDTH`] workgroups wide.
+    fn folded(
+        &mut self,
+        row: String,
+        name: &str,
+        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
+    ) {
+        self.named(row, &format!("grid folded {FOLD_WIDTH} wide, {name}"), move |g, sd| {
+            let _narrow = g.narrow_folds(FOLD_WIDTH);
+            run(g, sd)
+        });
+    }
+}
+
 /// Every case of `dlsvm check`.
 pub fn suite() -> Vec<SuiteCase> {
     let mut c = Cases { cases: Vec::new(), seed: 1 };
@@ -227,11 +242,90 @@ pub fn suite() -> Vec<SuiteCase> {
         c.add("slice_sum".into(), move |g, sd| slice_sum_case(g, slices, n, sd % 2 == 0, Input::unit(sd)));
     }
 
+    folded_cases(&mut c);
+
     // The loss of a whole network, against the paper's formula.
     for (top, svm_c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0)] {
         c.add(format!("network loss {}", top.name()), move |g, _| network_loss_case(g, top, svm_c));
     }
     c.cases
+}
+
+/// The folded-grid cases of [`suite`] alone (the kernel tests run them).
+pub fn folded_suite() -> Vec<SuiteCase> {
+    let mut c = Cases { cases: Vec::new(), seed: 1 };
+    folded_cases(&mut c);
+    c.cases
+}
+
+/// Every kernel with a folded 1-D grid again, its grid folded [`FOLD_WIDTH`] wide: the folded
+/// indexing and the ragged last row of workgroups on shapes small enough to check quickly.
+fn folded_cases(c: &mut Cases) {
+    for (name, s) in folded_convs() {
+        for v in ConvFwdVariant::all() {
+            c.folded(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
+                conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+            });
+        }
+        c.folded("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        for v in ConvBwdWeightVariant::all() {
+            c.folded(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
+                conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+            });
+        }
+        c.folded("conv2d bwd_bias".into(), &name, move |g, sd| {
+            conv_bwd_bias_case(g, s, false, Input::unit(sd))
+        });
+    }
+    for (name, s) in folded_pools() {
+        c.folded("maxpool fwd".into(), &name, move |g, sd| maxpool_fwd_case(g, s, Input::unit(sd)));
+        c.folded("avgpool fwd".into(), &name, move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
+        for v in PoolBwdVariant::all() {
+            c.folded(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
+                maxpool_bwd_case(g, s, v, Input::unit(sd))
+            });
+            c.folded(format!("avgpool bwd {}", v.name()), &name, move |g, sd| {
+                avgpool_bwd_case(g, s, v, Input::unit(sd))
+            });
+        }
+    }
+    for n in FOLDED_LENGTHS {
+        let name = format!("length {n}");
+        c.folded("relu fwd".into(), &name, move |g, sd| relu_fwd_case(g, n, Input::unit(sd)));
+        c.folded("relu bwd".into(), &name, move |g, sd| relu_bwd_case(g, n, Input::unit(sd)));
+        c.folded("dropout fwd".into(), &name, move |g, sd| {
+            dropout_case(g, n, 0.2, (sd as u32, 7), false, Input::unit(sd))
+        });
+        c.folded("dropout bwd".into(), &name, move |g, sd| {
+            dropout_case(g, n, 0.5, (sd as u32, 8), true, Input::unit(sd))
+        });
+        c.folded("sgd_momentum update".into(), &name, move |g, sd| {
+            sgd_case(g, n, (0.05, 0.9, 1e-4), Input::unit(sd))
+        });
+        c.folded("sum".into(), &name, move |g, sd| sum_case(g, n, sd % 2 == 0, Input::unit(sd)));
+        c.folded("fill".into(), &name, move |g, sd| fill_case(g, n, sd as f32 - 0.5));
+    }
+    for (n, k) in FOLDED_ROWS {
+        let name = format!("{n} rows of {k}");
+        c.folded("softmax_xent fwd+bwd".into(), &name, move |g, sd| {
+            softmax_case(g, n, k, Input::values(sd, Values::Scaled(4.0)))
+        });
+        c.folded("l2svm fwd+bwd".into(), &name, move |g, sd| {
+            l2svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
+        });
+        c.folded("argmax_rows".into(), &name, move |g, sd| {
+            argmax_case(g, n, k, Input::values(sd, Values::Ties))
+        });
+        c.folded("count_correct".into(), &name, move |g, sd| count_correct_case(g, n, k, sd % 2 == 1, sd));
+    }
+    for (outer, ch, inner) in CHANNEL_SUM_SHAPES {
+        c.folded("channel_sum".into(), &format!("{outer}x{ch}x{inner}"), move |g, sd| {
+            channel_sum_case(g, outer, ch, inner, sd % 2 == 0, Input::unit(sd))
+        });
+    }
+    c.folded("slice_sum".into(), "86 slices of 16384", |g, sd| {
+        slice_sum_case(g, 86, 16_384, true, Input::unit(sd))
+    });
 }
 
 /// Runs the suite (cases whose row contains `filter`), calling `progress` after each case.

@@ -154,6 +154,21 @@ pub struct Gpu {
     timing_resolve: Option<wgpu::Buffer>,
 }
 
+thread_local! {
+    /// The width at which this thread's 1-D grids fold onto a second dimension; 0 for the device
+    /// limit ([`Gpu::narrow_folds`]).
+    static FOLD_WIDTH: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// While alive, the 1-D grids this thread prepares fold at a narrow width ([`Gpu::narrow_folds`]).
+pub struct NarrowFolds(u32);
+
+impl Drop for NarrowFolds {
+    fn drop(&mut self) {
+        FOLD_WIDTH.with(|f| f.set(self.0));
+    }
+}
+
 /// A bind-group layout and the pipeline layout built on it.
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
@@ -302,6 +317,24 @@ impl Gpu {
     /// Largest number of workgroups in one dispatch dimension.
     pub fn max_groups(&self) -> u32 {
         self.limits.max_compute_workgroups_per_dimension
+    }
+
+    /// How many workgroups wide a 1-D grid may be before [`grid_1d`] folds it onto y: the device
+    /// limit, or the narrower width [`Gpu::narrow_folds`] set.
+    pub fn fold_width(&self) -> u32 {
+        match FOLD_WIDTH.with(|f| f.get()) {
+            0 => self.max_groups(),
+            w => w.min(self.max_groups()),
+        }
+    }
+
+    /// Folds the 1-D grids of the kernels this thread prepares while the guard lives at `width`
+    /// workgroups, so that small shapes exercise the folded indexing and its ragged last row
+    /// (which the device limit leaves to grids of millions of workgroups). `dlsvm check` and the
+    /// tests use it; other threads keep the device limit.
+    pub fn narrow_folds(&self, width: u32) -> NarrowFolds {
+        let before = FOLD_WIDTH.with(|f| f.replace(width.max(1)));
+        NarrowFolds(before)
     }
 
     /// The bind-group layout and pipeline layout of an entry point: the params uniform at binding 0,

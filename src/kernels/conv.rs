@@ -28,24 +28,32 @@ pub struct ConvParams {
     pub slices: u32,
 }
 
-/// Forward variants; both are covered by the tests.
+/// Forward variants; every one is covered by the tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvFwdVariant {
     /// One output element per invocation: the fallback and oracle.
     Direct,
     /// Four neighbouring output pixels x 4, 8 or 16 output channels per invocation.
     Blocked,
+    /// Implicit GEMM on 64 (positions) x 64 (channels) x 8 workgroup-memory tiles, 4 x 4 per
+    /// invocation (conv_fwd_shared): for GPUs. Falls back to `Blocked` when the positions need more
+    /// than the grid's 65,535 tiles in one dimension.
+    Shared,
 }
+
+/// `conv_fwd_shared`'s tiling: a 16 x 16 workgroup, 4 x 4 outputs per invocation, K-steps of 8.
+const SHARED: (u32, u32, u32, u32, u32) = (16, 16, 4, 4, 8);
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
-    pub fn all() -> [ConvFwdVariant; 2] {
-        [ConvFwdVariant::Direct, ConvFwdVariant::Blocked]
+    pub fn all() -> [ConvFwdVariant; 3] {
+        [ConvFwdVariant::Direct, ConvFwdVariant::Blocked, ConvFwdVariant::Shared]
     }
     pub fn name(&self) -> &'static str {
         match self {
             ConvFwdVariant::Direct => "direct",
             ConvFwdVariant::Blocked => "blocked",
+            ConvFwdVariant::Shared => "shared64x64x8",
         }
     }
 }
@@ -67,16 +75,39 @@ impl KernelParams for ConvParams {
 }
 
 /// The forward's output-channel block and the backward data's input-channel block.
+/// The blocked kernels' channel blocks, with placeholders for conv_fwd_shared's tiling.
 fn spec(cob: u32, cib: u32) -> Spec {
-    Spec::new().u("WG", CONV_WG).u("COB", cob).u("CIB", cib)
+    tiled_spec(cob, cib, (1, 1, 4, 4, 4))
+}
+
+fn tiled_spec(cob: u32, cib: u32, (wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> Spec {
+    Spec::new()
+        .u("WG", CONV_WG)
+        .u("COB", cob)
+        .u("CIB", cib)
+        .u("WX", wx)
+        .u("WY", wy)
+        .u("TM", tm)
+        .u("TN", tn)
+        .u("BM", wy * tm)
+        .u("BN", wx * tn)
+        .u("BK", bk)
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
     params: ParamsDecl::of::<ConvParams>(),
-    entries: &[("conv_fwd_direct", 3, 1), ("conv_fwd_blocked", 3, 1), ("conv_bwd_data", 2, 1)],
-    specs: || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec(a, b))).collect(),
+    entries: &[
+        ("conv_fwd_direct", 3, 1),
+        ("conv_fwd_blocked", 3, 1),
+        ("conv_fwd_shared", 3, 1),
+        ("conv_bwd_data", 2, 1),
+    ],
+    specs: || {
+        let blocks = CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec(a, b)));
+        blocks.chain([tiled_spec(16, 16, SHARED)]).collect()
+    },
     unchecked: true,
 };
 
@@ -106,6 +137,14 @@ fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError>
     })
 }
 
+/// Whether the shared-memory forward runs on `s` itself on every device: its position tiles fit
+/// the 65,535 workgroups per dimension every WebGPU device has (beyond the device's own limit it
+/// falls back to the blocked kernel).
+pub fn shared_fits(s: &Conv2dShape) -> bool {
+    let (_, wy, tm, _, _) = SHARED;
+    (s.n * s.oh() * s.ow()).div_ceil((wy * tm) as usize) <= 65_535
+}
+
 /// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
 pub fn conv2d_forward(
     gpu: &Gpu,
@@ -128,7 +167,19 @@ pub fn conv2d_forward(
         check_len(&op, "bias", b, s.cout)?;
     }
     let bias = ep.bias.unwrap_or(gpu.dummy());
+    let (wx, wy, tm, tn, _) = SHARED;
+    let position_tiles = (s.n * s.oh() * s.ow()).div_ceil((wy * tm) as usize);
+    let variant = match variant {
+        ConvFwdVariant::Shared if position_tiles > gpu.max_groups() as usize => ConvFwdVariant::Blocked,
+        v => v,
+    };
     match variant {
+        ConvFwdVariant::Shared => {
+            let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wx * tn) as usize))?;
+            let groups = [channel_tiles, to_u32(&op, "position tiles", position_tiles)?, 1];
+            let sp = tiled_spec(16, 16, SHARED);
+            gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups)
+        }
         ConvFwdVariant::Direct => {
             let groups = grid_for(gpu, s.y_len(), CONV_WG);
             gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(16, 16), &[x, w, bias], &[y], &p, groups)
@@ -244,7 +295,7 @@ pub fn conv2d_backward_weight(
         v => v,
     };
     if variant == ConvBwdWeightVariant::Direct {
-        let groups = grid_1d(s.w_len(), gpu.max_groups());
+        let groups = grid_1d(s.w_len(), gpu.fold_width());
         return Ok(vec![gpu.prepare(
             &op,
             &WGRAD_SHADER,
@@ -265,7 +316,7 @@ pub fn conv2d_backward_weight(
     let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
     let partials = if variant == ConvBwdWeightVariant::Rows {
         let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
-        let mut groups = grid_1d(slices * row_groups, gpu.max_groups());
+        let mut groups = grid_1d(slices * row_groups, gpu.fold_width());
         groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
         let sp = wgrad_spec(p.kw);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_rows", &sp, &[x, dy], &[&partial], &p, groups)?

@@ -75,5 +75,5 @@ pub(crate) fn to_u32(op: &str, what: &str, v: usize) -> Result<u32, GpuError> {
 
 /// Grid for `threads` invocations in workgroups of `wg`, folded over x and y.
 pub(crate) fn grid_for(gpu: &Gpu, threads: usize, wg: u32) -> [u32; 3] {
-    grid_1d(threads.div_ceil(wg as usize), gpu.max_groups())
+    grid_1d(threads.div_ceil(wg as usize), gpu.fold_width())
 }

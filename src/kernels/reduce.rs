@@ -99,7 +99,7 @@ pub fn channel_sum(
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
-    let groups = grid_1d(c, gpu.max_groups());
+    let groups = grid_1d(c, gpu.fold_width());
     gpu.prepare(&op, &SHADER, "channel_sum", &wg_spec(), &[x], &[out], &p, groups)
 }
 

@@ -53,6 +53,9 @@ impl Op {
         match self {
             Op::Gemm(s) => !variant.starts_with("vec4") || crate::kernels::gemm::vec4_aligned(s),
             Op::ConvWeight(s) => variant != "rows" || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
+            Op::ConvFwd(s) => {
+                variant != ConvFwdVariant::Shared.name() || crate::kernels::conv::shared_fits(s)
+            }
             _ => true,
         }
     }
