@@ -9,7 +9,7 @@
 // x [n, cin, h, w], wt [cout, cin, kh, kw], bias [cout], y and dy [n, cout, oh, ow].
 // Specialization: WG (invocations per workgroup, 1-D), COB (output channels per invocation of
 // conv_fwd_blocked), CIB (input channels per invocation of conv_bwd_data); WX, WY, TM, TN, BM, BN,
-// BK for conv_fwd_shared (placeholders of 1 and 4 for the other kernels). Large 1-D grids are
+// BK for the implicit GEMMs of conv_tiles.wgsl (placeholders of 1 and 4 for the other kernels). Large 1-D grids are
 // folded over x and y (shaders/common.wgsl).
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -121,51 +121,24 @@ fn conv_fwd_blocked(id: Ids) {
     }
 }
 
-// Forward as an implicit GEMM on workgroup-memory tiles, for GPUs: C[m, co] with
-// m = (b, oy, ox) the output positions and k = (ci, ky, kx) the reduction is A[m, k] · wtᵀ[k, co],
-// A gathered from x on the fly (no im2col buffer; zero outside the image). A WX x WY workgroup
-// computes a BM x BN tile (BM = WY·TM positions, BN = WX·TN channels), staging BM x BK of A
-// (neighbouring invocations along m: neighbouring x along a row) and BK x BN of the weights
-// (along k: contiguous) per K-step; each invocation a TM x TN register tile. Grid: x over channel
-// tiles, y over position tiles (the host falls back to conv_fwd_blocked when there are too many).
-var<workgroup> a_tile: array<f32, BK * BM>;
-var<workgroup> w_tile: array<f32, BK * BN>;
-
-// Element (m, k) of the implicit im2col matrix of x.
-fn im2col(m: u32, k: u32) -> f32 {
-    let ox = m % p.ow;
-    let oy = (m / p.ow) % p.oh;
-    let b = m / (p.ow * p.oh);
-    let kx = k % p.kw;
-    let ky = (k / p.kw) % p.kh;
-    let ci = k / (p.kw * p.kh);
-    let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
-    let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
-    let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-    let at = ((b * p.cin + ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
-    return select(0.0, x[at], inside);
-}
-
+// Forward as an implicit GEMM (conv_tiles.wgsl): C[m, co] with m = (b, oy, ox) the output
+// positions and k = (ci, ky, kx) the reduction is im2col(x)[m, k] · wtᵀ[k, co]. A tiles are
+// staged along m (neighbouring invocations: neighbouring x along a row), weight tiles along k
+// (contiguous). Grid: x over channel tiles, y over position tiles (the host falls back to
+// conv_fwd_blocked when there are too many).
 @compute @workgroup_size(WX, WY, 1)
-fn conv_fwd_shared(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
+fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let rows = p.n * p.oh * p.ow;
     let depth = p.cin * p.kh * p.kw;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     var acc: array<f32, TM * TN>;
-    var av: array<f32, TM>;
-    var wv: array<f32, TN>;
     for (var k0 = 0u; k0 < depth; k0 += BK) {
         for (var e = li; e < BM * BK; e += WX * WY) {
-            let r = e % BM;
-            let kk = e / BM;
-            let m = row0 + r;
-            let k = k0 + kk;
-            a_tile[kk * BM + r] = select(0.0, im2col(min(m, rows - 1u), min(k, depth - 1u)), m < rows && k < depth);
+            let m = row0 + e % BM;
+            let k = k0 + e / BM;
+            let v = im2col(min(m, rows - 1u), min(k, depth - 1u));
+            a_tile[e] = select(0.0, v, m < rows && k < depth);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kk = e % BK;
@@ -173,22 +146,10 @@ fn conv_fwd_shared(
             let co = col0 + c;
             let k = k0 + kk;
             let v = wt[min(co, p.cout - 1u) * depth + min(k, depth - 1u)];
-            w_tile[kk * BN + c] = select(0.0, v, co < p.cout && k < depth);
+            b_tile[kk * BN + c] = select(0.0, v, co < p.cout && k < depth);
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < BK; kk++) {
-            for (var r = 0u; r < TM; r++) {
-                av[r] = a_tile[kk * BM + lid.y + r * WY];
-            }
-            for (var t = 0u; t < TN; t++) {
-                wv[t] = w_tile[kk * BN + lid.x + t * WX];
-            }
-            for (var r = 0u; r < TM; r++) {
-                for (var t = 0u; t < TN; t++) {
-                    acc[r * TN + t] += av[r] * wv[t];
-                }
-            }
-        }
+        tile_step(&acc, lid);
         workgroupBarrier();
     }
     let plane = p.oh * p.ow;
@@ -307,6 +268,66 @@ fn conv_bwd_data(id: Ids) {
             let ix = ix0 + t;
             if (ci < p.cin && ix < p.w) {
                 dx[((b * p.cin + ci) * p.h + iy) * p.w + ix] = acc[j * 4u + t];
+            }
+        }
+    }
+}
+
+// Backward data as an implicit GEMM (conv_tiles.wgsl): dX[m, ci] with m = (b, iy, ix) the input
+// positions and k = (co, ky, kx) is G[m, k] · W[k, ci], where G[m, k] = dy[b, co, oy, ox] for the
+// output position (oy, ox) = ((iy + py − ky) / sy, (ix + px − kx) / sx) when it lies on the
+// output grid, else 0 (at stride s, about 1 − 1/s² of G is such zeros), and W[k, ci] =
+// wt[co, ci, ky, kx]. G tiles are staged along m (neighbouring dy along a row), weight tiles
+// along k. Grid: x over input-channel tiles, y over position tiles (the host falls back to
+// conv_bwd_data when there are too many).
+@compute @workgroup_size(WX, WY, 1)
+fn conv_bwd_data_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let plane = p.h * p.w;
+    let rows = p.n * plane;
+    let kk = p.kh * p.kw;
+    let depth = p.cout * kk;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    var acc: array<f32, TM * TN>;
+    for (var k0 = 0u; k0 < depth; k0 += BK) {
+        for (var e = li; e < BM * BK; e += WX * WY) {
+            let m = row0 + e % BM;
+            let k = k0 + e / BM;
+            let mc = min(m, rows - 1u);
+            let kc = min(k, depth - 1u);
+            let ix = mc % p.w;
+            let iy = (mc / p.w) % p.h;
+            let b = mc / plane;
+            let kx = kc % p.kw;
+            let ky = (kc / p.kw) % p.kh;
+            let co = kc / kk;
+            let ty = i32(iy + p.pad_y) - i32(ky);
+            let tx = i32(ix + p.pad_x) - i32(kx);
+            let oy = u32(max(ty, 0)) / p.stride_y;
+            let ox = u32(max(tx, 0)) / p.stride_x;
+            let on_grid = ty >= 0 && tx >= 0 && u32(ty) % p.stride_y == 0u && u32(tx) % p.stride_x == 0u
+                && oy < p.oh && ox < p.ow;
+            let v = dy[((b * p.cout + co) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
+            a_tile[e] = select(0.0, v, on_grid && m < rows && k < depth);
+        }
+        for (var e = li; e < BK * BN; e += WX * WY) {
+            let kr = e % BK;
+            let c = e / BK;
+            let ci = col0 + c;
+            let k = min(k0 + kr, depth - 1u);
+            let v = wt[((k / kk) * p.cin + min(ci, p.cin - 1u)) * kk + k % kk];
+            b_tile[kr * BN + c] = select(0.0, v, ci < p.cin && k0 + kr < depth);
+        }
+        workgroupBarrier();
+        tile_step(&acc, lid);
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < TM; r++) {
+        let m = row0 + lid.y + r * WY;
+        for (var t = 0u; t < TN; t++) {
+            let ci = col0 + lid.x + t * WX;
+            if (m < rows && ci < p.cin) {
+                dx[((m / plane) * p.cin + ci) * plane + m % plane] = acc[r * TN + t];
             }
         }
     }

@@ -1,11 +1,12 @@
 // 2-D convolution weight gradient, NCHW:
 // dw[co, ci, ky, kx] = Σ over (b, oy, ox) of dy[b, co, oy, ox] · x[b, ci, oy·sy + ky − py, ox·sx + kx − px].
 //
-// Three kernels. conv_bwd_weight (direct) writes dw itself; conv_bwd_weight_split and
-// conv_bwd_weight_rows write partial sums per slice of `spp` batch samples,
+// Four kernels. conv_bwd_weight (direct) writes dw itself; conv_bwd_weight_split,
+// conv_bwd_weight_rows and conv_bwd_weight_shared write partial sums per slice of `spp` batch samples,
 // dw[slice, co, ci, ky, kx], which reduce.wgsl's slice_sum adds in a fixed order.
 // Specialization: WG (invocations per workgroup, a power of two); rows also COB (output channels
-// per invocation) and KW (the kernel width it is specialized for).
+// per invocation) and KW (the kernel width it is specialized for); shared the tiling of
+// conv_tiles.wgsl (WX, WY, TM, TN, BM, BN, BK; placeholders for the others).
 // Bindings: params; inputs x, dy; output dw (the gradient, or the partial sums).
 
 @group(0) @binding(0) var<uniform> p: ConvParams;
@@ -198,5 +199,52 @@ fn conv_bwd_weight(id: Ids) {
     let sum = workgroup_sum(acc, id.local.x, WG);
     if (id.local.x == 0u) {
         dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
+    }
+}
+
+// Backward weight as a split-K implicit GEMM on workgroup-memory tiles (conv_tiles.wgsl), for
+// GPUs: dW[co, col] with col = (ci, ky, kx) is dY[co, k] · im2col(x)[k, col] over the output
+// positions k = (b, oy, ox) of one slice of `spp` batch samples. Both operands are staged along k
+// (neighbouring invocations: neighbouring positions, so neighbouring dy and, at stride 1,
+// neighbouring x). Grid: x over column tiles, y over output-channel tiles, z over slices; each
+// slice writes its partial sums to dw[slice, co, col] for slice_sum.
+@compute @workgroup_size(WX, WY, 1)
+fn conv_bwd_weight_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let plane = p.oh * p.ow;
+    let cols = p.cin * p.kh * p.kw;
+    let slice = wid.z;
+    let k_start = slice * p.spp * plane;
+    let k_end = min((slice + 1u) * p.spp, p.n) * plane;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    var acc: array<f32, TM * TN>;
+    for (var k0 = k_start; k0 < k_end; k0 += BK) {
+        for (var e = li; e < BM * BK; e += WX * WY) {
+            let kk = e % BK;
+            let r = e / BK;
+            let co = row0 + r;
+            let k = min(k0 + kk, k_end - 1u);
+            let v = dy[((k / plane) * p.cout + min(co, p.cout - 1u)) * plane + k % plane];
+            a_tile[kk * BM + r] = select(0.0, v, co < p.cout && k0 + kk < k_end);
+        }
+        for (var e = li; e < BK * BN; e += WX * WY) {
+            let kk = e % BK;
+            let c = e / BK;
+            let col = col0 + c;
+            let v = im2col(min(k0 + kk, k_end - 1u), min(col, cols - 1u));
+            b_tile[kk * BN + c] = select(0.0, v, col < cols && k0 + kk < k_end);
+        }
+        workgroupBarrier();
+        tile_step(&acc, lid);
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < TM; r++) {
+        let co = row0 + lid.y + r * WY;
+        for (var t = 0u; t < TN; t++) {
+            let col = col0 + lid.x + t * WX;
+            if (co < p.cout && col < cols) {
+                dw[(slice * p.cout + co) * cols + col] = acc[r * TN + t];
+            }
+        }
     }
 }

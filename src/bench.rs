@@ -198,7 +198,7 @@ fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
 #[derive(Clone, Copy)]
 enum ConvDir {
     Fwd(conv::ConvFwdVariant),
-    Data,
+    Data(conv::ConvBwdDataVariant),
     Weight(conv::ConvBwdWeightVariant),
 }
 
@@ -207,12 +207,12 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
     let macs = s.y_len() as f64 * (s.cin * s.kh * s.kw) as f64;
     let (suffix, variant) = match dir {
         ConvDir::Fwd(v) => ("fwd", v.name()),
-        ConvDir::Data => ("bwd_data", "blocked"),
+        ConvDir::Data(v) => ("bwd_data", v.name()),
         ConvDir::Weight(v) => ("bwd_weight", v.name()),
     };
     let op = match dir {
         ConvDir::Fwd(_) => Some(Op::ConvFwd(s)),
-        ConvDir::Data => None,
+        ConvDir::Data(_) => Some(Op::ConvData(s)),
         ConvDir::Weight(_) => Some(Op::ConvWeight(s)),
     };
     Job {
@@ -223,7 +223,7 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
         work: Work::Flops(2.0 * macs),
         check: Box::new(move |g| match dir {
             ConvDir::Fwd(v) => check::conv_fwd_case(g, small, v, Flags::BIAS_RELU, Input::unit(1)),
-            ConvDir::Data => check::conv_bwd_data_case(g, small, Input::unit(1)),
+            ConvDir::Data(v) => check::conv_bwd_data_case(g, small, v, Input::unit(1)),
             ConvDir::Weight(v) => check::conv_bwd_weight_case(g, small, v, false, Input::unit(1)),
         }),
         build: Box::new(move |g| {
@@ -234,7 +234,7 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
                     let ep = Epilogue { bias: Some(&bias), accumulate: false, relu: true };
                     vec![conv::conv2d_forward(g, &s, &x, &w, &y, &ep, v)?]
                 }
-                ConvDir::Data => vec![conv::conv2d_backward_data(g, &s, &y, &w, &x)?],
+                ConvDir::Data(v) => vec![conv::conv2d_backward_data(g, &s, &y, &w, &x, v)?],
                 ConvDir::Weight(v) => conv::conv2d_backward_weight(g, &s, &x, &y, &w, false, v)?,
             }])
         }),
@@ -287,6 +287,10 @@ fn op_job(op: &Op, variant: &str) -> Option<Job> {
         Op::ConvFwd(s) => {
             let v = conv::ConvFwdVariant::all().into_iter().find(|v| v.name() == variant)?;
             conv_job("conv", s, ConvDir::Fwd(v))
+        }
+        Op::ConvData(s) => {
+            let v = conv::ConvBwdDataVariant::all().into_iter().find(|v| v.name() == variant)?;
+            conv_job("conv", s, ConvDir::Data(v))
         }
         Op::ConvWeight(s) => {
             let v = conv::ConvBwdWeightVariant::all().into_iter().find(|v| v.name() == variant)?;
@@ -429,7 +433,14 @@ fn jobs(variants: bool) -> Vec<Job> {
         for v in fwd {
             jobs.push(conv_job(&name, s, ConvDir::Fwd(v)));
         }
-        jobs.push(conv_job(&name, s, ConvDir::Data));
+        let dv = if variants {
+            conv::ConvBwdDataVariant::all().to_vec()
+        } else {
+            vec![conv::ConvBwdDataVariant::DEFAULT]
+        };
+        for v in dv {
+            jobs.push(conv_job(&name, s, ConvDir::Data(v)));
+        }
         let wv = if variants {
             conv::ConvBwdWeightVariant::all().to_vec()
         } else {

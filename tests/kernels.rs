@@ -8,7 +8,8 @@ use common::{gpu, pass, pass_named};
 use dlsvm::check::shapes::{self, PRESET_BATCH};
 use dlsvm::check::{self, Flags, Input, Values};
 use dlsvm::kernels::{
-    conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant, pool::PoolBwdVariant,
+    conv::ConvBwdDataVariant, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant,
+    pool::PoolBwdVariant,
 };
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -60,9 +61,11 @@ fn conv_forward_every_variant_on_the_named_shapes() {
 }
 
 #[test]
-fn conv_backward_data_on_the_named_shapes() {
+fn conv_backward_data_every_variant_on_the_named_shapes() {
     for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
-        pass_named(&name, check::conv_bwd_data_case(gpu(), s, Input::unit(i as u64)));
+        for v in ConvBwdDataVariant::all() {
+            pass_named(&name, check::conv_bwd_data_case(gpu(), s, v, Input::unit(i as u64)));
+        }
     }
 }
 
@@ -87,7 +90,7 @@ fn conv_presets_layers_at_a_realistic_batch() {
     for (name, s) in shapes::preset_convs(PRESET_BATCH) {
         let input = Input::unit(3);
         pass_named(&name, check::conv_fwd_case(gpu(), s, ConvFwdVariant::DEFAULT, Flags::BIAS_RELU, input));
-        pass_named(&name, check::conv_bwd_data_case(gpu(), s, input));
+        pass_named(&name, check::conv_bwd_data_case(gpu(), s, ConvBwdDataVariant::DEFAULT, input));
         pass_named(&name, check::conv_bwd_weight_case(gpu(), s, ConvBwdWeightVariant::DEFAULT, false, input));
     }
 }
@@ -112,7 +115,9 @@ fn conv_rejects_kernel_larger_than_input() {
     let s = Conv2dShape::square(1, 1, 4, 1, 7, 1, 0);
     let t = g.upload(&[0.0f32; 16], &[16]).unwrap();
     let w = g.upload(&[0.0f32; 49], &[49]).unwrap();
-    let err = dlsvm::kernels::conv::conv2d_backward_data(g, &s, &t, &w, &t).err().expect("must be refused");
+    let err = dlsvm::kernels::conv::conv2d_backward_data(g, &s, &t, &w, &t, ConvBwdDataVariant::DEFAULT)
+        .err()
+        .expect("must be refused");
     assert!(err.to_string().contains("larger than the padded input"), "{err}");
 }
 

@@ -108,15 +108,17 @@ fn params_structs_match_their_wgsl_mirrors() {
 #[test]
 fn shared_wgsl_lives_in_the_prelude_only() {
     for def in SHADERS {
-        for line in def.source.lines() {
-            let t = line.trim_start();
-            assert!(
-                !t.starts_with("struct "),
-                "{}.wgsl declares `{t}`: params structs belong in the prelude",
-                def.name
-            );
-            for f in ["fn epilogue", "fn thread_index", "fn group_index", "fn workgroup_sum", "fn win_lo"] {
-                assert!(!t.starts_with(f), "{}.wgsl redefines the prelude's `{f}`", def.name);
+        for (name, source) in def.parts.iter().chain([&(def.name, def.source)]) {
+            for line in source.lines() {
+                let t = line.trim_start();
+                assert!(
+                    !t.starts_with("struct "),
+                    "{name}.wgsl declares `{t}`: params structs belong in the prelude"
+                );
+                for f in ["fn epilogue", "fn thread_index", "fn group_index", "fn workgroup_sum", "fn win_lo"]
+                {
+                    assert!(!t.starts_with(f), "{name}.wgsl redefines the prelude's `{f}`");
+                }
             }
         }
     }

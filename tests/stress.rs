@@ -42,9 +42,10 @@ use std::time::{Duration, Instant};
 use common::gpu;
 use dlsvm::check::{self, CaseReport, Flags, Input, Values};
 use dlsvm::gpu::{DType, Gpu, GpuError};
+use dlsvm::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use dlsvm::kernels::gemm::{vec4_aligned, GemmVariant};
 use dlsvm::kernels::pool::MaxPoolBwdVariant;
-use dlsvm::kernels::{activation, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, loss};
+use dlsvm::kernels::{activation, loss};
 use dlsvm::rng::Rng;
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -495,14 +496,16 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::conv_fwd_case(g, s, v, flags, Input::scaled(sd, sx, sw))
         }
         Family::ConvBwdData => {
-            let s = conv_shape(rng, conv_kind(ordinal, 1));
+            let all = ConvBwdDataVariant::all();
+            let v = all[ordinal % all.len()];
+            let s = conv_shape(rng, conv_kind(ordinal, all.len()));
             let (sdy, sw) = product_scales(rng, re);
-            keys.push("conv bwd_data".into());
-            keys.push(format!("conv bwd_data stride1={}", s.sy == 1 && s.sx == 1));
+            keys.push(format!("conv bwd_data {}", v.name()));
+            keys.push(format!("conv bwd_data {} stride1={}", v.name(), s.sy == 1 && s.sx == 1));
             if (sdy, sw) != (1.0, 1.0) {
                 keys.push("conv bwd_data extreme scales".into());
             }
-            check::conv_bwd_data_case(g, s, Input::scaled(sd, sdy, sw))
+            check::conv_bwd_data_case(g, s, v, Input::scaled(sd, sdy, sw))
         }
         Family::ConvBwdWeight => {
             let all = ConvBwdWeightVariant::all();
@@ -728,10 +731,12 @@ fn required_keys(re: Regimes) -> Vec<String> {
         }
     }
     keys.push("conv fwd extreme scales".into());
-    keys.extend(
-        ["conv bwd_data stride1=true", "conv bwd_data stride1=false", "conv bwd_data extreme scales"]
-            .map(String::from),
-    );
+    for v in ConvBwdDataVariant::all() {
+        for stride1 in [true, false] {
+            keys.push(format!("conv bwd_data {} stride1={stride1}", v.name()));
+        }
+    }
+    keys.push("conv bwd_data extreme scales".into());
     for v in ConvBwdWeightVariant::all() {
         for accumulate in [false, true] {
             keys.push(format!("conv bwd_weight {} accumulate={accumulate}", v.name()));

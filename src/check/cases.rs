@@ -7,7 +7,8 @@ use super::tolerance as tol;
 use super::{widen, CaseReport, Comparison};
 use crate::cpu;
 use crate::gpu::{DType, Element, Gpu, GpuError, Tensor};
-use crate::kernels::{self, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant, Epilogue};
+use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::{self, gemm::GemmVariant, Epilogue};
 use crate::kernels::{pool::PoolBwdVariant, reduce};
 use crate::rng::Rng;
 use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
@@ -256,13 +257,18 @@ pub fn conv_fwd_case(
 }
 
 /// Conv backward data: dy from `input.a`, the weights from `input.b`.
-pub fn conv_bwd_data_case(gpu: &Gpu, s: Conv2dShape, input: Input) -> Result<CaseReport, GpuError> {
+pub fn conv_bwd_data_case(
+    gpu: &Gpu,
+    s: Conv2dShape,
+    variant: ConvBwdDataVariant,
+    input: Input,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(input.seed);
     let dy = input.a.draw(&mut rng, s.y_len());
     let w = input.b.draw(&mut rng, s.w_len());
     let (tdy, tw) = (up(gpu, &dy)?, up(gpu, &w)?);
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
-    let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx)?;
+    let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx, variant)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];

@@ -8,7 +8,7 @@ use super::network::network_loss_case;
 use super::shapes::*;
 use super::CaseReport;
 use crate::gpu::{Gpu, GpuError};
-use crate::kernels::conv::{ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::{gemm::GemmVariant, pool::PoolBwdVariant};
 use crate::model::Top;
 use crate::shapes::{GemmShape, Trans};
@@ -157,7 +157,11 @@ pub fn suite() -> Vec<SuiteCase> {
                 conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
             });
         }
-        c.named("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        for v in ConvBwdDataVariant::all() {
+            c.named(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
+                conv_bwd_data_case(g, s, v, Input::unit(sd))
+            });
+        }
         for v in ConvBwdWeightVariant::all() {
             c.named(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
                 conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
@@ -172,7 +176,10 @@ pub fn suite() -> Vec<SuiteCase> {
         c.named(format!("conv2d fwd {}", fwd.name()), &name, move |g, sd| {
             conv_fwd_case(g, s, fwd, Flags::BIAS_RELU, Input::unit(sd))
         });
-        c.named("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        let data = ConvBwdDataVariant::DEFAULT;
+        c.named(format!("conv2d bwd_data {}", data.name()), &name, move |g, sd| {
+            conv_bwd_data_case(g, s, data, Input::unit(sd))
+        });
         c.named(format!("conv2d bwd_weight {}", wgrad.name()), &name, move |g, sd| {
             conv_bwd_weight_case(g, s, wgrad, false, Input::unit(sd))
         });
@@ -267,7 +274,11 @@ fn folded_cases(c: &mut Cases) {
                 conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
             });
         }
-        c.folded("conv2d bwd_data".into(), &name, move |g, sd| conv_bwd_data_case(g, s, Input::unit(sd)));
+        for v in ConvBwdDataVariant::all() {
+            c.folded(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
+                conv_bwd_data_case(g, s, v, Input::unit(sd))
+            });
+        }
         for v in ConvBwdWeightVariant::all() {
             c.folded(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
                 conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))

@@ -59,6 +59,9 @@ impl ParamsDecl {
 pub struct ShaderDef {
     pub name: &'static str,
     pub source: &'static str,
+    /// WGSL files shared by some shaders of a family (`(name, source)`, e.g. the implicit-GEMM
+    /// tiles of the convolutions), compiled between the prelude and the file.
+    pub parts: &'static [(&'static str, &'static str)],
     pub params: ParamsDecl,
     /// (entry point, inputs, outputs)
     pub entries: &'static [(&'static str, usize, usize)],
@@ -80,25 +83,26 @@ impl ShaderDef {
             .map(|e| (e.1, e.2))
             .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
     }
-    /// Full source for `spec`: the specialization constants, the prelude, the file. With
-    /// [`SHADER_DIR_ENV`] set, the prelude and the file are read from that folder instead of the
-    /// copies built into the binary (an unreadable file falls back to the built-in one, with a
-    /// warning).
+    /// Full source for `spec`: the specialization constants, the prelude, the parts, the file.
+    /// With [`SHADER_DIR_ENV`] set, each file is read from that folder instead of the copy built
+    /// into the binary (an unreadable file falls back to the built-in one, with a warning).
     pub fn source_with(&self, spec: &Spec) -> String {
-        let (prelude, source) = match std::env::var_os(SHADER_DIR_ENV) {
+        let dir = std::env::var_os(SHADER_DIR_ENV);
+        let read = |name: &str, builtin: &'static str| match &dir {
             Some(dir) => {
-                let read = |file: &str, builtin: &'static str| {
-                    let path = std::path::Path::new(&dir).join(file);
-                    std::fs::read_to_string(&path).unwrap_or_else(|e| {
-                        eprintln!("dlsvm: warning: {}: {e}; using the built-in {file}", path.display());
-                        builtin.to_string()
-                    })
-                };
-                (read("common.wgsl", PRELUDE), read(&format!("{}.wgsl", self.name), self.source))
+                let path = std::path::Path::new(dir).join(format!("{name}.wgsl"));
+                std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    eprintln!("dlsvm: warning: {}: {e}; using the built-in {name}.wgsl", path.display());
+                    builtin.to_string()
+                })
             }
-            None => (PRELUDE.to_string(), self.source.to_string()),
+            None => builtin.to_string(),
         };
-        format!("// specialization\n{}\n{prelude}\n// {}.wgsl\n{source}", spec.header(), self.name)
+        let mut out = format!("// specialization\n{}\n{}\n", spec.header(), read("common", PRELUDE));
+        for (name, source) in self.parts.iter().chain([&(self.name, self.source)]) {
+            out.push_str(&format!("// {name}.wgsl\n{}\n", read(name, source)));
+        }
+        out
     }
 }
 

@@ -31,6 +31,7 @@ impl KernelParams for ActParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "activation",
     source: include_str!("../../shaders/activation.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<ActParams>(),
     entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("dropout", 1, 1)],
     specs: wg_specs,

@@ -41,8 +41,12 @@ pub enum ConvFwdVariant {
     Shared,
 }
 
-/// `conv_fwd_shared`'s tiling: a 16 x 16 workgroup, 4 x 4 outputs per invocation, K-steps of 8.
+/// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl): a 16 x 16 workgroup, 4 x 4 outputs per
+/// invocation, K-steps of 8: 64 x 64 tiles, 4 KiB of workgroup memory.
 const SHARED: (u32, u32, u32, u32, u32) = (16, 16, 4, 4, 8);
+
+/// The WGSL file the implicit-GEMM kernels share.
+const TILES: (&str, &str) = ("conv_tiles", include_str!("../../shaders/conv_tiles.wgsl"));
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
@@ -80,29 +84,26 @@ fn spec(cob: u32, cib: u32) -> Spec {
     tiled_spec(cob, cib, (1, 1, 4, 4, 4))
 }
 
-fn tiled_spec(cob: u32, cib: u32, (wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> Spec {
-    Spec::new()
-        .u("WG", CONV_WG)
-        .u("COB", cob)
-        .u("CIB", cib)
-        .u("WX", wx)
-        .u("WY", wy)
-        .u("TM", tm)
-        .u("TN", tn)
-        .u("BM", wy * tm)
-        .u("BN", wx * tn)
-        .u("BK", bk)
+fn tiled_spec(cob: u32, cib: u32, tiling: (u32, u32, u32, u32, u32)) -> Spec {
+    tiles(Spec::new().u("WG", CONV_WG).u("COB", cob).u("CIB", cib), tiling)
+}
+
+/// `spec` with conv_tiles.wgsl's tiling constants.
+fn tiles(spec: Spec, (wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> Spec {
+    spec.u("WX", wx).u("WY", wy).u("TM", tm).u("TN", tn).u("BM", wy * tm).u("BN", wx * tn).u("BK", bk)
 }
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
+    parts: &[TILES],
     params: ParamsDecl::of::<ConvParams>(),
     entries: &[
         ("conv_fwd_direct", 3, 1),
         ("conv_fwd_blocked", 3, 1),
         ("conv_fwd_shared", 3, 1),
         ("conv_bwd_data", 2, 1),
+        ("conv_bwd_data_shared", 2, 1),
     ],
     specs: || {
         let blocks = CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec(a, b)));
@@ -137,12 +138,17 @@ fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError>
     })
 }
 
-/// Whether the shared-memory forward runs on `s` itself on every device: its position tiles fit
-/// the 65,535 workgroups per dimension every WebGPU device has (beyond the device's own limit it
-/// falls back to the blocked kernel).
-pub fn shared_fits(s: &Conv2dShape) -> bool {
+/// Position tiles of the implicit GEMMs over `positions` rows.
+fn position_tiles(positions: usize) -> usize {
     let (_, wy, tm, _, _) = SHARED;
-    (s.n * s.oh() * s.ow()).div_ceil((wy * tm) as usize) <= 65_535
+    positions.div_ceil((wy * tm) as usize)
+}
+
+/// Whether the shared-memory forward and backward data run on `s` themselves on every device:
+/// their position tiles fit the 65,535 workgroups per dimension every WebGPU device has (beyond
+/// the device's own limit they fall back to the blocked kernels).
+pub fn shared_fits(s: &Conv2dShape) -> bool {
+    position_tiles(s.n * s.oh() * s.ow()) <= 65_535 && position_tiles(s.n * s.h * s.w) <= 65_535
 }
 
 /// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
@@ -167,16 +173,16 @@ pub fn conv2d_forward(
         check_len(&op, "bias", b, s.cout)?;
     }
     let bias = ep.bias.unwrap_or(gpu.dummy());
-    let (wx, wy, tm, tn, _) = SHARED;
-    let position_tiles = (s.n * s.oh() * s.ow()).div_ceil((wy * tm) as usize);
+    let (wx, _, _, tn, _) = SHARED;
+    let positions = position_tiles(s.n * s.oh() * s.ow());
     let variant = match variant {
-        ConvFwdVariant::Shared if position_tiles > gpu.max_groups() as usize => ConvFwdVariant::Blocked,
+        ConvFwdVariant::Shared if positions > gpu.max_groups() as usize => ConvFwdVariant::Blocked,
         v => v,
     };
     match variant {
         ConvFwdVariant::Shared => {
             let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wx * tn) as usize))?;
-            let groups = [channel_tiles, to_u32(&op, "position tiles", position_tiles)?, 1];
+            let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
             let sp = tiled_spec(16, 16, SHARED);
             gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups)
         }
@@ -193,6 +199,30 @@ pub fn conv2d_forward(
     }
 }
 
+/// Backward-data variants; both are covered by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvBwdDataVariant {
+    /// Four neighbouring input pixels of a row x 4, 8 or 16 input channels per invocation.
+    Blocked,
+    /// Implicit GEMM on 64 (positions) x 64 (input channels) x 8 workgroup-memory tiles
+    /// (conv_bwd_data_shared): for GPUs. Falls back to `Blocked` when the positions need more
+    /// than the grid's tiles in one dimension.
+    Shared,
+}
+
+impl ConvBwdDataVariant {
+    pub const DEFAULT: ConvBwdDataVariant = ConvBwdDataVariant::Blocked;
+    pub fn all() -> [ConvBwdDataVariant; 2] {
+        [ConvBwdDataVariant::Blocked, ConvBwdDataVariant::Shared]
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            ConvBwdDataVariant::Blocked => "blocked",
+            ConvBwdDataVariant::Shared => "shared64x64x8",
+        }
+    }
+}
+
 /// `dx = ∂(Σ y·dy)/∂x`; see [`crate::cpu::conv2d_backward_data`].
 pub fn conv2d_backward_data(
     gpu: &Gpu,
@@ -200,19 +230,28 @@ pub fn conv2d_backward_data(
     dy: &Tensor,
     w: &Tensor,
     dx: &Tensor,
+    variant: ConvBwdDataVariant,
 ) -> Result<Dispatch, GpuError> {
     let op = format!("conv2d_backward_data {s}");
     let p = params(&op, s, 0)?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "weight", w, s.w_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
+    let positions = position_tiles(s.n * s.h * s.w);
+    if variant == ConvBwdDataVariant::Shared && positions <= gpu.max_groups() as usize {
+        let (wx, _, _, tn, _) = SHARED;
+        let channel_tiles = to_u32(&op, "channel tiles", s.cin.div_ceil((wx * tn) as usize))?;
+        let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
+        let sp = tiled_spec(16, 16, SHARED);
+        return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
+    }
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), CONV_WG);
     let cib = channel_block(s.cin);
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
     gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups)
 }
 
-/// Backward-weight variants; both are covered by the tests.
+/// Backward-weight variants; every one is covered by the tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvBwdWeightVariant {
     /// One workgroup per weight, its invocations splitting the reduction: the fallback and oracle.
@@ -223,18 +262,27 @@ pub enum ConvBwdWeightVariant {
     /// specialized on the kernel width (shaders/conv_wgrad.wgsl); kernels wider than
     /// `WGRAD_MAX_KW` use [`ConvBwdWeightVariant::Split`].
     Rows,
+    /// Split-K implicit GEMM on 64 (output channels) x 64 (columns) x 8 workgroup-memory tiles per
+    /// batch slice (conv_bwd_weight_shared): for GPUs.
+    Shared,
 }
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 3] {
-        [ConvBwdWeightVariant::Direct, ConvBwdWeightVariant::Split, ConvBwdWeightVariant::Rows]
+    pub fn all() -> [ConvBwdWeightVariant; 4] {
+        [
+            ConvBwdWeightVariant::Direct,
+            ConvBwdWeightVariant::Split,
+            ConvBwdWeightVariant::Rows,
+            ConvBwdWeightVariant::Shared,
+        ]
     }
     pub fn name(&self) -> &'static str {
         match self {
             ConvBwdWeightVariant::Direct => "direct",
             ConvBwdWeightVariant::Split => "split",
             ConvBwdWeightVariant::Rows => "rows",
+            ConvBwdWeightVariant::Shared => "shared64x64x8",
         }
     }
 }
@@ -244,18 +292,29 @@ const WGRAD_COB: u32 = 8;
 /// The widest kernel `conv_bwd_weight_rows` is specialized for (its accumulators are COB x KW).
 pub const WGRAD_MAX_KW: usize = 8;
 
-/// The weight-gradient shader's specialization; only the rows kernel reads KW (the direct and
-/// split kernels use KW = 1).
+/// The weight-gradient shader's specialization; only the rows kernel reads KW (the others use
+/// KW = 1), only the shared kernel the tiling (placeholders for the others).
 fn wgrad_spec(kw: u32) -> Spec {
-    Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw)
+    tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw), (1, 1, 4, 4, 4))
+}
+
+/// The weight-gradient shader's specialization for conv_bwd_weight_shared.
+fn wgrad_shared_spec() -> Spec {
+    tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", 1), SHARED)
 }
 
 pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     name: "conv_wgrad",
     source: include_str!("../../shaders/conv_wgrad.wgsl"),
+    parts: &[TILES],
     params: ParamsDecl::of::<ConvParams>(),
-    entries: &[("conv_bwd_weight", 2, 1), ("conv_bwd_weight_split", 2, 1), ("conv_bwd_weight_rows", 2, 1)],
-    specs: || (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).collect(),
+    entries: &[
+        ("conv_bwd_weight", 2, 1),
+        ("conv_bwd_weight_split", 2, 1),
+        ("conv_bwd_weight_rows", 2, 1),
+        ("conv_bwd_weight_shared", 2, 1),
+    ],
+    specs: || (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).chain([wgrad_shared_spec()]).collect(),
     unchecked: true,
 };
 
@@ -307,14 +366,21 @@ pub fn conv2d_backward_weight(
             groups,
         )?]);
     }
-    // Split and Rows: partial sums per batch slice, then their fixed-order sum into dw.
+    // Split, Rows and Shared: partial sums per batch slice, then their fixed-order sum into dw.
     let spp = samples_per_slice(s);
     let slices = s.n.div_ceil(spp);
     p.spp = to_u32(&op, "samples per slice", spp)?;
     p.slices = to_u32(&op, "slices", slices)?;
     debug_assert_eq!(slices * s.w_len(), weight_grad_scratch(s, variant));
     let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
-    let partials = if variant == ConvBwdWeightVariant::Rows {
+    let partials = if variant == ConvBwdWeightVariant::Shared {
+        let (wx, wy, tm, tn, _) = SHARED;
+        let col_tiles = to_u32(&op, "column tiles", (s.cin * s.kh * s.kw).div_ceil((wx * tn) as usize))?;
+        let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wy * tm) as usize))?;
+        let groups = [col_tiles, channel_tiles, p.slices];
+        let sp = wgrad_shared_spec();
+        gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
+    } else if variant == ConvBwdWeightVariant::Rows {
         let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
         let mut groups = grid_1d(slices * row_groups, gpu.fold_width());
         groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;

@@ -19,6 +19,7 @@ impl KernelParams for FillParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "fill",
     source: include_str!("../../shaders/fill.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<FillParams>(),
     entries: &[("fill", 0, 1)],
     specs: wg_specs,

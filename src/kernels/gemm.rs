@@ -139,6 +139,7 @@ impl KernelParams for GemmParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "gemm",
     source: include_str!("../../shaders/gemm.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1), ("gemm_shared", 3, 1)],
     specs,
@@ -148,6 +149,7 @@ pub static SHADER: ShaderDef = ShaderDef {
 pub static SHADER4: ShaderDef = ShaderDef {
     name: "gemm4",
     source: include_str!("../../shaders/gemm4.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,

@@ -34,6 +34,7 @@ impl KernelParams for LossParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "loss",
     source: include_str!("../../shaders/loss.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<LossParams>(),
     entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2)],
     specs,

@@ -29,6 +29,7 @@ impl KernelParams for SgdParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "optim",
     source: include_str!("../../shaders/optim.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<SgdParams>(),
     entries: &[("sgd_momentum", 1, 2)],
     specs: wg_specs,

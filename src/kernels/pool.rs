@@ -34,6 +34,7 @@ fn spec(max: bool) -> Spec {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "pool",
     source: include_str!("../../shaders/pool.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<PoolParams>(),
     entries: &[("pool_fwd", 1, 2), ("pool_bwd", 2, 1), ("pool_bwd_pass", 2, 1)],
     specs: || vec![spec(true), spec(false)],

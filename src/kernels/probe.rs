@@ -31,6 +31,7 @@ impl KernelParams for ProbeParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "probe",
     source: include_str!("../../shaders/probe.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<ProbeParams>(),
     entries: &[("fma_probe", 1, 1), ("copy_probe", 1, 1)],
     specs,

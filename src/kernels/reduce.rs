@@ -25,6 +25,7 @@ impl KernelParams for ReduceParams {
 pub static SHADER: ShaderDef = ShaderDef {
     name: "reduce",
     source: include_str!("../../shaders/reduce.wgsl"),
+    parts: &[],
     params: ParamsDecl::of::<ReduceParams>(),
     entries: &[
         ("sum_all", 1, 1),

@@ -346,7 +346,8 @@ impl GpuNet {
                     false,
                 )?);
                 if let Some(g_in) = g_in {
-                    ops.push(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in)?);
+                    let v = self.plan.conv_data(&format!("{li}.conv_data"));
+                    ops.push(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in, v)?);
                 }
             }
             Layer::MaxPool { shape } => {

@@ -3,13 +3,13 @@
 //! keeps it: same data, seed, plan and adapter, same weights, bit for bit.
 //!
 //! A plan maps an op key, `<layer index>.<op>` (the index in the resolved layer list, the op one of
-//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_weight`, `pool_bwd`), to a variant name. An
+//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_data`, `conv_weight`, `pool_bwd`), to a variant name. An
 //! op the plan does not name uses the built-in default.
 
 use std::collections::BTreeMap;
 
 use super::net::{Layer, Net};
-use crate::kernels::conv::{ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::gemm::GemmVariant;
 use crate::kernels::pool::PoolBwdVariant;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
@@ -23,6 +23,7 @@ pub struct Plan(pub BTreeMap<String, String>);
 pub enum Op {
     Gemm(GemmShape),
     ConvFwd(Conv2dShape),
+    ConvData(Conv2dShape),
     ConvWeight(Conv2dShape),
     /// A pooling layer's backward (max pooling when `max`).
     PoolBwd {
@@ -37,6 +38,7 @@ impl Op {
         let mut names: Vec<String> = match self {
             Op::Gemm(_) => GemmVariant::all().iter().map(|v| v.name()).collect(),
             Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::ConvData(_) => ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
             Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
             Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
         };
@@ -56,6 +58,9 @@ impl Op {
             Op::ConvFwd(s) => {
                 variant != ConvFwdVariant::Shared.name() || crate::kernels::conv::shared_fits(s)
             }
+            Op::ConvData(s) => {
+                variant != ConvBwdDataVariant::Shared.name() || crate::kernels::conv::shared_fits(s)
+            }
             _ => true,
         }
     }
@@ -65,6 +70,7 @@ impl Op {
         match self {
             Op::Gemm(_) => GemmVariant::DEFAULT.name(),
             Op::ConvFwd(_) => ConvFwdVariant::DEFAULT.name().into(),
+            Op::ConvData(_) => ConvBwdDataVariant::DEFAULT.name().into(),
             Op::ConvWeight(_) => ConvBwdWeightVariant::DEFAULT.name().into(),
             Op::PoolBwd { .. } => PoolBwdVariant::DEFAULT.name().into(),
         }
@@ -75,6 +81,7 @@ impl Op {
         match self {
             Op::Gemm(s) => format!("gemm {s}"),
             Op::ConvFwd(s) => format!("conv_fwd {s}"),
+            Op::ConvData(s) => format!("conv_data {s}"),
             Op::ConvWeight(s) => format!("conv_weight {s}"),
             Op::PoolBwd { shape, max } => format!("{}pool_bwd {shape}", if *max { "max" } else { "avg" }),
         }
@@ -91,6 +98,9 @@ pub fn ops(net: &Net, batch: usize) -> Vec<(String, Op)> {
                 let s = Conv2dShape { n: batch, ..shape };
                 v.push((format!("{li}.conv_fwd"), Op::ConvFwd(s)));
                 v.push((format!("{li}.conv_weight"), Op::ConvWeight(s)));
+                if li > 0 {
+                    v.push((format!("{li}.conv_data"), Op::ConvData(s)));
+                }
             }
             Layer::Fc { inp, out, .. } => {
                 v.push((format!("{li}.fc_fwd"), Op::Gemm(GemmShape::new(batch, out, inp, Trans::NT))));
@@ -147,6 +157,14 @@ impl Plan {
     pub fn conv_fwd(&self, key: &str) -> ConvFwdVariant {
         let n = self.named(key);
         ConvFwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(ConvFwdVariant::DEFAULT)
+    }
+
+    pub fn conv_data(&self, key: &str) -> ConvBwdDataVariant {
+        let n = self.named(key);
+        ConvBwdDataVariant::all()
+            .into_iter()
+            .find(|v| Some(v.name()) == n)
+            .unwrap_or(ConvBwdDataVariant::DEFAULT)
     }
 
     pub fn conv_weight(&self, key: &str) -> ConvBwdWeightVariant {
