@@ -64,6 +64,8 @@ pub struct BenchRow {
     pub status: String,
     /// With tuning: the tuner's second choice for this op (the row times its first).
     pub runner_up: Option<String>,
+    /// Timed runs behind `median_ms` (1 for a variant screened out as hopeless; 0 untimed).
+    pub runs: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -514,6 +516,8 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     progress(&format!("ceilings: {fma:.1} GFLOP/s ({fma_config}), copy {copy:.2} GB/s"));
     let mut rows = Vec::new();
     let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
+    // With --variants: the fastest time so far of each row name, to screen out hopeless variants.
+    let mut fastest: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
     for mut job in jobs(opts.variants) {
         if opts.filter.as_deref().is_some_and(|f| !job.name.contains(f)) {
             continue;
@@ -538,11 +542,26 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             pct_of_ceiling: f64::NAN,
             status: "ok".into(),
             runner_up,
+            runs: 0,
         };
         match (job.check)(gpu) {
             Ok(r) if r.passed() => {
                 let set = (job.build)(gpu)?;
-                let ms = time_groups(gpu, &set, reps)?;
+                let best = fastest.get(&job.name).copied().unwrap_or(f64::INFINITY);
+                let refs: Vec<&Dispatch> = set[0].iter().collect();
+                // One run first: a variant over HOPELESS x the row's fastest is not worth the rest.
+                let first = if opts.variants { gpu.time(&refs, 1)?.first().copied() } else { None };
+                let ms = match first {
+                    Some(t) if t > crate::tune::HOPELESS * best => {
+                        row.runs = 1;
+                        t
+                    }
+                    _ => {
+                        row.runs = reps;
+                        time_groups(gpu, &set, reps)?
+                    }
+                };
+                fastest.insert(job.name.clone(), best.min(ms));
                 row.median_ms = ms;
                 match job.work {
                     Work::Flops(f) => {
@@ -596,6 +615,9 @@ pub fn format_row(r: &BenchRow) -> String {
         _ => format!("{:>16}", "-"),
     };
     let mut status = if r.status == "ok" { String::new() } else { format!("  {}", r.status) };
+    if r.runs == 1 {
+        status.push_str(&format!("  (1 run: over {}x the fastest variant)", crate::tune::HOPELESS));
+    }
     if let Some(n) = &r.runner_up {
         status.push_str(&format!("  (runner-up {n})"));
     }

@@ -32,7 +32,7 @@ pub const MODE_ENV: &str = "DLSVM_TUNE";
 pub const REPS: usize = 5;
 /// A variant whose first timed run takes longer than this many times the best so far is not
 /// timed further: it cannot win.
-const HOPELESS: f64 = 3.0;
+pub const HOPELESS: f64 = 3.0;
 /// How long one start may spend tuning: ops not reached by then keep their defaults (and are
 /// tuned at a later start). A warm cache spends nothing.
 pub const BUDGET: Duration = Duration::from_secs(300);

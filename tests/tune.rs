@@ -174,3 +174,26 @@ fn bench_report_gathers_info_check_tuning_and_bench() {
     assert_eq!(v["bench"]["rows"][0]["name"], "fc2_bwd_weight");
     assert!(v["table"].as_str().unwrap().contains("fc2_bwd_weight"));
 }
+
+/// `bench --variants` times every variant of a row; one whose first run is over
+/// `HOPELESS` x the row's fastest so far is recorded from that one run and says so.
+#[test]
+fn bench_variants_screens_hopeless_variants_after_one_run() {
+    let o = dlsvm(&["bench", "--variants", "--filter", "fc2_fwd", "--no-steps", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let v: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.len() > 2, "fc2_fwd has several variants: {rows:?}");
+    let mut fastest = f64::INFINITY;
+    for row in rows {
+        let (runs, ms) = (row["runs"].as_u64().unwrap(), row["median_ms"].as_f64().unwrap());
+        assert_eq!(row["name"], "fc2_fwd", "{row}");
+        match runs {
+            1 => assert!(ms > dlsvm::tune::HOPELESS * fastest, "screened without cause: {row}"),
+            10 => {}
+            _ => panic!("a timed row runs once or --reps (default 10) times: {row}"),
+        }
+        fastest = fastest.min(ms);
+    }
+    assert_eq!(rows[0]["runs"], 10, "the first variant has nothing to lose to");
+}
