@@ -6,6 +6,8 @@
 //   computed around the row maximum so logits of any size stay finite.
 // l2svm (one-vs-rest squared hinge, Tang 2013): t = +1 for the label's class, −1 otherwise,
 //   h = max(0, 1 − t·a), loss = scale · Σ h², grad = −2 · scale · t · h, scale = C / N.
+// l1svm (one-vs-rest hinge, the standard SVM loss): loss = scale · Σ h, grad = −scale · t where
+//   1 − t·a > 0, else 0 (the kink t·a = 1 takes the zero side), scale = C / N.
 // Specialization: WG. Bindings: params; inputs scores, labels; outputs loss_rows, grad.
 
 @group(0) @binding(0) var<uniform> p: LossParams;
@@ -69,6 +71,24 @@ fn l2svm(id: Ids) {
         let h = max(0.0, 1.0 - t * scores[base + j]);
         acc += h * h;
         grad[base + j] = -2.0 * p.scale * t * h;
+    }
+    loss_rows[r] = p.scale * acc;
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn l1svm(id: Ids) {
+    let r = thread_index(id, WG);
+    let y = row_label(r);
+    if (y < 0) {
+        return;
+    }
+    let base = r * p.classes;
+    var acc = 0.0;
+    for (var j = 0u; j < p.classes; j++) {
+        let t = select(-1.0, 1.0, j == u32(y));
+        let h = 1.0 - t * scores[base + j];
+        acc += max(0.0, h);
+        grad[base + j] = select(0.0, -p.scale * t, h > 0.0);
     }
     loss_rows[r] = p.scale * acc;
 }

@@ -162,7 +162,8 @@ pub struct TrainArgs {
     /// The run directory (default: runs/<network name>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// The top: l2svm (the paper's) or softmax (its baseline); default: the network's.
+    /// The top: l2svm (the paper's), softmax (its baseline) or l1svm (the standard hinge);
+    /// default: the network's.
     #[arg(long)]
     pub top: Option<String>,
     /// SGD steps to train (the schedule spans them); default: the network's [train] steps.

@@ -12,7 +12,7 @@ use crate::check::{self, CaseReport, Flags, Input, Values};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::{activation, conv, gemm, loss, optim, pool, probe, Epilogue};
 use crate::model::plan::Op;
-use crate::model::{preset, GpuNet, Net};
+use crate::model::{preset, GpuNet, Net, Top};
 use crate::rng::Rng;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -367,7 +367,7 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
                 .collect()
         }),
     });
-    for (name, svm) in [("softmax_xent", false), ("l2svm", true)] {
+    for (name, top) in [("softmax_xent", Top::Softmax), ("l2svm", Top::L2svm), ("l1svm", Top::L1svm)] {
         jobs.push(Job {
             op: None,
             name: name.into(),
@@ -375,10 +375,11 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
             shape: format!("n{rows} k{k}"),
             work: Work::Bytes(4.0 * (3 * rows * k + 2 * rows) as f64),
             check: Box::new(move |g| {
-                if svm {
-                    check::l2svm_case(g, 64, 7, 1.0, Input::values(1, Values::Scaled(2.0)))
-                } else {
-                    check::softmax_case(g, 64, 7, Input::values(1, Values::Scaled(4.0)))
+                let input = Input::values(1, Values::Scaled(if top == Top::Softmax { 4.0 } else { 2.0 }));
+                match top {
+                    Top::L2svm => check::l2svm_case(g, 64, 7, 1.0, input),
+                    Top::L1svm => check::l1svm_case(g, 64, 7, 1.0, input),
+                    Top::Softmax => check::softmax_case(g, 64, 7, input),
                 }
             }),
             build: Box::new(move |g| {
@@ -386,10 +387,10 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
                 let y = g.upload(&(0..rows as i32).map(|i| i % k as i32).collect::<Vec<_>>(), &[rows])?;
                 let (l, gr) = (g.empty(&[rows], DType::F32)?, g.empty(&[rows * k], DType::F32)?);
                 let scale = 1.0 / rows as f64;
-                Ok(vec![vec![if svm {
-                    loss::l2svm(g, rows, k, &s, &y, scale, &l, &gr)?
-                } else {
-                    loss::softmax_xent(g, rows, k, &s, &y, scale, &l, &gr)?
+                Ok(vec![vec![match top {
+                    Top::L2svm => loss::l2svm(g, rows, k, &s, &y, scale, &l, &gr)?,
+                    Top::L1svm => loss::l1svm(g, rows, k, &s, &y, scale, &l, &gr)?,
+                    Top::Softmax => loss::softmax_xent(g, rows, k, &s, &y, scale, &l, &gr)?,
                 }]])
             }),
         });

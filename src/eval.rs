@@ -141,14 +141,18 @@ pub struct Metrics {
     pub cross_entropy: f64,
     /// Mean squared hinge Σ_k max(0, 1 − t·a)² (C = 1).
     pub squared_hinge: f64,
+    /// Mean hinge Σ_k max(0, 1 − t·a) (C = 1).
+    pub hinge: f64,
 }
 
 impl Metrics {
-    /// The objective matching the top: squared hinge for the SVM, cross-entropy for softmax.
+    /// The objective matching the top: squared hinge for the L2-SVM, hinge for the L1-SVM,
+    /// cross-entropy for softmax.
     pub fn objective(&self, top: crate::model::Top) -> f64 {
         match top {
             crate::model::Top::L2svm => self.squared_hinge,
             crate::model::Top::Softmax => self.cross_entropy,
+            crate::model::Top::L1svm => self.hinge,
         }
     }
 }
@@ -156,7 +160,7 @@ impl Metrics {
 /// Metrics of `scores [n, k]` against `labels` (rows with a negative label are skipped).
 pub fn metrics(scores: &[f32], labels: &[i32], k: usize) -> Metrics {
     let mut confusion = vec![vec![0u64; k]; k];
-    let (mut n, mut correct, mut xent, mut hinge) = (0usize, 0usize, 0.0f64, 0.0f64);
+    let (mut n, mut correct, mut xent, mut sq_hinge, mut hinge) = (0usize, 0usize, 0.0f64, 0.0f64, 0.0f64);
     for (row, &y) in scores.chunks(k).zip(labels) {
         if y < 0 || y as usize >= k {
             continue;
@@ -176,7 +180,8 @@ pub fn metrics(scores: &[f32], labels: &[i32], k: usize) -> Metrics {
         for (j, &a) in row.iter().enumerate() {
             let t = if j == y { 1.0 } else { -1.0 };
             let h = (1.0 - t * a as f64).max(0.0);
-            hinge += h * h;
+            sq_hinge += h * h;
+            hinge += h;
         }
         n += 1;
     }
@@ -195,7 +200,8 @@ pub fn metrics(scores: &[f32], labels: &[i32], k: usize) -> Metrics {
         confusion,
         per_class,
         cross_entropy: xent / d,
-        squared_hinge: hinge / d,
+        squared_hinge: sq_hinge / d,
+        hinge: hinge / d,
     }
 }
 

@@ -251,13 +251,13 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
             (model::preset(&a.preset).ok_or_else(unknown)?, format!("--preset {}", a.preset))
         }
     };
-    let top = match a.top.as_deref() {
-        Some(t) => Some(
-            Top::parse(t)
-                .ok_or_else(|| Failure::input(format!("unknown --top {t:?}; choose l2svm or softmax")))?,
-        ),
-        None => None,
-    };
+    let top =
+        match a.top.as_deref() {
+            Some(t) => Some(Top::parse(t).ok_or_else(|| {
+                Failure::input(format!("unknown --top {t:?}; choose l2svm, softmax or l1svm"))
+            })?),
+            None => None,
+        };
     let overrides = Overrides {
         top,
         steps: a.steps,

@@ -757,7 +757,11 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
         ("zero steps", vec!["--steps", "0"], vec!["--steps 0 must be at least 1"]),
         ("a momentum of 1", vec!["--momentum", "1"], vec!["--momentum 1 must be in [0, 1)"]),
         ("an unknown preset", vec!["--preset", "huge"], vec!["unknown preset \"huge\"", "fer-small"]),
-        ("an unknown top", vec!["--top", "hinge"], vec!["unknown --top \"hinge\"", "l2svm or softmax"]),
+        (
+            "an unknown top",
+            vec!["--top", "hinge"],
+            vec!["unknown --top \"hinge\"", "l2svm, softmax or l1svm"],
+        ),
     ];
     for (case, extra, wants) in options {
         // `train` passes --steps 1 --batch 2 first; later flags win for --batch and --steps.

@@ -108,6 +108,7 @@ fn check_runs_every_kernel_family_and_direction() {
         "dropout bwd",
         "softmax_xent fwd+bwd",
         "l2svm fwd+bwd",
+        "l1svm fwd+bwd",
         "sgd_momentum update",
         "sum",
         "argmax_rows",
@@ -117,6 +118,7 @@ fn check_runs_every_kernel_family_and_direction() {
         "fill",
         "network loss l2svm",
         "network loss softmax",
+        "network loss l1svm",
     ] {
         assert!(out.contains(row), "check has no row for {row}:\n{out}");
     }

@@ -4,8 +4,8 @@
 
 use dlsvm::cpu::{
     argmax_rows, avgpool_backward, avgpool_forward, channel_sum, conv2d_backward_data,
-    conv2d_backward_weight, conv2d_forward, count_correct, dropout_backward, dropout_forward, gemm, l2svm,
-    maxpool_backward, maxpool_forward, relu_backward, relu_forward, sgd_momentum, softmax_xent, sum,
+    conv2d_backward_weight, conv2d_forward, count_correct, dropout_backward, dropout_forward, gemm, l1svm,
+    l2svm, maxpool_backward, maxpool_forward, relu_backward, relu_forward, sgd_momentum, softmax_xent, sum,
 };
 use dlsvm::shapes::{dropout_keep, dropout_scale, Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -754,6 +754,62 @@ fn l2svm_gradient() {
     let inactive = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] == 0.0).count();
     assert!(active > 0 && inactive > 0, "active {active}, inactive {inactive}");
     gradcheck("l2svm da", &a, &grad, |a| sum(&run_loss(l2svm, n, k, a, &labels, scale).0));
+}
+
+#[test]
+fn l1svm_hand_case() {
+    // The row of l2svm_hand_case, scores [0.5, −0.2, 2.0, −1.5], y = 0, scale = 0.3:
+    //   j=0: t=+1, h = 0.5 > 0    grad = −0.3·(+1) = −0.3
+    //   j=1: t=−1, h = 0.8 > 0    grad = −0.3·(−1) = 0.3
+    //   j=2: t=−1, h = 3.0 > 0    grad = 0.3
+    //   j=3: t=−1, h = −0.5       grad = 0
+    //   loss = 0.3·(0.5 + 0.8 + 3.0) = 1.29
+    // Row 2 sits on the kink for every class (t·a = 1): loss 0, gradient 0. Row 3 is masked.
+    let s = [0.5, -0.2, 2.0, -1.5, 1.0, -1.0, -1.0, -1.0, 9.0, 9.0, 9.0, 9.0];
+    let (rows, grad) = run_loss(l1svm, 3, 4, &s, &[0, 0, -3], 0.3);
+    assert_close("l1svm loss", &rows, &[1.29, 0.0, 0.0], EXACT_TOL);
+    let want = [-0.3, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+    assert_close("l1svm grad", &grad, &want, EXACT_TOL);
+}
+
+#[test]
+#[should_panic(expected = "out of range")]
+fn l1svm_rejects_label_past_k() {
+    run_loss(l1svm, 2, 3, &[0.0; 6], &[0, 3], 1.0);
+}
+
+/// Away from the kink (scores at least 0.05 from t·a = 1, much more than the difference step) the
+/// hinge is linear, and its gradient matches central differences.
+#[test]
+fn l1svm_gradient() {
+    let mut rng = Rng::new(12);
+    let (n, k) = (7, 4);
+    let labels = [1, -1, 0, 3, 2, -1, 1];
+    let scale = 0.7 / n as f64;
+    let mut a = vec![0.0; n * k];
+    for r in 0..n {
+        for j in 0..k {
+            let t = if labels[r] == j as i32 { 1.0 } else { -1.0 };
+            a[r * k + j] = loop {
+                let v = rng.uniform(-2.0, 2.0);
+                if (1.0 - t * v).abs() > 0.05 {
+                    break v;
+                }
+            };
+        }
+    }
+    let (rows, grad) = run_loss(l1svm, n, k, &a, &labels, scale);
+    for (r, &y) in labels.iter().enumerate() {
+        if y < 0 {
+            assert_eq!(rows[r], 0.0);
+            assert!(grad[r * k..(r + 1) * k].iter().all(|&g| g == 0.0));
+        }
+    }
+    let active = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] != 0.0).count();
+    let inactive = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] == 0.0).count();
+    assert!(active > 0 && inactive > 0, "active {active}, inactive {inactive}");
+    assert!(grad.iter().all(|&g| g == 0.0 || (g.abs() - scale).abs() < 1e-15), "{grad:?}");
+    gradcheck("l1svm da", &a, &grad, |a| sum(&run_loss(l1svm, n, k, a, &labels, scale).0));
 }
 
 // ---------------------------------------------------------------------------------------------

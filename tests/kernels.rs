@@ -262,21 +262,28 @@ fn l2svm_row_shapes_and_c() {
 }
 
 #[test]
+fn l1svm_row_shapes_and_c() {
+    for ((n, k), c) in shapes::ROW_SHAPES.into_iter().zip([1.0, 1.0, 5.12, 0.1, 1.0]) {
+        pass(check::l1svm_case(gpu(), n, k, c, Input::values((n + k) as u64, Values::Scaled(2.0))));
+    }
+}
+
+#[test]
 fn losses_zero_for_fully_masked_batch() {
-    use dlsvm::kernels::loss::{l2svm, softmax_xent};
+    use dlsvm::kernels::loss::{l1svm, l2svm, softmax_xent};
     let g = gpu();
     let (n, k) = (3, 4);
     let s = g.upload(&[0.5f32; 12], &[n, k]).unwrap();
     let y = g.upload(&[-1i32, -1, -1], &[n]).unwrap();
-    for which in 0..2 {
+    for which in 0..3 {
         let loss = g.empty(&[n], dlsvm::gpu::DType::F32).unwrap();
         let grad = g.empty(&[n, k], dlsvm::gpu::DType::F32).unwrap();
         g.poison(&loss);
         g.poison(&grad);
-        let d = if which == 0 {
-            softmax_xent(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad)
-        } else {
-            l2svm(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad)
+        let d = match which {
+            0 => softmax_xent(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad),
+            1 => l2svm(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad),
+            _ => l1svm(g, n, k, &s, &y, 1.0 / 3.0, &loss, &grad),
         };
         g.run(&[&d.unwrap()]).unwrap();
         assert_eq!(g.download::<f32>(&loss).unwrap(), vec![0.0; n]);
@@ -351,7 +358,9 @@ fn network_loss_is_pinned_to_its_definition() {
     let row0 = (0.5f64.exp() + (-0.5f64).exp() + 2.0f64.exp()).ln() - 0.5;
     let xent = loss_by_definition(Top::Softmax, &scores, &LABELS, 1.0);
     assert!((xent - (row0 + 3f64.ln()) / 2.0).abs() < 1e-15 && (xent - 1.432490).abs() < 1e-6, "{xent}");
-    for (top, c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0)] {
+    // Hinge terms: row 0: 0.5 + 0.5 + 3 = 4; row 1: 1 + 1 + 1 = 3; C/N = 1/2.
+    assert_eq!(loss_by_definition(Top::L1svm, &scores, &LABELS, 1.0), 3.5);
+    for (top, c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0), (Top::L1svm, 1.0)] {
         pass(network_loss_case(gpu(), top, c));
     }
 }

@@ -85,11 +85,16 @@ fn gpu_steps_equal_cpu_reference_mlp_softmax() {
     gpu_steps_match_cpu("mlp", Top::Softmax, 3);
 }
 
+#[test]
+fn gpu_steps_equal_cpu_reference_mlp_l1svm() {
+    gpu_steps_match_cpu("mlp", Top::L1svm, 3);
+}
+
 /// The CPU network's analytic gradient against central differences, in f64, for fer-small (with
-/// its dropout active under a fixed mask) and both tops.
+/// its dropout active under a fixed mask) and every top.
 #[test]
 fn whole_network_gradient_check_cpu() {
-    for top in [Top::L2svm, Top::Softmax] {
+    for top in Top::ALL {
         let cfg = config("fer-small", top);
         let net = Net::new(&cfg, 7).expect("network");
         let batch = 2;

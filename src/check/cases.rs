@@ -6,10 +6,11 @@
 use super::tolerance as tol;
 use super::{widen, CaseReport, Comparison};
 use crate::cpu;
-use crate::gpu::{DType, Element, Gpu, GpuError, Tensor};
+use crate::gpu::{DType, Dispatch, Element, Gpu, GpuError, Tensor};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::{self, gemm::GemmVariant, Epilogue};
 use crate::kernels::{pool::PoolBwdVariant, reduce};
+use crate::model::Top;
 use crate::rng::Rng;
 use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
 use std::fmt;
@@ -560,6 +561,16 @@ pub fn softmax_case(gpu: &Gpu, n: usize, k: usize, input: Input) -> Result<CaseR
 /// either side of ±1, every fourth row exactly on the margin for every class (t·a = 1: zero loss
 /// and gradient), and every third row has its largest score last.
 pub fn l2svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, input: Input) -> Result<CaseReport, GpuError> {
+    hinge_case(gpu, Top::L2svm, n, k, c, input)
+}
+
+/// The hinge (L1-SVM) on the inputs of [`l2svm_case`]: scores on the kink t·a = 1 (gradient 0)
+/// and one ulp either side of it (gradient ±C/N or 0) test the kink's side exactly.
+pub fn l1svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, input: Input) -> Result<CaseReport, GpuError> {
+    hinge_case(gpu, Top::L1svm, n, k, c, input)
+}
+
+fn hinge_case(gpu: &Gpu, top: Top, n: usize, k: usize, c: f64, input: Input) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(input.seed);
     let mut a = input.a.draw(&mut rng, n * k);
     max_last(&mut a, n, k);
@@ -580,18 +591,27 @@ pub fn l2svm_case(gpu: &Gpu, n: usize, k: usize, c: f64, input: Input) -> Result
     let tloss = poisoned(gpu, n, DType::F32)?;
     let tgrad = poisoned(gpu, n * k, DType::F32)?;
     let scale = c / n as f64;
-    let d = kernels::loss::l2svm(gpu, n, k, &ta, &ty, scale, &tloss, &tgrad)?;
+    let (kernel, reference, name, tol): (KernelLoss, CpuLoss, _, _) = match top {
+        Top::L1svm => (kernels::loss::l1svm, cpu::l1svm, "l1svm fwd+bwd", tol::L1SVM),
+        _ => (kernels::loss::l2svm, cpu::l2svm, "l2svm fwd+bwd", tol::L2SVM),
+    };
+    let d = kernel(gpu, n, k, &ta, &ty, scale, &tloss, &tgrad)?;
     gpu.run(&[&d])?;
     let (got_loss, got_grad) = (gpu.download::<f32>(&tloss)?, gpu.download::<f32>(&tgrad)?);
     let mut loss = vec![0.0; n];
     let mut grad = vec![0.0; n * k];
-    cpu::l2svm(n, k, &widen(&a), &y, scale as f32 as f64, &mut loss, &mut grad);
+    reference(n, k, &widen(&a), &y, scale as f32 as f64, &mut loss, &mut grad);
     let shape = format!("n{n} k{k} C{c} scores {}", input.a);
-    Ok(Comparison::new("l2svm fwd+bwd", shape, tol::L2SVM)
+    Ok(Comparison::new(name, shape, tol)
         .floats("loss", &got_loss, &loss, k)
         .floats("grad", &got_grad, &grad, 1)
         .finish())
 }
+
+/// A loss kernel's signature, and its CPU reference's.
+type KernelLoss =
+    fn(&Gpu, usize, usize, &Tensor, &Tensor, f64, &Tensor, &Tensor) -> Result<Dispatch, GpuError>;
+type CpuLoss = fn(usize, usize, &[f64], &[i32], f64, &mut [f64], &mut [f64]);
 
 // ----------------------------------------------------------------------------------------- optim
 

@@ -30,26 +30,32 @@ pub fn tiny_net(top: Top) -> Net {
 }
 
 /// The batch loss by definition, from the scores: the squared hinge
-/// `(C/N) Σ_rows Σ_classes max(0, 1 − t·a)²` (t = +1 for the label's class, −1 otherwise), or the
-/// cross-entropy `(1/N) Σ_rows (log Σ_j e^{a_j} − a_label)`.
+/// `(C/N) Σ_rows Σ_classes max(0, 1 − t·a)²` (t = +1 for the label's class, −1 otherwise), the
+/// hinge `(C/N) Σ_rows Σ_classes max(0, 1 − t·a)`, or the cross-entropy
+/// `(1/N) Σ_rows (log Σ_j e^{a_j} − a_label)`.
 pub fn loss_by_definition(top: Top, scores: &[[f64; 3]], labels: &[i32], svm_c: f64) -> f64 {
     let n = scores.len() as f64;
     let mut total = 0.0;
     for (row, &y) in scores.iter().zip(labels) {
         total += match top {
-            Top::L2svm => row
+            Top::L2svm | Top::L1svm => row
                 .iter()
                 .enumerate()
                 .map(|(j, &a)| {
                     let t = if j as i32 == y { 1.0 } else { -1.0 };
-                    (1.0 - t * a).max(0.0).powi(2)
+                    let h = (1.0 - t * a).max(0.0);
+                    if top == Top::L2svm {
+                        h * h
+                    } else {
+                        h
+                    }
                 })
                 .sum::<f64>(),
             Top::Softmax => row.iter().map(|a| a.exp()).sum::<f64>().ln() - row[y as usize],
         };
     }
     match top {
-        Top::L2svm => svm_c * total / n,
+        Top::L2svm | Top::L1svm => svm_c * total / n,
         Top::Softmax => total / n,
     }
 }

@@ -229,6 +229,9 @@ pub fn suite() -> Vec<SuiteCase> {
         c.add("l2svm fwd+bwd".into(), move |g, sd| {
             l2svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
         });
+        c.add("l1svm fwd+bwd".into(), move |g, sd| {
+            l1svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
+        });
         for values in [Values::Unit, Values::Ties] {
             c.add("argmax_rows".into(), move |g, sd| argmax_case(g, n, k, Input::values(sd, values)));
         }
@@ -239,6 +242,9 @@ pub fn suite() -> Vec<SuiteCase> {
     });
     c.add("l2svm fwd+bwd".into(), |g, sd| {
         l2svm_case(g, 64, 7, 0.02 * 64.0, Input::values(sd, Values::Scaled(2.0)))
+    });
+    c.add("l1svm fwd+bwd".into(), |g, sd| {
+        l1svm_case(g, 64, 7, 0.02 * 64.0, Input::values(sd, Values::Scaled(2.0)))
     });
     for (outer, ch, inner) in CHANNEL_SUM_SHAPES {
         c.add("channel_sum".into(), move |g, sd| {
@@ -252,7 +258,7 @@ pub fn suite() -> Vec<SuiteCase> {
     folded_cases(&mut c);
 
     // The loss of a whole network, against the paper's formula.
-    for (top, svm_c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0)] {
+    for (top, svm_c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0), (Top::L1svm, 1.0)] {
         c.add(format!("network loss {}", top.name()), move |g, _| network_loss_case(g, top, svm_c));
     }
     c.cases
@@ -323,6 +329,9 @@ fn folded_cases(c: &mut Cases) {
         });
         c.folded("l2svm fwd+bwd".into(), &name, move |g, sd| {
             l2svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
+        });
+        c.folded("l1svm fwd+bwd".into(), &name, move |g, sd| {
+            l1svm_case(g, n, k, 1.0, Input::values(sd, Values::Scaled(2.0)))
         });
         c.folded("argmax_rows".into(), &name, move |g, sd| {
             argmax_case(g, n, k, Input::values(sd, Values::Ties))

@@ -70,6 +70,8 @@ pub const ELEMENTWISE: Tol = Tol::new(0.0, 1.2e-7);
 pub const SOFTMAX: Tol = Tol::new(2e-7, 2e-6);
 /// Squared hinge: k products and a sum (len = k for the loss).
 pub const L2SVM: Tol = Tol::new(1e-7, 1e-6);
+/// Hinge: k differences and a sum (len = k for the loss); its gradient is exactly ±C/N or 0.
+pub const L1SVM: Tol = Tol::new(1e-7, 1e-6);
 /// SGD: four f32 operations per element, magnitudes around 1.
 pub const SGD: Tol = Tol::new(5e-7, 1e-6);
 /// Sums (len = elements) and per-channel sums.

@@ -90,3 +90,38 @@ pub fn l2svm<T: Real>(
         loss_rows[r] = T::from_f64(scale * loss);
     }
 }
+
+/// Hinge (L1-SVM) one-vs-rest loss.
+///
+/// Shapes as [`l2svm`]. Per unmasked row with label `y` and class `j`: `t = +1` if `j == y` else
+/// `−1`, `h = 1 − t·a_j`; `loss_row = scale·Σ_j max(0, h)`, `grad[j] = −scale·t` where `h > 0`, else
+/// 0 (the kink `h = 0` takes the zero side, as the kernel does). Panics if a label is `≥ k`.
+pub fn l1svm<T: Real>(
+    n: usize,
+    k: usize,
+    scores: &[T],
+    labels: &[i32],
+    scale: f64,
+    loss_rows: &mut [T],
+    grad: &mut [T],
+) {
+    check_loss("l1svm", n, k, scores.len(), labels, loss_rows.len(), grad.len());
+    for r in 0..n {
+        let a = &scores[r * k..(r + 1) * k];
+        let g = &mut grad[r * k..(r + 1) * k];
+        let y = labels[r];
+        if y < 0 {
+            loss_rows[r] = T::from_f64(0.0);
+            g.iter_mut().for_each(|v| *v = T::from_f64(0.0));
+            continue;
+        }
+        let mut loss = 0.0f64;
+        for (j, gv) in g.iter_mut().enumerate() {
+            let t = if j == y as usize { 1.0 } else { -1.0 };
+            let h = 1.0 - t * a[j].to_f64();
+            loss += h.max(0.0);
+            *gv = T::from_f64(if h > 0.0 { -scale * t } else { 0.0 });
+        }
+        loss_rows[r] = T::from_f64(scale * loss);
+    }
+}

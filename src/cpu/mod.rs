@@ -15,7 +15,7 @@ pub mod reduce;
 pub use activation::{dropout_backward, dropout_forward, relu_backward, relu_forward};
 pub use conv::{conv2d_backward_data, conv2d_backward_weight, conv2d_forward};
 pub use gemm::gemm;
-pub use loss::{l2svm, softmax_xent};
+pub use loss::{l1svm, l2svm, softmax_xent};
 pub use optim::sgd_momentum;
 pub use pool::{avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward};
 pub use reduce::{argmax_rows, channel_sum, count_correct, sum};

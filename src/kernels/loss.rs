@@ -1,4 +1,5 @@
-//! The two tops: softmax with cross-entropy, and the one-vs-rest L2-SVM squared hinge (Tang 2013).
+//! The tops: softmax with cross-entropy, the one-vs-rest L2-SVM squared hinge (Tang 2013) and the
+//! L1-SVM hinge (the baseline the paper's predecessors used).
 
 use super::{check_len, grid_for, to_u32};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
@@ -36,7 +37,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/loss.wgsl"),
     parts: &[],
     params: ParamsDecl::of::<LossParams>(),
-    entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2)],
+    entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2), ("l1svm", 2, 2)],
     specs,
     unchecked: false,
 };
@@ -106,4 +107,20 @@ pub fn l2svm(
     grad: &Tensor,
 ) -> Result<Dispatch, GpuError> {
     loss("l2svm", "l2svm", gpu, n, k, scores, labels, scale, loss_rows, grad)
+}
+
+/// Per-row `scale·Σ max(0, 1 − t·a)` and its gradient `−scale·t·[1 − t·a > 0]`, `scale = C/N`; see
+/// [`crate::cpu::l1svm`].
+#[allow(clippy::too_many_arguments)]
+pub fn l1svm(
+    gpu: &Gpu,
+    n: usize,
+    k: usize,
+    scores: &Tensor,
+    labels: &Tensor,
+    scale: f64,
+    loss_rows: &Tensor,
+    grad: &Tensor,
+) -> Result<Dispatch, GpuError> {
+    loss("l1svm", "l1svm", gpu, n, k, scores, labels, scale, loss_rows, grad)
 }

@@ -13,6 +13,8 @@ pub enum Top {
     L2svm,
     /// Softmax with cross-entropy: the paper's baseline.
     Softmax,
+    /// One-vs-rest linear SVMs trained with the standard hinge `(C/N) Σ max(0, 1 − t·a)`.
+    L1svm,
 }
 
 impl Top {
@@ -20,23 +22,28 @@ impl Top {
         match self {
             Top::L2svm => "l2svm",
             Top::Softmax => "softmax",
+            Top::L1svm => "l1svm",
         }
     }
 
-    /// `l2svm` (or `svm`) and `softmax`.
+    /// Every top, in the order the paper discusses them.
+    pub const ALL: [Top; 3] = [Top::L2svm, Top::Softmax, Top::L1svm];
+
+    /// `l2svm` (or `svm`), `softmax` and `l1svm`.
     pub fn parse(s: &str) -> Option<Top> {
         match s {
             "l2svm" | "svm" => Some(Top::L2svm),
             "softmax" => Some(Top::Softmax),
+            "l1svm" => Some(Top::L1svm),
             _ => None,
         }
     }
 
     /// The factor of the summed per-row loss: C/N for the squared hinge (the paper's SVM constant
-    /// over the batch), 1/N for softmax. The kernels receive it as f32.
+    /// over the batch; the hinge's too), 1/N for softmax. The kernels receive it as f32.
     pub fn loss_scale(self, svm_c: f64, batch: usize) -> f64 {
         match self {
-            Top::L2svm => svm_c / batch as f64,
+            Top::L2svm | Top::L1svm => svm_c / batch as f64,
             Top::Softmax => 1.0 / batch as f64,
         }
     }
@@ -134,7 +141,7 @@ pub struct TrainConfig {
     pub momentum_warmup: u64,
     /// Default weight decay of conv and hidden fc weights (a layer's own value wins).
     pub weight_decay: f64,
-    /// Weight decay of the top layer (defaults: 0.02 for l2svm, 0.002 for softmax).
+    /// Weight decay of the top layer (defaults: 0.02 for l2svm and l1svm, 0.002 for softmax).
     pub top_weight_decay: Option<f64>,
     /// The SVM constant C of the squared hinge: loss = (C/N) Σ max(0, 1 − t·a)².
     pub svm_c: f64,
@@ -303,7 +310,7 @@ impl TrainConfig {
 
     pub fn top_decay(&self, top: Top) -> f64 {
         self.top_weight_decay.unwrap_or(match top {
-            Top::L2svm => 0.02,
+            Top::L2svm | Top::L1svm => 0.02,
             Top::Softmax => 0.002,
         })
     }

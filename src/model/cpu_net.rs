@@ -74,6 +74,7 @@ pub fn loss<T: Real>(net: &Net, scores: &[T], labels: &[i32], batch: usize, svm_
     let scale = net.top().loss_scale(svm_c, batch) as f32 as f64;
     match net.top() {
         Top::L2svm => cpu::l2svm(batch, k, scores, labels, scale, &mut rows, &mut grad),
+        Top::L1svm => cpu::l1svm(batch, k, scores, labels, scale, &mut rows, &mut grad),
         Top::Softmax => cpu::softmax_xent(batch, k, scores, labels, scale, &mut rows, &mut grad),
     }
     (cpu::sum(&rows), grad)

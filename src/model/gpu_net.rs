@@ -258,6 +258,7 @@ impl GpuNet {
         let (labels, rows) = (&self.labels, &self.loss_rows);
         train.push(match self.net.top() {
             super::Top::L2svm => loss::l2svm(gpu, batch, k, scores, labels, scale, rows, dscores)?,
+            super::Top::L1svm => loss::l1svm(gpu, batch, k, scores, labels, scale, rows, dscores)?,
             super::Top::Softmax => loss::softmax_xent(gpu, batch, k, scores, labels, scale, rows, dscores)?,
         });
         train.push(reduce::sum_all(gpu, rows, &self.loss_acc, true)?);
