@@ -33,6 +33,15 @@ pub enum Command {
 continues the run directory's checkpoint; a different --steps or --epochs is accepted with a note \
 saying how the learning-rate schedule moves, fewer steps than the checkpoint has done are refused.")]
     Train(Box<TrainArgs>),
+    /// The paper's experiment: train the same network once per top and seed, runs identical but
+    /// for the top's loss; test error per top over seeds, paired differences, Table 3.
+    #[command(after_help = "Takes every option of `dlsvm train` but --top. Each top of --tops is \
+trained with seeds --seed, --seed + 1, ... (--seeds of them); for one seed the runs share their initial \
+weights, data order, augmentation and dropout masks. Without --steps or --epochs each run trains 300 \
+steps. Every run is a train run in <out>/seed<S>/<top> (with --folds: .../fold<I>); --resume continues \
+each. Writes compare.json, compare.md (the tables) and compare.png (test error against steps) in --out \
+(default runs/<network>-compare).")]
+    Compare(Box<CompareArgs>),
     /// Evaluate one model, or an ensemble of several, on a data set.
     Eval {
         /// A model.safetensors from `dlsvm train`; repeat to average an ensemble.
@@ -226,4 +235,18 @@ pub struct TrainArgs {
     /// Print the final summary as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The options of `dlsvm compare`: those of `train`, and which tops and how many seeds.
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// The tops to compare, comma-separated: l2svm, softmax, l1svm; the first is the one the
+    /// others' paired differences are taken against.
+    #[arg(long, default_value = "l2svm,softmax")]
+    pub tops: String,
+    /// How many seeds per top (--seed, --seed + 1, ...).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: usize,
 }

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod compare;
 pub mod cpu;
 pub mod data;
 pub mod eval;

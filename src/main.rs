@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 mod args;
 
-use args::{Cli, Command, DataCommand, TrainArgs};
+use args::{Cli, Command, CompareArgs, DataCommand, TrainArgs};
 use clap::Parser;
 use dlsvm::check::{self, Row};
 use dlsvm::data::{self, synth, DataSource};
@@ -131,6 +131,7 @@ fn main() -> ExitCode {
         Command::Info { json } => info(adapter, json),
         Command::Check { json, filter } => check(adapter, json, filter.as_deref()),
         Command::Train(args) => train(adapter, *args),
+        Command::Compare(args) => compare(adapter, *args),
         Command::Bench { filter, variants, reps, no_steps, tune, report, json } => {
             match tune_mode(&tune, Mode::Full) {
                 Ok(tune) => {
@@ -238,7 +239,9 @@ fn invalid(e: &InvalidValue, overrides: &Overrides, origin: &str) -> Failure {
     }
 }
 
-fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
+/// The network of `train` and `compare`: the preset or file with the flags applied, every value
+/// and layer checked; with the name of where it came from.
+fn net_config(a: &TrainArgs) -> Result<(NetConfig, String), Failure> {
     let (mut config, origin) = match &a.config {
         Some(p) => (
             NetConfig::from_toml_file(p).map_err(|e| Failure::input(e.to_string()))?,
@@ -251,13 +254,7 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
             (model::preset(&a.preset).ok_or_else(unknown)?, format!("--preset {}", a.preset))
         }
     };
-    let top =
-        match a.top.as_deref() {
-            Some(t) => Some(Top::parse(t).ok_or_else(|| {
-                Failure::input(format!("unknown --top {t:?}; choose l2svm, softmax or l1svm"))
-            })?),
-            None => None,
-        };
+    let top = a.top.as_deref().map(parse_top).transpose()?;
     let overrides = Overrides {
         top,
         steps: a.steps,
@@ -281,36 +278,65 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         Err(ConfigProblem::Shape(e)) => return Err(Failure::input(format!("{origin}: {e}"))),
         Ok(()) => {}
     }
+    Ok((config, origin))
+}
+
+fn parse_top(t: &str) -> Result<Top, Failure> {
+    Top::parse(t)
+        .ok_or_else(|| Failure::input(format!("unknown --top {t:?}; choose l2svm, softmax or l1svm")))
+}
+
+/// The data of `train` and `compare`, checked against the network and the fold options.
+fn train_data(a: &TrainArgs, config: &NetConfig, origin: &str) -> Result<DataSource, Failure> {
+    if a.data.is_none() {
+        synth::check_count(a.synth_count).map_err(|e| Failure::input(format!("--synth-count {e}")))?;
+    }
+    let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, config.train.seed)?;
+    model::Net::new(config, source.classes())
+        .map_err(|e| Failure::input(format!("{origin}: {e} (data: {})", source.path)))?;
+    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
+    if let Some(k) = a.folds {
+        train::check_folds(train_set, &source.path, config.train.batch, k, a.fold)?;
+    }
+    Ok(source)
+}
+
+/// The kernel variants for `config` on `gpu` (`mode` of tuning), with a line on what was tuned.
+fn tuned_plan(
+    gpu: &Gpu,
+    config: &NetConfig,
+    classes: usize,
+    mode: Mode,
+    quiet: bool,
+) -> Result<model::Plan, Failure> {
+    let net = model::Net::new(config, classes).map_err(|e| Failure::input(e.to_string()))?;
+    let (plan, rep) = tuning::plan(gpu, &net, config.train.batch, mode, &mut |m| {
+        if !quiet {
+            eprintln!("dlsvm: {m}")
+        }
+    })?;
+    if !quiet && rep.tuned > 0 {
+        eprintln!("dlsvm: tuned {} ops in {:.1} s ({} from the cache)", rep.tuned, rep.seconds, rep.cached);
+    }
+    Ok(plan)
+}
+
+fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
+    let (config, origin) = net_config(&a)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let existing = out.join("model.safetensors");
     if a.resume && a.folds.is_none() && existing.exists() {
         let ck = model::checkpoint::load(&existing).map_err(|e| Failure::input(e.to_string()))?;
         ck.check_resumable(&existing, &config, None).map_err(Failure::input)?;
     }
-    if a.data.is_none() {
-        synth::check_count(a.synth_count).map_err(|e| Failure::input(format!("--synth-count {e}")))?;
-    }
-    let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, config.train.seed)?;
-    model::Net::new(&config, source.classes())
-        .map_err(|e| Failure::input(format!("{origin}: {e} (data: {})", source.path)))?;
+    let source = train_data(&a, &config, &origin)?;
     let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
-    if let Some(k) = a.folds {
-        train::check_folds(train_set, &source.path, config.train.batch, k, a.fold)?;
-    }
     let mode = tune_mode(&a.tune, Mode::Full)?;
     let gpu = Gpu::new(adapter)?;
     install_interrupt_handler();
     // A resumed run keeps its checkpoint's variants: nothing to tune.
     let mode = if a.resume && existing.exists() { Mode::Off } else { mode };
-    let net = model::Net::new(&config, source.classes()).map_err(|e| Failure::input(e.to_string()))?;
-    let (plan, rep) = tuning::plan(&gpu, &net, config.train.batch, mode, &mut |m| {
-        if !a.json {
-            eprintln!("dlsvm: {m}")
-        }
-    })?;
-    if !a.json && rep.tuned > 0 {
-        eprintln!("dlsvm: tuned {} ops in {:.1} s ({} from the cache)", rep.tuned, rep.seconds, rep.cached);
-    }
+    let plan = tuned_plan(&gpu, &config, source.classes(), mode, a.json)?;
     let opts = RunOptions {
         out,
         resume: a.resume,
@@ -341,6 +367,100 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         println!(
             "average the fold models with: dlsvm eval --model {} --model ... --data PATH",
             first.display()
+        );
+    }
+    Ok(0)
+}
+
+fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
+    let a = &c.train;
+    if a.top.is_some() {
+        return Err(Failure::input(
+            "--top does not apply to compare: it trains each top of --tops (e.g. --tops l2svm,softmax)",
+        ));
+    }
+    let mut tops = Vec::new();
+    for t in c.tops.split(',').map(str::trim) {
+        let top = parse_top(t).map_err(|_| {
+            Failure::input(format!(
+                "--tops: unknown top {t:?}; choose from l2svm, softmax, l1svm (comma-separated)"
+            ))
+        })?;
+        if tops.contains(&top) {
+            return Err(Failure::input(format!("--tops names {t} twice")));
+        }
+        tops.push(top);
+    }
+    if c.seeds == 0 {
+        return Err(Failure::input("--seeds 0 must be at least 1"));
+    }
+    let (mut config, origin) = net_config(a)?;
+    if a.steps.is_none() && a.epochs.is_none() {
+        config.train.steps = dlsvm::compare::DEFAULT_STEPS;
+    }
+    let first = config.train.seed;
+    let seeds: Vec<u64> = (0..c.seeds as u64).map(|i| first.wrapping_add(i)).collect();
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", config.name)));
+    let source = train_data(a, &config, &origin)?;
+    let mode = tune_mode(&a.tune, Mode::Full)?;
+    let eval_tune = tune_mode(&None, Mode::Cached)?;
+    let gpu = Gpu::new(adapter)?;
+    install_interrupt_handler();
+    let plan = tuned_plan(&gpu, &config, source.classes(), mode, a.json)?;
+    let opts = dlsvm::compare::CompareOptions {
+        tops,
+        seeds,
+        folds: a.folds.map(|k| (k, a.fold)),
+        run: RunOptions {
+            out: out.clone(),
+            resume: a.resume,
+            progress: false,
+            fold: None,
+            stop_after: None,
+            plan: Some(plan),
+        },
+        eval_tune,
+    };
+    if !a.json {
+        eprintln!(
+            "dlsvm: comparing {} on {} ({}) with {} seeds: {} runs in {}",
+            opts.tops.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+            source.path,
+            gpu.info.name,
+            opts.seeds.len(),
+            opts.tops.len() * opts.seeds.len(),
+            out.display()
+        );
+    }
+    let report = dlsvm::compare::compare(&gpu, &config, &source, &opts, |p| match p {
+        dlsvm::compare::Progress::Starting { index, total, top, seed, dir } => {
+            eprintln!("dlsvm: run {index} of {total}: {}, seed {seed}, in {}", top.name(), dir.display())
+        }
+        dlsvm::compare::Progress::Finished { index, total, result: r } => {
+            let fold = r.fold.map(|f| format!(", fold {f}")).unwrap_or_default();
+            eprintln!(
+                "dlsvm: run {index} of {total}: {}, seed {}{fold}: test error {:.2}% ({:.1} s)",
+                r.top,
+                r.seed,
+                100.0 * r.test_error,
+                r.wall_s
+            )
+        }
+    })?;
+    dlsvm::compare::write(&report, &out)?;
+    if a.json {
+        let files = ["compare.json", "compare.md", "compare.png"].map(|f| out.join(f).display().to_string());
+        let v = serde_json::json!({
+            "net": report.net, "data": report.data, "tops": report.tops, "seeds": report.seeds,
+            "folds": report.folds, "steps": report.steps, "errors": report.errors, "paired": report.paired,
+            "table3": report.table3, "out": report.out, "files": files,
+        });
+        println!("{v}");
+    } else {
+        print!("{}", dlsvm::compare::markdown(&report, false));
+        println!(
+            "\nwritten: {}/compare.md, compare.json, compare.png (each run in its own directory there)",
+            out.display()
         );
     }
     Ok(0)

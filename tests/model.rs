@@ -282,3 +282,70 @@ fn dropout_key_is_the_file_index_whatever_the_fusions() {
     assert_eq!(after, &want);
     assert!(after.contains(&0.0) && after.iter().any(|&v| v != 0.0), "a mask that drops some");
 }
+
+/// The runs of `dlsvm compare` for one seed differ only in the top's loss: the same initial
+/// weights (the top layer's too), batches, augmentation and dropout masks, and below the top the
+/// same decays and learning-rate scales. After one GPU step from that shared start on one batch,
+/// the weights below the top differ between two tops by exactly what their gradients explain:
+/// `W_a − W_b = −lr·(G_a − G_b)`, with the G of the CPU reference. The same top twice is bit-equal.
+#[test]
+fn differing_tops_share_everything_but_the_top_gradient() {
+    use dlsvm::compare::run_config;
+    use dlsvm::train::batch_spec;
+    let g = gpu();
+    let base = preset("fer-small").expect("preset");
+    let cfgs: Vec<NetConfig> = Top::ALL.iter().map(|&t| run_config(&base, t, 5)).collect();
+    let nets: Vec<Net> = cfgs.iter().map(|c| Net::new(c, 7).expect("network")).collect();
+    let inits: Vec<Vec<Vec<f32>>> =
+        nets.iter().zip(&cfgs).map(|(n, c)| n.init_params(c.train.seed)).collect();
+    let below_top = nets[0].params.len() - 2;
+    for i in 1..cfgs.len() {
+        assert!(inits[i] == inits[0], "{:?}: other initial weights", cfgs[i].top);
+        assert_eq!(batch_spec(&cfgs[i]), batch_spec(&cfgs[0]), "{:?}", cfgs[i].top);
+        assert_eq!(cfgs[i].train.mask_seed(), cfgs[0].train.mask_seed());
+        for (p, q) in nets[i].params[..below_top].iter().zip(&nets[0].params) {
+            assert_eq!((p.weight_decay, p.lr_scale), (q.weight_decay, q.lr_scale), "{}", p.name);
+        }
+    }
+    let batch = 6;
+    let (x, y) = batch_data(&nets[0], batch, 42);
+    let (lr, mom, mask) = (0.01, 0.5, cfgs[0].train.mask_seed());
+    let gpu_step = |net: &Net, init: &[Vec<f32>]| {
+        let gnet = GpuNet::new(g, net, batch, init, 1.0, mask).expect("gpu network");
+        g.wait_for(gnet.train_step(g, &x, &y, 0, lr, mom).expect("step")).expect("wait");
+        gnet.download(g).expect("download").0
+    };
+    let mut on_gpu = Vec::new();
+    let mut on_cpu = Vec::new();
+    for (net, init) in nets.iter().zip(&inits) {
+        on_gpu.push(gpu_step(net, init));
+        let mut params = init.clone();
+        let mut vel: Vec<Vec<f32>> = net.params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let drop = DropoutKey { seed: mask, step: 0 };
+        cpu_net::train_step(net, &mut params, &mut vel, &x, &y, batch, drop, lr, mom, 1.0);
+        on_cpu.push(params);
+    }
+    assert!(gpu_step(&nets[0], &inits[0]) == on_gpu[0], "the same top twice is not bit-equal");
+    for i in 1..nets.len() {
+        let mut largest = 0.0f32;
+        for (pi, p) in nets[0].params[..below_top].iter().enumerate() {
+            for e in 0..p.len() {
+                let dg = on_gpu[i][pi][e] - on_gpu[0][pi][e];
+                let dc = on_cpu[i][pi][e] - on_cpu[0][pi][e];
+                largest = largest.max(dc.abs());
+                assert!(
+                    (dg - dc).abs() <= 2e-7 + 1e-3 * dc.abs(),
+                    "{:?} vs {:?}: {}[{e}] moved apart by {dg} on the GPU, {dc} by the gradients",
+                    cfgs[i].top,
+                    cfgs[0].top,
+                    p.name
+                );
+            }
+        }
+        assert!(
+            largest > 1e-6,
+            "{:?}: the tops' gradients should differ below the top ({largest})",
+            cfgs[i].top
+        );
+    }
+}

@@ -23,7 +23,7 @@ const PLOT_TOP: i64 = 104;
 const PLOT_BOTTOM: i64 = CURVE_HEIGHT as i64 - 70;
 
 struct Series {
-    name: &'static str,
+    name: String,
     color: Color,
     points: Vec<(f64, f64)>,
 }
@@ -113,12 +113,12 @@ pub fn learning_curve_png(
         (per_step(&|r| r.loss, 1.0), per_step(&|r| r.accuracy, acc_scale))
     };
     let loss = [
-        Series { name: "train", color: TRAIN_COLOR, points: train_loss },
-        Series { name: "test", color: TEST_COLOR, points: collect(&|r| r.test_loss, 1.0) },
+        Series { name: "train".into(), color: TRAIN_COLOR, points: train_loss },
+        Series { name: "test".into(), color: TEST_COLOR, points: collect(&|r| r.test_loss, 1.0) },
     ];
     let acc = [
-        Series { name: "train", color: TRAIN_COLOR, points: train_acc },
-        Series { name: "test", color: TEST_COLOR, points: collect(&|r| r.test_acc, acc_scale) },
+        Series { name: "train".into(), color: TRAIN_COLOR, points: train_acc },
+        Series { name: "test".into(), color: TEST_COLOR, points: collect(&|r| r.test_acc, acc_scale) },
     ];
     let has_test = !loss[1].points.is_empty() || !acc[1].points.is_empty();
     draw_legend(&mut c, if has_test { &loss[..] } else { &loss[..1] });
@@ -141,11 +141,11 @@ pub fn learning_curve_png(
         Some(YScale::Log { .. }) => "loss (log scale)",
         _ => "loss",
     };
-    draw_panel(&mut c, panel_rect(0), loss_title, &loss, &xaxis, loss_scale.as_ref());
+    draw_panel(&mut c, panel_rect(0), loss_title, "epoch", &loss, &[], &xaxis, loss_scale.as_ref());
 
     let acc_values: Vec<f64> = acc.iter().flat_map(|s| s.points.iter().map(|p| p.1)).collect();
     let acc_axis = acc_y_scale(&acc_values);
-    draw_panel(&mut c, panel_rect(1), "accuracy (%)", &acc, &xaxis, acc_axis.as_ref());
+    draw_panel(&mut c, panel_rect(1), "accuracy (%)", "epoch", &acc, &[], &xaxis, acc_axis.as_ref());
 
     c.save(path)
 }
@@ -176,14 +176,15 @@ fn draw_legend(c: &mut Canvas, series: &[Series]) {
     const SWATCH: i64 = 28;
     const GAP: i64 = 8;
     const SEP: i64 = 36;
-    let widths: Vec<i64> = series.iter().map(|s| SWATCH + GAP + font::text_width(s.name, 2) as i64).collect();
+    let widths: Vec<i64> =
+        series.iter().map(|s| SWATCH + GAP + font::text_width(&s.name, 2) as i64).collect();
     let total: i64 = widths.iter().sum::<i64>() + SEP * (series.len() as i64 - 1);
     let mut x = CURVE_WIDTH as i64 / 2 - total / 2;
     let y = 50;
     for (s, w) in series.iter().zip(&widths) {
         c.line(x as f64, (y + 7) as f64, (x + SWATCH) as f64, (y + 7) as f64, s.color, 3);
         c.disc((x + SWATCH / 2) as f64, (y + 7) as f64, 3.5, s.color);
-        c.text(x + SWATCH + GAP, y, s.name, 2, TEXT);
+        c.text(x + SWATCH + GAP, y, &s.name, 2, TEXT);
         x += w + SEP;
     }
 }
@@ -252,7 +253,23 @@ fn min_max(values: &[f64]) -> Option<(f64, f64)> {
     Some(it.fold((first, first), |(a, b), v| (a.min(v), b.max(v))))
 }
 
-fn draw_panel(c: &mut Canvas, r: Rect, title: &str, series: &[Series], x: &XAxis, y: Option<&YScale>) {
+/// A shaded band under a series: (x, low, high) points, drawn before the curves.
+struct Band {
+    color: Color,
+    points: Vec<(f64, f64, f64)>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_panel(
+    c: &mut Canvas,
+    r: Rect,
+    title: &str,
+    xlabel: &str,
+    series: &[Series],
+    bands: &[Band],
+    x: &XAxis,
+    y: Option<&YScale>,
+) {
     let (w, h) = (r.right - r.left, r.bottom - r.top);
     c.text_centered((r.left + r.right) / 2, r.top - 26, title, 2, TEXT);
 
@@ -266,7 +283,7 @@ fn draw_panel(c: &mut Canvas, r: Rect, title: &str, series: &[Series], x: &XAxis
         c.fill_rect(px, r.bottom, 1, 6, AXIS);
         c.text_centered(px, r.bottom + 10, &canvas::tick_label(t, x.step), xlabel_scale, TEXT);
     }
-    c.text_centered((r.left + r.right) / 2, r.bottom + 38, "epoch", 2, TEXT);
+    c.text_centered((r.left + r.right) / 2, r.bottom + 38, xlabel, 2, TEXT);
 
     let Some(y) = y else {
         c.rect_outline(r.left, r.top, w + 1, h + 1, AXIS);
@@ -286,6 +303,21 @@ fn draw_panel(c: &mut Canvas, r: Rect, title: &str, series: &[Series], x: &XAxis
         c.text_right(r.left - 10, py - canvas::line_height(yscale) / 2, label, yscale, TEXT);
     }
 
+    // Bands: every pixel column between two points filled from the low edge to the high one.
+    let cy = |v: f64| sy(v).clamp(r.top as f64, r.bottom as f64);
+    for b in bands {
+        for pair in b.points.windows(2) {
+            let ((x0, lo0, hi0), (x1, lo1, hi1)) = (pair[0], pair[1]);
+            let (p0, p1) = (sx(x0).round() as i64, sx(x1).round() as i64);
+            for px in p0.max(r.left)..=p1.min(r.right) {
+                let f = if p1 > p0 { (px - p0) as f64 / (p1 - p0) as f64 } else { 0.0 };
+                let (lo, hi) = (cy(lo0 + f * (lo1 - lo0)), cy(hi0 + f * (hi1 - hi0)));
+                let (top, bottom) = (hi.min(lo).round() as i64, hi.max(lo).round() as i64);
+                c.fill_rect(px, top, 1, bottom - top + 1, b.color);
+            }
+        }
+    }
+
     // Curves, clipped to the plot area.
     let clip = |(px, py): (f64, f64)| {
         (px.clamp(r.left as f64, r.right as f64), py.clamp(r.top as f64, r.bottom as f64))
@@ -302,4 +334,66 @@ fn draw_panel(c: &mut Canvas, r: Rect, title: &str, series: &[Series], x: &XAxis
         }
     }
     c.rect_outline(r.left, r.top, w + 1, h + 1, AXIS);
+}
+
+/// One top's test-error curves of a comparison: one curve per run, (step, error as a fraction).
+#[derive(Clone, Debug)]
+pub struct ErrorCurve {
+    pub name: String,
+    pub runs: Vec<Vec<(u64, f64)>>,
+}
+
+const CURVE_COLORS: [Color; 4] = [[31, 119, 180], [230, 110, 15], [44, 160, 44], [148, 103, 189]];
+
+/// The comparison chart (`CURVE_WIDTH` x `CURVE_HEIGHT`): test error in percent against step, per
+/// top the mean over its runs as a line and the runs' range (lowest to highest) as a light band.
+/// At each step the mean and range take the runs that have a point there. Written atomically.
+pub fn error_curves_png(path: &Path, curves: &[ErrorCurve], title: &str) -> Result<(), String> {
+    let mut c = Canvas::new(CURVE_WIDTH, CURVE_HEIGHT, WHITE);
+    draw_title(&mut c, title);
+    let mut series = Vec::new();
+    let mut bands = Vec::new();
+    for (i, curve) in curves.iter().enumerate() {
+        let color = CURVE_COLORS[i % CURVE_COLORS.len()];
+        let mut steps: Vec<u64> = curve.runs.iter().flatten().map(|p| p.0).collect();
+        steps.sort_unstable();
+        steps.dedup();
+        let (mut mean, mut band) = (Vec::new(), Vec::new());
+        for s in steps {
+            let at: Vec<f64> = curve
+                .runs
+                .iter()
+                .filter_map(|run| run.iter().find(|p| p.0 == s).map(|p| 100.0 * p.1))
+                .filter(|v| v.is_finite())
+                .collect();
+            if at.is_empty() {
+                continue;
+            }
+            let m = at.iter().sum::<f64>() / at.len() as f64;
+            let (lo, hi) =
+                at.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+            mean.push((s as f64, m));
+            band.push((s as f64, lo, hi));
+        }
+        series.push(Series { name: curve.name.clone(), color, points: mean });
+        bands.push(Band { color: canvas::lerp_color(color, WHITE, 0.75), points: band });
+    }
+    draw_legend(&mut c, &series);
+    let xs: Vec<f64> = series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).collect();
+    let Some((_, xmax)) = min_max(&xs) else {
+        c.text_centered(CURVE_WIDTH as i64 / 2, CURVE_HEIGHT as i64 / 2 - 14, "no data", 4, MUTED);
+        return c.save(path);
+    };
+    let (xlo, xhi, xstep, xticks) = canvas::linear_ticks(0.0, xmax.max(1.0), 8);
+    let xaxis = XAxis { lo: xlo, hi: xhi, step: xstep, ticks: xticks };
+    let ys: Vec<f64> = bands.iter().flat_map(|b| b.points.iter().flat_map(|p| [p.1, p.2])).collect();
+    let yaxis = min_max(&ys).map(|(lo, hi)| linear_scale(lo, hi, Some((0.0, 100.0))));
+    let rect = Rect {
+        left: PLOT_LEFT,
+        top: PLOT_TOP,
+        right: CURVE_WIDTH as i64 - PLOT_RIGHT_PAD,
+        bottom: PLOT_BOTTOM,
+    };
+    draw_panel(&mut c, rect, "test error (%)", "step", &series, &bands, &xaxis, yaxis.as_ref());
+    c.save(path)
 }

@@ -17,7 +17,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 pub use confusion::{confusion_png, confusion_png_size, confusion_table, per_class_accuracy, CONFUSION_DARK};
-pub use curve::{learning_curve_png, CURVE_HEIGHT, CURVE_WIDTH};
+pub use curve::{error_curves_png, learning_curve_png, ErrorCurve, CURVE_HEIGHT, CURVE_WIDTH};
 pub use filters::{filter_grid_png, FilterGridLayout, FILTER_GAP_COLOR, FILTER_NAN_COLOR};
 
 /// A row type of a metrics CSV file: its columns, and how a row is written and read back.
