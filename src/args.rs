@@ -218,6 +218,11 @@ pub struct TrainArgs {
     /// Continue from the run directory's checkpoint.
     #[arg(long)]
     pub resume: bool,
+    /// Start from another model's weights (a model.safetensors): every layer whose index and
+    /// shape match, with fresh momentum; the top may differ from the model's. A --resume with a
+    /// checkpoint continues that instead.
+    #[arg(long, value_name = "MODEL")]
+    pub init_from: Option<PathBuf>,
     /// Write a checkpoint every N steps (0: at the end only); default: the network's.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -249,4 +254,8 @@ pub struct CompareArgs {
     /// How many seeds per top (--seed, --seed + 1, ...).
     #[arg(long, default_value_t = 3)]
     pub seeds: usize,
+    /// The paper's warm start: every run continues this model (as --init-from), and compare.png
+    /// starts at its test error.
+    #[arg(long, value_name = "MODEL", conflicts_with = "init_from")]
+    pub warm_start: Option<PathBuf>,
 }

@@ -133,6 +133,8 @@ pub struct CompareReport {
     pub svm_c: f64,
     pub adapter: String,
     pub wall_s: f64,
+    /// The model every run continued (`--warm-start`), if any.
+    pub warm_start: Option<String>,
     pub errors: Vec<TopError>,
     pub paired: Vec<Paired>,
     pub table3: Vec<Table3Column>,
@@ -216,6 +218,7 @@ pub fn compare(
         svm_c: base.train.svm_c,
         adapter: train::adapter_name(gpu),
         wall_s: began.elapsed().as_secs_f64(),
+        warm_start: opts.run.init_from.as_ref().map(|p| p.display().to_string()),
         errors,
         paired,
         table3,
@@ -239,10 +242,7 @@ fn evaluate_run(
     opts: &CompareOptions,
 ) -> Result<RunResult, TrainError> {
     let path = dir.join("model.safetensors");
-    let model = Model::load(gpu, &path, 128, opts.eval_tune).map_err(|e| match e {
-        eval::EvalError::Gpu(g) => TrainError::Gpu(g),
-        eval::EvalError::Input(m) => TrainError::Input(m),
-    })?;
+    let model = Model::load(gpu, &path, 128, opts.eval_tune).map_err(eval_error)?;
     let k = model.class_names().len();
     let test = eval::metrics(&model.scores(gpu, test_set, 1)?, &test_set.labels, k);
     let train = eval::metrics(&model.scores(gpu, train_set, 1)?, &train_set.labels, k);
@@ -258,11 +258,17 @@ fn evaluate_run(
         squared_hinge: c * train.squared_hinge + cost(Top::L2svm),
         hinge: c * train.hinge + cost(Top::L1svm),
     };
-    let curve = report::read_metrics(&dir.join("metrics.csv"))
+    let mut curve: Vec<(u64, f64)> = report::read_metrics(&dir.join("metrics.csv"))
         .unwrap_or_default()
         .iter()
         .filter_map(|r| r.test_acc.map(|a| (r.step, 1.0 - a)))
         .collect();
+    // A warm start's curve begins at the model it continues.
+    if let Some(from) = &opts.run.init_from {
+        let m = Model::load(gpu, from, 128, opts.eval_tune).map_err(eval_error)?;
+        let at_start = eval::metrics(&m.scores(gpu, test_set, 1)?, &test_set.labels, k);
+        curve.insert(0, (0, 1.0 - at_start.accuracy));
+    }
     Ok(RunResult {
         top: config.top.name().to_string(),
         seed,
@@ -278,6 +284,13 @@ fn evaluate_run(
         objective,
         curve,
     })
+}
+
+fn eval_error(e: eval::EvalError) -> TrainError {
+    match e {
+        eval::EvalError::Gpu(g) => TrainError::Gpu(g),
+        eval::EvalError::Input(m) => TrainError::Input(m),
+    }
 }
 
 /// `Σ (λ/2)·‖W‖²` over the parameters of `net` (biases have λ = 0): the penalty whose gradient is
@@ -379,6 +392,9 @@ pub fn markdown(r: &CompareReport, runs: bool) -> String {
         r.adapter,
         r.wall_s
     );
+    if let Some(w) = &r.warm_start {
+        s += &format!("Every run continued the model {w} (a warm start: its weights, fresh momentum).\n\n");
+    }
     s += "## Test error\n\n| top | mean ± std over seeds | per seed |\n|---|---|---|\n";
     for e in &r.errors {
         let per: Vec<String> = e.per_seed.iter().map(|v| pct(*v)).collect();

@@ -301,6 +301,15 @@ fn train_data(a: &TrainArgs, config: &NetConfig, origin: &str) -> Result<DataSou
     Ok(source)
 }
 
+/// Refuses an `--init-from` (or `--warm-start`) model that cannot start this network, before
+/// the device is touched; the run repeats the check where it starts.
+fn check_init_from(path: Option<&Path>, config: &NetConfig, source: &DataSource) -> Result<(), Failure> {
+    let Some(p) = path else { return Ok(()) };
+    let net = model::Net::new(config, source.classes()).map_err(|e| Failure::input(e.to_string()))?;
+    train::warm::warm_start(p, &net, &source.class_names, config.train.seed)?;
+    Ok(())
+}
+
 /// The kernel variants for `config` on `gpu` (`mode` of tuning), with a line on what was tuned.
 fn tuned_plan(
     gpu: &Gpu,
@@ -331,6 +340,7 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     }
     let source = train_data(&a, &config, &origin)?;
     let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
+    check_init_from(a.init_from.as_deref(), &config, &source)?;
     let mode = tune_mode(&a.tune, Mode::Full)?;
     let gpu = Gpu::new(adapter)?;
     install_interrupt_handler();
@@ -344,6 +354,7 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         fold: None,
         stop_after: None,
         plan: Some(plan),
+        init_from: a.init_from.clone(),
     };
     let Some(k) = a.folds else {
         let s = train::run(&gpu, &config, &source, train_set, source.test(), &opts)?;
@@ -402,6 +413,7 @@ fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
     let seeds: Vec<u64> = (0..c.seeds as u64).map(|i| first.wrapping_add(i)).collect();
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", config.name)));
     let source = train_data(a, &config, &origin)?;
+    check_init_from(c.warm_start.as_deref().or(a.init_from.as_deref()), &config, &source)?;
     let mode = tune_mode(&a.tune, Mode::Full)?;
     let eval_tune = tune_mode(&None, Mode::Cached)?;
     let gpu = Gpu::new(adapter)?;
@@ -418,6 +430,7 @@ fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
             fold: None,
             stop_after: None,
             plan: Some(plan),
+            init_from: c.warm_start.clone().or_else(|| a.init_from.clone()),
         },
         eval_tune,
     };

@@ -6,6 +6,7 @@
 pub mod checkpointer;
 pub mod folds;
 pub mod log;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +80,9 @@ pub struct RunOptions {
     /// The kernel variants to train with (the tuner's choice); None: the defaults. A resumed run
     /// keeps the variants its checkpoint recorded instead.
     pub plan: Option<Plan>,
+    /// Start from this model's weights ([`warm::warm_start`]) when the run starts fresh (a resumed
+    /// run continues its own checkpoint).
+    pub init_from: Option<PathBuf>,
 }
 
 /// The outcome of one run.
@@ -101,6 +105,8 @@ pub struct Summary {
     pub schedule_note: Option<String>,
     /// The kernel variant of every op the run trained with.
     pub variants: Plan,
+    /// The model the run started from (`--init-from`), when it did.
+    pub init_from: Option<String>,
 }
 
 /// The steps of a run: steps per epoch and the total the schedule spans.
@@ -285,15 +291,20 @@ pub fn run(
     // Refuse a batch the device cannot hold before anything is allocated.
     GpuNet::check_batch_fits(gpu, &net, t.batch).map_err(TrainError::Input)?;
     let out = &opts.out;
-    std::fs::create_dir_all(out).map_err(io(out))?;
-    checkpointer::remove_stale_temps(out);
-    checkpointer::remove_stale_temps(&out.join("checkpoints"));
     let (spe, total) = plan(config, train);
     let ckpt_path = out.join("model.safetensors");
     let (resumed, schedule_note) = match opts.resume && ckpt_path.exists() {
         true => resume_point(config, source, &ckpt_path, total).map(|(ck, note)| (Some(ck), note))?,
         false => (None, None),
     };
+    // A warm start is refused before anything is written.
+    let warm = match (&resumed, &opts.init_from) {
+        (None, Some(p)) => Some(warm::warm_start(p, &net, &source.class_names, t.seed)?),
+        _ => None,
+    };
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    checkpointer::remove_stale_temps(out);
+    checkpointer::remove_stale_temps(&out.join("checkpoints"));
     if opts.progress {
         let fold = opts.fold.map(|(i, k)| format!(", fold {i} of {k}")).unwrap_or_default();
         let (n, m) = (train.len(), test.map_or(0, |d| d.len()));
@@ -304,14 +315,22 @@ pub fn run(
     if let Some(note) = &schedule_note {
         eprintln!("dlsvm: note: {note}");
     }
-    let normalizer = match &resumed {
-        Some(ck) => ck.normalizer.clone(),
-        None => Normalizer::fit(train, t.per_image_norm, t.norm),
+    if let Some(w) = &warm {
+        eprintln!("dlsvm: {}", w.report);
+    }
+    let normalizer = match (&resumed, &warm) {
+        (Some(ck), _) => ck.normalizer.clone(),
+        (None, Some(w)) => w.normalizer.clone(),
+        (None, None) => Normalizer::fit(train, t.per_image_norm, t.norm),
     };
     let train_x = Arc::new(normalizer.apply(train));
     let test_x = test.map(|d| normalizer.apply(d));
     let test_set = test.zip(test_x.as_deref());
-    let init = resumed.as_ref().map_or_else(|| net.init_params(t.seed), |ck| ck.params.clone());
+    let init = match (&resumed, warm) {
+        (Some(ck), _) => ck.params.clone(),
+        (None, Some(w)) => w.params,
+        (None, None) => net.init_params(t.seed),
+    };
     let plan = run_plan(gpu, resumed.as_ref(), opts);
     let gnet = GpuNet::with_plan(gpu, &net, t.batch, &init, t.svm_c, t.mask_seed(), &plan)?;
     let start = match &resumed {
@@ -439,6 +458,7 @@ pub fn run(
         out: out.display().to_string(),
         schedule_note,
         variants: gnet.plan().clone(),
+        init_from: opts.init_from.as_ref().filter(|_| resumed.is_none()).map(|p| p.display().to_string()),
     };
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     std::fs::write(out.join("summary.json"), json).map_err(io(out))?;
