@@ -832,6 +832,7 @@ fn tiny_checkpoint(path: &Path) -> Vec<u8> {
         velocity: Some(velocity),
         plan: None,
         adapter: None,
+        pca: None,
     };
     checkpoint::save(path, &ck).unwrap();
     let back = checkpoint::load(path).expect("the fuzz seed is a valid checkpoint");

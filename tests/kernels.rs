@@ -268,6 +268,15 @@ fn l1svm_row_shapes_and_c() {
     }
 }
 
+/// The PCA input stage: covariance, orthonormal components, eigenvectors of the f64 covariance,
+/// and the stage's projection against the f64 reference, on every named fit shape.
+#[test]
+fn pca_fit_and_projection_named_shapes() {
+    for (n, d, k) in shapes::PCA_SHAPES {
+        pass_named(&format!("pca n{n} d{d} k{k}"), check::pca_case(gpu(), n, d, k, (n + d + k) as u64));
+    }
+}
+
 #[test]
 fn losses_zero_for_fully_masked_batch() {
     use dlsvm::kernels::loss::{l1svm, l2svm, softmax_xent};

@@ -255,6 +255,7 @@ fn dropout_key_is_the_file_index_whatever_the_fusions() {
         image_size: 4,
         input_size: 4,
         channels: 1,
+        pca: None,
         top: Top::L2svm,
         layers,
         train: Default::default(),
@@ -348,4 +349,77 @@ fn differing_tops_share_everything_but_the_top_gradient() {
             cfgs[i].top
         );
     }
+}
+
+/// A network with a PCA input stage: GPU steps equal the CPU reference's (the stage applied to
+/// the raw inputs on both), and the stage survives a checkpoint round trip.
+#[test]
+fn pca_stage_steps_equal_cpu_reference_and_round_trip() {
+    use dlsvm::model::pca::Pca;
+    let g = gpu();
+    let mut cfg = config("mlp", Top::L2svm);
+    cfg.pca = Some(20);
+    let net = Net::new(&cfg, 7).expect("network");
+    assert_eq!(net.input_len(), 784);
+    assert_eq!(net.dims[0].len(), 20);
+    let (fit_x, _) = batch_data(&net, 200, 5);
+    let (pca, kept) = Pca::fit(g, &fit_x, 200, 784, 20).expect("fit");
+    assert!(kept > 0.0 && kept < 1.0, "{kept}");
+    assert!(GpuNet::new(g, &net, 4, &net.init_params(1), 1.0, 7).is_err(), "an unfitted stage cannot run");
+    let net = net.with_pca(Some(pca.clone())).expect("the stage fits the network");
+    let batch = 6;
+    let init = net.init_params(3);
+    let gnet = GpuNet::new(g, &net, batch, &init, 1.0, 77).expect("gpu network");
+    let mut params = init.clone();
+    let mut vel: Vec<Vec<f32>> = net.params.iter().map(|p| vec![0.0; p.len()]).collect();
+    for step in 0..2u64 {
+        let (x, y) = batch_data(&net, batch, 100 + step);
+        g.wait_for(gnet.train_step(g, &x, &y, step, 0.01, 0.5).expect("step")).expect("wait");
+        let drop = DropoutKey { seed: 77, step: step as u32 };
+        cpu_net::train_step(&net, &mut params, &mut vel, &x, &y, batch, drop, 0.01, 0.5, 1.0);
+    }
+    let (gp, _) = gnet.download(g).expect("download");
+    for (pi, p) in net.params.iter().enumerate() {
+        for (i, (a, b)) in gp[pi].iter().zip(&params[pi]).enumerate() {
+            assert!((a - b).abs() <= 2e-4 + 2e-3 * b.abs(), "{}[{i}]: gpu {a}, cpu {b}", p.name);
+        }
+        assert_ne!(gp[pi], init[pi], "{} did not change", p.name);
+    }
+    // The stage is part of the model: saved, loaded, and required.
+    let dir = std::env::temp_dir().join(format!("dlsvm-pca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.safetensors");
+    let normalizer = dlsvm::data::normalize::Normalizer {
+        h: 28,
+        w: 28,
+        per_image: false,
+        norm: 1.0,
+        mean: vec![0.0; 784],
+        std: vec![1.0; 784],
+        std_floor: None,
+    };
+    let ck = dlsvm::model::checkpoint::Checkpoint {
+        config: cfg.clone(),
+        class_names: (0..7).map(|i| i.to_string()).collect(),
+        normalizer,
+        step: 2,
+        total_steps: 2,
+        params: gp,
+        velocity: None,
+        plan: None,
+        adapter: None,
+        pca: Some(pca.clone()),
+    };
+    dlsvm::model::checkpoint::save(&path, &ck).expect("save");
+    let back = dlsvm::model::checkpoint::load(&path).expect("load");
+    assert_eq!(back.pca, Some(pca));
+    assert_eq!(back.net().expect("net").pca, back.pca);
+    let no_stage = dlsvm::model::checkpoint::Checkpoint { pca: None, ..ck };
+    assert!(
+        dlsvm::model::checkpoint::save(&path, &no_stage).is_err() || {
+            let e = dlsvm::model::checkpoint::load(&path).map(|_| ()).unwrap_err().to_string();
+            e.contains("input.pca.mean") && e.contains("missing")
+        }
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

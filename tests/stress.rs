@@ -46,6 +46,7 @@ use dlsvm::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVari
 use dlsvm::kernels::gemm::{vec4_aligned, GemmVariant};
 use dlsvm::kernels::pool::MaxPoolBwdVariant;
 use dlsvm::kernels::{activation, loss};
+use dlsvm::model::Top;
 use dlsvm::rng::Rng;
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -116,6 +117,7 @@ enum Family {
     DropoutBwd,
     Softmax,
     L2svm,
+    L1svm,
     Sgd,
     Sum,
     ChannelSum,
@@ -140,6 +142,7 @@ const SCHEDULE: &[(Family, usize)] = &[
     (Family::DropoutBwd, 1),
     (Family::Softmax, 2),
     (Family::L2svm, 2),
+    (Family::L1svm, 1),
     (Family::Sgd, 1),
     (Family::Sum, 1),
     (Family::ChannelSum, 1),
@@ -629,7 +632,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             keys.push(format!("softmax logits {values}"));
             check::softmax_case(g, n, k, Input::values(sd, values))
         }
-        Family::L2svm => {
+        Family::L2svm | Family::L1svm => {
             let (n, k) = if rng.below(10) == 0 {
                 (between(rng, 1, 8), between(rng, 100, 1000))
             } else {
@@ -645,8 +648,13 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             } else {
                 Values::Extreme { limit: 1e15, subnormals: re.subnormals }
             };
-            keys.push(format!("l2svm scores {values}"));
-            check::l2svm_case(g, n, k, c, Input::values(sd, values))
+            if matches!(family, Family::L1svm) {
+                keys.push(format!("l1svm scores {values}"));
+                check::l1svm_case(g, n, k, c, Input::values(sd, values))
+            } else {
+                keys.push(format!("l2svm scores {values}"));
+                check::l2svm_case(g, n, k, c, Input::values(sd, values))
+            }
         }
         Family::Sgd => {
             let n = elementwise_len(rng);
@@ -769,6 +777,8 @@ fn required_keys(re: Regimes) -> Vec<String> {
     keys.push(format!("softmax logits {}", Values::Scaled(80.0)));
     keys.push(format!("l2svm scores {}", Values::Extreme { limit: 1e15, subnormals: re.subnormals }));
     keys.push(format!("l2svm scores {}", Values::Scaled(2.0)));
+    keys.push(format!("l1svm scores {}", Values::Extreme { limit: 1e15, subnormals: re.subnormals }));
+    keys.push(format!("l1svm scores {}", Values::Scaled(2.0)));
     keys.extend(["sgd_momentum", "sgd_momentum extreme scales"].map(String::from));
     for acc in [false, true] {
         keys.push(format!("sum accumulate={acc}"));
@@ -936,25 +946,17 @@ fn relu_at_exact_zero_uses_the_documented_subgradient() {
 }
 
 /// Runs a loss kernel on one batch and returns (loss rows, gradient) from the GPU.
-fn gpu_loss(
-    g: &Gpu,
-    svm: bool,
-    n: usize,
-    k: usize,
-    s: &[f32],
-    y: &[i32],
-    scale: f64,
-) -> (Vec<f32>, Vec<f32>) {
+fn gpu_loss(g: &Gpu, top: Top, n: usize, k: usize, s: &[f32], y: &[i32], scale: f64) -> (Vec<f32>, Vec<f32>) {
     let ts = g.upload(s, &[n, k]).unwrap();
     let ty = g.upload(y, &[n]).unwrap();
     let tl = g.empty(&[n], DType::F32).unwrap();
     let tg = g.empty(&[n, k], DType::F32).unwrap();
     g.poison(&tl);
     g.poison(&tg);
-    let d = if svm {
-        loss::l2svm(g, n, k, &ts, &ty, scale, &tl, &tg)
-    } else {
-        loss::softmax_xent(g, n, k, &ts, &ty, scale, &tl, &tg)
+    let d = match top {
+        Top::L2svm => loss::l2svm(g, n, k, &ts, &ty, scale, &tl, &tg),
+        Top::L1svm => loss::l1svm(g, n, k, &ts, &ty, scale, &tl, &tg),
+        Top::Softmax => loss::softmax_xent(g, n, k, &ts, &ty, scale, &tl, &tg),
     };
     g.run(&[&d.unwrap()]).unwrap();
     (g.download::<f32>(&tl).unwrap(), g.download::<f32>(&tg).unwrap())
@@ -977,7 +979,7 @@ fn l2svm_exactly_on_the_margin() {
     ];
     let y = [0, 0, 0, 0];
     let scale = 0.25;
-    let (l, gr) = gpu_loss(g, true, n, k, &s, &y, scale);
+    let (l, gr) = gpu_loss(g, Top::L2svm, n, k, &s, &y, scale);
     let (mut rl, mut rg) = (vec![0.0f64; n], vec![0.0f64; n * k]);
     dlsvm::cpu::l2svm(n, k, &check::widen(&s), &y, scale, &mut rl, &mut rg);
     assert_eq!(&l[..2], &[0.0, 0.0], "loss on and outside the margin");
@@ -997,6 +999,41 @@ fn l2svm_exactly_on_the_margin() {
     assert_eq!(l[3], (scale * 8.0) as f32);
 }
 
+/// The hinge's kink: scores exactly on it (t·a = 1) and one ulp outside give zero loss and zero
+/// gradient; one ulp inside gives the full gradient −(C/N)·t and a loss of one ulp's size, as in
+/// the reference.
+#[test]
+fn l1svm_exactly_on_the_kink() {
+    let g = gpu();
+    let (n, k) = (4, 3);
+    let up = 1.0 + f32::EPSILON;
+    let down = 1.0 - f32::EPSILON / 2.0;
+    #[rustfmt::skip]
+    let s = [
+        1.0, -1.0, -1.0, // on the kink everywhere
+        up, -up, -up, // one ulp outside
+        down, -down, -1.0, // one ulp inside for two classes
+        -1.0, 1.0, -1.0, // label 0 at -1: h = 2; class 1 at +1 with t = -1: h = 2
+    ];
+    let y = [0, 0, 0, 0];
+    let scale = 0.25;
+    let (l, gr) = gpu_loss(g, Top::L1svm, n, k, &s, &y, scale);
+    let (mut rl, mut rg) = (vec![0.0f64; n], vec![0.0f64; n * k]);
+    dlsvm::cpu::l1svm(n, k, &check::widen(&s), &y, scale, &mut rl, &mut rg);
+    assert_eq!(&l[..2], &[0.0, 0.0], "loss on and outside the kink");
+    assert!(gr[..6].iter().all(|&v| v == 0.0), "gradient on and outside the kink: {:?}", &gr[..6]);
+    assert_eq!(&gr[6..9], &[-0.25, 0.25, 0.0], "one ulp inside: the full gradient");
+    assert_eq!(&gr[9..], &[-0.25, 0.25, 0.0]);
+    for (i, (&a, &b)) in l.iter().zip(&rl).enumerate() {
+        assert!(
+            (a as f64 - b).abs() <= check::tolerance::L1SVM.allowance(b, k),
+            "loss[{i}]: gpu {a:e}, ref {b:e}"
+        );
+    }
+    assert!(gr.iter().zip(&rg).all(|(&a, &b)| a as f64 == b), "the gradient is exact: {gr:?} vs {rg:?}");
+    assert_eq!(l[3], (scale * 4.0) as f32, "h = 2 + 2 + 0");
+}
+
 /// Logits of ±80 (exp(160) overflows f32): the loss stays finite and matches the reference, the
 /// gradient is finite and each unmasked row of it sums to ~0.
 #[test]
@@ -1012,7 +1049,7 @@ fn softmax_logits_of_80_stay_finite() {
     ];
     let y = [1, 2, 4, 0];
     let scale = 1.0 / n as f64;
-    let (l, gr) = gpu_loss(g, false, n, k, &z, &y, scale);
+    let (l, gr) = gpu_loss(g, Top::Softmax, n, k, &z, &y, scale);
     assert!(l.iter().chain(&gr).all(|v| v.is_finite()), "loss {l:?} grad {gr:?}");
     let (mut rl, mut rg) = (vec![0.0f64; n], vec![0.0f64; n * k]);
     dlsvm::cpu::softmax_xent(n, k, &check::widen(&z), &y, scale as f32 as f64, &mut rl, &mut rg);

@@ -613,6 +613,101 @@ type KernelLoss =
     fn(&Gpu, usize, usize, &Tensor, &Tensor, f64, &Tensor, &Tensor) -> Result<Dispatch, GpuError>;
 type CpuLoss = fn(usize, usize, &[f64], &[i32], f64, &mut [f64], &mut [f64]);
 
+// ------------------------------------------------------------------------------------------- pca
+
+/// The PCA input stage: a fit of `k` components to `n` inputs of `d` values (coordinate j drawn
+/// with spread 1 + j, so the variances are distinct, then mixed by a fixed rotation of pairs),
+/// checked four ways against the CPU: the GPU covariance against the f64 one; the components
+/// orthonormal (W·Wᵀ = I); each an eigenvector of the f64 covariance (C·v = (vᵀCv)·v, both
+/// divided by the largest variance) whose variance vᵀCv is the next largest eigenvalue of the f64
+/// covariance; and the projection of fresh inputs by the stage's GEMM
+/// (as the network runs it) against the f64 projection.
+pub fn pca_case(gpu: &Gpu, n: usize, d: usize, k: usize, seed: u64) -> Result<CaseReport, GpuError> {
+    use crate::model::pca::{self, Pca};
+    let mut rng = Rng::new(seed);
+    let mut draw = |rows: usize| -> Vec<f32> {
+        let mut x: Vec<f32> =
+            (0..rows * d).map(|i| ((1 + i % d) as f64 * rng.range(-1.0, 1.0)) as f32).collect();
+        for row in x.chunks_mut(d) {
+            for j in (0..d.saturating_sub(1)).step_by(2) {
+                let (a, b) = (row[j], row[j + 1]);
+                row[j] = 0.8 * a - 0.6 * b;
+                row[j + 1] = 0.6 * a + 0.8 * b;
+            }
+        }
+        x
+    };
+    let x = draw(n);
+    let (stage, _) = Pca::fit(gpu, &x, n, d, k)?;
+    // The reference covariance, in f64 from the same f32 inputs.
+    let mean: Vec<f64> =
+        (0..d).map(|j| x.iter().skip(j).step_by(d).map(|&v| v as f64).sum::<f64>() / n as f64).collect();
+    let mut cov = vec![0.0f64; d * d];
+    for row in x.chunks(d) {
+        for i in 0..d {
+            let a = row[i] as f64 - mean[i];
+            for j in 0..d {
+                cov[i * d + j] += a * (row[j] as f64 - mean[j]);
+            }
+        }
+    }
+    cov.iter_mut().for_each(|c| *c /= (n - 1) as f64);
+    let mut centred = x.clone();
+    for row in centred.chunks_mut(d) {
+        for (v, m) in row.iter_mut().zip(&stage.mean) {
+            *v -= m;
+        }
+    }
+    let got_cov: Vec<f32> = pca::covariance(gpu, &centred, n, d)?.iter().map(|&v| v as f32).collect();
+    let w = &stage.components;
+    let (mut wwt, mut eye) = (Vec::new(), Vec::new());
+    for a in 0..k {
+        for b in 0..k {
+            let dot: f64 = (0..d).map(|i| w[a * d + i] as f64 * w[b * d + i] as f64).sum();
+            wwt.push(dot as f32);
+            eye.push(if a == b { 1.0 } else { 0.0 });
+        }
+    }
+    let top = (0..d).map(|i| cov[i * d + i]).fold(0.0f64, f64::max).max(1e-30);
+    let (mut cv, mut lv, mut lambdas) = (Vec::new(), Vec::new(), Vec::new());
+    for a in 0..k {
+        let v: Vec<f64> = w[a * d..(a + 1) * d].iter().map(|&x| x as f64).collect();
+        let c_v: Vec<f64> = (0..d).map(|i| (0..d).map(|j| cov[i * d + j] * v[j]).sum()).collect();
+        let lambda: f64 = v.iter().zip(&c_v).map(|(a, b)| a * b).sum();
+        cv.extend(c_v.iter().map(|&c| (c / top) as f32));
+        lv.extend(v.iter().map(|&x| lambda * x / top));
+        lambdas.push((lambda / top) as f32);
+    }
+    // The components must be the leading ones: their variances are the k largest eigenvalues of
+    // the f64 covariance, in order.
+    // (The solver is called here directly, not through the stage's code that picks and orders.)
+    let mut values: Vec<f64> = nalgebra::SymmetricEigen::new(nalgebra::DMatrix::from_row_slice(d, d, &cov))
+        .eigenvalues
+        .iter()
+        .copied()
+        .collect();
+    values.sort_by(|a, b| b.total_cmp(a));
+    let leading: Vec<f64> = values[..k].iter().map(|v| v / top).collect();
+    let rows = 5;
+    let fresh = draw(rows);
+    let (tx, tw, tb) = (up(gpu, &fresh)?, gpu.upload(w, &[k, d])?, up(gpu, &stage.bias())?);
+    let ty = poisoned(gpu, rows * k, DType::F32)?;
+    let s = GemmShape::new(rows, k, d, crate::shapes::Trans::NT);
+    let ep = Epilogue { bias: Some(&tb), accumulate: false, relu: false };
+    gpu.run(&[&kernels::gemm::gemm(gpu, &s, &tx, &tw, &ty, &ep, GemmVariant::DEFAULT)?])?;
+    let projected = gpu.download::<f32>(&ty)?;
+    let want = stage.project_reference(&widen(&fresh), rows);
+    let unit_cov: Vec<f64> = cov.iter().map(|c| c / top).collect();
+    let got_unit: Vec<f32> = got_cov.iter().map(|&c| (c as f64 / top) as f32).collect();
+    Ok(Comparison::new("pca fit+project", format!("n{n} d{d} k{k}"), tol::PCA)
+        .floats("covariance / largest", &got_unit, &unit_cov, n)
+        .floats("W·Wᵀ", &wwt, &eye, d)
+        .floats("C·v / largest", &cv, &lv, d)
+        .floats("variances / largest", &lambdas, &leading, d)
+        .floats("projection", &projected, &want, d)
+        .finish())
+}
+
 // ----------------------------------------------------------------------------------------- optim
 
 /// One SGD step: weights and gradients from `input.a`, velocities a tenth of that scale.

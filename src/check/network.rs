@@ -22,6 +22,7 @@ pub fn tiny_net(top: Top) -> Net {
         image_size: 2,
         input_size: 2,
         channels: 1,
+        pca: None,
         top,
         layers: vec![LayerSpec::Fc { out: None, weight_decay: None, lr_scale: None, init_std: None }],
         train: TrainConfig::default(),

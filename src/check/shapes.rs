@@ -235,3 +235,7 @@ pub fn fer_convs(n: usize) -> Vec<Conv2dShape> {
 pub fn fer_pools(n: usize) -> Vec<Pool2dShape> {
     preset_pools(n).into_iter().filter(|(name, _)| name.starts_with("fer layer")).map(|(_, s)| s).collect()
 }
+
+/// PCA fits `(n inputs, d values, k components)`: a few inputs of many values (rank below d),
+/// k = d, and a mid-size fit.
+pub const PCA_SHAPES: [(usize, usize, usize); 4] = [(3, 20, 2), (50, 7, 7), (300, 40, 8), (1000, 100, 30)];

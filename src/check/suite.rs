@@ -255,6 +255,10 @@ pub fn suite() -> Vec<SuiteCase> {
         c.add("slice_sum".into(), move |g, sd| slice_sum_case(g, slices, n, sd % 2 == 0, Input::unit(sd)));
     }
 
+    for (n, d, k) in PCA_SHAPES {
+        c.add("pca fit+project".into(), move |g, sd| pca_case(g, n, d, k, sd));
+    }
+
     folded_cases(&mut c);
 
     // The loss of a whole network, against the paper's formula.

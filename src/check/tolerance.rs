@@ -72,6 +72,10 @@ pub const SOFTMAX: Tol = Tol::new(2e-7, 2e-6);
 pub const L2SVM: Tol = Tol::new(1e-7, 1e-6);
 /// Hinge: k differences and a sum (len = k for the loss); its gradient is exactly ±C/N or 0.
 pub const L1SVM: Tol = Tol::new(1e-7, 1e-6);
+/// The PCA stage, per entry at unit scale (the covariance and C·v divided by the largest
+/// variance): an f32 covariance sum over n rows (len n), f32-rounded unit components whose dot
+/// products and eigen residuals carry about u·sqrt(d) (len d), and the projection GEMM (len d).
+pub const PCA: Tol = Tol::new(2e-7, 2e-6);
 /// SGD: four f32 operations per element, magnitudes around 1.
 pub const SGD: Tol = Tol::new(5e-7, 1e-6);
 /// Sums (len = elements) and per-channel sums.

@@ -19,6 +19,7 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 
 use super::config::NetConfig;
 use super::net::Net;
+use super::pca::Pca;
 use super::plan::Plan;
 use crate::data::normalize::Normalizer;
 
@@ -39,6 +40,9 @@ pub struct Checkpoint {
     pub plan: Option<Plan>,
     /// The adapter and driver the run trained on, as `name (backend, driver info)`.
     pub adapter: Option<String>,
+    /// The fitted PCA input stage (tensors `input.pca.mean` `[d]` and `input.pca.components`
+    /// `[k, d]`), present exactly when the config has `pca`.
+    pub pca: Option<Pca>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +61,7 @@ pub enum CheckpointError {
 impl Checkpoint {
     /// The network this checkpoint's weights belong to.
     pub fn net(&self) -> Result<Net, String> {
-        Net::new(&self.config, self.class_names.len()).map_err(|e| e.to_string())
+        Net::new(&self.config, self.class_names.len()).map_err(|e| e.to_string())?.with_pca(self.pca.clone())
     }
 
     /// Whether a run of `config` on data with `classes` may continue from this checkpoint (read
@@ -140,6 +144,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// The tensor names of a PCA input stage.
+pub const PCA_MEAN: &str = "input.pca.mean";
+pub const PCA_COMPONENTS: &str = "input.pca.components";
+
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
     let fail = |message: String| CheckpointError::Format { path: path.display().to_string(), message };
     let net = ck.net().map_err(fail)?;
@@ -180,6 +188,15 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
             let view = TensorView::new(Dtype::F32, p.shape.clone(), bytes)
                 .map_err(|e| fail(format!("optim.{}: {e}", p.name)))?;
             views.push((format!("optim.{}", p.name), view));
+        }
+    }
+    if let Some(pca) = &ck.pca {
+        for (name, shape, data) in
+            [(PCA_MEAN, vec![pca.d], &pca.mean), (PCA_COMPONENTS, vec![pca.k, pca.d], &pca.components)]
+        {
+            let view = TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(data))
+                .map_err(|e| fail(format!("{name}: {e}")))?;
+            views.push((name.to_string(), view));
         }
     }
     let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
@@ -281,7 +298,36 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
         None => None,
     };
     let adapter = meta.get("adapter").cloned();
-    Ok(Checkpoint { config, class_names, normalizer, step, total_steps, params, velocity, plan, adapter })
+    let pca = match config.pca {
+        None => None,
+        Some(k) => {
+            let d = net.input_len();
+            let need = |name: &str, shape: &[usize]| {
+                read(name, shape)?.ok_or_else(|| CheckpointError::Tensor {
+                    path: p.clone(),
+                    tensor: name.to_string(),
+                    message: format!(
+                        "missing; the network's PCA stage (pca = {k}) needs it with shape {shape:?}"
+                    ),
+                })
+            };
+            let pca = Pca { k, d, mean: need(PCA_MEAN, &[d])?, components: need(PCA_COMPONENTS, &[k, d])? };
+            pca.check(&p).map_err(fail)?;
+            Some(pca)
+        }
+    };
+    Ok(Checkpoint {
+        config,
+        class_names,
+        normalizer,
+        step,
+        total_steps,
+        params,
+        velocity,
+        plan,
+        adapter,
+        pca,
+    })
 }
 
 /// What is wrong with a file that safetensors refused, in terms of its bytes: the 8-byte little-endian

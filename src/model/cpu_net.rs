@@ -29,7 +29,16 @@ pub fn forward<T: Real>(
     batch: usize,
     drop: Option<DropoutKey>,
 ) -> Trace<T> {
-    let mut acts = vec![x.to_vec()];
+    // The fixed PCA stage, when the network has one: (x − mean)·Wᵀ in f64.
+    let first = match (&net.pca, net.config.pca) {
+        (Some(p), _) => {
+            let wide: Vec<f64> = x.iter().map(|v| v.to_f64()).collect();
+            p.project_reference(&wide, batch).into_iter().map(T::from_f64).collect()
+        }
+        (None, Some(k)) => panic!("the network's PCA stage (pca = {k}) is not fitted"),
+        (None, None) => x.to_vec(),
+    };
+    let mut acts = vec![first];
     let mut idx = Vec::new();
     for (li, layer) in net.layers.iter().enumerate() {
         let a = &acts[li];

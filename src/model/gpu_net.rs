@@ -59,6 +59,9 @@ pub struct GpuNet {
     dropout: Vec<DropoutOp>,
     /// Indices into train_ops of the SGD dispatches, one per parameter.
     sgd: Vec<usize>,
+    /// With a PCA stage: the uploaded inputs `[batch, d]`, the components `[k, d]` and the bias
+    /// `−W·mean` `[k]`; the projection writes acts[0].
+    pca: Option<(Tensor, Tensor, Tensor)>,
 }
 
 impl GpuNet {
@@ -89,6 +92,11 @@ impl GpuNet {
         for p in &net.params {
             let bytes = 4 * p.len() as u64;
             v.extend(["", " momentum", " gradient"].map(|what| (format!("{}{what}", p.name), bytes)));
+        }
+        if let Some(k) = net.config.pca {
+            let d = net.input_len() as u64;
+            v.push((format!("input {} before PCA", net.input), 4 * b * d));
+            v.push(("PCA components".to_string(), 4 * k as u64 * d));
         }
         for (i, d) in net.dims.iter().enumerate() {
             let bytes = 4 * b * d.len() as u64;
@@ -196,6 +204,17 @@ impl GpuNet {
             return Err(GpuError::shape("network", "batch size must be at least 1"));
         }
         let plan = plan.complete(net, batch).map_err(|m| GpuError::shape("network", m))?;
+        let pca = match (&net.pca, net.config.pca) {
+            (Some(p), Some(_)) => Some((
+                gpu.empty(&[batch * p.d], DType::F32)?,
+                gpu.upload(&p.components, &[p.k, p.d])?,
+                gpu.upload(&p.bias(), &[p.k])?,
+            )),
+            (None, Some(k)) => {
+                return Err(GpuError::shape("network", format!("the PCA stage (pca = {k}) is not fitted")))
+            }
+            _ => None,
+        };
         let f32t = |len: usize| gpu.empty(&[len], DType::F32);
         let per_layer = |want: fn(&Layer) -> bool, dtype| -> Result<Vec<Option<Tensor>>, GpuError> {
             net.layers
@@ -228,6 +247,7 @@ impl GpuNet {
             eval_ops: Vec::new(),
             dropout: Vec::new(),
             sgd: Vec::new(),
+            pca,
         };
         g.record(gpu, svm_c)?;
         g.reset_metrics(gpu);
@@ -246,6 +266,15 @@ impl GpuNet {
             p,
             seed: dropout_seed(self.seed, key),
         };
+        if let Some((raw, w, b)) = &self.pca {
+            // The fixed input stage: acts[0] = raw·Wᵀ + b, nothing flows back into it.
+            let k = self.net.dims[0].len();
+            let s = GemmShape::new(batch, k, self.net.input_len(), Trans::NT);
+            let ep = Epilogue { bias: Some(b), accumulate: false, relu: false };
+            for ops in [&mut eval, &mut train] {
+                ops.push(gemm::gemm(gpu, &s, raw, w, &self.acts[0], &ep, gemm::GemmVariant::DEFAULT)?);
+            }
+        }
         for li in 0..self.net.layers.len() {
             if let Layer::Dropout { p, key } = self.net.layers[li] {
                 dropout.push(mask(train.len(), self.acts[li].len(), p, key));
@@ -399,6 +428,11 @@ impl GpuNet {
         Ok(ops)
     }
 
+    /// Where a batch of inputs is uploaded: the PCA stage's input, else the first layer's.
+    fn input(&self) -> &Tensor {
+        self.pca.as_ref().map_or(&self.acts[0], |p| &p.0)
+    }
+
     /// The variant every op of the step uses.
     pub fn plan(&self) -> &Plan {
         &self.plan
@@ -433,7 +467,7 @@ impl GpuNet {
         momentum: f64,
     ) -> Result<wgpu::SubmissionIndex, GpuError> {
         self.check_batch(x, y)?;
-        gpu.write(&self.acts[0], x)?;
+        gpu.write(self.input(), x)?;
         gpu.write(&self.labels, y)?;
         for d in &self.dropout {
             self.train_ops[d.op].set_params(gpu, &ActParams::new(d.n, d.p, d.seed, step as u32));
@@ -477,7 +511,7 @@ impl GpuNet {
         } else {
             x
         };
-        gpu.write(&self.acts[0], input)?;
+        gpu.write(self.input(), input)?;
         gpu.wait_for(gpu.submit(&self.eval_ops, None))?;
         let mut s = gpu.download::<f32>(&self.acts[self.acts.len() - 1])?;
         s.truncate(rows * self.net.classes);

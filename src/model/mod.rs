@@ -5,6 +5,7 @@ pub mod config;
 pub mod cpu_net;
 pub mod gpu_net;
 pub mod net;
+pub mod pca;
 pub mod plan;
 
 pub use config::{preset, LayerSpec, NetConfig, Top, TrainConfig, PRESETS};

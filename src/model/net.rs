@@ -91,9 +91,15 @@ pub struct Net {
     pub config: NetConfig,
     pub classes: usize,
     pub layers: Vec<Layer>,
-    /// Activation geometry: dims[0] is the input, dims[i + 1] the output of layers[i].
+    /// Activation geometry: dims[0] is what the first layer sees (the projected input when the
+    /// network has a PCA stage), dims[i + 1] the output of layers[i].
     pub dims: Vec<Dim>,
     pub params: Vec<Param>,
+    /// One input sample as it arrives: the crop, before any PCA stage.
+    pub input: Dim,
+    /// The fitted PCA stage, when the config asks for one ([`Net::with_pca`]); a network whose
+    /// config has `pca` cannot run until it is set.
+    pub pca: Option<super::pca::Pca>,
 }
 
 /// Largest image side and layer size (filters, kernel, stride, pad, window, fc outputs) of a network.
@@ -219,6 +225,26 @@ impl Net {
                     dim.len()
                 ),
             ));
+        }
+        let input = dim;
+        if let Some(k) = config.pca {
+            let d = dim.len();
+            let max = super::pca::MAX_INPUT;
+            if k == 0 || k > d || d > max {
+                return Err(err(
+                    0,
+                    "pca",
+                    format!("pca = {k} over inputs of {d} values: expected 1 <= pca <= {d}, and at most {max} inputs"),
+                ));
+            }
+            if !matches!(config.layers.first(), Some(LayerSpec::Fc { .. })) {
+                return Err(err(
+                    0,
+                    "pca",
+                    "a PCA stage needs an fc first layer (its output has no image shape)".into(),
+                ));
+            }
+            dim = Dim { c: k, h: 1, w: 1 };
         }
         let mut dims = vec![dim];
         let mut layers = Vec::new();
@@ -388,16 +414,37 @@ impl Net {
                 "the top fc layer must not be followed by relu".into(),
             ));
         }
-        Ok(Net { config: config.clone(), classes, layers, dims, params })
+        Ok(Net { config: config.clone(), classes, layers, dims, params, input, pca: None })
     }
 
     pub fn top(&self) -> Top {
         self.config.top
     }
 
-    /// Input elements per sample.
+    /// Input elements per sample, as uploaded (before any PCA stage).
     pub fn input_len(&self) -> usize {
-        self.dims[0].len()
+        self.input.len()
+    }
+
+    /// This network with its fitted PCA stage; refused when the network has none or the
+    /// projection's sizes are not the network's.
+    pub fn with_pca(mut self, pca: Option<super::pca::Pca>) -> Result<Net, String> {
+        match (self.config.pca, &pca) {
+            (None, None) => {}
+            (Some(k), Some(p)) if p.k == k && p.d == self.input.len() => {}
+            (Some(k), Some(p)) => {
+                return Err(format!(
+                    "the PCA stage projects {} inputs to {}, the network needs {} to {k}",
+                    p.d,
+                    p.k,
+                    self.input.len()
+                ))
+            }
+            (Some(k), None) => return Err(format!("the network's PCA stage (pca = {k}) is not fitted")),
+            (None, Some(_)) => return Err("a PCA stage for a network without `pca`".into()),
+        }
+        self.pca = pca;
+        Ok(self)
     }
 
     /// The largest activation of one sample (the input included) and its size in bytes. Every
@@ -435,7 +482,10 @@ impl Net {
             self.classes,
             self.param_count()
         );
-        s.push_str(&format!("  input        {}\n", self.dims[0]));
+        s.push_str(&format!("  input        {}\n", self.input));
+        if let Some(k) = self.config.pca {
+            s.push_str(&format!("  {:<24} -> {k}\n", "pca (fixed)"));
+        }
         for (l, d) in self.layers.iter().zip(&self.dims[1..]) {
             let what = match l {
                 Layer::Conv { shape, relu, .. } => format!(

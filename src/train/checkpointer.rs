@@ -85,6 +85,7 @@ impl Checkpointer {
             velocity: Some(velocity),
             plan: Some(net.plan().clone()),
             adapter: Some(self.adapter.clone()),
+            pca: net.net.pca.clone(),
         };
         let failed = |source, kept| TrainError::CheckpointWrite { step, source, kept };
         checkpoint::save(&self.path, &ck).map_err(|e| failed(e, self.kept()))?;

@@ -196,6 +196,35 @@ fn resume_point(
     Ok((ck, note))
 }
 
+/// The PCA stage of a fresh run whose network asks for one: fitted on the centre crops of the
+/// normalized training split (`train_x`), as the network sees them at evaluation.
+fn fit_pca(
+    gpu: &Gpu,
+    config: &NetConfig,
+    train_x: &[f32],
+    train: &Dataset,
+    progress: bool,
+) -> Result<Option<crate::model::pca::Pca>, TrainError> {
+    let Some(k) = config.pca else { return Ok(None) };
+    let size = config.input_size;
+    let mut x = Vec::with_capacity(train.len() * size * size);
+    for b in batch::eval_batches(train_x, &train.labels, train.h, train.w, size, size, 1024) {
+        x.extend_from_slice(&b.x);
+    }
+    let began = Instant::now();
+    let (pca, kept) = crate::model::pca::Pca::fit(gpu, &x, train.len(), size * size, k)?;
+    if progress {
+        eprintln!(
+            "dlsvm: PCA fitted on {} training inputs in {:.1} s: {k} of {} components keep {:.1}% of the variance",
+            train.len(),
+            began.elapsed().as_secs_f64(),
+            size * size,
+            100.0 * kept
+        );
+    }
+    Ok(Some(pca))
+}
+
 /// The adapter a run trains on, as checkpoints record it: `name (backend, driver info)`.
 pub fn adapter_name(gpu: &Gpu) -> String {
     format!("{} ({}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver_info)
@@ -324,6 +353,12 @@ pub fn run(
         (None, None) => Normalizer::fit(train, t.per_image_norm, t.norm),
     };
     let train_x = Arc::new(normalizer.apply(train));
+    let pca = match (&resumed, &warm) {
+        (Some(ck), _) => ck.pca.clone(),
+        (None, Some(w)) => w.pca.clone(),
+        (None, None) => fit_pca(gpu, config, &train_x, train, opts.progress)?,
+    };
+    let net = net.with_pca(pca).map_err(TrainError::Input)?;
     let test_x = test.map(|d| normalizer.apply(d));
     let test_set = test.zip(test_x.as_deref());
     let init = match (&resumed, warm) {

@@ -4,7 +4,7 @@
 //! differ), or the run is refused. The top layer is loaded when its shape and the classes match,
 //! else it starts from this run's own initial values: the top's loss may differ from the model's
 //! (the paper's warm start continues an L2-SVM network under softmax). The model's input
-//! normalizer comes with its weights: they were trained on inputs normalized that way.
+//! normalizer (and PCA stage) come with its weights: they were trained on inputs prepared that way.
 
 use std::path::Path;
 
@@ -17,6 +17,8 @@ use crate::model::{LayerSpec, Net};
 #[derive(Clone, Debug)]
 pub struct WarmStart {
     pub normalizer: Normalizer,
+    /// The model's PCA input stage, when the networks have one.
+    pub pca: Option<crate::model::pca::Pca>,
     /// The model's values where they were loaded, this run's initial values elsewhere.
     pub params: Vec<Vec<f32>>,
     /// What was loaded and what starts fresh, in one line.
@@ -59,6 +61,14 @@ pub fn warm_start(path: &Path, net: &Net, classes: &[String], seed: u64) -> Resu
             r.input_size,
             r.input_size,
             r.channels
+        )));
+    }
+    if c.pca != r.pca {
+        let show = |p: Option<usize>| p.map_or("none".to_string(), |k| format!("pca = {k}"));
+        return Err(refuse(format!(
+            "the model's PCA stage ({}) is not this network's ({}); a warm start needs the same input",
+            show(c.pca),
+            show(r.pca)
         )));
     }
     let body = |layers: &[LayerSpec]| -> Vec<String> {
@@ -116,5 +126,5 @@ pub fn warm_start(path: &Path, net: &Net, classes: &[String], seed: u64) -> Resu
         report += &format!("; {} start fresh ({why})", fresh.join(", "));
     }
     report += "; optimizer state fresh, the model's input normalizer kept";
-    Ok(WarmStart { normalizer: ck.normalizer, params, report })
+    Ok(WarmStart { normalizer: ck.normalizer, pca: ck.pca, params, report })
 }
