@@ -110,7 +110,7 @@ each. Writes compare.json, compare.md (the tables) and compare.png (test error a
     /// Tune the kernel variants of a network's training step on this adapter: every variant that
     /// passes its check is timed at the step's shapes and the fastest is cached for later starts.
     Tune {
-        /// Built-in network: fer, fer-small, mlp, mnist-paper.
+        /// Built-in network: fer, fer-small, mlp, mnist-paper, cifar.
         #[arg(long, default_value = "fer-small")]
         preset: String,
         /// A network file (TOML) instead of a preset.
@@ -159,7 +159,8 @@ pub struct TrainArgs {
     /// Built-in network: fer (the paper's: batch 256, 50000 steps, lr 0.05; augmentation mirror,
     /// rotation ±45°, scale 0.8-1.2, shift ±3 px), fer-small (batch 64, 600 steps, lr 0.008; mirror,
     /// ±10°, scale 0.9-1.1, shift ±3 px), mlp (28x28 input, 512-512, batch 100, 1200 steps,
-    /// lr 0.01; no augmentation) or mnist-paper (mlp with PCA to 70 dimensions and input noise).
+    /// lr 0.01; no augmentation), mnist-paper (mlp with PCA to 70 dimensions and input noise) or
+    /// cifar (32x32 colour, two conv+pool stages, fc 3072; mirror, shift ±2 px).
     #[arg(long, default_value = "fer-small")]
     pub preset: String,
     /// A network file (TOML) instead of a preset; `config.toml` in a run directory is one.

@@ -57,10 +57,10 @@ impl Model {
     /// The class and every class's score of the image file at `path` (resized to the model's
     /// image size when it differs).
     pub fn predict(&self, gpu: &Gpu, path: &Path) -> Result<(String, Vec<f32>), EvalError> {
-        let size = self.checkpoint.config.image_size;
-        let (h, w, img) = data::folder::load_image(path).map_err(|e| EvalError::Input(e.to_string()))?;
-        let pixels = if (h, w) == (size, size) { img } else { data::resize_bilinear(&img, h, w, size, size) };
-        let s = self.scores(gpu, &Dataset { h: size, w: size, pixels, labels: vec![-1] }, 1)?;
+        let (size, c) = (self.checkpoint.config.image_size, self.checkpoint.config.channels);
+        let (h, w, img) = data::folder::load_image(path, c).map_err(|e| EvalError::Input(e.to_string()))?;
+        let pixels = data::resize_planes(&img, c, h, w, size, size);
+        let s = self.scores(gpu, &Dataset { c, h: size, w: size, pixels, labels: vec![-1] }, 1)?;
         let best = (0..s.len()).fold(0, |b, j| if s[j] > s[b] { j } else { b });
         Ok((self.class_names()[best].clone(), s))
     }
@@ -220,12 +220,12 @@ pub fn scores(
     seed: u64,
 ) -> Result<Vec<f32>, GpuError> {
     let k = net.net.classes;
-    let size = net.net.config.input_size;
-    let per = size * size;
+    let (size, c) = (net.net.config.input_size, net.net.config.channels);
+    let per = c * size * size;
     let labels = vec![-1; n];
     let mut out = vec![0.0f32; n * k];
     if tta <= 1 {
-        for b in batch::eval_batches(images, &labels, h, w, size, size, net.batch) {
+        for b in batch::eval_batches(images, &labels, c, h, w, size, size, net.batch) {
             let rows = b.y.len();
             let s = net.scores(gpu, &b.x, rows)?;
             let first = b.indices[0];
@@ -241,6 +241,7 @@ pub fn scores(
             for r in 0..rows {
                 batch::tta_image(
                     images,
+                    c,
                     h,
                     w,
                     start + r,

@@ -221,9 +221,16 @@ fn print_rows(rows: &[Row]) {
 }
 
 /// The data a command works on, warnings on stderr.
-fn load_data(path: Option<&Path>, size: usize, synth_count: usize, seed: u64) -> Result<DataSource, Failure> {
+fn load_data(
+    path: Option<&Path>,
+    size: usize,
+    channels: usize,
+    synth_count: usize,
+    seed: u64,
+) -> Result<DataSource, Failure> {
     let mut warn = |m: String| eprintln!("dlsvm: warning: {m}");
-    data::load_or_synth(path, size, synth_count, seed, &mut warn).map_err(|e| Failure::input(e.to_string()))
+    data::load_or_synth(path, size, channels, synth_count, seed, &mut warn)
+        .map_err(|e| Failure::input(e.to_string()))
 }
 
 /// The tuning mode of `--tune` (else `DLSVM_TUNE`, else `default`).
@@ -291,7 +298,8 @@ fn train_data(a: &TrainArgs, config: &NetConfig, origin: &str) -> Result<DataSou
     if a.data.is_none() {
         synth::check_count(a.synth_count).map_err(|e| Failure::input(format!("--synth-count {e}")))?;
     }
-    let source = load_data(a.data.as_deref(), config.image_size, a.synth_count, config.train.seed)?;
+    let source =
+        load_data(a.data.as_deref(), config.image_size, config.channels, a.synth_count, config.train.seed)?;
     model::Net::new(config, source.classes())
         .map_err(|e| Failure::input(format!("{origin}: {e} (data: {})", source.path)))?;
     let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
@@ -515,7 +523,8 @@ fn evaluate(
     let gpu = Gpu::new(adapter)?;
     let models = paths.iter().map(|p| Model::load(&gpu, p, 128, mode)).collect::<Result<Vec<_>, _>>()?;
     let first = &models[0].checkpoint;
-    let source = load_data(data_path, first.config.image_size, 4000, first.config.train.seed)?;
+    let c = &first.config;
+    let source = load_data(data_path, c.image_size, c.channels, 4000, c.train.seed)?;
     let results = eval::ensemble(&gpu, &models, &source, tta)?;
     let out_dir = out
         .map(Path::to_path_buf)

@@ -676,9 +676,9 @@ fn network_files_and_options_exit_2_naming_the_layer_or_option() {
             vec!["layer 0 (dropout)", "dropout probability 1.5 is not in [0, 1)"],
         ),
         (
-            "three channels for grayscale data",
-            format!("{NET_HEAD}channels = 3\n{fc}"),
-            vec!["channels = 3", "expected channels = 1"],
+            "two channels",
+            format!("{NET_HEAD}channels = 2\n{fc}"),
+            vec!["channels = 2", "expected 1 (grayscale) or 3 (colour)"],
         ),
         (
             "a momentum of 2 in the file",
@@ -814,6 +814,7 @@ fn tiny_checkpoint(path: &Path) -> Vec<u8> {
     let params = net.init_params(7);
     let velocity = params.iter().map(|p| vec![0.0; p.len()]).collect();
     let normalizer = Normalizer {
+        channels: 1,
         h: 8,
         w: 8,
         per_image: true,

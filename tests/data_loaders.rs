@@ -567,7 +567,7 @@ fn detection_errors_name_the_path() {
 
 #[test]
 fn dataset_subset_and_counts() {
-    let ds = Dataset { h: 1, w: 2, pixels: vec![0., 1., 2., 3., 4., 5.], labels: vec![2, -1, 0] };
+    let ds = Dataset { c: 1, h: 1, w: 2, pixels: vec![0., 1., 2., 3., 4., 5.], labels: vec![2, -1, 0] };
     assert_eq!(ds.len(), 3);
     assert!(!ds.is_empty());
     assert_eq!(ds.image(1), &[2., 3.]);
@@ -733,7 +733,7 @@ fn fuzz_image_folder_never_panics() {
 #[test]
 fn normalizer_hand_checked() {
     // Two 1x2 images: [0, 255] and the constant [255, 255].
-    let ds = Dataset { h: 1, w: 2, pixels: vec![0.0, 255.0, 255.0, 255.0], labels: vec![0, 1] };
+    let ds = Dataset { c: 1, h: 1, w: 2, pixels: vec![0.0, 255.0, 255.0, 255.0], labels: vec![0, 1] };
     // Per image: [0,1] - 0.5 = [-0.5, 0.5], norm sqrt(0.5) → scaled to 150: [-106.066, 106.066]; the constant
     // image → [0, 0]. Training mean per pixel [-53.033, 53.033], std 53.033 → images [-1, 1] and [1, -1].
     let n = Normalizer::fit(&ds, true, 150.0);
@@ -778,7 +778,7 @@ fn normalizer_bounds_images_outside_the_training_distribution() {
     let p1: Vec<f64> = (0..n).map(|i| pixels[i * h * w + 1] as f64 / 255.0).collect();
     let m1 = p1.iter().sum::<f64>() / n as f64;
     let sd1 = (p1.iter().map(|v| (v - m1).powi(2)).sum::<f64>() / n as f64).sqrt();
-    let ds = Dataset { h, w, pixels, labels: vec![0; n] };
+    let ds = Dataset { c: 1, h, w, pixels, labels: vec![0; n] };
     let norm = Normalizer::fit(&ds, false, 150.0);
     let floor = norm.std_floor.expect("the floor is recorded") as f64;
     assert!(sd1 < floor && sd1 > 0.0, "the lit pixel is below the floor: {sd1} vs {floor}");
@@ -805,6 +805,7 @@ fn normalizer_bounds_images_outside_the_training_distribution() {
 #[test]
 fn normalizer_per_image_norm_is_150() {
     let ds = Dataset {
+        c: 1,
         h: 2,
         w: 3,
         pixels: vec![3.0, 50.0, 7.0, 200.0, 90.0, 1.0, 9.0, 9.0, 9.0, 9.0, 9.0, 9.0],
@@ -852,6 +853,7 @@ fn normalizer_standardizes_the_training_set() {
 #[test]
 fn normalizer_serde_round_trip() {
     let ds = Dataset {
+        c: 1,
         h: 2,
         w: 2,
         pixels: (0..12).map(|i| (i * 37 % 256) as f32).collect(),

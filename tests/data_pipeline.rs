@@ -524,7 +524,7 @@ fn portable_math_matches_std() {
 // Batches.
 
 fn spec(batch: usize, augment: Option<Augment>) -> BatchSpec {
-    BatchSpec { batch, out_h: 8, out_w: 9, augment, seed: 1234 }
+    BatchSpec { batch, channels: 1, out_h: 8, out_w: 9, augment, seed: 1234 }
 }
 
 #[test]
@@ -640,7 +640,7 @@ fn dropping_the_receiver_stops_the_workers() {
 fn eval_batches_cover_every_sample_once_in_order() {
     let (n, h, w) = (23, 10, 11);
     let (x, y) = random_set(n, h, w, 7);
-    let batches: Vec<_> = batch::eval_batches(&x, &y, h, w, 8, 9, 5).collect();
+    let batches: Vec<_> = batch::eval_batches(&x, &y, 1, h, w, 8, 9, 5).collect();
     assert_eq!(batches.iter().map(|b| b.y.len()).collect::<Vec<_>>(), [5, 5, 5, 5, 3]);
     let all: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
     assert_eq!(all, (0..n).collect::<Vec<_>>());
@@ -653,8 +653,8 @@ fn eval_batches_cover_every_sample_once_in_order() {
             assert_eq!(&b.x[p * 72..(p + 1) * 72], &want[..]);
         }
     }
-    assert_eq!(batch::eval_batches(&x, &y, h, w, 8, 9, 100).count(), 1);
-    assert_eq!(batch::eval_batches(&[], &[], h, w, 8, 9, 4).count(), 0);
+    assert_eq!(batch::eval_batches(&x, &y, 1, h, w, 8, 9, 100).count(), 1);
+    assert_eq!(batch::eval_batches(&[], &[], 1, h, w, 8, 9, 4).count(), 0);
 }
 
 #[test]
@@ -664,7 +664,7 @@ fn tta_copies_are_deterministic_jitters() {
     let aug = Augment::fer();
     let get = |i: usize, copy: usize, seed: u64| {
         let mut out = vec![0.0; 42 * 42];
-        batch::tta_image(&x, h, w, i, 42, 42, &aug, seed, copy, &mut out);
+        batch::tta_image(&x, 1, h, w, i, 42, 42, &aug, seed, copy, &mut out);
         out
     };
     let mut centre = vec![0.0; 42 * 42];

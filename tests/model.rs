@@ -390,6 +390,7 @@ fn pca_stage_steps_equal_cpu_reference_and_round_trip() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("m.safetensors");
     let normalizer = dlsvm::data::normalize::Normalizer {
+        channels: 1,
         h: 28,
         w: 28,
         per_image: false,

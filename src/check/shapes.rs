@@ -154,13 +154,13 @@ pub const ROW_SHAPES: [(usize, usize); 5] = [(1, 1), (1, 7), (256, 7), (300, 10)
 pub const CHANNEL_SUM_SHAPES: [(usize, usize, usize); 4] =
     [(1, 1, 1), (16, 3072, 1), (4, 32, 1764), (3, 5, 7)];
 
-/// The presets' networks resolved for their data (7 FER classes; 10 digits for mlp).
+/// The presets' networks resolved for their data (7 FER classes; 10 digits or CIFAR-10 classes).
 fn preset_nets() -> Vec<Net> {
     PRESETS
         .iter()
         .filter_map(|name| {
             let config = preset(name)?;
-            let classes = if *name == "mlp" { 10 } else { 7 };
+            let classes = if matches!(*name, "mlp" | "mnist-paper" | "cifar") { 10 } else { 7 };
             Net::new(&config, classes).ok()
         })
         .collect()

@@ -143,6 +143,45 @@ pub fn crop_into(
     }
 }
 
+/// [`crop_into`] for an image of `c` planes (`[c, h, w]` into `[c, out_h, out_w]`): one jitter
+/// drawn from the seed moves every plane alike, then the noise is drawn plane after plane from the
+/// same generator. For `c = 1` it is exactly [`crop_into`].
+#[allow(clippy::too_many_arguments)]
+pub fn crop_planes_into(
+    src: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    out_h: usize,
+    out_w: usize,
+    aug: Option<(&Augment, u64)>,
+) {
+    assert_eq!(src.len(), c * h * w, "crop_planes_into: source is not {c}x{h}x{w}");
+    assert_eq!(out.len(), c * out_h * out_w, "crop_planes_into: output is not {c}x{out_h}x{out_w}");
+    let (area, per) = (h * w, out_h * out_w);
+    match aug {
+        Some((a, seed)) if !a.is_identity() => {
+            let mut rng = Rng::new(seed);
+            let jitter = a.sample(&mut rng);
+            for (plane, o) in src.chunks_exact(area).zip(out.chunks_exact_mut(per)) {
+                warp_into(plane, h, w, o, out_h, out_w, &jitter);
+            }
+            if a.noise_std > 0.0 {
+                let std = a.noise_std as f64;
+                for v in out.iter_mut() {
+                    *v += (rng.normal() * std) as f32;
+                }
+            }
+        }
+        _ => {
+            for (plane, o) in src.chunks_exact(area).zip(out.chunks_exact_mut(per)) {
+                centre_crop(plane, h, w, o, out_h, out_w);
+            }
+        }
+    }
+}
+
 /// The exact centre crop (see [`centre_offset`]); zero outside the source.
 pub fn centre_crop(src: &[f32], h: usize, w: usize, out: &mut [f32], out_h: usize, out_w: usize) {
     let (oy, ox) = centre_offset(h, w, out_h, out_w);

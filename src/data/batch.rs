@@ -9,10 +9,10 @@
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
-use super::augment::{crop_into, Augment};
+use super::augment::{crop_planes_into, Augment};
 use crate::rng::{hash3, mix, Rng};
 
-/// One minibatch. `x`: `[b, 1, out_h, out_w]`; `y`: labels; `indices`: which samples of the set.
+/// One minibatch. `x`: `[b, channels, out_h, out_w]`; `y`: labels; `indices`: which samples of the set.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Batch {
     pub step: u64,
@@ -21,10 +21,12 @@ pub struct Batch {
     pub indices: Vec<usize>,
 }
 
-/// How training batches are cut: size, crop size, augmentation (None = centre crops) and seed.
+/// How training batches are cut: size, crop size, augmentation (None = centre crops) and seed,
+/// for images of `channels` planes.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BatchSpec {
     pub batch: usize,
+    pub channels: usize,
     pub out_h: usize,
     pub out_w: usize,
     pub augment: Option<Augment>,
@@ -62,8 +64,8 @@ struct Maker<'a> {
 
 impl<'a> Maker<'a> {
     fn new(images: &'a [f32], labels: &'a [i32], h: usize, w: usize, spec: BatchSpec) -> Maker<'a> {
-        let n = labels.len();
-        assert_eq!(images.len(), n * h * w, "batch: images are not [{n}, {h}, {w}]");
+        let (n, c) = (labels.len(), spec.channels);
+        assert_eq!(images.len(), n * c * h * w, "batch: images are not [{n}, {c}, {h}, {w}]");
         let spe = steps_per_epoch(n, spec.batch);
         assert!(
             spe > 0,
@@ -82,12 +84,13 @@ impl<'a> Maker<'a> {
         let order = &self.epoch.as_ref().expect("epoch order just set").1;
         let indices = order[slot * b..(slot + 1) * b].to_vec();
         let (oh, ow) = (self.spec.out_h, self.spec.out_w);
-        let (area, per) = (self.h * self.w, oh * ow);
+        let c = self.spec.channels;
+        let (area, per) = (c * self.h * self.w, c * oh * ow);
         let mut x = vec![0.0f32; b * per];
         for (p, (&i, out)) in indices.iter().zip(x.chunks_exact_mut(per)).enumerate() {
             let src = &self.images[i * area..(i + 1) * area];
             let aug = self.spec.augment.as_ref().map(|a| (a, augment_seed(self.spec.seed, step, p)));
-            crop_into(src, self.h, self.w, out, oh, ow, aug);
+            crop_planes_into(src, c, self.h, self.w, out, oh, ow, aug);
         }
         let y = indices.iter().map(|&i| self.labels[i]).collect();
         Batch { step, x, y, indices }
@@ -159,11 +162,14 @@ pub fn spawn(
     out_rx
 }
 
-/// Evaluation batches: the whole set in order, centre crops (no augmentation); the last batch
-/// may be short. `step` is the batch's index. A `batch` of 0 is treated as 1.
+/// Evaluation batches of images of `c` planes: the whole set in order, centre crops (no
+/// augmentation); the last batch may be short. `step` is the batch's index. A `batch` of 0 is
+/// treated as 1.
+#[allow(clippy::too_many_arguments)]
 pub fn eval_batches<'a>(
     images: &'a [f32],
     labels: &'a [i32],
+    c: usize,
     h: usize,
     w: usize,
     out_h: usize,
@@ -171,25 +177,26 @@ pub fn eval_batches<'a>(
     batch: usize,
 ) -> impl Iterator<Item = Batch> + 'a {
     let n = labels.len();
-    assert_eq!(images.len(), n * h * w, "eval_batches: images are not [{n}, {h}, {w}]");
+    assert_eq!(images.len(), n * c * h * w, "eval_batches: images are not [{n}, {c}, {h}, {w}]");
     let b = batch.max(1);
-    let (area, per) = (h * w, out_h * out_w);
+    let (area, per) = (c * h * w, c * out_h * out_w);
     (0..n.div_ceil(b)).map(move |k| {
         let indices: Vec<usize> = (k * b..((k + 1) * b).min(n)).collect();
         let mut x = vec![0.0f32; indices.len() * per];
         for (&i, out) in indices.iter().zip(x.chunks_exact_mut(per)) {
-            crop_into(&images[i * area..(i + 1) * area], h, w, out, out_h, out_w, None);
+            crop_planes_into(&images[i * area..(i + 1) * area], c, h, w, out, out_h, out_w, None);
         }
         let y = indices.iter().map(|&i| labels[i]).collect();
         Batch { step: k as u64, x, y, indices }
     })
 }
 
-/// Test-time augmentation: copy `copy` of image `i`, jittered with seed `hash3(seed, i, copy)`;
-/// copy 0 is the centre crop.
+/// Test-time augmentation: copy `copy` of image `i` (of `c` planes), jittered with seed
+/// `hash3(seed, i, copy)`; copy 0 is the centre crop.
 #[allow(clippy::too_many_arguments)]
 pub fn tta_image(
     images: &[f32],
+    c: usize,
     h: usize,
     w: usize,
     i: usize,
@@ -200,8 +207,8 @@ pub fn tta_image(
     copy: usize,
     out: &mut [f32],
 ) {
-    let area = h * w;
+    let area = c * h * w;
     let src = &images[i * area..(i + 1) * area];
     let jitter = (copy > 0).then(|| (aug, hash3(seed, i as u64, copy as u64)));
-    crop_into(src, h, w, out, out_h, out_w, jitter);
+    crop_planes_into(src, c, h, w, out, out_h, out_w, jitter);
 }

@@ -109,7 +109,7 @@ pub fn load_csv(
     let mut builders: Vec<SplitBuilder> = split_names
         .iter()
         .map(|name| {
-            let mut b = SplitBuilder::new(name, size);
+            let mut b = SplitBuilder::new(name, size, 1);
             b.expect_size(FER_SIDE, FER_SIDE);
             b
         })

@@ -72,14 +72,16 @@ fn split_of(name: &str) -> Option<&'static str> {
     }
 }
 
-/// A decoded grayscale image: `(h, w, pixels)`, pixels row-major, 0..=255.
+/// A decoded image: `(h, w, pixels)`, pixels plane after plane (one gray plane, or red, green,
+/// blue), each row-major, 0..=255.
 pub type GrayPixels = (usize, usize, Vec<f32>);
 
 /// Class folder name and its image files.
 type ClassFiles = (String, Vec<PathBuf>);
 
-/// Decodes one image file to grayscale (luma), native size: `(h, w, pixels 0..=255)`.
-pub fn load_image(path: &Path) -> Result<GrayPixels, DataError> {
+/// Decodes one image file at its native size to `channels` planes: 1 (luma) or 3 (red, green,
+/// blue planes): `(h, w, pixels 0..=255)`.
+pub fn load_image(path: &Path, channels: usize) -> Result<GrayPixels, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
     let image_err = |msg: String| DataError::Image { path: path.to_path_buf(), msg };
     let mut reader = image::ImageReader::new(Cursor::new(&bytes))
@@ -99,25 +101,29 @@ pub fn load_image(path: &Path) -> Result<GrayPixels, DataError> {
     let img = reader.decode().map_err(|e| {
         image_err(format!("{}; expected a complete PNG or JPEG file", one_line(e).trim_end_matches('.')))
     })?;
-    let gray = img.to_luma8();
-    let (w, h) = (gray.width() as usize, gray.height() as usize);
+    let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(image_err(format!("image is {w}x{h}, expected a non-empty image")));
     }
-    Ok((h, w, gray.into_raw().into_iter().map(f32::from).collect()))
+    if channels == 3 {
+        let rgb = img.to_rgb8().into_raw();
+        let planes = (0..3).flat_map(|c| rgb.iter().skip(c).step_by(3).map(|&v| f32::from(v))).collect();
+        return Ok((h, w, planes));
+    }
+    Ok((h, w, img.to_luma8().into_raw().into_iter().map(f32::from).collect()))
 }
 
 /// Decodes `files` on a few threads, results in the same order.
-fn decode_all(files: &[PathBuf]) -> Vec<Result<GrayPixels, DataError>> {
+fn decode_all(files: &[PathBuf], channels: usize) -> Vec<Result<GrayPixels, DataError>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
     if threads == 1 || files.len() < 64 {
-        return files.iter().map(|p| load_image(p)).collect();
+        return files.iter().map(|p| load_image(p, channels)).collect();
     }
     let chunk = files.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|c| s.spawn(move || c.iter().map(|p| load_image(p)).collect::<Vec<_>>()))
+            .map(|c| s.spawn(move || c.iter().map(|p| load_image(p, channels)).collect::<Vec<_>>()))
             .collect();
         let mut out = Vec::with_capacity(files.len());
         for (h, c) in handles.into_iter().zip(files.chunks(chunk)) {
@@ -135,10 +141,12 @@ fn decode_all(files: &[PathBuf]) -> Vec<Result<GrayPixels, DataError>> {
     })
 }
 
-/// Loads an image-folder data set (see the module docs). `size`/`warn` as in [`super::load`].
+/// Loads an image-folder data set (see the module docs) with `channels` planes per image (1 gray,
+/// 3 colour). `size`/`warn` as in [`super::load`].
 pub fn load_folder(
     root: &Path,
     size: Option<usize>,
+    channels: usize,
     warn: &mut dyn FnMut(String),
 ) -> Result<DataSource, DataError> {
     let (subdirs, _) = list_dir(root)?;
@@ -225,9 +233,9 @@ pub fn load_folder(
             .collect();
         jobs.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         let files: Vec<PathBuf> = jobs.iter().map(|(_, f)| f.clone()).collect();
-        let decoded = decode_all(&files);
+        let decoded = decode_all(&files, channels);
 
-        let mut b = SplitBuilder::new(split, size);
+        let mut b = SplitBuilder::new(split, size, channels);
         if let Some((h, w)) = native {
             b.expect_size(h, w);
         }

@@ -295,7 +295,7 @@ pub fn load_idx(
             }
         }
         native.get_or_insert((rows, cols));
-        let mut b = SplitBuilder::new(name, size);
+        let mut b = SplitBuilder::new(name, size, 1);
         let per = rows * cols;
         let mut img = Vec::with_capacity(per);
         for (chunk, &l) in px.chunks_exact(per).zip(&labels) {

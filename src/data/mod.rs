@@ -1,13 +1,15 @@
 //! Data sets: loaders for the formats users bring (fer2013-style CSV, image folders, MNIST-family IDX),
 //! the paper's preprocessing ([`normalize::Normalizer`]), augmentation, batching and synthetic data.
 //!
-//! Every loader returns a [`DataSource`]: named splits of grayscale [`Dataset`]s holding raw intensities
-//! (0..=255 as `f32`), plus the class names. Loaders never panic on file contents: every problem becomes a
+//! Every loader returns a [`DataSource`]: named splits of [`Dataset`]s holding raw intensities
+//! (0..=255 as `f32`; one gray plane, or three colour planes where the network says `channels = 3`),
+//! plus the class names. Loaders never panic on file contents: every problem becomes a
 //! [`DataError`] whose one-line message names the file, the place (line, record, entry) and what was
 //! expected.
 
 pub mod augment;
 pub mod batch;
+pub mod cifar;
 pub mod csv;
 pub mod folder;
 pub mod idx;
@@ -16,9 +18,11 @@ pub mod synth;
 
 use std::path::{Path, PathBuf};
 
-/// Grayscale images with labels. pixels: [n, h, w] row-major, raw intensities 0..=255 as f32.
+/// Images with labels. pixels: `[n, c, h, w]` row-major (planes of one image together), raw
+/// intensities 0..=255 as f32; `c` is 1 (gray) or 3 (red, green, blue).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
+    pub c: usize,
     pub h: usize,
     pub w: usize,
     pub pixels: Vec<f32>,
@@ -35,31 +39,37 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// Pixels of image `i`, `h * w` values row-major. Panics if `i >= len()`.
+    /// Values of one image: `c * h * w`.
+    pub fn image_len(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// Pixels of image `i`, `c * h * w` values (plane after plane, each row-major). Panics if
+    /// `i >= len()`.
     pub fn image(&self, i: usize) -> &[f32] {
-        let n = self.h * self.w;
+        let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
     }
 
     /// The images at `idx` (in that order, repeats allowed). Panics on an index `>= len()`.
     pub fn subset(&self, idx: &[usize]) -> Dataset {
-        let n = self.h * self.w;
+        let n = self.image_len();
         let mut pixels = Vec::with_capacity(idx.len() * n);
         let mut labels = Vec::with_capacity(idx.len());
         for &i in idx {
             pixels.extend_from_slice(self.image(i));
             labels.push(self.labels[i]);
         }
-        Dataset { h: self.h, w: self.w, pixels, labels }
+        Dataset { c: self.c, h: self.h, w: self.w, pixels, labels }
     }
 
-    /// Every image resized to `size` x `size` (bilinear).
+    /// Every image resized to `size` x `size` (bilinear, plane by plane).
     pub fn resized(&self, size: usize) -> Dataset {
-        let mut pixels = Vec::with_capacity(self.len() * size * size);
+        let mut pixels = Vec::with_capacity(self.len() * self.c * size * size);
         for i in 0..self.len() {
-            pixels.extend(resize_bilinear(self.image(i), self.h, self.w, size, size));
+            pixels.extend(resize_planes(self.image(i), self.c, self.h, self.w, size, size));
         }
-        Dataset { h: size, w: size, pixels, labels: self.labels.clone() }
+        Dataset { c: self.c, h: size, w: size, pixels, labels: self.labels.clone() }
     }
 
     /// Images per class `0..classes`; labels outside that range (e.g. -1, unlabelled) are not counted.
@@ -82,6 +92,7 @@ pub enum Format {
     KaggleCsv,
     ImageFolder,
     Idx,
+    Cifar10,
     Synthetic,
 }
 
@@ -93,6 +104,7 @@ impl Format {
             Format::KaggleCsv => "kaggle-csv",
             Format::ImageFolder => "image-folder",
             Format::Idx => "idx",
+            Format::Cifar10 => "cifar-10",
             Format::Synthetic => "synthetic",
         }
     }
@@ -158,6 +170,12 @@ pub enum DataError {
     /// An IDX file problem (magic, header, truncation, counts).
     #[error("{}: {msg}", path.display())]
     Idx { path: PathBuf, msg: String },
+    /// A CIFAR-10 batch file problem (truncation, labels, class names).
+    #[error("{}: {msg}", path.display())]
+    Cifar { path: PathBuf, msg: String },
+    /// Images of other channels than the network takes (grayscale data for a colour network).
+    #[error("{}: {msg}", path.display())]
+    Channels { path: PathBuf, msg: String },
     /// A path whose format could not be detected.
     #[error("{}: {msg}", path.display())]
     Unrecognized { path: PathBuf, msg: String },
@@ -177,57 +195,98 @@ pub(crate) fn one_line(s: impl std::fmt::Display) -> String {
     s.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Detects the format of `path` and loads it.
+/// Detects the format of `path` and loads it as grayscale: [`load_channels`] with 1 channel.
+pub fn load(path: &Path, size: Option<usize>, warn: &mut dyn FnMut(String)) -> Result<DataSource, DataError> {
+    load_channels(path, size, 1, warn)
+}
+
+/// Detects the format of `path` and loads it with `channels` planes per image (1 gray, 3 colour).
 ///
 /// - a file ending in `.csv` → fer2013-style CSV (or the Kaggle `train.csv` / `test.csv` variants);
 /// - a directory holding `*idx3-ubyte` or `*idx3-ubyte.gz` files → IDX (MNIST family);
+/// - a directory holding `data_batch_N.bin` or `test_batch.bin` → CIFAR-10 binary batches;
 /// - a directory with `train/` (and usually `test/`) sub-folders of class folders → image folder;
 /// - a directory that itself holds class folders → image folder with a single "train" split.
+///
+/// CSV and IDX files are grayscale: asked for 3 channels they are refused. Image folders decode
+/// each file to gray (luma) or RGB; CIFAR-10 reads its colour planes, or their luma for 1 channel.
 ///
 /// `size`: every image is resized (bilinear) to `size x size` when it isn't already; `warn` is called once
 /// per split with a summary when any image was resized. `size = None` keeps native sizes: all images must
 /// then agree.
-pub fn load(path: &Path, size: Option<usize>, warn: &mut dyn FnMut(String)) -> Result<DataSource, DataError> {
+pub fn load_channels(
+    path: &Path,
+    size: Option<usize>,
+    channels: usize,
+    warn: &mut dyn FnMut(String),
+) -> Result<DataSource, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
+    let gray_only = |what: &str| -> Result<(), DataError> {
+        if channels == 1 {
+            return Ok(());
+        }
+        Err(DataError::Channels {
+            path: path.to_path_buf(),
+            msg: format!(
+                "{what} holds grayscale images, the network takes {channels} channels (use channels = 1, or colour \
+                 image folders or CIFAR-10)"
+            ),
+        })
+    };
     if meta.is_file() {
         let is_csv = path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         if is_csv {
+            gray_only("a fer2013-style CSV")?;
             return csv::load_csv(path, size, warn);
         }
         return Err(DataError::Unrecognized {
             path: path.to_path_buf(),
-            msg: "unrecognized data file: expected a fer2013-style .csv file, an image-folder root or a \
-                  folder of IDX files"
+            msg: "unrecognized data file: expected a fer2013-style .csv file, an image-folder root, a folder of \
+                  IDX files or of CIFAR-10 batches"
                 .into(),
         });
     }
     if idx::looks_like_idx_dir(path)? {
+        gray_only("an IDX folder")?;
         return idx::load_idx(path, size, warn);
     }
+    if cifar::looks_like_cifar_dir(path) {
+        return cifar::load_cifar(path, size, channels, warn);
+    }
     if folder::looks_like_image_folder(path)? {
-        return folder::load_folder(path, size, warn);
+        return folder::load_folder(path, size, channels, warn);
     }
     Err(DataError::Unrecognized {
         path: path.to_path_buf(),
-        msg: "unrecognized data folder: expected IDX files (train-images-idx3-ubyte[.gz], ...), train/ and \
-              test/ folders of class folders, or class folders of images"
+        msg: "unrecognized data folder: expected IDX files (train-images-idx3-ubyte[.gz], ...), CIFAR-10 batches \
+              (data_batch_1.bin, ..., test_batch.bin), train/ and test/ folders of class folders, or class folders \
+              of images"
             .into(),
     })
 }
 
-/// The data a command works on: `path`'s data set with images resized to `size`, or without a
-/// path the built-in synthetic faces ([`synth::source`]: `synth_count` training faces, a fifth as
-/// many test faces, drawn from `seed`), resized to `size` where that is not their 48. Warnings
-/// (mixed image sizes, resizing) go to `warn`.
+/// The data a command works on: `path`'s data set with images of `channels` planes resized to
+/// `size`, or without a path the built-in synthetic faces ([`synth::source`]: `synth_count`
+/// training faces, a fifth as many test faces, drawn from `seed`; grayscale), resized to `size`
+/// where that is not their 48. Warnings (mixed image sizes, resizing) go to `warn`.
 pub fn load_or_synth(
     path: Option<&Path>,
     size: usize,
+    channels: usize,
     synth_count: usize,
     seed: u64,
     warn: &mut dyn FnMut(String),
 ) -> Result<DataSource, DataError> {
     if let Some(p) = path {
-        return load(p, Some(size), warn);
+        return load_channels(p, Some(size), channels, warn);
+    }
+    if channels != 1 {
+        return Err(DataError::Channels {
+            path: PathBuf::from("<synthetic faces>"),
+            msg: format!(
+                "the built-in faces are grayscale, the network takes {channels} channels; give --data"
+            ),
+        });
     }
     let mut src = synth::source(synth_count, synth_count / 5, seed);
     for (name, ds) in &mut src.splits {
@@ -242,6 +301,15 @@ pub fn load_or_synth(
         }
     }
     Ok(src)
+}
+
+/// [`resize_bilinear`] for each of the `c` planes of one image.
+pub fn resize_planes(src: &[f32], c: usize, h: usize, w: usize, nh: usize, nw: usize) -> Vec<f32> {
+    if h == nh && w == nw {
+        return src.to_vec();
+    }
+    let area = h * w;
+    (0..c).flat_map(|p| resize_bilinear(&src[p * area..(p + 1) * area], h, w, nh, nw)).collect()
 }
 
 /// Resizes one image (`h x w`, row-major) to `nh x nw` by bilinear interpolation with pixel centres aligned
@@ -287,6 +355,7 @@ pub fn resize_bilinear(src: &[f32], h: usize, w: usize, nh: usize, nw: usize) ->
 pub(crate) struct SplitBuilder {
     pub name: String,
     pub size: Option<usize>,
+    pub c: usize,
     pub h: usize,
     pub w: usize,
     pub pixels: Vec<f32>,
@@ -296,10 +365,11 @@ pub(crate) struct SplitBuilder {
 }
 
 impl SplitBuilder {
-    pub fn new(name: &str, size: Option<usize>) -> SplitBuilder {
+    pub fn new(name: &str, size: Option<usize>, c: usize) -> SplitBuilder {
         SplitBuilder {
             name: name.to_string(),
             size,
+            c,
             h: size.unwrap_or(0),
             w: size.unwrap_or(0),
             pixels: Vec::new(),
@@ -309,7 +379,7 @@ impl SplitBuilder {
         }
     }
 
-    /// Adds one image of native size `h x w`. With `size = None` the first image fixes the split's size and a
+    /// Adds one image of native size `h x w` (`c` planes). With `size = None` the first image fixes the split's size and a
     /// later image of another size is refused: `Err((expected h, expected w))`.
     pub fn push(&mut self, img: &[f32], h: usize, w: usize, label: i32) -> Result<(), (usize, usize)> {
         match self.size {
@@ -317,7 +387,7 @@ impl SplitBuilder {
                 if h == s && w == s {
                     self.pixels.extend_from_slice(img);
                 } else {
-                    self.pixels.extend(resize_bilinear(img, h, w, s, s));
+                    self.pixels.extend(resize_planes(img, self.c, h, w, s, s));
                     self.resized += 1;
                     if !self.from_sizes.contains(&(h, w)) {
                         self.from_sizes.push((h, w));
@@ -361,6 +431,6 @@ impl SplitBuilder {
                 self.h
             ));
         }
-        Dataset { h: self.h, w: self.w, pixels: self.pixels, labels: self.labels }
+        Dataset { c: self.c, h: self.h, w: self.w, pixels: self.pixels, labels: self.labels }
     }
 }

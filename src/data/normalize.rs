@@ -13,12 +13,15 @@ pub const STD_FLOOR_FRACTION: f64 = 0.1;
 /// Fitted preprocessing, saved beside a model so evaluation and prediction apply exactly what training did.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Normalizer {
+    /// Planes per image (absent in checkpoints from before colour images: 1).
+    #[serde(default = "one")]
+    pub channels: usize,
     pub h: usize,
     pub w: usize,
     /// Whether the per-image step (mean removal, L2 norm scaled to `norm`) runs before standardization.
     pub per_image: bool,
     pub norm: f32,
-    /// Per-pixel mean of the training set after the per-image step, `h * w` values.
+    /// Per-pixel mean of the training set after the per-image step, `channels * h * w` values.
     pub mean: Vec<f32>,
     /// Per-pixel (population) standard deviation of the training set after the per-image step, floored at
     /// `std_floor`.
@@ -28,6 +31,10 @@ pub struct Normalizer {
     /// stored in a file are applied as they are, so every checkpoint evaluates as it was trained.
     #[serde(default)]
     pub std_floor: Option<f32>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The per-image step into `out` (f64): /255; with `per_image`, the image's mean removed and its L2 norm
@@ -51,7 +58,7 @@ impl Normalizer {
     /// the training set after that step, computed in f64, each std floored at [`STD_FLOOR_FRACTION`] of the
     /// mean std (1 when every pixel is constant). An empty training set gives mean 0 and std 1.
     pub fn fit(train: &Dataset, per_image: bool, norm: f32) -> Normalizer {
-        let n_px = train.h * train.w;
+        let n_px = train.image_len();
         let n = train.len();
         // Sums of (x - shift) with the first image as the shift: exact zero variance for a constant pixel and
         // no cancellation for large means.
@@ -81,6 +88,7 @@ impl Normalizer {
         }
         if n == 0 {
             return Normalizer {
+                channels: train.c,
                 h: train.h,
                 w: train.w,
                 per_image,
@@ -94,10 +102,19 @@ impl Normalizer {
         // A set of constant images has nothing to scale by: its pixels are only centred.
         let floor = if mean_sd > 0.0 { STD_FLOOR_FRACTION * mean_sd } else { 1.0 };
         let std = sds.iter().map(|&sd| sd.max(floor) as f32).collect();
-        Normalizer { h: train.h, w: train.w, per_image, norm, mean, std, std_floor: Some(floor as f32) }
+        Normalizer {
+            channels: train.c,
+            h: train.h,
+            w: train.w,
+            per_image,
+            norm,
+            mean,
+            std,
+            std_floor: Some(floor as f32),
+        }
     }
 
-    /// One raw image (`h * w` intensities 0..=255) → standardized. Panics if the length is not `h * w`.
+    /// One raw image (`channels * h * w` intensities 0..=255) → standardized. Panics on another length.
     pub fn apply_image(&self, img: &[f32]) -> Vec<f32> {
         let mut buf = Vec::with_capacity(img.len());
         let mut out = Vec::with_capacity(img.len());
@@ -108,8 +125,9 @@ impl Normalizer {
     fn apply_into(&self, img: &[f32], buf: &mut Vec<f64>, out: &mut Vec<f32>) {
         assert_eq!(
             img.len(),
-            self.h * self.w,
-            "Normalizer fitted on {}x{} images was given an image of {} pixels",
+            self.channels * self.h * self.w,
+            "Normalizer fitted on {}x{}x{} images was given an image of {} values",
+            self.channels,
             self.w,
             self.h,
             img.len()
@@ -122,19 +140,21 @@ impl Normalizer {
         );
     }
 
-    /// All images of `ds`, standardized: `[n, h, w]`. Panics if `ds` has another image size.
+    /// All images of `ds`, standardized: `[n, c, h, w]`. Panics if `ds` has another image size.
     pub fn apply(&self, ds: &Dataset) -> Vec<f32> {
         assert_eq!(
-            (ds.h, ds.w),
-            (self.h, self.w),
-            "Normalizer fitted on {}x{} images was given {}x{} images",
+            (ds.c, ds.h, ds.w),
+            (self.channels, self.h, self.w),
+            "Normalizer fitted on {}x{} images of {} channels was given {}x{} images of {}",
             self.w,
             self.h,
+            self.channels,
             ds.w,
-            ds.h
+            ds.h,
+            ds.c
         );
-        let mut out = Vec::with_capacity(ds.len() * self.h * self.w);
-        let mut buf = Vec::with_capacity(self.h * self.w);
+        let mut out = Vec::with_capacity(ds.len() * ds.image_len());
+        let mut buf = Vec::with_capacity(ds.image_len());
         for i in 0..ds.len() {
             self.apply_into(ds.image(i), &mut buf, &mut out);
         }

@@ -54,7 +54,7 @@ pub fn faces(count: usize, seed: u64) -> Dataset {
             });
         }
     });
-    Dataset { h: SIZE, w: SIZE, pixels, labels }
+    Dataset { c: 1, h: SIZE, w: SIZE, pixels, labels }
 }
 
 /// The labels of [`faces`]: `i % 7` for i in 0..count, shuffled with a generator seeded by `seed`.

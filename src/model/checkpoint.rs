@@ -277,14 +277,22 @@ pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
             nz.w, nz.h, config.image_size
         )));
     }
-    if nz.h.checked_mul(nz.w) != Some(nz.mean.len()) || nz.std.len() != nz.mean.len() {
+    if nz.channels != config.channels {
         return Err(fail(format!(
-            "normalizer: {} means and {} stds, expected {} each ({}x{} pixels)",
+            "normalizer: fitted on images of {} channels, but the config's channels is {}",
+            nz.channels, config.channels
+        )));
+    }
+    let values = nz.h.checked_mul(nz.w).and_then(|v| v.checked_mul(nz.channels));
+    if values != Some(nz.mean.len()) || nz.std.len() != nz.mean.len() {
+        return Err(fail(format!(
+            "normalizer: {} means and {} stds, expected {} each ({}x{} pixels, {} channels)",
             nz.mean.len(),
             nz.std.len(),
-            nz.h.saturating_mul(nz.w),
+            nz.h.saturating_mul(nz.w).saturating_mul(nz.channels),
             nz.w,
-            nz.h
+            nz.h,
+            nz.channels
         )));
     }
     if !nz.norm.is_finite()

@@ -178,13 +178,9 @@ impl Net {
         if config.input_size == 0 || config.channels == 0 || config.image_size == 0 {
             return Err(err(0, "input", "image_size, input_size and channels must be at least 1".into()));
         }
-        if config.channels != 1 {
+        if config.channels != 1 && config.channels != 3 {
             let c = config.channels;
-            return Err(err(
-                0,
-                "input",
-                format!("channels = {c}, but dlsvm reads grayscale images: expected channels = 1"),
-            ));
+            return Err(err(0, "input", format!("channels = {c}: expected 1 (grayscale) or 3 (colour)")));
         }
         // Absurd sizes would overflow the shape arithmetic or abort on allocation: refuse them by name.
         for (key, v) in [("image_size", config.image_size), ("input_size", config.input_size)] {

@@ -126,6 +126,7 @@ pub fn batch_spec(config: &NetConfig) -> batch::BatchSpec {
     let t = &config.train;
     batch::BatchSpec {
         batch: t.batch,
+        channels: config.channels,
         out_h: config.input_size,
         out_w: config.input_size,
         augment: (!t.augment.is_identity()).then_some(t.augment),
@@ -151,6 +152,12 @@ fn check_inputs(config: &NetConfig, source: &DataSource, train: &Dataset) -> Res
     if b > n {
         return Err(TrainError::Input(format!(
             "--batch {b} is larger than the {n} training samples of {path} (use --batch {n} or less)"
+        )));
+    }
+    if train.c != config.channels {
+        let (c, name, want) = (train.c, &config.name, config.channels);
+        return Err(TrainError::Input(format!(
+            "{path}: images have {c} channel(s), the network {name} takes {want}"
         )));
     }
     if train.h != config.image_size || train.w != config.image_size {
@@ -207,18 +214,19 @@ fn fit_pca(
 ) -> Result<Option<crate::model::pca::Pca>, TrainError> {
     let Some(k) = config.pca else { return Ok(None) };
     let size = config.input_size;
-    let mut x = Vec::with_capacity(train.len() * size * size);
-    for b in batch::eval_batches(train_x, &train.labels, train.h, train.w, size, size, 1024) {
+    let d = train.c * size * size;
+    let mut x = Vec::with_capacity(train.len() * d);
+    for b in batch::eval_batches(train_x, &train.labels, train.c, train.h, train.w, size, size, 1024) {
         x.extend_from_slice(&b.x);
     }
     let began = Instant::now();
-    let (pca, kept) = crate::model::pca::Pca::fit(gpu, &x, train.len(), size * size, k)?;
+    let (pca, kept) = crate::model::pca::Pca::fit(gpu, &x, train.len(), d, k)?;
     if progress {
         eprintln!(
             "dlsvm: PCA fitted on {} training inputs in {:.1} s: {k} of {} components keep {:.1}% of the variance",
             train.len(),
             began.elapsed().as_secs_f64(),
-            size * size,
+            d,
             100.0 * kept
         );
     }
