@@ -1,5 +1,5 @@
 //! No run loses its work: checkpoints are written atomically and a failed write keeps the
-//! previous one; a run killed with SIGKILL or stopped with Ctrl-C resumes to the same weights, bit for
+//! previous one; a run killed with SIGKILL or stopped with Ctrl-C or a scheduler's signal resumes to the same weights, bit for
 //! bit, as a run that was never interrupted; divergence stops the run without overwriting the last
 //! good checkpoint; a batch too large for the device is refused before training; a lost device is
 //! reported in one line. Every test drives the real `dlsvm` binary, as a user would.
@@ -165,19 +165,27 @@ fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
     assert_eq!(steps, (1..=STEPS / 10).map(|e| e * 10).collect::<Vec<_>>());
 }
 
+/// A signal (Ctrl-C's SIGINT, or what a scheduler sends) stops the run after the current step with
+/// a checkpoint, exit code 128 + the signal, one acknowledgement naming it and one final line; the
+/// command that line prints finishes the run on the uninterrupted run's weights, bit for bit.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_stops_with_a_checkpoint_and_the_printed_resume_matches() {
+fn signal_stops_with_a_checkpoint_and_the_printed_resume_matches(signal: &str, code: i32) {
     let reference = reference();
-    let out = TempDir::new("sigint");
+    let out = TempDir::new(&format!("sig{signal}"));
     let args = run_args(&out);
     let mut child = spawn(&args);
     wait_for_file(&mut child, &out.join("model.safetensors"));
-    let k = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let k = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
     assert!(k.success());
     let o = child.wait_with_output().unwrap();
     let lines = stderr_lines(&o);
-    assert_eq!(o.status.code(), Some(130), "{lines:?}");
+    assert_eq!(o.status.code(), Some(code), "SIG{signal}: {lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("SIG{signal}")) && l.contains("stopping after the current step")),
+        "the acknowledgement names SIG{signal}: {lines:?}"
+    );
     let last = lines.last().unwrap();
     // "dlsvm: interrupted at step N of 120; checkpoint written to DIR/model.safetensors; continue with: CMD"
     let step: u64 = last
@@ -201,6 +209,32 @@ fn ctrl_c_stops_with_a_checkpoint_and_the_printed_resume_matches() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let resumed = checkpoint::load(&out.join("model.safetensors")).unwrap();
     assert_same_weights(reference, &resumed, &format!("interrupted after step {step} and resumed"));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_with_a_checkpoint_and_the_printed_resume_matches() {
+    signal_stops_with_a_checkpoint_and_the_printed_resume_matches("INT", 130);
+}
+
+/// Preemption or `scancel`.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_with_a_checkpoint_and_exit_143() {
+    signal_stops_with_a_checkpoint_and_the_printed_resume_matches("TERM", 143);
+}
+
+#[cfg(unix)]
+#[test]
+fn sighup_stops_with_a_checkpoint_and_exit_129() {
+    signal_stops_with_a_checkpoint_and_the_printed_resume_matches("HUP", 129);
+}
+
+/// SLURM's `--signal=B:USR1@N` warning before the time limit.
+#[cfg(unix)]
+#[test]
+fn sigusr1_stops_with_a_checkpoint_and_exit_138() {
+    signal_stops_with_a_checkpoint_and_the_printed_resume_matches("USR1", 138);
 }
 
 #[test]
