@@ -378,11 +378,12 @@ fn signed_pct(v: f64) -> String {
 /// runs too.
 pub fn markdown(r: &CompareReport, runs: bool) -> String {
     let mut s = format!(
-        "# {} on {}: {}\n\n{} seeds ({}), {} steps per run{}, C = {}, on {}; {:.0} s in all.\n\n",
+        "# {} on {}: {}\n\n{} seed{} ({}), {} steps per run{}, C = {}, on {}; {:.0} s in all.\n\n",
         r.net,
         r.data,
         r.tops.join(" vs "),
         r.seeds.len(),
+        if r.seeds.len() == 1 { "" } else { "s" },
         r.seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "),
         r.steps,
         r.folds
@@ -472,7 +473,8 @@ pub fn write(r: &CompareReport, out: &Path) -> Result<(), TrainError> {
             runs: r.runs.iter().filter(|x| &x.top == t).map(|x| x.curve.clone()).collect(),
         })
         .collect();
-    let title = format!("{} on {}: test error, {} seeds", r.net, r.data, r.seeds.len());
+    let n = r.seeds.len();
+    let title = format!("{} on {}: test error, {n} seed{}", r.net, r.data, if n == 1 { "" } else { "s" });
     let png = out.join("compare.png");
     if let Err(e) = report::error_curves_png(&png, &curves, &title) {
         eprintln!("dlsvm: warning: could not write {}: {e}", png.display());

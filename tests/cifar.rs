@@ -7,9 +7,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{dlsvm, s, text, TempDir};
+use common::{dlsvm, eval_json, s, text, train_json, TempDir};
 use dlsvm::data::{self, augment, Format};
-use serde_json::Value;
 
 /// Record `r` of class `label`: the red plane bright for class 0, green for 1, blue for 2 (others
 /// gray), with a per-record pattern so images differ.
@@ -151,34 +150,24 @@ fn cifar_preset_trains_evaluates_and_predicts() {
     let root = dir.join("cifar");
     write_cifar(&root, 48, 12, 3);
     let out = dir.join("run");
-    let o = dlsvm(
-        &[
-            "train",
-            "--preset",
-            "cifar",
-            "--data",
-            s(&root),
-            "--steps",
-            "6",
-            "--batch",
-            "16",
-            "--out",
-            s(&out),
-            "--json",
-        ],
-        &[],
-    );
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let summary = train_json(&[
+        "--preset",
+        "cifar",
+        "--data",
+        s(&root),
+        "--steps",
+        "6",
+        "--batch",
+        "16",
+        "--out",
+        s(&out),
+    ]);
     assert_eq!(summary["test_samples"], 12);
     let model = out.join("model.safetensors");
     let ck = dlsvm::model::checkpoint::load(&model).unwrap();
     assert_eq!((ck.normalizer.channels, ck.normalizer.mean.len()), (3, 3 * 32 * 32));
     assert_eq!(ck.params[0].len(), 32 * 3 * 5 * 5, "conv1 takes 3 input channels");
-    let o = dlsvm(&["eval", "--model", s(&model), "--data", s(&root), "--json"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let e: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let e = eval_json(s(&model), s(&root));
     let acc = summary["test"]["accuracy"].as_f64().unwrap();
     assert!((e["accuracy"]["test"].as_f64().unwrap() - acc).abs() < 1e-12, "{e}");
     // A colour PNG (red) through predict.

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{dlsvm, s, text, TempDir};
+use common::{dlsvm, eval_json, s, text, TempDir};
 use serde_json::Value;
 
 const MNIST: &str = "data/mnist-5k";
@@ -52,9 +52,7 @@ fn compare_tables_agree_with_eval_and_runs_equal_train_runs() {
     // Every run's numbers are those `dlsvm eval` gives for its model.
     for run in runs {
         let model = run["model"].as_str().unwrap();
-        let o = dlsvm(&["eval", "--model", model, "--data", MNIST, "--json"], &[]);
-        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-        let e: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+        let e = eval_json(model, MNIST);
         for (split, ours) in [("test", &run["test"]), ("train", &run["train"])] {
             let theirs = &e["splits"][split];
             for key in ["accuracy", "cross_entropy", "squared_hinge", "hinge"] {

@@ -702,6 +702,25 @@ fn softmax_gradient() {
     gradcheck("softmax_xent dz", &z, &grad, |z| sum(&run_loss(softmax_xent, n, k, z, &labels, scale).0));
 }
 
+/// Scores `[labels.len(), k]` in [−2, 2), each redrawn while within 0.05 of the hinge kink
+/// 1 − t·a = 0 (much more than the difference step).
+fn scores_off_the_kink(seed: u64, k: usize, labels: &[i32]) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    let mut a = vec![0.0; labels.len() * k];
+    for (r, &y) in labels.iter().enumerate() {
+        for j in 0..k {
+            let t = if y == j as i32 { 1.0 } else { -1.0 };
+            a[r * k + j] = loop {
+                let v = rng.uniform(-2.0, 2.0);
+                if (1.0 - t * v).abs() > 0.05 {
+                    break v;
+                }
+            };
+        }
+    }
+    a
+}
+
 #[test]
 fn l2svm_hand_case() {
     // One row, k = 4, scores [0.5, −0.2, 2.0, −1.5], y = 0, scale = 0.3:
@@ -725,23 +744,10 @@ fn l2svm_rejects_label_past_k() {
 
 #[test]
 fn l2svm_gradient() {
-    let mut rng = Rng::new(11);
     let (n, k) = (7, 4);
     let labels = [1, -1, 0, 3, 2, -1, 1];
     let scale = 0.7 / n as f64;
-    // Scores in [−2, 2), redrawn while within 0.05 of the hinge kink 1 − t·a = 0.
-    let mut a = vec![0.0; n * k];
-    for r in 0..n {
-        for j in 0..k {
-            let t = if labels[r] == j as i32 { 1.0 } else { -1.0 };
-            a[r * k + j] = loop {
-                let v = rng.uniform(-2.0, 2.0);
-                if (1.0 - t * v).abs() > 0.05 {
-                    break v;
-                }
-            };
-        }
-    }
+    let a = scores_off_the_kink(11, k, &labels);
     let (rows, grad) = run_loss(l2svm, n, k, &a, &labels, scale);
     for (r, &y) in labels.iter().enumerate() {
         if y < 0 {
@@ -782,22 +788,10 @@ fn l1svm_rejects_label_past_k() {
 /// hinge is linear, and its gradient matches central differences.
 #[test]
 fn l1svm_gradient() {
-    let mut rng = Rng::new(12);
     let (n, k) = (7, 4);
     let labels = [1, -1, 0, 3, 2, -1, 1];
     let scale = 0.7 / n as f64;
-    let mut a = vec![0.0; n * k];
-    for r in 0..n {
-        for j in 0..k {
-            let t = if labels[r] == j as i32 { 1.0 } else { -1.0 };
-            a[r * k + j] = loop {
-                let v = rng.uniform(-2.0, 2.0);
-                if (1.0 - t * v).abs() > 0.05 {
-                    break v;
-                }
-            };
-        }
-    }
+    let a = scores_off_the_kink(12, k, &labels);
     let (rows, grad) = run_loss(l1svm, n, k, &a, &labels, scale);
     for (r, &y) in labels.iter().enumerate() {
         if y < 0 {

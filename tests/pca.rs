@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{dlsvm, s, text, TempDir};
-use serde_json::Value;
+use common::{dlsvm, eval_json, s, text, train_json, TempDir};
 
 const MNIST: &str = "data/mnist-5k";
 
@@ -13,13 +12,8 @@ const MNIST: &str = "data/mnist-5k";
 fn mnist_paper_preset_trains_evaluates_and_stores_its_projection() {
     let dir = TempDir::new("pca-train");
     let out = dir.join("run");
-    let o = dlsvm(
-        &["train", "--preset", "mnist-paper", "--data", MNIST, "--steps", "30", "--out", s(&out), "--json"],
-        &[],
-    );
-    let (stdout, stderr) = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{stderr}");
-    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let summary =
+        train_json(&["--preset", "mnist-paper", "--data", MNIST, "--steps", "30", "--out", s(&out)]);
     assert!(summary["test"]["accuracy"].as_f64().unwrap() > 0.5, "{summary}");
     let model = out.join("model.safetensors");
     let ck = dlsvm::model::checkpoint::load(&model).unwrap();
@@ -34,9 +28,7 @@ fn mnist_paper_preset_trains_evaluates_and_stores_its_projection() {
             assert!((dot - want).abs() < 1e-5, "components {a} and {b}: dot {dot}");
         }
     }
-    let o = dlsvm(&["eval", "--model", s(&model), "--data", MNIST, "--json"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
-    let e: Value = serde_json::from_str(text(&o).0.trim()).unwrap();
+    let e = eval_json(s(&model), MNIST);
     let acc = summary["test"]["accuracy"].as_f64().unwrap();
     assert!((e["accuracy"]["test"].as_f64().unwrap() - acc).abs() < 1e-12, "eval agrees with the run: {e}");
 }

@@ -419,3 +419,35 @@ fn batch_check_counts_the_weight_gradient_partial_sums() {
     let ok = dlsvm(&[&base[..], &["--batch", "24"]].concat(), &env);
     assert_eq!(ok.status.code(), Some(0), "{:?}", text(&ok));
 }
+
+/// What a requeued cluster job does: the same command, `--resume` included from the first
+/// attempt, runs again. On an empty run directory it starts fresh; stopped by SIGTERM (preemption)
+/// and run again unchanged, it resumes and ends on the uninterrupted run's weights, bit for bit.
+/// (A checkpoint of another network or data is refused: tests/bad_input.rs.)
+#[cfg(unix)]
+#[test]
+fn the_same_command_with_resume_starts_fresh_then_resumes_after_preemption() {
+    let reference = reference();
+    let out = TempDir::new("requeue");
+    let mut args = run_args(&out);
+    args.push("--resume".into());
+    let mut child = spawn(&args);
+    wait_for_file(&mut child, &out.join("model.safetensors"));
+    let k = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(k.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{:?}", text(&o));
+    let stopped = checkpoint::load(&out.join("model.safetensors")).unwrap().step;
+    assert!(
+        stopped > 0 && stopped < STEPS,
+        "the first attempt started on the empty directory and stopped at {stopped}"
+    );
+    let o = bin().args(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let resumed = checkpoint::load(&out.join("model.safetensors")).unwrap();
+    assert_same_weights(
+        reference,
+        &resumed,
+        &format!("preempted after step {stopped}, the same command again"),
+    );
+}

@@ -945,6 +945,13 @@ fn relu_at_exact_zero_uses_the_documented_subgradient() {
     assert_eq!(&dx[..2], &[0.0, 0.0], "the subgradient at 0 is 0");
 }
 
+/// Scores `[4, 3]` with label 0 for every row: row 0 exactly on the margin (t·a = 1) for every
+/// class, row 1 one ulp outside it, row 2 one ulp inside for two classes, row 3 with h = 2, 2, 0.
+const MARGIN_SCORES: [f32; 12] = {
+    let (up, down) = (1.0 + f32::EPSILON, 1.0 - f32::EPSILON / 2.0);
+    [1.0, -1.0, -1.0, up, -up, -up, down, -down, -1.0, -1.0, 1.0, -1.0]
+};
+
 /// Runs a loss kernel on one batch and returns (loss rows, gradient) from the GPU.
 fn gpu_loss(g: &Gpu, top: Top, n: usize, k: usize, s: &[f32], y: &[i32], scale: f64) -> (Vec<f32>, Vec<f32>) {
     let ts = g.upload(s, &[n, k]).unwrap();
@@ -967,17 +974,7 @@ fn gpu_loss(g: &Gpu, top: Top, n: usize, k: usize, s: &[f32], y: &[i32], scale: 
 #[test]
 fn l2svm_exactly_on_the_margin() {
     let g = gpu();
-    let (n, k) = (4, 3);
-    let up = 1.0 + f32::EPSILON;
-    let down = 1.0 - f32::EPSILON / 2.0;
-    #[rustfmt::skip]
-    let s = [
-        1.0, -1.0, -1.0, // on the margin everywhere
-        up, -up, -up, // one ulp outside
-        down, -down, -1.0, // one ulp inside for two classes
-        -1.0, 1.0, -1.0, // label 0 at -1: h = 2; class 1 at +1 with t = -1: h = 2
-    ];
-    let y = [0, 0, 0, 0];
+    let ((n, k), s, y) = ((4, 3), MARGIN_SCORES, [0, 0, 0, 0]);
     let scale = 0.25;
     let (l, gr) = gpu_loss(g, Top::L2svm, n, k, &s, &y, scale);
     let (mut rl, mut rg) = (vec![0.0f64; n], vec![0.0f64; n * k]);
@@ -1005,17 +1002,7 @@ fn l2svm_exactly_on_the_margin() {
 #[test]
 fn l1svm_exactly_on_the_kink() {
     let g = gpu();
-    let (n, k) = (4, 3);
-    let up = 1.0 + f32::EPSILON;
-    let down = 1.0 - f32::EPSILON / 2.0;
-    #[rustfmt::skip]
-    let s = [
-        1.0, -1.0, -1.0, // on the kink everywhere
-        up, -up, -up, // one ulp outside
-        down, -down, -1.0, // one ulp inside for two classes
-        -1.0, 1.0, -1.0, // label 0 at -1: h = 2; class 1 at +1 with t = -1: h = 2
-    ];
-    let y = [0, 0, 0, 0];
+    let ((n, k), s, y) = ((4, 3), MARGIN_SCORES, [0, 0, 0, 0]);
     let scale = 0.25;
     let (l, gr) = gpu_loss(g, Top::L1svm, n, k, &s, &y, scale);
     let (mut rl, mut rg) = (vec![0.0f64; n], vec![0.0f64; n * k]);

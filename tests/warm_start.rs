@@ -6,7 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{dlsvm, s, text, TempDir};
+use common::{dlsvm, eval_json, s, text, TempDir};
 use dlsvm::model::{checkpoint, preset, LayerSpec, Net};
 use dlsvm::train::warm::warm_start;
 use serde_json::Value;
@@ -201,8 +201,7 @@ fn compare_warm_start_curves_start_at_the_model() {
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
     assert_eq!(r["warm_start"], s(&model));
-    let e = dlsvm(&["eval", "--model", s(&model), "--data", MNIST, "--json"], &[]);
-    let e: Value = serde_json::from_str(text(&e).0.trim()).unwrap();
+    let e = eval_json(s(&model), MNIST);
     let start = 1.0 - e["splits"]["test"]["accuracy"].as_f64().unwrap();
     for run in r["runs"].as_array().unwrap() {
         let curve = run["curve"].as_array().unwrap();

@@ -70,25 +70,7 @@ pub fn l2svm<T: Real>(
     loss_rows: &mut [T],
     grad: &mut [T],
 ) {
-    check_loss("l2svm", n, k, scores.len(), labels, loss_rows.len(), grad.len());
-    for r in 0..n {
-        let a = &scores[r * k..(r + 1) * k];
-        let g = &mut grad[r * k..(r + 1) * k];
-        let y = labels[r];
-        if y < 0 {
-            loss_rows[r] = T::from_f64(0.0);
-            g.iter_mut().for_each(|v| *v = T::from_f64(0.0));
-            continue;
-        }
-        let mut loss = 0.0f64;
-        for (j, gv) in g.iter_mut().enumerate() {
-            let t = if j == y as usize { 1.0 } else { -1.0 };
-            let h = (1.0 - t * a[j].to_f64()).max(0.0);
-            loss += h * h;
-            *gv = T::from_f64(-2.0 * scale * t * h);
-        }
-        loss_rows[r] = T::from_f64(scale * loss);
-    }
+    hinge("l2svm", true, n, k, scores, labels, scale, loss_rows, grad);
 }
 
 /// Hinge (L1-SVM) one-vs-rest loss.
@@ -105,7 +87,23 @@ pub fn l1svm<T: Real>(
     loss_rows: &mut [T],
     grad: &mut [T],
 ) {
-    check_loss("l1svm", n, k, scores.len(), labels, loss_rows.len(), grad.len());
+    hinge("l1svm", false, n, k, scores, labels, scale, loss_rows, grad);
+}
+
+/// The two hinges: squared (`squared`) or plain.
+#[allow(clippy::too_many_arguments)]
+fn hinge<T: Real>(
+    what: &str,
+    squared: bool,
+    n: usize,
+    k: usize,
+    scores: &[T],
+    labels: &[i32],
+    scale: f64,
+    loss_rows: &mut [T],
+    grad: &mut [T],
+) {
+    check_loss(what, n, k, scores.len(), labels, loss_rows.len(), grad.len());
     for r in 0..n {
         let a = &scores[r * k..(r + 1) * k];
         let g = &mut grad[r * k..(r + 1) * k];
@@ -118,9 +116,14 @@ pub fn l1svm<T: Real>(
         let mut loss = 0.0f64;
         for (j, gv) in g.iter_mut().enumerate() {
             let t = if j == y as usize { 1.0 } else { -1.0 };
-            let h = 1.0 - t * a[j].to_f64();
-            loss += h.max(0.0);
-            *gv = T::from_f64(if h > 0.0 { -scale * t } else { 0.0 });
+            let h = (1.0 - t * a[j].to_f64()).max(0.0);
+            let (term, dh) = if squared {
+                (h * h, -2.0 * scale * t * h)
+            } else {
+                (h, if h > 0.0 { -scale * t } else { 0.0 })
+            };
+            loss += term;
+            *gv = T::from_f64(dh);
         }
         loss_rows[r] = T::from_f64(scale * loss);
     }

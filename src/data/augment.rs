@@ -125,27 +125,12 @@ pub fn crop_into(
     out_w: usize,
     aug: Option<(&Augment, u64)>,
 ) {
-    assert_eq!(src.len(), h * w, "crop_into: source is not {h}x{w}");
-    assert_eq!(out.len(), out_h * out_w, "crop_into: output is not {out_h}x{out_w}");
-    match aug {
-        Some((a, seed)) if !a.is_identity() => {
-            let mut rng = Rng::new(seed);
-            let jitter = a.sample(&mut rng);
-            warp_into(src, h, w, out, out_h, out_w, &jitter);
-            if a.noise_std > 0.0 {
-                let std = a.noise_std as f64;
-                for v in out.iter_mut() {
-                    *v += (rng.normal() * std) as f32;
-                }
-            }
-        }
-        _ => centre_crop(src, h, w, out, out_h, out_w),
-    }
+    crop_planes_into(src, 1, h, w, out, out_h, out_w, aug);
 }
 
 /// [`crop_into`] for an image of `c` planes (`[c, h, w]` into `[c, out_h, out_w]`): one jitter
 /// drawn from the seed moves every plane alike, then the noise is drawn plane after plane from the
-/// same generator. For `c = 1` it is exactly [`crop_into`].
+/// same generator. [`crop_into`] is its one-plane case.
 #[allow(clippy::too_many_arguments)]
 pub fn crop_planes_into(
     src: &[f32],

@@ -86,32 +86,15 @@ impl Normalizer {
             mean.push((k + d) as f32);
             sds.push((q / nf - d * d).max(0.0).sqrt());
         }
-        if n == 0 {
-            return Normalizer {
-                channels: train.c,
-                h: train.h,
-                w: train.w,
-                per_image,
-                norm,
-                mean,
-                std: vec![1.0; n_px],
-                std_floor: None,
-            };
-        }
-        let mean_sd = sds.iter().sum::<f64>() / n_px.max(1) as f64;
-        // A set of constant images has nothing to scale by: its pixels are only centred.
-        let floor = if mean_sd > 0.0 { STD_FLOOR_FRACTION * mean_sd } else { 1.0 };
-        let std = sds.iter().map(|&sd| sd.max(floor) as f32).collect();
-        Normalizer {
-            channels: train.c,
-            h: train.h,
-            w: train.w,
-            per_image,
-            norm,
-            mean,
-            std,
-            std_floor: Some(floor as f32),
-        }
+        let (std, std_floor) = if n == 0 {
+            (vec![1.0; n_px], None)
+        } else {
+            let mean_sd = sds.iter().sum::<f64>() / n_px.max(1) as f64;
+            // A set of constant images has nothing to scale by: its pixels are only centred.
+            let floor = if mean_sd > 0.0 { STD_FLOOR_FRACTION * mean_sd } else { 1.0 };
+            (sds.iter().map(|&sd| sd.max(floor) as f32).collect(), Some(floor as f32))
+        };
+        Normalizer { channels: train.c, h: train.h, w: train.w, per_image, norm, mean, std, std_floor }
     }
 
     /// One raw image (`channels * h * w` intensities 0..=255) → standardized. Panics on another length.

@@ -62,6 +62,21 @@ pub fn dlsvm(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("the dlsvm binary runs")
 }
 
+/// `dlsvm eval --model MODEL --data DATA --json`: its JSON object (the run must succeed).
+pub fn eval_json(model: &str, data: &str) -> serde_json::Value {
+    let o = dlsvm(&["eval", "--model", model, "--data", data, "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "eval of {model} on {data}: {:?}", text(&o));
+    serde_json::from_str(text(&o).0.trim()).expect("eval --json prints one object")
+}
+
+/// `dlsvm train` with `args`: its `--json` summary (the run must succeed).
+pub fn train_json(args: &[&str]) -> serde_json::Value {
+    let o = dlsvm(&[&["train"], args, &["--json"]].concat(), &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "train {args:?}: {err}");
+    serde_json::from_str(out.trim()).expect("train --json prints one object")
+}
+
 /// (stdout, stderr) as text.
 pub fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
