@@ -216,6 +216,10 @@ pub struct TrainArgs {
     /// With --folds: train only this fold (0-based), e.g. as one job of a cluster array.
     #[arg(long, requires = "folds")]
     pub fold: Option<usize>,
+    /// Train every combination of these [train] values, each in <out>/<key=value,...>, and
+    /// report the best (repeat for more keys), e.g. --grid weight_decay=1e-4,1e-3 --grid svm_c=0.5,1.
+    #[arg(long, value_name = "KEY=V1,V2")]
+    pub grid: Vec<String>,
     /// Continue from the run directory's checkpoint.
     #[arg(long)]
     pub resume: bool,

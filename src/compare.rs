@@ -456,10 +456,7 @@ pub fn markdown(r: &CompareReport, runs: bool) -> String {
 
 /// `compare.json`, `compare.md` and `compare.png` in the comparison's directory.
 pub fn write(r: &CompareReport, out: &Path) -> Result<(), TrainError> {
-    let io = |p: &Path| {
-        let p = p.display().to_string();
-        move |source| TrainError::Io { path: p, source }
-    };
+    let io = crate::train::io;
     std::fs::create_dir_all(out).map_err(io(out))?;
     let json = serde_json::to_string_pretty(r).unwrap_or_default();
     let (jp, mp) = (out.join("compare.json"), out.join("compare.md"));

@@ -389,6 +389,16 @@ fn tuned_plan(
 
 fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     let (config, origin) = net_config(&a)?;
+    let axes = a
+        .grid
+        .iter()
+        .map(|g| train::grid::Axis::parse(g))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::input)?;
+    // Every setting checked before the data load.
+    for setting in train::grid::settings(&axes).map_err(Failure::input)? {
+        train::grid::apply(&config, &setting).map_err(Failure::input)?;
+    }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let existing = out.join("model.safetensors");
     if a.resume && a.folds.is_none() && existing.exists() {
@@ -413,6 +423,33 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
         plan: Some(plan),
         init_from: a.init_from.clone(),
     };
+    if !axes.is_empty() {
+        let report = train::grid::run_grid(
+            &gpu,
+            &config,
+            &source,
+            &axes,
+            a.folds.map(|k| (k, a.fold)),
+            &opts,
+            |row| {
+                if !a.json {
+                    let what = if row.std.is_some() { "held-out accuracy" } else { "test accuracy" };
+                    println!("{}: {what} {:.2}%", train::grid::dir_name(&row.setting), 100.0 * row.accuracy);
+                }
+            },
+        )?;
+        if a.json {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+        } else {
+            print!("{}", train::grid::markdown(&report));
+            println!(
+                "best: {}; table in {}",
+                train::grid::dir_name(&report.rows[report.best].setting),
+                opts.out.join("grid.md").display()
+            );
+        }
+        return Ok(0);
+    }
     let Some(k) = a.folds else {
         let s = train::run(&gpu, &config, &source, train_set, source.test(), &opts)?;
         print_summary(&s, a.json);
@@ -446,6 +483,9 @@ fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
         return Err(Failure::input(
             "--top does not apply to compare: it trains each top of --tops (e.g. --tops l2svm,softmax)",
         ));
+    }
+    if !a.grid.is_empty() {
+        return Err(Failure::input("--grid does not apply to compare; use it with dlsvm train"));
     }
     let mut tops = Vec::new();
     for t in c.tops.split(',').map(str::trim) {

@@ -5,6 +5,7 @@
 
 pub mod checkpointer;
 pub mod folds;
+pub mod grid;
 pub mod log;
 pub mod warm;
 
