@@ -76,6 +76,20 @@ each. Writes compare.json, compare.md (the tables) and compare.png (test error a
         #[arg(long)]
         json: bool,
     },
+    /// Summarize a set of runs from their run directories: per-fold and mean ± std accuracy, the
+    /// fold models as an ensemble, a grid's table and best setting, and the runs not finished.
+    #[command(after_help = "Exit 0 when every run below DIR finished, 1 when some are unfinished or \
+failed (they are named), 2 when DIR holds no run directories.")]
+    Collect {
+        /// The folder the runs were written to (a train --folds or --grid --out).
+        dir: PathBuf,
+        /// Evaluate the ensembles on this data's test split (default: the data the runs recorded).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Data utilities.
     Data {
         #[command(subcommand)]

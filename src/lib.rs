@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod collect;
 pub mod compare;
 pub mod cpu;
 pub mod data;

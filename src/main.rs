@@ -197,6 +197,7 @@ fn main() -> ExitCode {
             tune(adapter, &preset, config.as_deref(), batch, classes, json)
         }
         Command::Predict { model, images, json } => predict(adapter, &model, &images, json),
+        Command::Collect { dir, data, json } => collect(adapter, &dir, data.as_deref(), json),
         Command::Data { command: DataCommand::Synth { out, count, seed } } => synth(&out, count, seed),
     };
     match result {
@@ -574,6 +575,18 @@ fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
         );
     }
     Ok(0)
+}
+
+fn collect(adapter: Option<&str>, dir: &Path, data: Option<&Path>, json: bool) -> Result<u8, Failure> {
+    // The ensembles need a GPU; without one they say so and the rest is still collected.
+    let gpu = Gpu::new(adapter).ok();
+    let c = dlsvm::collect::collect(dir, gpu.as_ref(), data).map_err(Failure::input)?;
+    if json {
+        println!("{}", serde_json::to_string(&c).unwrap_or_default());
+    } else {
+        print!("{}", dlsvm::collect::text(&c));
+    }
+    Ok(if c.incomplete.is_empty() { 0 } else { EXIT_FAILED })
 }
 
 fn print_summary(s: &train::Summary, json: bool) {

@@ -108,6 +108,9 @@ pub struct Summary {
     pub variants: Plan,
     /// The model the run started from (`--init-from`), when it did.
     pub init_from: Option<String>,
+    /// The data set (its path as given) and, for one fold of a cross-validation, `[fold, folds]`.
+    pub data: String,
+    pub fold: Option<(usize, usize)>,
 }
 
 /// The steps of a run: steps per epoch and the total the schedule spans.
@@ -503,6 +506,8 @@ pub fn run(
         schedule_note,
         variants: gnet.plan().clone(),
         init_from: opts.init_from.as_ref().filter(|_| resumed.is_none()).map(|p| p.display().to_string()),
+        data: source.path.clone(),
+        fold: opts.fold,
     };
     let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
     std::fs::write(out.join("summary.json"), json).map_err(io(out))?;
