@@ -234,6 +234,25 @@ pub struct TrainArgs {
     /// report the best (repeat for more keys), e.g. --grid weight_decay=1e-4,1e-3 --grid svm_c=0.5,1.
     #[arg(long, value_name = "KEY=V1,V2")]
     pub grid: Vec<String>,
+    /// Set a [train] value (augment.KEY for [train.augment]), read as TOML; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Write a SLURM batch script to this file instead of training: one array task per run (each
+    /// fold, grid setting, or compare seed and top), each with --resume, then a collect job.
+    #[arg(long, value_name = "FILE")]
+    pub slurm: Option<PathBuf>,
+    /// With --slurm: the partition (#SBATCH --partition).
+    #[arg(long, requires = "slurm")]
+    pub slurm_partition: Option<String>,
+    /// With --slurm: each task's time limit (#SBATCH --time), e.g. 04:00:00.
+    #[arg(long, requires = "slurm")]
+    pub slurm_time: Option<String>,
+    /// With --slurm: generic resources per task (#SBATCH --gres), e.g. gpu:1.
+    #[arg(long, requires = "slurm")]
+    pub slurm_gres: Option<String>,
+    /// With --slurm: an extra #SBATCH option, e.g. --slurm-extra=--mem=16G; repeatable.
+    #[arg(long, requires = "slurm", allow_hyphen_values = true)]
+    pub slurm_extra: Vec<String>,
     /// Continue from the run directory's checkpoint.
     #[arg(long)]
     pub resume: bool,

@@ -19,5 +19,6 @@ pub mod model;
 pub mod report;
 pub mod rng;
 pub mod shapes;
+pub mod slurm;
 pub mod train;
 pub mod tune;

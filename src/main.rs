@@ -329,6 +329,23 @@ fn net_config(a: &TrainArgs) -> Result<(NetConfig, String), Failure> {
         noise_std: a.noise_std,
     };
     overrides.apply(&mut config).map_err(|e| invalid(&e, &overrides, &origin))?;
+    // --set KEY=VALUE: any [train] value, as a one-valued grid setting.
+    let sets = a
+        .set
+        .iter()
+        .map(|kv| {
+            let axis = train::grid::Axis::parse(kv).map_err(|m| m.replace("--grid", "--set"))?;
+            match axis.values.as_slice() {
+                [v] => Ok((axis.key, v.clone())),
+                _ => Err(format!("--set {kv}: expected KEY=VALUE (one value; --grid takes several)")),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(Failure::input)?;
+    if !sets.is_empty() {
+        config =
+            train::grid::apply(&config, &sets).map_err(|m| Failure::input(m.replace("--grid", "--set")))?;
+    }
     // Every value and layer checked before the (possibly long) data load.
     match config.validate() {
         Err(ConfigProblem::Value(e)) => return Err(invalid(&e, &overrides, &origin)),
@@ -399,6 +416,39 @@ fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
     // Every setting checked before the data load.
     for setting in train::grid::settings(&axes).map_err(Failure::input)? {
         train::grid::apply(&config, &setting).map_err(Failure::input)?;
+    }
+    if a.slurm.is_some() {
+        let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+        let base = args_without(&[
+            ("--grid", true),
+            ("--folds", true),
+            ("--fold", true),
+            ("--resume", false),
+            ("--json", false),
+            ("--out", true),
+        ]);
+        let folds: Vec<Option<usize>> = match a.folds {
+            Some(k) if k >= 2 => a.fold.map_or((0..k).map(Some).collect(), |i| vec![Some(i)]),
+            Some(k) => return Err(Failure::input(format!("--folds {k} must be at least 2"))),
+            None => vec![None],
+        };
+        let mut tasks = Vec::new();
+        for setting in train::grid::settings(&axes).map_err(Failure::input)? {
+            let dir = if axes.is_empty() { out.clone() } else { out.join(train::grid::dir_name(&setting)) };
+            for fold in &folds {
+                let mut t: Vec<String> =
+                    std::iter::once("train".to_string()).chain(base.iter().cloned()).collect();
+                for (k, v) in &setting {
+                    t.extend(["--set".to_string(), format!("{k}={v}")]);
+                }
+                if let (Some(k), Some(i)) = (a.folds, fold) {
+                    t.extend(["--folds".to_string(), k.to_string(), "--fold".to_string(), i.to_string()]);
+                }
+                t.extend(["--resume".to_string(), "--out".to_string(), dir.display().to_string()]);
+                tasks.push(t);
+            }
+        }
+        return write_slurm(&a, &config.name, &out, tasks, vec!["collect".into(), out.display().to_string()]);
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let existing = out.join("model.safetensors");
@@ -510,6 +560,53 @@ fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
     let first = config.train.seed;
     let seeds: Vec<u64> = (0..c.seeds as u64).map(|i| first.wrapping_add(i)).collect();
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", config.name)));
+    if a.slurm.is_some() {
+        let base = args_without(&[
+            ("--seeds", true),
+            ("--tops", true),
+            ("--seed", true),
+            ("--warm-start", true),
+            ("--init-from", true),
+            ("--folds", true),
+            ("--fold", true),
+            ("--resume", false),
+            ("--json", false),
+            ("--out", true),
+        ]);
+        let warm = c.warm_start.clone().or_else(|| a.init_from.clone());
+        let mut tasks = Vec::new();
+        for &seed in &seeds {
+            for top in &tops {
+                let folds: Vec<Option<usize>> = match a.folds {
+                    Some(k) => a.fold.map_or((0..k).map(Some).collect(), |i| vec![Some(i)]),
+                    None => vec![None],
+                };
+                for fold in folds {
+                    let mut t: Vec<String> =
+                        std::iter::once("train".to_string()).chain(base.iter().cloned()).collect();
+                    t.extend(["--top".into(), top.name().into(), "--seed".into(), seed.to_string()]);
+                    if a.steps.is_none() && a.epochs.is_none() {
+                        t.extend(["--steps".into(), dlsvm::compare::DEFAULT_STEPS.to_string()]);
+                    }
+                    if let Some(w) = &warm {
+                        t.extend(["--init-from".into(), w.display().to_string()]);
+                    }
+                    if let (Some(k), Some(i)) = (a.folds, fold) {
+                        t.extend(["--folds".into(), k.to_string(), "--fold".into(), i.to_string()]);
+                    }
+                    let dir = dlsvm::compare::run_dir(&out, *top, seed);
+                    t.extend(["--resume".into(), "--out".into(), dir.display().to_string()]);
+                    tasks.push(t);
+                }
+            }
+        }
+        // The collect job: the same comparison, resumed: every run is done, so it only evaluates.
+        let mut collect: Vec<String> = std::iter::once("compare".to_string())
+            .chain(args_without(&[("--resume", false), ("--json", false), ("--out", true)]))
+            .collect();
+        collect.extend(["--resume".into(), "--out".into(), out.display().to_string()]);
+        return write_slurm(a, &config.name, &out, tasks, collect);
+    }
     let source = train_data(a, &config, &origin)?;
     check_init_from(c.warm_start.as_deref().or(a.init_from.as_deref()), &config, &source)?;
     let mode = tune_mode(&a.tune, Mode::Full)?;
@@ -587,6 +684,57 @@ fn collect(adapter: Option<&str>, dir: &Path, data: Option<&Path>, json: bool) -
         print!("{}", dlsvm::collect::text(&c));
     }
     Ok(if c.incomplete.is_empty() { 0 } else { EXIT_FAILED })
+}
+
+/// The options a task of a `--slurm` array does not take from the command that wrote it.
+const SLURM_OPTIONS: [(&str, bool); 5] = [
+    ("--slurm", true),
+    ("--slurm-partition", true),
+    ("--slurm-time", true),
+    ("--slurm-gres", true),
+    ("--slurm-extra", true),
+];
+
+/// Writes the `--slurm` batch script of `tasks` (command lines after the binary) and `collect`;
+/// creates `<out>/slurm` for the task logs. One line on stdout says how to submit it.
+fn write_slurm(
+    a: &TrainArgs,
+    net: &str,
+    out: &Path,
+    tasks: Vec<Vec<String>>,
+    collect: Vec<String>,
+) -> Result<u8, Failure> {
+    let path = a.slurm.as_deref().ok_or_else(|| Failure::input("--slurm: no file"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Failure::input(format!("--slurm: cannot find the dlsvm binary: {e}")))?;
+    let exe = exe.display().to_string();
+    let with_exe = |t: Vec<String>| std::iter::once(exe.clone()).chain(t).collect::<Vec<_>>();
+    let tasks: Vec<Vec<String>> = tasks.into_iter().map(with_exe).collect();
+    let o = dlsvm::slurm::SlurmOptions {
+        job_name: format!("dlsvm-{net}"),
+        partition: a.slurm_partition.clone(),
+        time: a.slurm_time.clone(),
+        gres: a.slurm_gres.clone(),
+        extra: a.slurm_extra.clone(),
+    };
+    let origin: Vec<String> = std::env::args().map(|w| dlsvm::slurm::quote(&w)).collect();
+    let text = dlsvm::slurm::script(&tasks, &with_exe(collect), out, &o, &origin.join(" "));
+    let logs = out.join("slurm");
+    std::fs::create_dir_all(&logs).map_err(|e| Failure::input(format!("{}: {e}", logs.display())))?;
+    std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
+    println!(
+        "wrote {}: {} array tasks and a collect job; submit with: sbatch {}",
+        path.display(),
+        tasks.len(),
+        path.display()
+    );
+    Ok(0)
+}
+
+/// This invocation's arguments after the command name, without `drop`.
+fn args_without(drop: &[(&str, bool)]) -> Vec<String> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    dlsvm::slurm::without(&dlsvm::slurm::without(&args, &SLURM_OPTIONS), drop)
 }
 
 fn print_summary(s: &train::Summary, json: bool) {
