@@ -1,9 +1,11 @@
 //! `--slurm FILE`: a SLURM batch script instead of a run. One array task per run (a fold, a grid
 //! setting, a compare seed and top), each a plain `dlsvm train ... --resume` in its own run
 //! directory, so a requeued or resubmitted task continues its checkpoint; task 0 submits a
-//! collect job that runs once every task has ended. The script forwards SIGUSR1 (sent before the
-//! time limit) and SIGTERM (preemption, `scancel`) to dlsvm, which writes a checkpoint and stops;
-//! after SIGUSR1 the task requeues itself.
+//! collect job that runs once every task has ended. SLURM's SIGTERM (preemption, requeue,
+//! `scancel`) reaches dlsvm directly, the SIGUSR1 it sends to the batch shell before the time limit
+//! is forwarded; either way dlsvm writes a checkpoint and stops, and the shell waits for it (a
+//! shell that died first would end the step and have dlsvm killed). After SIGUSR1 the task
+//! requeues itself.
 
 use std::path::Path;
 
@@ -85,14 +87,14 @@ pub fn script(
     );
     s += "# Submit it with `sbatch THIS_FILE`. Each task trains one run with --resume, so a requeued or\n\
           # resubmitted task continues from its checkpoint. SIGUSR1 (sent before the time limit) and\n\
-          # SIGTERM (preemption, scancel) make dlsvm finish its step, write a checkpoint and exit; after\n\
-          # SIGUSR1 the task requeues itself. Task 0 submits the collect job, which runs once every task\n\
-          # has ended. Logs: ";
+          # SIGTERM (preemption, requeue, scancel) make dlsvm finish its step, write a checkpoint and\n\
+          # exit; after SIGUSR1 the task requeues itself. Task 0 submits the collect job, which runs once\n\
+          # every task has ended. Logs (every attempt appended): ";
     s += &format!("{}/%A_%a.out.\n", logs.display());
     s += &format!("#SBATCH --job-name={}\n", o.job_name);
     s += &format!("#SBATCH --array=0-{}\n", tasks.len().saturating_sub(1));
     s += &format!("#SBATCH --output={}/%A_%a.out\n", logs.display());
-    s += "#SBATCH --requeue\n";
+    s += "#SBATCH --requeue\n#SBATCH --open-mode=append\n";
     s += &format!("#SBATCH --signal=B:USR1@{WARN_SECONDS}\n");
     for opt in &sbatch {
         s += &format!("#SBATCH {opt}\n");
@@ -115,7 +117,9 @@ pub fn script(
     s += "if [ \"$SLURM_ARRAY_TASK_ID\" = 0 ] && [ \"${SLURM_RESTART_COUNT:-0}\" = 0 ]; then\n";
     s += &format!("  {} --wrap {}\n", submit.join(" "), quote(&line(collect)));
     s += "fi\n";
-    s += "\"${run[@]}\" &\npid=$!\ntrap 'kill -USR1 \"$pid\"' USR1\ntrap 'kill -TERM \"$pid\"' TERM\n";
+    s += "\"${run[@]}\" &\npid=$!\n";
+    s += "# SIGUSR1 comes to this shell alone: pass it on. SIGTERM reaches dlsvm itself: wait for it.\n";
+    s += "trap 'kill -USR1 \"$pid\"' USR1\ntrap ':' TERM\n";
     s += "code=0\nwhile :; do\n  wait \"$pid\"; code=$?\n  kill -0 \"$pid\" 2>/dev/null || break\ndone\n";
     s += "# 138 = 128 + SIGUSR1: stopped with a checkpoint before the time limit; run again later.\n";
     s += "if [ \"$code\" = 138 ]; then scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"; fi\n";

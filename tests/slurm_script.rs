@@ -1,7 +1,7 @@
 //! `--slurm FILE`: the batch script a cluster runs instead of training here: one array task per
 //! run, each the plain `dlsvm train ... --resume` of that run, the collect job, the signal
-//! forwarding and the requeue after SIGUSR1; valid bash. (A live SLURM run of such a script is not
-//! part of this suite yet.)
+//! forwarding and the requeue after SIGUSR1; valid bash. tests/slurm.rs runs such a script on a
+//! real SLURM.
 
 mod common;
 
@@ -62,7 +62,8 @@ fn train_folds_and_grid_write_one_task_per_run() {
         "#SBATCH --gres=gpu:1",
         "#SBATCH --mem=16G",
         "trap 'kill -USR1 \"$pid\"' USR1",
-        "trap 'kill -TERM \"$pid\"' TERM",
+        "trap ':' TERM",
+        "#SBATCH --open-mode=append",
         "scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"",
     ] {
         assert!(script.contains(line), "no {line:?} in:\n{script}");
