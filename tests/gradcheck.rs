@@ -742,24 +742,30 @@ fn l2svm_rejects_label_past_k() {
     run_loss(l2svm, 2, 3, &[0.0; 6], &[0, 3], 1.0);
 }
 
-#[test]
-fn l2svm_gradient() {
+/// A hinge loss's gradient on scores off the kink: masked rows give nothing, both sides of the
+/// hinge occur, and the analytic gradient matches central differences. Returns the gradient.
+fn check_hinge_gradient(what: &str, f: LossFn, seed: u64) -> (Vec<f64>, f64) {
     let (n, k) = (7, 4);
     let labels = [1, -1, 0, 3, 2, -1, 1];
     let scale = 0.7 / n as f64;
-    let a = scores_off_the_kink(11, k, &labels);
-    let (rows, grad) = run_loss(l2svm, n, k, &a, &labels, scale);
+    let a = scores_off_the_kink(seed, k, &labels);
+    let (rows, grad) = run_loss(f, n, k, &a, &labels, scale);
     for (r, &y) in labels.iter().enumerate() {
         if y < 0 {
-            assert_eq!(rows[r], 0.0);
-            assert!(grad[r * k..(r + 1) * k].iter().all(|&g| g == 0.0));
+            assert_eq!(rows[r], 0.0, "{what}: masked row {r}");
+            assert!(grad[r * k..(r + 1) * k].iter().all(|&g| g == 0.0), "{what}: masked row {r}");
         }
     }
-    // Both sides of the hinge occur.
     let active = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] != 0.0).count();
     let inactive = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] == 0.0).count();
-    assert!(active > 0 && inactive > 0, "active {active}, inactive {inactive}");
-    gradcheck("l2svm da", &a, &grad, |a| sum(&run_loss(l2svm, n, k, a, &labels, scale).0));
+    assert!(active > 0 && inactive > 0, "{what}: active {active}, inactive {inactive}");
+    gradcheck(what, &a, &grad, |a| sum(&run_loss(f, n, k, a, &labels, scale).0));
+    (grad, scale)
+}
+
+#[test]
+fn l2svm_gradient() {
+    check_hinge_gradient("l2svm da", l2svm, 11);
 }
 
 #[test]
@@ -785,25 +791,11 @@ fn l1svm_rejects_label_past_k() {
 }
 
 /// Away from the kink (scores at least 0.05 from t·a = 1, much more than the difference step) the
-/// hinge is linear, and its gradient matches central differences.
+/// hinge is linear, its gradient exactly ±C/N or 0, and it matches central differences.
 #[test]
 fn l1svm_gradient() {
-    let (n, k) = (7, 4);
-    let labels = [1, -1, 0, 3, 2, -1, 1];
-    let scale = 0.7 / n as f64;
-    let a = scores_off_the_kink(12, k, &labels);
-    let (rows, grad) = run_loss(l1svm, n, k, &a, &labels, scale);
-    for (r, &y) in labels.iter().enumerate() {
-        if y < 0 {
-            assert_eq!(rows[r], 0.0);
-            assert!(grad[r * k..(r + 1) * k].iter().all(|&g| g == 0.0));
-        }
-    }
-    let active = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] != 0.0).count();
-    let inactive = (0..n * k).filter(|&i| labels[i / k] >= 0 && grad[i] == 0.0).count();
-    assert!(active > 0 && inactive > 0, "active {active}, inactive {inactive}");
+    let (grad, scale) = check_hinge_gradient("l1svm da", l1svm, 12);
     assert!(grad.iter().all(|&g| g == 0.0 || (g.abs() - scale).abs() < 1e-15), "{grad:?}");
-    gradcheck("l1svm da", &a, &grad, |a| sum(&run_loss(l1svm, n, k, a, &labels, scale).0));
 }
 
 // ---------------------------------------------------------------------------------------------
