@@ -3,10 +3,10 @@
 //! FER networks with the share of each layer and direction.
 //!
 //! Every kernel is first checked against the CPU reference at a small size; one that disagrees is
-//! reported as failed and not timed. Timing: two warm-up runs, then the median of at least
-//! `reps` runs, each a single submission timed by GPU timestamp queries where the adapter has them
-//! (wall clock around submit + wait otherwise); inputs rotate over up to four copies when they
-//! are small enough to sit in a cache.
+//! reported as failed and not timed. Timing: a warm-up until the run time is steady (see
+//! [`warm_up`]), then the median of at least `reps` runs, each a single submission timed by GPU
+//! timestamp queries where the adapter has them (wall clock around submit + wait otherwise);
+//! inputs rotate over up to four copies when they are small enough to sit in a cache.
 
 use crate::check::{self, CaseReport, Flags, Input, Values};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
@@ -15,6 +15,7 @@ use crate::model::plan::Op;
 use crate::model::{preset, GpuNet, Net, Top};
 use crate::rng::Rng;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -118,15 +119,63 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Median ms of the dispatch groups in `set`, run round-robin after two warm-ups of each.
+/// One warm-up batch lasts at least this long.
+const WARM_BATCH: Duration = Duration::from_millis(25);
+/// The warm-up lasts at least this long.
+const WARM_MIN: Duration = Duration::from_millis(200);
+/// The warm-up stops after this long even if the run time has not settled.
+const WARM_MAX: Duration = Duration::from_millis(1500);
+
+/// Runs `run` (one timed run, ms) until its time is steady: batches of at least [`WARM_BATCH`]
+/// until a batch's median is within 5 % of the previous batch's, for at least [`WARM_MIN`] and at
+/// most [`WARM_MAX`]. A real GPU idles at a low clock and raises it only under sustained load: on
+/// an H200 the first runs after an idle spell (the CPU reference checks) were up to 4.5x slower
+/// than warm ones, a fixed two warm-up runs of a 20 µs kernel are no load at all, and with 25 ms of
+/// warm-up rows still came out up to 1.9x slower after a check than in a run of rows back to back
+/// (a plateau on the way up). On lavapipe a run of a large kernel outlasts the batch and the
+/// minimum, so this costs one or two runs there, as the old fixed warm-up did.
+pub fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuError> {
+    let began = Instant::now();
+    let mut prev = f64::NAN;
+    loop {
+        let batch = Instant::now();
+        let mut t = Vec::new();
+        while t.is_empty() || batch.elapsed() < WARM_BATCH {
+            t.push(run()?);
+        }
+        let m = median(t);
+        let steady = (m - prev).abs() <= 0.05 * prev && began.elapsed() >= WARM_MIN;
+        if steady || began.elapsed() >= WARM_MAX {
+            return Ok(());
+        }
+        prev = m;
+    }
+}
+
+/// Median ms of the dispatch groups in `set`, run round-robin after a [`warm_up`]. With
+/// `reps == 1` (the tuner's quick screen): the fastest of the runs within [`WARM_BATCH`] (at
+/// least one, so a slow variant on a slow device costs one run), which a cold clock cannot push
+/// past the screen's threshold as easily as one run.
 fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, GpuError> {
     let refs: Vec<Vec<&Dispatch>> = set.iter().map(|g| g.iter().collect()).collect();
-    for g in &refs {
-        gpu.time(g, 2)?;
+    let mut next = 0;
+    let mut one = || -> Result<f64, GpuError> {
+        let t = gpu.time(&refs[next % refs.len()], 1)?;
+        next += 1;
+        Ok(t.first().copied().unwrap_or(f64::NAN))
+    };
+    if reps <= 1 {
+        let began = Instant::now();
+        let mut best = one()?;
+        while began.elapsed() < WARM_BATCH {
+            best = best.min(one()?);
+        }
+        return Ok(best);
     }
+    warm_up(&mut one)?;
     let mut t = Vec::with_capacity(reps);
-    for r in 0..reps {
-        t.extend(gpu.time(&refs[r % refs.len()], 1)?);
+    for _ in 0..reps {
+        t.push(one()?);
     }
     Ok(median(t))
 }
@@ -141,12 +190,25 @@ fn copies(bytes: usize) -> usize {
     (64usize << 20).checked_div(bytes.max(1)).unwrap_or(1).clamp(1, 4)
 }
 
-/// The arithmetic ceiling: the best of the FMA probe's configurations.
+/// The probe's run time below which it grows: long enough that launch and clock ramp are noise.
+const FMA_MIN_MS: f64 = 2.0;
+
+/// The arithmetic ceiling: the best of the FMA probe's configurations, at a size that fills the
+/// device: 2^16 invocations to start (a run of several ms on lavapipe), four times more while a run
+/// takes under [`FMA_MIN_MS`], up to 2^24. (At 2^16 an H200 ran the probe in 18 µs with a quarter
+/// of its invocation slots filled, and the "ceiling" came out at 45 % of the chip's.)
 pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
     let seeds = gpu.upload(&[0.999_999, 1e-7], &[2])?;
-    let invocations = 1 << 16;
-    let sink = gpu.empty(&[invocations], DType::F32)?;
     let iters = 256u32;
+    let mut invocations = 1usize << 16;
+    let sink = loop {
+        let sink = gpu.empty(&[invocations], DType::F32)?;
+        let d = probe::fma_probe(gpu, &seeds, &sink, iters, 256, 4)?;
+        if invocations >= 1 << 24 || time_groups(gpu, &[vec![d]], 3)? >= FMA_MIN_MS {
+            break sink;
+        }
+        invocations *= 4;
+    };
     let mut best = (0.0, String::new());
     for wg in probe::FMA_WGS {
         for chains in probe::FMA_CHAINS {
@@ -155,7 +217,7 @@ pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
             let flops = 2.0 * 4.0 * invocations as f64 * iters as f64 * chains as f64;
             let g = flops / (ms * 1e-3) / 1e9;
             if g > best.0 {
-                best = (g, format!("workgroup {wg}, {chains} chains"));
+                best = (g, format!("workgroup {wg}, {chains} chains, {invocations} invocations"));
             }
         }
     }
@@ -482,15 +544,16 @@ pub fn step_row(
     let mut rng = Rng::new(5);
     let x = rng.vec(batch * net.input_len());
     let y: Vec<i32> = (0..batch).map(|i| (i % 7) as i32).collect();
-    let mut times = Vec::new();
-    for step in 0..reps as u64 + 1 {
-        let t0 = std::time::Instant::now();
+    let mut step = 0u64;
+    let mut one = || -> Result<f64, GpuError> {
+        let t0 = Instant::now();
         let sub = g.train_step(gpu, &x, &y, step, 1e-4, 0.9)?;
         gpu.wait_for(sub)?;
-        if step > 0 {
-            times.push(t0.elapsed().as_secs_f64() * 1e3);
-        }
-    }
+        step += 1;
+        Ok(t0.elapsed().as_secs_f64() * 1e3)
+    };
+    warm_up(&mut one)?;
+    let times = (0..reps).map(|_| one()).collect::<Result<Vec<f64>, GpuError>>()?;
     let ms = median(times);
     let kernels = g.profile(gpu, 3)?;
     let kernel_ms: f64 = kernels.iter().map(|k| k.1).sum();
@@ -509,6 +572,25 @@ pub fn step_row(
     })
 }
 
+/// `bench --variants`' screen: the fastest time so far of each row, a row being a kernel name at
+/// one shape (the GEMM rows share a name over four sizes: keyed by the name alone, the 256³ time
+/// screened out every variant of 1024³ on an H200).
+#[derive(Default)]
+struct Screen(std::collections::HashMap<(String, String), f64>);
+
+impl Screen {
+    /// Whether a first look of `ms` is over [`crate::tune::HOPELESS`] x the row's fastest so far.
+    fn hopeless(&self, name: &str, shape: &str, ms: f64) -> bool {
+        let best = self.0.get(&(name.to_string(), shape.to_string())).copied().unwrap_or(f64::INFINITY);
+        ms > crate::tune::HOPELESS * best
+    }
+
+    fn record(&mut self, name: &str, shape: &str, ms: f64) {
+        let best = self.0.entry((name.to_string(), shape.to_string())).or_insert(f64::INFINITY);
+        *best = best.min(ms);
+    }
+}
+
 /// Runs the benchmark; `progress` receives a line per finished row.
 pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, GpuError> {
     let reps = opts.reps.max(10);
@@ -517,8 +599,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     progress(&format!("ceilings: {fma:.1} GFLOP/s ({fma_config}), copy {copy:.2} GB/s"));
     let mut rows = Vec::new();
     let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
-    // With --variants: the fastest time so far of each row name, to screen out hopeless variants.
-    let mut fastest: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    let mut screen = Screen::default();
     for mut job in jobs(opts.variants) {
         if opts.filter.as_deref().is_some_and(|f| !job.name.contains(f)) {
             continue;
@@ -548,12 +629,10 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
         match (job.check)(gpu) {
             Ok(r) if r.passed() => {
                 let set = (job.build)(gpu)?;
-                let best = fastest.get(&job.name).copied().unwrap_or(f64::INFINITY);
-                let refs: Vec<&Dispatch> = set[0].iter().collect();
-                // One run first: a variant over HOPELESS x the row's fastest is not worth the rest.
-                let first = if opts.variants { gpu.time(&refs, 1)?.first().copied() } else { None };
+                // A quick look first: a variant over HOPELESS x the row's fastest is not worth the rest.
+                let first = if opts.variants { Some(time_groups(gpu, &set, 1)?) } else { None };
                 let ms = match first {
-                    Some(t) if t > crate::tune::HOPELESS * best => {
+                    Some(t) if screen.hopeless(&job.name, &job.shape, t) => {
                         row.runs = 1;
                         t
                     }
@@ -562,7 +641,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
                         time_groups(gpu, &set, reps)?
                     }
                 };
-                fastest.insert(job.name.clone(), best.min(ms));
+                screen.record(&job.name, &job.shape, ms);
                 row.median_ms = ms;
                 match job.work {
                     Work::Flops(f) => {
@@ -660,4 +739,24 @@ pub fn table(rep: &BenchReport) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_screen_compares_a_variant_with_its_own_row_only() {
+        let mut s = Screen::default();
+        assert!(!s.hopeless("gemm_nn", "256x256x256 nn", 1e9), "nothing to lose to yet");
+        s.record("gemm_nn", "256x256x256 nn", 0.02);
+        assert!(s.hopeless("gemm_nn", "256x256x256 nn", 0.07));
+        assert!(!s.hopeless("gemm_nn", "256x256x256 nn", 0.05));
+        // Another shape of the same kernel, and another kernel at the same shape, start afresh.
+        assert!(!s.hopeless("gemm_nn", "1024x1024x1024 nn", 0.17));
+        assert!(!s.hopeless("gemm_nt", "256x256x256 nn", 0.07));
+        s.record("gemm_nn", "1024x1024x1024 nn", 0.17);
+        s.record("gemm_nn", "1024x1024x1024 nn", 0.30);
+        assert!(s.hopeless("gemm_nn", "1024x1024x1024 nn", 0.52), "the fastest, not the last, counts");
+    }
 }

@@ -36,7 +36,9 @@ fn cold_warm_corrupt_and_stale_caches() {
     for (key, e) in entries {
         assert!(key.contains("dlsvm ") && key.contains("| gemm "), "{key}");
         let choice = e["choice"].as_str().unwrap();
-        assert!(choice != "naive" && e["ms"][choice].as_f64().is_some(), "{key}: {e}");
+        assert!(e["ms"][choice].as_f64().is_some(), "{key}: {e}");
+        // The fallback is timed too (on a GPU it can win a small shape).
+        assert!(e["ms"]["naive"].as_f64().is_some(), "{key}: the naive GEMM was not timed: {e}");
         let fastest =
             e["ms"].as_object().unwrap().values().filter_map(Value::as_f64).fold(f64::INFINITY, f64::min);
         assert_eq!(e["ms"][choice].as_f64().unwrap(), fastest, "{key}: the choice is the fastest");
