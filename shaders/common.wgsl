@@ -164,8 +164,8 @@ struct ConvParams {
     pad_x: u32,
     // the epilogue flags
     flags: u32,
-    // weight gradient by slices: batch samples per slice and the number of slices
-    spp: u32,
+    // weight gradient by slices: output rows (b, oy) per slice and the number of slices
+    rps: u32,
     slices: u32,
 }
 

@@ -129,16 +129,33 @@ fn conv_fwd_blocked(id: Ids) {
 @compute @workgroup_size(WX, WY, 1)
 fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let rows = p.n * p.oh * p.ow;
-    let depth = p.cin * p.kh * p.kw;
+    let kk = p.kh * p.kw;
+    let depth = p.cin * kk;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
+    // This invocation's A row: output position m = (b, oy, ox), whose window starts at (iy0, ix0).
+    let m = row0 + li % BM;
+    let mc = min(m, rows - 1u);
+    let ox = mc % p.ow;
+    let oy = (mc / p.ow) % p.oh;
+    let xb = (mc / (p.ow * p.oh)) * p.cin * p.h * p.w;
+    let iy0 = i32(oy * p.stride_y) - i32(p.pad_y);
+    let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
     var acc: array<f32, TM * TN>;
     for (var k0 = 0u; k0 < depth; k0 += BK) {
-        for (var e = li; e < BM * BK; e += WX * WY) {
-            let m = row0 + e % BM;
-            let k = k0 + e / BM;
-            let v = im2col(min(m, rows - 1u), min(k, depth - 1u));
-            a_tile[e] = select(0.0, v, m < rows && k < depth);
+        for (var j = 0u; j < A_LOADS; j++) {
+            // Column k = (ci, ky, kx) of the implicit im2col matrix; zero outside the image.
+            let kl = li / BM + j * K_STRIDE;
+            let k = k0 + kl;
+            let kc = min(k, depth - 1u);
+            let ci = kc / kk;
+            let ky = (kc - ci * kk) / p.kw;
+            let kx = kc - ci * kk - ky * p.kw;
+            let iy = iy0 + i32(ky);
+            let ix = ix0 + i32(kx);
+            let inside = m < rows && k < depth && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+            let at = xb + (ci * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+            a_tile[kl * BM + li % BM] = select(0.0, x[at], inside);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kk = e % BK;
@@ -288,27 +305,30 @@ fn conv_bwd_data_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let depth = p.cout * kk;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
+    // This invocation's A row: input position m = (b, iy, ix), decomposed once.
+    let m = row0 + li % BM;
+    let mc = min(m, rows - 1u);
+    let ix = mc % p.w;
+    let iy = (mc / p.w) % p.h;
+    let dyb = (mc / plane) * p.cout;
     var acc: array<f32, TM * TN>;
     for (var k0 = 0u; k0 < depth; k0 += BK) {
-        for (var e = li; e < BM * BK; e += WX * WY) {
-            let m = row0 + e % BM;
-            let k = k0 + e / BM;
-            let mc = min(m, rows - 1u);
+        for (var j = 0u; j < A_LOADS; j++) {
+            // Column k = (co, ky, kx): the output position whose window puts (ky, kx) on (iy, ix).
+            let kl = li / BM + j * K_STRIDE;
+            let k = k0 + kl;
             let kc = min(k, depth - 1u);
-            let ix = mc % p.w;
-            let iy = (mc / p.w) % p.h;
-            let b = mc / plane;
-            let kx = kc % p.kw;
-            let ky = (kc / p.kw) % p.kh;
             let co = kc / kk;
+            let ky = (kc - co * kk) / p.kw;
+            let kx = kc - co * kk - ky * p.kw;
             let ty = i32(iy + p.pad_y) - i32(ky);
             let tx = i32(ix + p.pad_x) - i32(kx);
             let oy = u32(max(ty, 0)) / p.stride_y;
             let ox = u32(max(tx, 0)) / p.stride_x;
             let on_grid = ty >= 0 && tx >= 0 && u32(ty) % p.stride_y == 0u && u32(tx) % p.stride_x == 0u
                 && oy < p.oh && ox < p.ow;
-            let v = dy[((b * p.cout + co) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
-            a_tile[e] = select(0.0, v, on_grid && m < rows && k < depth);
+            let v = dy[((dyb + co) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
+            a_tile[kl * BM + li % BM] = select(0.0, v, on_grid && m < rows && k < depth);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kr = e % BK;

@@ -5,6 +5,14 @@
 // register tile, rows lid.y + r·WY and columns lid.x + t·WX (BM = WY·TM, BN = WX·TN).
 // The including file declares `p: ConvParams` and `x`, the convolution's input.
 
+// An invocation loads A_LOADS elements of the A tile per K-step, e = li + j·THREADS: all in row
+// li % BM (the host's tilings keep BM dividing THREADS), at K offsets li / BM + j·K_STRIDE. So
+// each kernel decomposes its row's position once, outside the K loop. (The other kernels of the
+// including file compile with placeholder tilings, for which these values mean nothing.)
+const THREADS: u32 = WX * WY;
+const A_LOADS: u32 = BM * BK / THREADS;
+const K_STRIDE: u32 = THREADS / BM;
+
 var<workgroup> a_tile: array<f32, BK * BM>;
 var<workgroup> b_tile: array<f32, BK * BN>;
 

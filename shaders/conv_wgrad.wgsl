@@ -2,8 +2,10 @@
 // dw[co, ci, ky, kx] = Σ over (b, oy, ox) of dy[b, co, oy, ox] · x[b, ci, oy·sy + ky − py, ox·sx + kx − px].
 //
 // Four kernels. conv_bwd_weight (direct) writes dw itself; conv_bwd_weight_split,
-// conv_bwd_weight_rows and conv_bwd_weight_shared write partial sums per slice of `spp` batch samples,
-// dw[slice, co, ci, ky, kx], which reduce.wgsl's slice_sum adds in a fixed order.
+// conv_bwd_weight_rows and conv_bwd_weight_shared write partial sums per slice, dw[slice, co, ci,
+// ky, kx], which reduce.wgsl's slice_sum adds in a fixed order. A slice is `rps` consecutive output
+// rows u = b·oh + oy of the batch: whole samples (rps a multiple of oh) for lavapipe's few
+// threads, a few rows of one sample for a GPU's many.
 // Specialization: WG (invocations per workgroup, a power of two); rows also COB (output channels
 // per invocation) and KW (the kernel width it is specialized for); shared the tiling of
 // conv_tiles.wgsl (WX, WY, TM, TN, BM, BN, BK; placeholders for the others).
@@ -21,7 +23,7 @@ fn in_image(iy: i32, ix: i32) -> bool {
 
 // Backward weight as a split-K implicit GEMM: dW[co, col] with col = (ci * kh + ky) * kw + kx is
 // dY[co, (b, oy, ox)] · X[(b, oy, ox), col]. Each invocation computes a 4 x 4 block (4 output
-// channels x 4 columns) over one slice of `spp` batch samples: per output position it loads 4
+// channels x 4 columns) over one slice of output rows: per output position it loads 4
 // gradients and gathers 4 inputs for 16 multiply-adds. Slices write partial sums to `dw`
 // [slices, cout, cin*kh*kw]; slice_sum adds them up in a fixed order.
 @compute @workgroup_size(WG, 1, 1)
@@ -52,28 +54,28 @@ fn conv_bwd_weight_split(id: Ids) {
         goff[j] = min(co0 + j, p.cout - 1u) * plane_out;
     }
     var acc: array<f32, 16>;
-    let b0 = slice * p.spp;
-    let b1 = min(b0 + p.spp, p.n);
-    for (var b = b0; b < b1; b++) {
+    let u0 = slice * p.rps;
+    let u1 = min(u0 + p.rps, p.n * p.oh);
+    for (var u = u0; u < u1; u++) {
+        let b = u / p.oh;
+        let oy = u % p.oh;
         let xb = b * p.cin * plane_in;
         let gb = b * p.cout * plane_out;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            for (var ox = 0u; ox < p.ow; ox++) {
-                let o = oy * p.ow + ox;
-                var gv: array<f32, 4>;
-                var xv: array<f32, 4>;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let o = oy * p.ow + ox;
+            var gv: array<f32, 4>;
+            var xv: array<f32, 4>;
+            for (var j = 0u; j < 4u; j++) {
+                gv[j] = dy[gb + goff[j] + o];
+                let iy = i32(oy * p.stride_y) + ky[j];
+                let ix = i32(ox * p.stride_x) + kx[j];
+                let inside = in_image(iy, ix);
+                let idx = xb + xoff[j] + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+                xv[j] = select(0.0, x[idx], inside);
+            }
+            for (var i = 0u; i < 4u; i++) {
                 for (var j = 0u; j < 4u; j++) {
-                    gv[j] = dy[gb + goff[j] + o];
-                    let iy = i32(oy * p.stride_y) + ky[j];
-                    let ix = i32(ox * p.stride_x) + kx[j];
-                    let inside = in_image(iy, ix);
-                    let idx = xb + xoff[j] + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
-                    xv[j] = select(0.0, x[idx], inside);
-                }
-                for (var i = 0u; i < 4u; i++) {
-                    for (var j = 0u; j < 4u; j++) {
-                        acc[i * 4u + j] += gv[i] * xv[j];
-                    }
+                    acc[i * 4u + j] += gv[i] * xv[j];
                 }
             }
         }
@@ -91,7 +93,7 @@ fn conv_bwd_weight_split(id: Ids) {
 
 // Rows, specialized on the kernel width KW.
 // One invocation owns COB output channels x one kernel row (ci, ky) x all KW columns, over one
-// slice of `spp` batch samples, and writes its partial sums to dw[slice, co, ci, ky, kx]; slice_sum
+// slice of output rows, and writes its partial sums to dw[slice, co, ci, ky, kx]; slice_sum
 // adds the slices in a fixed order.
 // The output-channel block comes from the workgroup (z) and the slice from the workgroup (x/y), so
 // every gradient load is the same for the whole workgroup (a broadcast); the invocations of a
@@ -119,38 +121,38 @@ fn conv_bwd_weight_rows(id: Ids) {
     let plane_in = p.h * p.w;
     let plane_out = p.oh * p.ow;
     var acc: array<f32, COB * KW>;
-    let b0 = slice * p.spp;
-    let b1 = min(b0 + p.spp, p.n);
-    for (var b = b0; b < b1; b++) {
+    let u0 = slice * p.rps;
+    let u1 = min(u0 + p.rps, p.n * p.oh);
+    for (var u = u0; u < u1; u++) {
+        let b = u / p.oh;
+        let oy = u % p.oh;
         let xplane = (b * p.cin + ci) * plane_in;
         let gb = b * p.cout * plane_out;
-        for (var oy = 0u; oy < p.oh; oy++) {
-            let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
-            let row_ok = iy >= 0 && iy < i32(p.h);
-            let xrow = xplane + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
-            var xv: array<f32, KW>;
-            for (var ox = 0u; ox < p.ow; ox++) {
-                let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
-                if (p.stride_x == 1u && ox > 0u) {
-                    for (var kx = 0u; kx + 1u < KW; kx++) {
-                        xv[kx] = xv[kx + 1u];
-                    }
-                    let ix = ix0 + i32(KW) - 1;
-                    let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
-                    xv[KW - 1u] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
-                } else {
-                    for (var kx = 0u; kx < KW; kx++) {
-                        let ix = ix0 + i32(kx);
-                        let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
-                        xv[kx] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
-                    }
+        let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+        let row_ok = iy >= 0 && iy < i32(p.h);
+        let xrow = xplane + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+        var xv: array<f32, KW>;
+        for (var ox = 0u; ox < p.ow; ox++) {
+            let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
+            if (p.stride_x == 1u && ox > 0u) {
+                for (var kx = 0u; kx + 1u < KW; kx++) {
+                    xv[kx] = xv[kx + 1u];
                 }
-                let o = gb + oy * p.ow + ox;
-                for (var j = 0u; j < COB; j++) {
-                    let gv = dy[o + min(co0 + j, p.cout - 1u) * plane_out];
-                    for (var kx = 0u; kx < KW; kx++) {
-                        acc[j * KW + kx] += gv * xv[kx];
-                    }
+                let ix = ix0 + i32(KW) - 1;
+                let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
+                xv[KW - 1u] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+            } else {
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ix = ix0 + i32(kx);
+                    let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
+                    xv[kx] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+                }
+            }
+            let o = gb + oy * p.ow + ox;
+            for (var j = 0u; j < COB; j++) {
+                let gv = dy[o + min(co0 + j, p.cout - 1u) * plane_out];
+                for (var kx = 0u; kx < KW; kx++) {
+                    acc[j * KW + kx] += gv * xv[kx];
                 }
             }
         }
@@ -204,7 +206,7 @@ fn conv_bwd_weight(id: Ids) {
 
 // Backward weight as a split-K implicit GEMM on workgroup-memory tiles (conv_tiles.wgsl), for
 // GPUs: dW[co, col] with col = (ci, ky, kx) is dY[co, k] · im2col(x)[k, col] over the output
-// positions k = (b, oy, ox) of one slice of `spp` batch samples. Both operands are staged along k
+// positions k = (b, oy, ox) of one slice of output rows. Both operands are staged along k
 // (neighbouring invocations: neighbouring positions, so neighbouring dy and, at stride 1,
 // neighbouring x). Grid: x over column tiles, y over output-channel tiles, z over slices; each
 // slice writes its partial sums to dw[slice, co, col] for slice_sum.
@@ -213,8 +215,8 @@ fn conv_bwd_weight_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_
     let plane = p.oh * p.ow;
     let cols = p.cin * p.kh * p.kw;
     let slice = wid.z;
-    let k_start = slice * p.spp * plane;
-    let k_end = min((slice + 1u) * p.spp, p.n) * plane;
+    let k_start = slice * p.rps * p.ow;
+    let k_end = min((slice + 1u) * p.rps, p.n * p.oh) * p.ow;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     var acc: array<f32, TM * TN>;

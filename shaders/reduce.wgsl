@@ -68,6 +68,29 @@ fn channel_sum(id: Ids) {
     }
 }
 
+// The first pass of a channel sum too long for one workgroup per channel: workgroup g sums chunk
+// g / c of channel g % c, the (o, i) positions [chunk·k, min(chunk·k + k, outer·inner)), into
+// out[g] (partial sums [n chunks, c]; slice_sum then adds the chunks of each channel in order).
+@compute @workgroup_size(WG, 1, 1)
+fn channel_part(id: Ids) {
+    let g = group_index(id);
+    // Uniform across the workgroup, as in channel_sum.
+    if (g >= p.n * p.c) {
+        return;
+    }
+    let ch = g % p.c;
+    let begin = (g / p.c) * p.k;
+    let end = min(begin + p.k, p.outer * p.inner);
+    var acc = 0.0;
+    for (var r = begin + id.local.x; r < end; r += WG) {
+        acc += x[((r / p.inner) * p.c + ch) * p.inner + r % p.inner];
+    }
+    let total = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        out[g] = total;
+    }
+}
+
 @compute @workgroup_size(WG, 1, 1)
 fn argmax_rows(id: Ids) {
     let r = thread_index(id, WG);

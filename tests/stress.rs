@@ -678,9 +678,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
         Family::ChannelSum => {
             let outer = between(rng, 1, 8);
             let c = if rng.below(5) == 0 { between(rng, 64, 300) } else { between(rng, 1, 64) };
-            let inner = log_size(rng, 1, 400);
+            let inner = log_size(rng, 1, 2000);
             let accumulate = coin(rng);
             keys.push(format!("channel_sum accumulate={accumulate}"));
+            let passes = if outer * inner > dlsvm::kernels::reduce::CHANNEL_CHUNK { "two" } else { "one" };
+            keys.push(format!("channel_sum {passes} pass"));
             check::channel_sum_case(
                 g,
                 outer,
@@ -785,6 +787,7 @@ fn required_keys(re: Regimes) -> Vec<String> {
         keys.push(format!("channel_sum accumulate={acc}"));
         keys.push(format!("count_correct accumulate={acc}"));
     }
+    keys.extend(["channel_sum one pass", "channel_sum two pass"].map(String::from));
     keys.extend(["argmax unit", "argmax extreme"].map(String::from));
     keys
 }

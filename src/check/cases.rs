@@ -695,8 +695,13 @@ pub fn pca_case(gpu: &Gpu, n: usize, d: usize, k: usize, seed: u64) -> Result<Ca
     let s = GemmShape::new(rows, k, d, crate::shapes::Trans::NT);
     let ep = Epilogue { bias: Some(&tb), accumulate: false, relu: false };
     gpu.run(&[&kernels::gemm::gemm(gpu, &s, &tx, &tw, &ty, &ep, GemmVariant::DEFAULT)?])?;
-    let projected = gpu.download::<f32>(&ty)?;
-    let want = stage.project_reference(&widen(&fresh), rows);
+    // In units of the largest input spread, as the covariance is compared in units of the largest
+    // variance: the inputs' coordinates reach ±d, so an f32 dot product of d of them carries an
+    // absolute error d times that of unit inputs (a projection of 7e-3 from terms near 100 came
+    // out 3.4e-6 off, the f32 rounding of those terms).
+    let spread = top.sqrt();
+    let projected: Vec<f32> = gpu.download::<f32>(&ty)?.iter().map(|&v| (v as f64 / spread) as f32).collect();
+    let want: Vec<f64> = stage.project_reference(&widen(&fresh), rows).iter().map(|v| v / spread).collect();
     let unit_cov: Vec<f64> = cov.iter().map(|c| c / top).collect();
     let got_unit: Vec<f32> = got_cov.iter().map(|&c| (c as f64 / top) as f32).collect();
     Ok(Comparison::new("pca fit+project", format!("n{n} d{d} k{k}"), tol::PCA)
@@ -704,7 +709,7 @@ pub fn pca_case(gpu: &Gpu, n: usize, d: usize, k: usize, seed: u64) -> Result<Ca
         .floats("W·Wᵀ", &wwt, &eye, d)
         .floats("C·v / largest", &cv, &lv, d)
         .floats("variances / largest", &lambdas, &leading, d)
-        .floats("projection", &projected, &want, d)
+        .floats("projection / largest spread", &projected, &want, d)
         .finish())
 }
 
@@ -804,7 +809,7 @@ pub fn channel_sum_case(
     let tx = up(gpu, &x)?;
     let tout = output(gpu, &out0, accumulate)?;
     let d = kernels::reduce::channel_sum(gpu, outer, c, inner, &tx, &tout, accumulate)?;
-    gpu.run(&[&d])?;
+    gpu.run(&d.iter().collect::<Vec<_>>())?;
     let got = gpu.download::<f32>(&tout)?;
     let mut want = widen(&out0);
     cpu::channel_sum(outer, c, inner, &widen(&x), &mut want, accumulate);

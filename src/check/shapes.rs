@@ -151,8 +151,19 @@ pub const ELEMENTWISE_LENGTHS: [usize; 6] = [1, 255, 256, 257, 10_007, 8 * 3072 
 pub const ROW_SHAPES: [(usize, usize); 5] = [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)];
 
 /// (outer, channels, inner) of the per-channel sums: trivial, fc bias, conv bias, odd.
-pub const CHANNEL_SUM_SHAPES: [(usize, usize, usize); 4] =
-    [(1, 1, 1), (16, 3072, 1), (4, 32, 1764), (3, 5, 7)];
+/// Past [`crate::kernels::reduce::CHANNEL_CHUNK`] (2048) values a channel is summed in two passes:
+/// exactly one chunk (2 x 1024), one past it, a tail (4 x 1764 = 3 chunks + 912), an fc bias of a
+/// batch over one chunk (inner 1), and the fer conv1 bias at batch 64 (56 chunks of 32 channels).
+pub const CHANNEL_SUM_SHAPES: [(usize, usize, usize); 8] = [
+    (1, 1, 1),
+    (16, 3072, 1),
+    (4, 32, 1764),
+    (3, 5, 7),
+    (2, 3, 1024),
+    (1, 2, 2049),
+    (5000, 3, 1),
+    (64, 8, 1764),
+];
 
 /// The presets' networks resolved for their data (7 FER classes; 10 digits or CIFAR-10 classes).
 fn preset_nets() -> Vec<Net> {

@@ -23,8 +23,9 @@ pub struct ConvParams {
     pub pad_y: u32,
     pub pad_x: u32,
     pub flags: u32,
-    /// Backward weight by slices: batch samples per slice and the number of slices.
-    pub spp: u32,
+    /// Backward weight by slices: output rows (of the batch's `n · oh`) per slice and the number
+    /// of slices.
+    pub rps: u32,
     pub slices: u32,
 }
 
@@ -39,25 +40,55 @@ pub enum ConvFwdVariant {
     /// invocation (conv_fwd_shared): for GPUs. Falls back to `Blocked` when the positions need more
     /// than the grid's 65,535 tiles in one dimension.
     Shared,
+    /// The same kernel on 128 (positions) x 32 (channels) x 8 tiles ([`NARROW`]): a layer of 32
+    /// output channels wastes half of every 64-wide tile, none of these.
+    Narrow,
+    /// The same kernel on 64 x 32 x 8 tiles ([`SMALL`]): twice the workgroups of `Narrow`, for
+    /// layers with few output positions.
+    Small,
 }
 
-/// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl): a 16 x 16 workgroup, 4 x 4 outputs per
-/// invocation, K-steps of 8: 64 x 64 tiles, 4 KiB of workgroup memory.
+/// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl), (WX, WY, TM, TN, BK): a 16 x 16
+/// workgroup, 4 x 4 outputs per invocation, K-steps of 8: 64 x 64 tiles, 4 KiB of workgroup memory.
 const SHARED: (u32, u32, u32, u32, u32) = (16, 16, 4, 4, 8);
+/// The narrow tiling: an 8 x 32 workgroup, 4 x 4 per invocation: 128 (positions) x 32 (channels)
+/// tiles, 5 KiB of workgroup memory. The FER network's first two layers have 32 channels.
+pub const NARROW: (u32, u32, u32, u32, u32) = (8, 32, 4, 4, 8);
+/// The small tiling: an 8 x 16 workgroup, 4 x 4 per invocation: 64 x 32 tiles, 3 KiB. (The FER
+/// network's third layer has 25,600 positions at batch 256: 200 workgroups of 128 x 32 leave most
+/// of a large GPU idle.)
+pub const SMALL: (u32, u32, u32, u32, u32) = (8, 16, 4, 4, 8);
 
 /// The WGSL file the implicit-GEMM kernels share.
 const TILES: (&str, &str) = ("conv_tiles", include_str!("../../shaders/conv_tiles.wgsl"));
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
-    pub fn all() -> [ConvFwdVariant; 3] {
-        [ConvFwdVariant::Direct, ConvFwdVariant::Blocked, ConvFwdVariant::Shared]
+    pub fn all() -> [ConvFwdVariant; 5] {
+        [
+            ConvFwdVariant::Direct,
+            ConvFwdVariant::Blocked,
+            ConvFwdVariant::Shared,
+            ConvFwdVariant::Narrow,
+            ConvFwdVariant::Small,
+        ]
     }
     pub fn name(&self) -> &'static str {
         match self {
             ConvFwdVariant::Direct => "direct",
             ConvFwdVariant::Blocked => "blocked",
             ConvFwdVariant::Shared => "shared64x64x8",
+            ConvFwdVariant::Narrow => "shared128x32x8",
+            ConvFwdVariant::Small => "shared64x32x8",
+        }
+    }
+    /// The workgroup-memory tiling of the implicit-GEMM variants.
+    pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
+        match self {
+            ConvFwdVariant::Shared => Some(SHARED),
+            ConvFwdVariant::Narrow => Some(NARROW),
+            ConvFwdVariant::Small => Some(SMALL),
+            _ => None,
         }
     }
 }
@@ -88,10 +119,19 @@ fn tiled_spec(cob: u32, cib: u32, tiling: (u32, u32, u32, u32, u32)) -> Spec {
     tiles(Spec::new().u("WG", CONV_WG).u("COB", cob).u("CIB", cib), tiling)
 }
 
-/// `spec` with conv_tiles.wgsl's tiling constants.
+/// `spec` with conv_tiles.wgsl's tiling constants. The real tilings keep BM dividing the
+/// workgroup's invocations and BM x BK a multiple of them (each invocation loads the A tile at one
+/// row); the placeholders of the other kernels need not.
 fn tiles(spec: Spec, (wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> Spec {
     spec.u("WX", wx).u("WY", wy).u("TM", tm).u("TN", tn).u("BM", wy * tm).u("BN", wx * tn).u("BK", bk)
 }
+
+/// Whether `tiling` meets the A-tile loads' conditions (see [`tiles`]).
+const fn tiling_ok((wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> bool {
+    let (threads, bm, bn) = (wx * wy, wy * tm, wx * tn);
+    threads.is_multiple_of(bm) && (bm * bk).is_multiple_of(threads) && (bn * bk).is_multiple_of(threads)
+}
+const _: () = assert!(tiling_ok(SHARED) && tiling_ok(NARROW) && tiling_ok(SMALL));
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "conv",
@@ -107,7 +147,8 @@ pub static SHADER: ShaderDef = ShaderDef {
     ],
     specs: || {
         let blocks = CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| spec(a, b)));
-        blocks.chain([tiled_spec(16, 16, SHARED)]).collect()
+        let tilings = [SHARED, NARROW, SMALL].map(|t| tiled_spec(16, 16, t));
+        blocks.chain(tilings).collect()
     },
     unchecked: true,
 };
@@ -133,22 +174,22 @@ fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError>
         pad_y: u("py", s.py)?,
         pad_x: u("px", s.px)?,
         flags,
-        spp: 0,
+        rps: 0,
         slices: 0,
     })
 }
 
-/// Position tiles of the implicit GEMMs over `positions` rows.
-fn position_tiles(positions: usize) -> usize {
-    let (_, wy, tm, _, _) = SHARED;
+/// Position tiles of an implicit GEMM with `tiling` over `positions` rows.
+fn position_tiles(positions: usize, (_, wy, tm, _, _): (u32, u32, u32, u32, u32)) -> usize {
     positions.div_ceil((wy * tm) as usize)
 }
 
 /// Whether the shared-memory forward and backward data run on `s` themselves on every device:
 /// their position tiles fit the 65,535 workgroups per dimension every WebGPU device has (beyond
-/// the device's own limit they fall back to the blocked kernels).
+/// the device's own limit they fall back to the blocked kernels). The 64-row tiles need the most.
 pub fn shared_fits(s: &Conv2dShape) -> bool {
-    position_tiles(s.n * s.oh() * s.ow()) <= 65_535 && position_tiles(s.n * s.h * s.w) <= 65_535
+    position_tiles(s.n * s.oh() * s.ow(), SHARED) <= 65_535
+        && position_tiles(s.n * s.h * s.w, SHARED) <= 65_535
 }
 
 /// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
@@ -173,17 +214,20 @@ pub fn conv2d_forward(
         check_len(&op, "bias", b, s.cout)?;
     }
     let bias = ep.bias.unwrap_or(gpu.dummy());
-    let (wx, _, _, tn, _) = SHARED;
-    let positions = position_tiles(s.n * s.oh() * s.ow());
-    let variant = match variant {
-        ConvFwdVariant::Shared if positions > gpu.max_groups() as usize => ConvFwdVariant::Blocked,
-        v => v,
+    let variant = match variant.tiling() {
+        Some(t) if position_tiles(s.n * s.oh() * s.ow(), t) > gpu.max_groups() as usize => {
+            ConvFwdVariant::Blocked
+        }
+        _ => variant,
     };
     match variant {
-        ConvFwdVariant::Shared => {
+        ConvFwdVariant::Shared | ConvFwdVariant::Narrow | ConvFwdVariant::Small => {
+            let tiling = variant.tiling().unwrap_or(SHARED);
+            let (wx, _, _, tn, _) = tiling;
+            let positions = position_tiles(s.n * s.oh() * s.ow(), tiling);
             let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wx * tn) as usize))?;
             let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
-            let sp = tiled_spec(16, 16, SHARED);
+            let sp = tiled_spec(16, 16, tiling);
             gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups)
         }
         ConvFwdVariant::Direct => {
@@ -208,17 +252,37 @@ pub enum ConvBwdDataVariant {
     /// (conv_bwd_data_shared): for GPUs. Falls back to `Blocked` when the positions need more
     /// than the grid's tiles in one dimension.
     Shared,
+    /// The same kernel on 128 (positions) x 32 (input channels) x 8 tiles ([`NARROW`]).
+    Narrow,
+    /// The same kernel on 64 x 32 x 8 tiles ([`SMALL`]).
+    Small,
 }
 
 impl ConvBwdDataVariant {
     pub const DEFAULT: ConvBwdDataVariant = ConvBwdDataVariant::Blocked;
-    pub fn all() -> [ConvBwdDataVariant; 2] {
-        [ConvBwdDataVariant::Blocked, ConvBwdDataVariant::Shared]
+    pub fn all() -> [ConvBwdDataVariant; 4] {
+        [
+            ConvBwdDataVariant::Blocked,
+            ConvBwdDataVariant::Shared,
+            ConvBwdDataVariant::Narrow,
+            ConvBwdDataVariant::Small,
+        ]
     }
     pub fn name(&self) -> &'static str {
         match self {
             ConvBwdDataVariant::Blocked => "blocked",
             ConvBwdDataVariant::Shared => "shared64x64x8",
+            ConvBwdDataVariant::Narrow => "shared128x32x8",
+            ConvBwdDataVariant::Small => "shared64x32x8",
+        }
+    }
+    /// The workgroup-memory tiling of the implicit-GEMM variants.
+    pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
+        match self {
+            ConvBwdDataVariant::Shared => Some(SHARED),
+            ConvBwdDataVariant::Narrow => Some(NARROW),
+            ConvBwdDataVariant::Small => Some(SMALL),
+            ConvBwdDataVariant::Blocked => None,
         }
     }
 }
@@ -237,13 +301,15 @@ pub fn conv2d_backward_data(
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "weight", w, s.w_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
-    let positions = position_tiles(s.n * s.h * s.w);
-    if variant == ConvBwdDataVariant::Shared && positions <= gpu.max_groups() as usize {
-        let (wx, _, _, tn, _) = SHARED;
-        let channel_tiles = to_u32(&op, "channel tiles", s.cin.div_ceil((wx * tn) as usize))?;
-        let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
-        let sp = tiled_spec(16, 16, SHARED);
-        return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
+    if let Some(tiling) = variant.tiling() {
+        let positions = position_tiles(s.n * s.h * s.w, tiling);
+        if positions <= gpu.max_groups() as usize {
+            let (wx, _, _, tn, _) = tiling;
+            let channel_tiles = to_u32(&op, "channel tiles", s.cin.div_ceil((wx * tn) as usize))?;
+            let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
+            let sp = tiled_spec(16, 16, tiling);
+            return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
+        }
     }
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), CONV_WG);
     let cib = channel_block(s.cin);
@@ -265,16 +331,24 @@ pub enum ConvBwdWeightVariant {
     /// Split-K implicit GEMM on 64 (output channels) x 64 (columns) x 8 workgroup-memory tiles per
     /// batch slice (conv_bwd_weight_shared): for GPUs.
     Shared,
+    /// `Split` on slices of a few output rows of one sample ([`fine_rows`]) instead of whole
+    /// samples: 10-30x the invocations, for GPUs (the FER layers at batch 256 gave `Split` 13k-77k
+    /// invocations, a tenth of what an H200 holds at once).
+    SplitFine,
+    /// `Rows` on the same fine slices.
+    RowsFine,
 }
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 4] {
+    pub fn all() -> [ConvBwdWeightVariant; 6] {
         [
             ConvBwdWeightVariant::Direct,
             ConvBwdWeightVariant::Split,
             ConvBwdWeightVariant::Rows,
             ConvBwdWeightVariant::Shared,
+            ConvBwdWeightVariant::SplitFine,
+            ConvBwdWeightVariant::RowsFine,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -283,6 +357,8 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::Split => "split",
             ConvBwdWeightVariant::Rows => "rows",
             ConvBwdWeightVariant::Shared => "shared64x64x8",
+            ConvBwdWeightVariant::SplitFine => "split_fine",
+            ConvBwdWeightVariant::RowsFine => "rows_fine",
         }
     }
 }
@@ -324,12 +400,40 @@ fn samples_per_slice(s: &Conv2dShape) -> usize {
     1024usize.div_ceil(s.oh() * s.ow()).clamp(1, s.n)
 }
 
-/// The values of the scratch buffer of partial sums `variant` allocates for `s` (0 for the
-/// direct kernel): slices x weights.
-pub fn weight_grad_scratch(s: &Conv2dShape, variant: ConvBwdWeightVariant) -> usize {
+/// The most partial sums the fine variants allocate (64 MiB), and never more than a binding of the
+/// device holds; beyond it they take coarser slices, down to the coarse variants' whole samples.
+const FINE_SCRATCH: usize = 16 << 20;
+
+/// Output rows per slice of the fine variants: about 128 output positions per invocation, within
+/// one sample, and no more slices than `cap` partial sums allow (`None`: not even one slice per
+/// sample fits; the coarse slicing then).
+pub fn fine_rows(s: &Conv2dShape, cap: usize) -> Option<usize> {
+    let (oh, ow) = (s.oh(), s.ow());
+    let per_sample = cap.min(FINE_SCRATCH) / s.w_len().max(1) / s.n.max(1);
+    (per_sample > 0).then(|| 128usize.div_ceil(ow).max(oh.div_ceil(per_sample)).clamp(1, oh))
+}
+
+/// Output rows (b, oy) per slice of `variant` (0 for the direct kernel), the fine variants' within
+/// `cap` partial sums.
+fn rows_per_slice(s: &Conv2dShape, variant: ConvBwdWeightVariant, cap: usize) -> usize {
+    let coarse = samples_per_slice(s) * s.oh();
     match variant {
         ConvBwdWeightVariant::Direct => 0,
-        _ => s.n.div_ceil(samples_per_slice(s)) * s.w_len(),
+        ConvBwdWeightVariant::SplitFine | ConvBwdWeightVariant::RowsFine => {
+            fine_rows(s, cap).map_or(coarse, |r| r.min(coarse))
+        }
+        _ => coarse,
+    }
+}
+
+/// The values of the scratch buffer of partial sums `variant` allocates for `s` on a device whose
+/// bindings hold `cap` values (0 for the direct kernel): slices x weights. The coarse variants'
+/// is what a step's buffer plan counts: theirs do not depend on the device, and the fine ones stay
+/// within the binding limit by taking coarser slices.
+pub fn weight_grad_scratch(s: &Conv2dShape, variant: ConvBwdWeightVariant, cap: usize) -> usize {
+    match rows_per_slice(s, variant, cap) {
+        0 => 0,
+        rps => (s.n * s.oh()).div_ceil(rps) * s.w_len(),
     }
 }
 
@@ -351,6 +455,7 @@ pub fn conv2d_backward_weight(
     check_len(&op, "dw", dw, s.w_len())?;
     let variant = match variant {
         ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
+        ConvBwdWeightVariant::RowsFine if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::SplitFine,
         v => v,
     };
     if variant == ConvBwdWeightVariant::Direct {
@@ -366,12 +471,12 @@ pub fn conv2d_backward_weight(
             groups,
         )?]);
     }
-    // Split, Rows and Shared: partial sums per batch slice, then their fixed-order sum into dw.
-    let spp = samples_per_slice(s);
-    let slices = s.n.div_ceil(spp);
-    p.spp = to_u32(&op, "samples per slice", spp)?;
+    // The sliced variants: partial sums per slice of output rows, then their fixed-order sum.
+    let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
+    let rps = rows_per_slice(s, variant, usize::try_from(cap).unwrap_or(usize::MAX));
+    let slices = (s.n * s.oh()).div_ceil(rps);
+    p.rps = to_u32(&op, "rows per slice", rps)?;
     p.slices = to_u32(&op, "slices", slices)?;
-    debug_assert_eq!(slices * s.w_len(), weight_grad_scratch(s, variant));
     let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
     let partials = if variant == ConvBwdWeightVariant::Shared {
         let (wx, wy, tm, tn, _) = SHARED;
@@ -380,7 +485,7 @@ pub fn conv2d_backward_weight(
         let groups = [col_tiles, channel_tiles, p.slices];
         let sp = wgrad_shared_spec();
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
-    } else if variant == ConvBwdWeightVariant::Rows {
+    } else if matches!(variant, ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine) {
         let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
         let mut groups = grid_1d(slices * row_groups, gpu.fold_width());
         groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;

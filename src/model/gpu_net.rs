@@ -28,8 +28,9 @@ struct DropoutOp {
 /// only: it lets a small network on a small batch hit the "batch too large" refusal.
 pub const MAX_BUFFER_ENV: &str = "DLSVM_MAX_BUFFER_BYTES";
 
-/// The weight-gradient variant the buffer plan assumes: the sliced variants' partial sums are the
-/// largest scratch buffer any weight-gradient variant allocates.
+/// The weight-gradient variant the buffer plan assumes: the coarse sliced variants' partial sums
+/// are the largest scratch buffer a weight gradient allocates that does not adapt to the device
+/// (the fine variants take coarser slices rather than exceed a binding).
 const CONV_WGRAD: ConvBwdWeightVariant = ConvBwdWeightVariant::DEFAULT;
 
 pub struct GpuNet {
@@ -119,8 +120,11 @@ impl GpuNet {
                 _ => {}
             }
             if let Layer::Conv { shape, .. } = *l {
-                let scratch = conv::weight_grad_scratch(&Conv2dShape { n: batch, ..shape }, CONV_WGRAD);
+                let s = Conv2dShape { n: batch, ..shape };
+                let scratch = conv::weight_grad_scratch(&s, CONV_WGRAD, 0);
                 v.push((format!("layer {li} weight-gradient partial sums"), 4 * scratch as u64));
+                let bias = reduce::channel_sum_scratch(batch, s.cout, s.oh() * s.ow());
+                v.push((format!("layer {li} bias-gradient partial sums"), 4 * bias as u64));
             }
         }
         v
@@ -366,7 +370,7 @@ impl GpuNet {
                 let t = fused(&mut ops, relu)?;
                 let v = self.plan.conv_weight(&format!("{li}.conv_weight"));
                 ops.extend(conv::conv2d_backward_weight(gpu, &s, a_in, t, &self.grads[weight], false, v)?);
-                ops.push(reduce::channel_sum(
+                ops.extend(reduce::channel_sum(
                     gpu,
                     batch,
                     s.cout,
@@ -417,7 +421,7 @@ impl GpuNet {
                 let dw = GemmShape::new(out, inp, batch, Trans::TN);
                 let v = self.plan.gemm(&format!("{li}.fc_weight"));
                 ops.push(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, v)?);
-                ops.push(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
+                ops.extend(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
                 if let Some(g_in) = g_in {
                     let dx = GemmShape::new(batch, inp, out, Trans::NN);
                     let v = self.plan.gemm(&format!("{li}.fc_data"));

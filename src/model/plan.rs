@@ -54,13 +54,9 @@ impl Op {
     pub fn runs_itself(&self, variant: &str) -> bool {
         match self {
             Op::Gemm(s) => !variant.starts_with("vec4") || crate::kernels::gemm::vec4_aligned(s),
-            Op::ConvWeight(s) => variant != "rows" || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
-            Op::ConvFwd(s) => {
-                variant != ConvFwdVariant::Shared.name() || crate::kernels::conv::shared_fits(s)
-            }
-            Op::ConvData(s) => {
-                variant != ConvBwdDataVariant::Shared.name() || crate::kernels::conv::shared_fits(s)
-            }
+            Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
+            Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
+            Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
             _ => true,
         }
     }
