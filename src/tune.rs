@@ -11,10 +11,12 @@
 //! One start tunes for at most [`BUDGET`]; ops left over keep their defaults until a later start.
 //!
 //! Every variant is timed but one that would run another's kernel on the op's shape (a vec4 GEMM
-//! on an unaligned shape). The default goes first and the simple fallbacks (the naive GEMM, the
-//! direct convolutions, the gather pool backward) last, so that on a device where they are
+//! on an unaligned shape) and the direct convolutions. The default goes first and the other simple
+//! fallbacks (the naive GEMM, the gather pool backward) last, so that on a device where they are
 //! hopeless (lavapipe) one run each is all they cost; on an H200 the naive GEMM won the 256³ and
-//! 7-row shapes and the gather the average-pool backward, by up to 1.9x.
+//! 7-row shapes and the gather the average-pool backward, by up to 1.9x. The direct convolutions
+//! lost everywhere they were measured (4–10x on the H200, 8–20x on lavapipe, where one run of the
+//! FER network's at batch 256 takes 4–10 s and ate the tuning budget).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -178,12 +180,14 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
     }))
 }
 
-/// The variants to time for `op`: all but those that would fall back to another variant's kernel
-/// on this shape; the default first, the simple fallbacks last (see the module's notes).
+/// The variants to time for `op`: all but the direct convolutions and those that would fall back
+/// to another variant's kernel on this shape; the default first, the simple fallbacks last (see
+/// the module's notes).
 fn speed_variants(op: &Op) -> Vec<String> {
-    let fallback = |v: &str| matches!(v, "naive" | "direct" | "gather");
+    let fallback = |v: &str| matches!(v, "naive" | "gather");
     let default = op.default_variant();
-    let mut v: Vec<String> = op.variants().into_iter().filter(|v| op.runs_itself(v)).collect();
+    let mut v: Vec<String> =
+        op.variants().into_iter().filter(|v| v != "direct" && op.runs_itself(v)).collect();
     v.sort_by_key(|v| (*v != default, fallback(v)));
     v
 }
