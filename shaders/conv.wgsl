@@ -145,17 +145,12 @@ fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     for (var k0 = 0u; k0 < depth; k0 += BK) {
         for (var j = 0u; j < A_LOADS; j++) {
             // Column k = (ci, ky, kx) of the implicit im2col matrix; zero outside the image.
-            let kl = li / BM + j * K_STRIDE;
-            let k = k0 + kl;
-            let kc = min(k, depth - 1u);
-            let ci = kc / kk;
-            let ky = (kc - ci * kk) / p.kw;
-            let kx = kc - ci * kk - ky * p.kw;
-            let iy = iy0 + i32(ky);
-            let ix = ix0 + i32(kx);
-            let inside = m < rows && k < depth && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-            let at = xb + (ci * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
-            a_tile[kl * BM + li % BM] = select(0.0, x[at], inside);
+            let col = a_column(k0, li, j, depth, kk);
+            let iy = iy0 + i32(col.z);
+            let ix = ix0 + i32(col.w);
+            let inside = m < rows && col.x < depth && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+            let at = xb + (col.y * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+            a_tile[(col.x - k0) * BM + li % BM] = select(0.0, x[at], inside);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kk = e % BK;
@@ -315,20 +310,15 @@ fn conv_bwd_data_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     for (var k0 = 0u; k0 < depth; k0 += BK) {
         for (var j = 0u; j < A_LOADS; j++) {
             // Column k = (co, ky, kx): the output position whose window puts (ky, kx) on (iy, ix).
-            let kl = li / BM + j * K_STRIDE;
-            let k = k0 + kl;
-            let kc = min(k, depth - 1u);
-            let co = kc / kk;
-            let ky = (kc - co * kk) / p.kw;
-            let kx = kc - co * kk - ky * p.kw;
-            let ty = i32(iy + p.pad_y) - i32(ky);
-            let tx = i32(ix + p.pad_x) - i32(kx);
+            let col = a_column(k0, li, j, depth, kk);
+            let ty = i32(iy + p.pad_y) - i32(col.z);
+            let tx = i32(ix + p.pad_x) - i32(col.w);
             let oy = u32(max(ty, 0)) / p.stride_y;
             let ox = u32(max(tx, 0)) / p.stride_x;
             let on_grid = ty >= 0 && tx >= 0 && u32(ty) % p.stride_y == 0u && u32(tx) % p.stride_x == 0u
                 && oy < p.oh && ox < p.ow;
-            let v = dy[((dyb + co) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
-            a_tile[kl * BM + li % BM] = select(0.0, v, on_grid && m < rows && k < depth);
+            let v = dy[((dyb + col.y) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
+            a_tile[(col.x - k0) * BM + li % BM] = select(0.0, v, on_grid && m < rows && col.x < depth);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kr = e % BK;

@@ -13,6 +13,18 @@ const THREADS: u32 = WX * WY;
 const A_LOADS: u32 = BM * BK / THREADS;
 const K_STRIDE: u32 = THREADS / BM;
 
+// The column of the A tile invocation `li` loads at its j-th load of the K-step at k0, as
+// (k, c, ky, kx): its index k (its offset in the tile is k − k0) and the decomposition of
+// min(k, depth − 1) over kernels of kk = kh·kw positions (c an input channel forward, an output
+// channel backward).
+fn a_column(k0: u32, li: u32, j: u32, depth: u32, kk: u32) -> vec4<u32> {
+    let k = k0 + li / BM + j * K_STRIDE;
+    let kc = min(k, depth - 1u);
+    let c = kc / kk;
+    let ky = (kc - c * kk) / p.kw;
+    return vec4<u32>(k, c, ky, kc - c * kk - ky * p.kw);
+}
+
 var<workgroup> a_tile: array<f32, BK * BM>;
 var<workgroup> b_tile: array<f32, BK * BN>;
 
