@@ -135,7 +135,7 @@ const WARM_MAX: Duration = Duration::from_millis(1500);
 /// still came out up to 1.9x slower after a check than in a run of rows back to back (a plateau
 /// on the way up). On lavapipe a large kernel's first run outlasts the minimum: one run, where the
 /// old fixed warm-up took two.
-pub fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuError> {
+fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuError> {
     let began = Instant::now();
     let mut prev = run()?;
     // One run that long is sustained load by itself (lavapipe at FER sizes): nothing to ramp.

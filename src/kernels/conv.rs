@@ -192,6 +192,25 @@ pub fn shared_fits(s: &Conv2dShape) -> bool {
         && position_tiles(s.n * s.h * s.w, SHARED) <= 65_535
 }
 
+/// The grid of an implicit GEMM with `tiling` over `positions` rows and `channels` columns
+/// (channel tiles on x, position tiles on y), or `None` when the position tiles exceed the
+/// device's workgroups per dimension (the caller falls back to its blocked kernel).
+fn shared_grid(
+    gpu: &Gpu,
+    op: &str,
+    positions: usize,
+    channels: usize,
+    tiling: (u32, u32, u32, u32, u32),
+) -> Result<Option<[u32; 3]>, GpuError> {
+    let tiles = position_tiles(positions, tiling);
+    if tiles > gpu.max_groups() as usize {
+        return Ok(None);
+    }
+    let (wx, _, _, tn, _) = tiling;
+    let channel_tiles = to_u32(op, "channel tiles", channels.div_ceil((wx * tn) as usize))?;
+    Ok(Some([channel_tiles, to_u32(op, "position tiles", tiles)?, 1]))
+}
+
 /// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
 pub fn conv2d_forward(
     gpu: &Gpu,
@@ -214,27 +233,19 @@ pub fn conv2d_forward(
         check_len(&op, "bias", b, s.cout)?;
     }
     let bias = ep.bias.unwrap_or(gpu.dummy());
-    let variant = match variant.tiling() {
-        Some(t) if position_tiles(s.n * s.oh() * s.ow(), t) > gpu.max_groups() as usize => {
-            ConvFwdVariant::Blocked
-        }
-        _ => variant,
-    };
-    match variant {
-        ConvFwdVariant::Shared | ConvFwdVariant::Narrow | ConvFwdVariant::Small => {
-            let tiling = variant.tiling().unwrap_or(SHARED);
-            let (wx, _, _, tn, _) = tiling;
-            let positions = position_tiles(s.n * s.oh() * s.ow(), tiling);
-            let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wx * tn) as usize))?;
-            let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
+    if let Some(tiling) = variant.tiling() {
+        if let Some(groups) = shared_grid(gpu, &op, s.n * s.oh() * s.ow(), s.cout, tiling)? {
             let sp = tiled_spec(16, 16, tiling);
-            gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups)
+            return gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups);
         }
+    }
+    match variant {
         ConvFwdVariant::Direct => {
             let groups = grid_for(gpu, s.y_len(), CONV_WG);
             gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(16, 16), &[x, w, bias], &[y], &p, groups)
         }
-        ConvFwdVariant::Blocked => {
+        // Blocked, and a shared variant whose position tiles exceed the grid.
+        _ => {
             let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), CONV_WG);
             let cob = channel_block(s.cout);
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
@@ -302,11 +313,7 @@ pub fn conv2d_backward_data(
     check_len(&op, "weight", w, s.w_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
     if let Some(tiling) = variant.tiling() {
-        let positions = position_tiles(s.n * s.h * s.w, tiling);
-        if positions <= gpu.max_groups() as usize {
-            let (wx, _, _, tn, _) = tiling;
-            let channel_tiles = to_u32(&op, "channel tiles", s.cin.div_ceil((wx * tn) as usize))?;
-            let groups = [channel_tiles, to_u32(&op, "position tiles", positions)?, 1];
+        if let Some(groups) = shared_grid(gpu, &op, s.n * s.h * s.w, s.cin, tiling)? {
             let sp = tiled_spec(16, 16, tiling);
             return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
         }
@@ -407,7 +414,7 @@ const FINE_SCRATCH: usize = 16 << 20;
 /// Output rows per slice of the fine variants: about 128 output positions per invocation, within
 /// one sample, and no more slices than `cap` partial sums allow (`None`: not even one slice per
 /// sample fits; the coarse slicing then).
-pub fn fine_rows(s: &Conv2dShape, cap: usize) -> Option<usize> {
+fn fine_rows(s: &Conv2dShape, cap: usize) -> Option<usize> {
     let (oh, ow) = (s.oh(), s.ow());
     let per_sample = cap.min(FINE_SCRATCH) / s.w_len().max(1) / s.n.max(1);
     (per_sample > 0).then(|| 128usize.div_ceil(ow).max(oh.div_ceil(per_sample)).clamp(1, oh))

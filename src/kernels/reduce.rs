@@ -102,7 +102,6 @@ pub fn channel_sum(
     }
     check_len(&op, "x", x, outer * c * inner)?;
     check_len(&op, "out", out, c)?;
-    let count = outer * inner;
     let mut p = ReduceParams {
         outer: to_u32(&op, "outer", outer)?,
         c: to_u32(&op, "channels", c)?,
@@ -111,11 +110,11 @@ pub fn channel_sum(
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
-    if count <= CHANNEL_CHUNK {
+    let chunks = channel_sum_scratch(outer, c, inner) / c;
+    if chunks == 0 {
         let groups = grid_1d(c, gpu.fold_width());
         return Ok(vec![gpu.prepare(&op, &SHADER, "channel_sum", &wg_spec(), &[x], &[out], &p, groups)?]);
     }
-    let chunks = count.div_ceil(CHANNEL_CHUNK);
     let partial = gpu.empty(&[chunks, c], DType::F32)?;
     p.n = to_u32(&op, "chunks", chunks)?;
     p.k = CHANNEL_CHUNK as u32;
