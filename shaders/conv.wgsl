@@ -146,11 +146,12 @@ fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         for (var j = 0u; j < A_LOADS; j++) {
             // Column k = (ci, ky, kx) of the implicit im2col matrix; zero outside the image.
             let col = a_column(k0, li, j, depth, kk);
-            let iy = iy0 + i32(col.z);
-            let ix = ix0 + i32(col.w);
-            let inside = m < rows && col.x < depth && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-            let at = xb + (col.y * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
-            a_tile[(col.x - k0) * BM + li % BM] = select(0.0, x[at], inside);
+            let kr = a_offset(li, j);
+            let iy = iy0 + i32(col.y);
+            let ix = ix0 + i32(col.z);
+            let inside = m < rows && k0 + kr < depth && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+            let at = xb + (col.x * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+            a_tile[kr * A_PITCH + li % BM] = select(0.0, x[at], inside);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kk = e % BK;
@@ -158,7 +159,7 @@ fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
             let co = col0 + c;
             let k = k0 + kk;
             let v = wt[min(co, p.cout - 1u) * depth + min(k, depth - 1u)];
-            b_tile[kk * BN + c] = select(0.0, v, co < p.cout && k < depth);
+            b_tile[kk * B_PITCH + c] = select(0.0, v, co < p.cout && k < depth);
         }
         workgroupBarrier();
         tile_step(&acc, lid);
@@ -306,19 +307,35 @@ fn conv_bwd_data_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
     let ix = mc % p.w;
     let iy = (mc / p.w) % p.h;
     let dyb = (mc / plane) * p.cout;
+    let ty0 = i32(iy + p.pad_y);
+    let tx0 = i32(ix + p.pad_x);
+    // Uniform: at stride 1 (the FER layers) every output position is on the grid, and the
+    // divisions are skipped.
+    let unit = p.stride_y == 1u && p.stride_x == 1u;
+    var cols: array<vec3<u32>, A_LOADS>;
+    for (var j = 0u; j < A_LOADS; j++) {
+        cols[j] = a_first(li, j, kk);
+    }
     var acc: array<f32, TM * TN>;
     for (var k0 = 0u; k0 < depth; k0 += BK) {
         for (var j = 0u; j < A_LOADS; j++) {
             // Column k = (co, ky, kx): the output position whose window puts (ky, kx) on (iy, ix).
-            let col = a_column(k0, li, j, depth, kk);
-            let ty = i32(iy + p.pad_y) - i32(col.z);
-            let tx = i32(ix + p.pad_x) - i32(col.w);
-            let oy = u32(max(ty, 0)) / p.stride_y;
-            let ox = u32(max(tx, 0)) / p.stride_x;
-            let on_grid = ty >= 0 && tx >= 0 && u32(ty) % p.stride_y == 0u && u32(tx) % p.stride_x == 0u
-                && oy < p.oh && ox < p.ow;
-            let v = dy[((dyb + col.y) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
-            a_tile[(col.x - k0) * BM + li % BM] = select(0.0, v, on_grid && m < rows && col.x < depth);
+            let col = cols[j];
+            let kr = a_offset(li, j);
+            let ty = ty0 - i32(col.y);
+            let tx = tx0 - i32(col.z);
+            var oy = u32(max(ty, 0));
+            var ox = u32(max(tx, 0));
+            var on_grid = ty >= 0 && tx >= 0;
+            if (!unit) {
+                on_grid = on_grid && oy % p.stride_y == 0u && ox % p.stride_x == 0u;
+                oy = oy / p.stride_y;
+                ox = ox / p.stride_x;
+            }
+            on_grid = on_grid && oy < p.oh && ox < p.ow;
+            let v = dy[((dyb + min(col.x, p.cout - 1u)) * p.oh + min(oy, p.oh - 1u)) * p.ow + min(ox, p.ow - 1u)];
+            a_tile[kr * A_PITCH + li % BM] = select(0.0, v, on_grid && m < rows && k0 + kr < depth);
+            cols[j] = a_advance(col);
         }
         for (var e = li; e < BK * BN; e += WX * WY) {
             let kr = e % BK;
@@ -326,7 +343,7 @@ fn conv_bwd_data_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_in
             let ci = col0 + c;
             let k = min(k0 + kr, depth - 1u);
             let v = wt[((k / kk) * p.cin + min(ci, p.cin - 1u)) * kk + k % kk];
-            b_tile[kr * BN + c] = select(0.0, v, ci < p.cin && k0 + kr < depth);
+            b_tile[kr * B_PITCH + c] = select(0.0, v, ci < p.cin && k0 + kr < depth);
         }
         workgroupBarrier();
         tile_step(&acc, lid);

@@ -206,35 +206,67 @@ fn conv_bwd_weight(id: Ids) {
 
 // Backward weight as a split-K implicit GEMM on workgroup-memory tiles (conv_tiles.wgsl), for
 // GPUs: dW[co, col] with col = (ci, ky, kx) is dY[co, k] · im2col(x)[k, col] over the output
-// positions k = (b, oy, ox) of one slice of output rows. Both operands are staged along k
-// (neighbouring invocations: neighbouring positions, so neighbouring dy and, at stride 1,
-// neighbouring x). Grid: x over column tiles, y over output-channel tiles, z over slices; each
-// slice writes its partial sums to dw[slice, co, col] for slice_sum.
+// positions k = (b, oy, ox) of one slice of output rows. Both operands are staged along k:
+// invocation li loads position k0 + li % BK of every K-step (THREADS a multiple of BK; so
+// neighbouring invocations read neighbouring dy and, at stride 1, neighbouring x), rows (output
+// channels) and columns li / BK + j·W_STRIDE of the tiles. So the columns' (ci, ky, kx) are
+// decomposed once, and the position once per K-step. Grid: x over column tiles, y over
+// output-channel tiles, z over slices; each slice writes its partial sums to dw[slice, co, col]
+// for slice_sum.
+const W_STRIDE: u32 = THREADS / BK;
+const WA_LOADS: u32 = BM * BK / THREADS;
+const WB_LOADS: u32 = BN * BK / THREADS;
+
 @compute @workgroup_size(WX, WY, 1)
 fn conv_bwd_weight_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let plane = p.oh * p.ow;
-    let cols = p.cin * p.kh * p.kw;
+    let kk = p.kh * p.kw;
+    let cols = p.cin * kk;
     let slice = wid.z;
     let k_start = slice * p.rps * p.ow;
     let k_end = min((slice + 1u) * p.rps, p.n * p.oh) * p.ow;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
+    let lk = li % BK;
+    let lr = li / BK;
+    // This invocation's columns of the im2col tile: the input plane's offset and the window
+    // offsets (ky − py, kx − px).
+    var c_plane: array<u32, WB_LOADS>;
+    var c_ky: array<i32, WB_LOADS>;
+    var c_kx: array<i32, WB_LOADS>;
+    for (var j = 0u; j < WB_LOADS; j++) {
+        let col = min(col0 + lr + j * W_STRIDE, cols - 1u);
+        let ci = col / kk;
+        let ky = (col - ci * kk) / p.kw;
+        c_plane[j] = ci * p.h * p.w;
+        c_ky[j] = i32(ky) - i32(p.pad_y);
+        c_kx[j] = i32(col - ci * kk - ky * p.kw) - i32(p.pad_x);
+    }
     var acc: array<f32, TM * TN>;
     for (var k0 = k_start; k0 < k_end; k0 += BK) {
-        for (var e = li; e < BM * BK; e += WX * WY) {
-            let kk = e % BK;
-            let r = e / BK;
+        // This invocation's position of the step, k = (u = b·oh + oy, ox).
+        let k = k0 + lk;
+        let u = min(k, k_end - 1u) / p.ow;
+        let ox = min(k, k_end - 1u) - u * p.ow;
+        let b = u / p.oh;
+        let oy = u - b * p.oh;
+        let g_at = b * p.cout * plane + oy * p.ow + ox;
+        let x_at = b * p.cin * p.h * p.w;
+        let iy0 = i32(oy * p.stride_y);
+        let ix0 = i32(ox * p.stride_x);
+        for (var j = 0u; j < WA_LOADS; j++) {
+            let r = lr + j * W_STRIDE;
             let co = row0 + r;
-            let k = min(k0 + kk, k_end - 1u);
-            let v = dy[((k / plane) * p.cout + min(co, p.cout - 1u)) * plane + k % plane];
-            a_tile[kk * BM + r] = select(0.0, v, co < p.cout && k0 + kk < k_end);
+            let v = dy[g_at + min(co, p.cout - 1u) * plane];
+            a_tile[lk * A_PITCH + r] = select(0.0, v, co < p.cout && k < k_end);
         }
-        for (var e = li; e < BK * BN; e += WX * WY) {
-            let kk = e % BK;
-            let c = e / BK;
-            let col = col0 + c;
-            let v = im2col(min(k0 + kk, k_end - 1u), min(col, cols - 1u));
-            b_tile[kk * BN + c] = select(0.0, v, col < cols && k0 + kk < k_end);
+        for (var j = 0u; j < WB_LOADS; j++) {
+            let c = lr + j * W_STRIDE;
+            let iy = iy0 + c_ky[j];
+            let ix = ix0 + c_kx[j];
+            let inside = k < k_end && col0 + c < cols && iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
+            let at = x_at + c_plane[j] + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w + u32(clamp(ix, 0, i32(p.w) - 1));
+            b_tile[lk * B_PITCH + c] = select(0.0, x[at], inside);
         }
         workgroupBarrier();
         tile_step(&acc, lid);

@@ -335,8 +335,9 @@ pub enum ConvBwdWeightVariant {
     /// specialized on the kernel width (shaders/conv_wgrad.wgsl); kernels wider than
     /// `WGRAD_MAX_KW` use [`ConvBwdWeightVariant::Split`].
     Rows,
-    /// Split-K implicit GEMM on 64 (output channels) x 64 (columns) x 8 workgroup-memory tiles per
-    /// batch slice (conv_bwd_weight_shared): for GPUs.
+    /// Split-K implicit GEMM on 64 (output channels) x 64 (columns) x 8 workgroup-memory tiles
+    /// ([`SHARED`]) over slices sized for about [`TILE_GROUPS`] workgroups
+    /// (conv_bwd_weight_shared): for GPUs.
     Shared,
     /// `Split` on slices of a few output rows of one sample ([`fine_rows`]) instead of whole
     /// samples: 10-30x the invocations, for GPUs (the FER layers at batch 256 gave `Split` 13k-77k
@@ -344,11 +345,35 @@ pub enum ConvBwdWeightVariant {
     SplitFine,
     /// `Rows` on the same fine slices.
     RowsFine,
+    /// `Shared` on 32 x 32 x 16 tiles of 64 invocations, 4 x 4 each ([`WGRAD_TINY`]): the FER
+    /// layers' 32 x 25 and 32 x 512 gradients wasted most of a 64 x 64 tile.
+    Tiny,
+    /// `Shared` on 32 x 32 x 16 tiles of 256 invocations, 2 x 2 each ([`WGRAD_TINY_WIDE`]).
+    TinyWide,
 }
+
+/// The weight gradient's tilings besides [`SHARED`] (conv_tiles.wgsl's constants; the kernel
+/// needs THREADS a multiple of BK and BM·BK, BN·BK multiples of THREADS: [`wgrad_tiling_ok`]).
+pub const WGRAD_TINY: (u32, u32, u32, u32, u32) = (8, 8, 4, 4, 16);
+pub const WGRAD_TINY_WIDE: (u32, u32, u32, u32, u32) = (16, 16, 2, 2, 16);
+
+const fn wgrad_tiling_ok((wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> bool {
+    let (threads, bm, bn) = (wx * wy, wy * tm, wx * tn);
+    threads.is_multiple_of(bk) && (bm * bk).is_multiple_of(threads) && (bn * bk).is_multiple_of(threads)
+}
+const _: () =
+    assert!(wgrad_tiling_ok(SHARED) && wgrad_tiling_ok(WGRAD_TINY) && wgrad_tiling_ok(WGRAD_TINY_WIDE));
+
+/// The workgroups the tiled weight gradients' slices aim for (tiles x slices): a large GPU's
+/// multiprocessors a few workgroups each, at the FER layers' sizes.
+pub const TILE_GROUPS: usize = 1024;
+/// The fewest output positions a slice of the tiled weight gradients holds (K-steps per
+/// workgroup, against one partial sum per weight and slice).
+const TILE_MIN_POSITIONS: usize = 256;
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 6] {
+    pub fn all() -> [ConvBwdWeightVariant; 8] {
         [
             ConvBwdWeightVariant::Direct,
             ConvBwdWeightVariant::Split,
@@ -356,6 +381,8 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::Shared,
             ConvBwdWeightVariant::SplitFine,
             ConvBwdWeightVariant::RowsFine,
+            ConvBwdWeightVariant::Tiny,
+            ConvBwdWeightVariant::TinyWide,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -366,6 +393,17 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::Shared => "shared64x64x8",
             ConvBwdWeightVariant::SplitFine => "split_fine",
             ConvBwdWeightVariant::RowsFine => "rows_fine",
+            ConvBwdWeightVariant::Tiny => "shared32x32x16r4x4",
+            ConvBwdWeightVariant::TinyWide => "shared32x32x16r2x2",
+        }
+    }
+    /// The workgroup-memory tiling of the tiled variants.
+    pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
+        match self {
+            ConvBwdWeightVariant::Shared => Some(SHARED),
+            ConvBwdWeightVariant::Tiny => Some(WGRAD_TINY),
+            ConvBwdWeightVariant::TinyWide => Some(WGRAD_TINY_WIDE),
+            _ => None,
         }
     }
 }
@@ -381,9 +419,9 @@ fn wgrad_spec(kw: u32) -> Spec {
     tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw), (1, 1, 4, 4, 4))
 }
 
-/// The weight-gradient shader's specialization for conv_bwd_weight_shared.
-fn wgrad_shared_spec() -> Spec {
-    tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", 1), SHARED)
+/// The weight-gradient shader's specialization for conv_bwd_weight_shared on `tiling`.
+fn wgrad_shared_spec(tiling: (u32, u32, u32, u32, u32)) -> Spec {
+    tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", 1), tiling)
 }
 
 pub static WGRAD_SHADER: ShaderDef = ShaderDef {
@@ -397,7 +435,10 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
         ("conv_bwd_weight_rows", 2, 1),
         ("conv_bwd_weight_shared", 2, 1),
     ],
-    specs: || (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).chain([wgrad_shared_spec()]).collect(),
+    specs: || {
+        let tilings = [SHARED, WGRAD_TINY, WGRAD_TINY_WIDE].map(wgrad_shared_spec);
+        (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).chain(tilings).collect()
+    },
     unchecked: true,
 };
 
@@ -420,10 +461,30 @@ fn fine_rows(s: &Conv2dShape, cap: usize) -> Option<usize> {
     (per_sample > 0).then(|| 128usize.div_ceil(ow).max(oh.div_ceil(per_sample)).clamp(1, oh))
 }
 
-/// Output rows (b, oy) per slice of `variant` (0 for the direct kernel), the fine variants' within
-/// `cap` partial sums.
+/// Output rows per slice of a tiled variant whose tiling covers the gradient with `tiles`
+/// workgroups: slices for about [`TILE_GROUPS`] workgroups, of at least [`TILE_MIN_POSITIONS`]
+/// positions, and no more partial sums than `cap` and [`FINE_SCRATCH`] allow.
+fn tile_rows(s: &Conv2dShape, tiles: usize, cap: usize) -> usize {
+    let rows = s.n * s.oh();
+    let by_groups = rows.div_ceil(TILE_GROUPS.div_ceil(tiles.max(1)));
+    let by_positions = TILE_MIN_POSITIONS.div_ceil(s.ow());
+    let by_scratch = rows.div_ceil((cap.min(FINE_SCRATCH) / s.w_len().max(1)).max(1));
+    by_groups.max(by_positions).max(by_scratch).clamp(1, rows)
+}
+
+/// The workgroups of `tiling` that cover the gradient of `s` (output channels x columns).
+fn wgrad_tiles(s: &Conv2dShape, (wx, wy, tm, tn, _): (u32, u32, u32, u32, u32)) -> (usize, usize) {
+    ((s.cin * s.kh * s.kw).div_ceil((wx * tn) as usize), s.cout.div_ceil((wy * tm) as usize))
+}
+
+/// Output rows (b, oy) per slice of `variant` (0 for the direct kernel), the fine and tiled
+/// variants' within `cap` partial sums.
 fn rows_per_slice(s: &Conv2dShape, variant: ConvBwdWeightVariant, cap: usize) -> usize {
     let coarse = samples_per_slice(s) * s.oh();
+    if let Some(tiling) = variant.tiling() {
+        let (cols, chans) = wgrad_tiles(s, tiling);
+        return tile_rows(s, cols * chans, cap);
+    }
     match variant {
         ConvBwdWeightVariant::Direct => 0,
         ConvBwdWeightVariant::SplitFine | ConvBwdWeightVariant::RowsFine => {
@@ -485,12 +546,10 @@ pub fn conv2d_backward_weight(
     p.rps = to_u32(&op, "rows per slice", rps)?;
     p.slices = to_u32(&op, "slices", slices)?;
     let partial = gpu.empty(&[slices, s.w_len()], crate::gpu::DType::F32)?;
-    let partials = if variant == ConvBwdWeightVariant::Shared {
-        let (wx, wy, tm, tn, _) = SHARED;
-        let col_tiles = to_u32(&op, "column tiles", (s.cin * s.kh * s.kw).div_ceil((wx * tn) as usize))?;
-        let channel_tiles = to_u32(&op, "channel tiles", s.cout.div_ceil((wy * tm) as usize))?;
-        let groups = [col_tiles, channel_tiles, p.slices];
-        let sp = wgrad_shared_spec();
+    let partials = if let Some(tiling) = variant.tiling() {
+        let (cols, chans) = wgrad_tiles(s, tiling);
+        let groups = [to_u32(&op, "column tiles", cols)?, to_u32(&op, "channel tiles", chans)?, p.slices];
+        let sp = wgrad_shared_spec(tiling);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
     } else if matches!(variant, ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine) {
         let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
@@ -514,4 +573,33 @@ pub fn conv2d_backward_weight(
     };
     let reduce = super::reduce::slice_sum(gpu, slices, s.w_len(), &partial, dw, accumulate)?;
     Ok(vec![partials, reduce])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiled_weight_gradient_slices_fill_the_grid_within_the_scratch() {
+        let fer = crate::check::shapes::fer_convs(256);
+        for (s, cap) in fer.iter().flat_map(|s| [(s, usize::MAX), (s, 1 << 20), (s, s.w_len())]) {
+            for v in
+                [ConvBwdWeightVariant::Shared, ConvBwdWeightVariant::Tiny, ConvBwdWeightVariant::TinyWide]
+            {
+                let rps = rows_per_slice(s, v, cap);
+                let slices = (s.n * s.oh()).div_ceil(rps);
+                assert!(rps >= 1 && rps <= s.n * s.oh(), "{s} {}: {rps} rows a slice", v.name());
+                assert!(
+                    slices * s.w_len() <= cap.min(FINE_SCRATCH).max(s.w_len()),
+                    "{s} {}: {slices}",
+                    v.name()
+                );
+                assert!(rps * s.ow() >= TILE_MIN_POSITIONS.min(s.n * s.oh() * s.ow()), "{s} {}", v.name());
+            }
+        }
+        // conv1 at batch 256: one 32 x 32 tile, 978 slices of 11 rows (1,024 workgroups' worth).
+        let conv1 = &fer[0];
+        assert_eq!(rows_per_slice(conv1, ConvBwdWeightVariant::Tiny, usize::MAX), 11);
+        assert_eq!(weight_grad_scratch(conv1, ConvBwdWeightVariant::Tiny, usize::MAX), 978 * 800);
+    }
 }

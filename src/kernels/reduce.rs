@@ -51,8 +51,13 @@ pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<
     gpu.prepare(op, &SHADER, "sum_all", &wg_spec(), &[x], &[out], &p, [1, 1, 1])
 }
 
-/// `out[e] (+)= Σ_s x[s, e]` for x of shape `[slices, n]`, the slices added in order (the last
-/// step of the sliced convolution weight gradients).
+/// Elements a workgroup of `slice_sum` adds up (reduce.wgsl's SLICE_COLS): its [`WG`] invocations
+/// are `WG / SLICE_COLS` lanes over the slices.
+const SLICE_COLS: u32 = 8;
+
+/// `out[e] (+)= Σ_s x[s, e]` for x of shape `[slices, n]`, the slices added in a fixed order
+/// (lane l of 32 adds slices l, l + 32, ... in order, then the lanes pairwise) that depends on the
+/// shape only: the last step of the sliced convolution weight gradients.
 pub fn slice_sum(
     gpu: &Gpu,
     slices: usize,
@@ -73,7 +78,7 @@ pub fn slice_sum(
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
-    gpu.prepare(&op, &SHADER, "slice_sum", &wg_spec(), &[x], &[out], &p, grid_for(gpu, n, WG))
+    gpu.prepare(&op, &SHADER, "slice_sum", &wg_spec(), &[x], &[out], &p, grid_for(gpu, n, SLICE_COLS))
 }
 
 /// Positions of one channel a workgroup of [`channel_sum`]'s first pass sums: longer channels
