@@ -146,6 +146,11 @@ struct GemmParams {
     k: u32,
     // the epilogue flags
     flags: u32,
+    // gemm_split: K per split (a multiple of BK) and the number of splits
+    kc: u32,
+    splits: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 struct ConvParams {

@@ -257,7 +257,7 @@ fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
             for i in 0..copies(4 * (s.a_len() + s.b_len())) {
                 let a = random(g, s.a_len(), 2 * i as u64)?;
                 let b = random(g, s.b_len(), 2 * i as u64 + 1)?;
-                set.push(vec![gemm::gemm(g, &s, &a, &b, &c, &Epilogue::default(), v)?]);
+                set.push(gemm::gemm(g, &s, &a, &b, &c, &Epilogue::default(), v)?);
             }
             Ok(set)
         }),

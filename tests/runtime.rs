@@ -44,7 +44,7 @@ fn pipeline_cache_builds_each_pipeline_once() {
     let after_first = g.cached_pipelines();
     let d2 = kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), v).unwrap();
     assert!(g.cached_pipelines() <= after_first, "the same (shader, entry, spec) was built twice");
-    g.run(&[&d1, &d2]).unwrap();
+    g.run(&d1.iter().chain(&d2).collect::<Vec<_>>()).unwrap();
     assert!(g.download::<f32>(&c).unwrap().iter().all(|&x| (x - 13.0 * 0.125).abs() < 1e-6));
 }
 

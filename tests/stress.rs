@@ -251,7 +251,7 @@ fn keeps_subnormals(g: &Gpu) -> bool {
     let b = g.upload(&[1.0], &[1]).unwrap();
     let c = g.empty(&[1], DType::F32).unwrap();
     let d = dlsvm::kernels::gemm::gemm(g, &s, &a, &b, &c, &Default::default(), GemmVariant::Naive).unwrap();
-    g.run(&[&d]).unwrap();
+    g.run(&d.iter().collect::<Vec<_>>()).unwrap();
     g.download::<f32>(&c).unwrap()[0] == 1e-40
 }
 
@@ -388,8 +388,8 @@ fn conv_shape(rng: &mut Rng, kind: ConvKind) -> Conv2dShape {
     }
 }
 
-/// Batch slices of the split weight gradient (mirrors `samples_per_slice` in src/kernels/conv.rs;
-/// only used to label coverage).
+/// Batch slices of the coarse split weight gradient (mirrors `samples_per_slice` in
+/// src/kernels/conv.rs; only used to label the direct kernel's coverage).
 fn split_slices(s: &Conv2dShape) -> usize {
     let spp = 1024usize.div_ceil(s.oh() * s.ow()).clamp(1, s.n);
     s.n.div_ceil(spp)
@@ -464,7 +464,13 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 .collect();
             let (t, v) = combos[ordinal % combos.len()];
             let aligned = (ordinal / combos.len()).is_multiple_of(2);
-            let s = gemm_shape(rng, t, aligned);
+            let mut s = gemm_shape(rng, t, aligned);
+            if matches!(v, GemmVariant::Split { .. }) && coin(rng) {
+                // Long enough for several splits (at least two of SPLIT_MIN_K), alignment kept.
+                let k = 4 * between(rng, 128, 350);
+                s.k = if aligned || t == Trans::TN { k } else { k + between(rng, 1, 3) };
+                assert_eq!(vec4_aligned(&s), aligned);
+            }
             let flags = Flags { bias: coin(rng), accumulate: coin(rng), relu: coin(rng) };
             let (sa, sb) = product_scales(rng, re);
             keys.push(format!(
@@ -474,6 +480,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 if aligned { "vec4-aligned" } else { "unaligned" }
             ));
             keys.push(format!("gemm flags {:?}", (flags.bias, flags.accumulate, flags.relu)));
+            if let GemmVariant::Split { .. } = v {
+                if dlsvm::kernels::gemm::runs_itself(&s, v) {
+                    keys.push(format!("gemm {} {} over several K splits", t.name(), v.name()));
+                }
+            }
             if (sa, sb) != (1.0, 1.0) {
                 keys.push("gemm extreme scales".into());
             }
@@ -517,7 +528,12 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             let s = conv_shape(rng, conv_kind(ordinal, 2 * all.len()));
             let (sx, sdy) = product_scales(rng, re);
             keys.push(format!("conv bwd_weight {} accumulate={accumulate}", v.name()));
-            if split_slices(&s) > 1 {
+            // The variant's own slices (the direct kernel has none: the coarse variants' count).
+            let slices = match dlsvm::kernels::conv::weight_grad_scratch(&s, v, usize::MAX) / s.w_len() {
+                0 => split_slices(&s),
+                n => n,
+            };
+            if slices > 1 {
                 keys.push(format!("conv bwd_weight {} over several batch slices", v.name()));
             }
             if s.kw > 8 {
@@ -723,6 +739,11 @@ fn required_keys(re: Regimes) -> Vec<String> {
             for a in ["vec4-aligned", "unaligned"] {
                 keys.push(format!("gemm {} {} {a}", t.name(), v.name()));
             }
+        }
+    }
+    for t in Trans::ALL {
+        for v in GemmVariant::all().into_iter().filter(|v| matches!(v, GemmVariant::Split { .. })) {
+            keys.push(format!("gemm {} {} over several K splits", t.name(), v.name()));
         }
     }
     for bias in [false, true] {

@@ -215,7 +215,7 @@ pub fn gemm_case(
     let tc = output(gpu, &c0, flags.accumulate)?;
     let ep = Epilogue { bias: flags.bias.then_some(&tbias), accumulate: flags.accumulate, relu: flags.relu };
     let d = kernels::gemm::gemm(gpu, &s, &ta, &tb, &tc, &ep, variant)?;
-    gpu.run(&[&d])?;
+    gpu.run(&d.iter().collect::<Vec<_>>())?;
     let got = gpu.download::<f32>(&tc)?;
     let mut want = widen(&c0);
     let bias64 = widen(&bias);
@@ -694,7 +694,8 @@ pub fn pca_case(gpu: &Gpu, n: usize, d: usize, k: usize, seed: u64) -> Result<Ca
     let ty = poisoned(gpu, rows * k, DType::F32)?;
     let s = GemmShape::new(rows, k, d, crate::shapes::Trans::NT);
     let ep = Epilogue { bias: Some(&tb), accumulate: false, relu: false };
-    gpu.run(&[&kernels::gemm::gemm(gpu, &s, &tx, &tw, &ty, &ep, GemmVariant::DEFAULT)?])?;
+    let ops = kernels::gemm::gemm(gpu, &s, &tx, &tw, &ty, &ep, GemmVariant::DEFAULT)?;
+    gpu.run(&ops.iter().collect::<Vec<_>>())?;
     // In units of the largest input spread, as the covariance is compared in units of the largest
     // variance: the inputs' coordinates reach ±d, so an f32 dot product of d of them carries an
     // absolute error d times that of unit inputs (a projection of 7e-3 from terms near 100 came

@@ -33,6 +33,7 @@ pub fn gemm_shapes() -> Vec<(String, (usize, usize, usize), Flags)> {
         ("tall".into(), (700, 3, 17), Flags::BIAS),
         ("wide".into(), (2, 700, 5), Flags::BIAS),
         ("square 256".into(), (256, 256, 256), Flags::NONE),
+        ("split K: two slices, the last short, every epilogue".into(), (70, 33, 600), Flags::ALL),
     ];
     for bias in [false, true] {
         for accumulate in [false, true] {

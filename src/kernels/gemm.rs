@@ -11,6 +11,10 @@ pub struct GemmParams {
     pub n: u32,
     pub k: u32,
     pub flags: u32,
+    /// Split-K: K per split and the number of splits (0 for the other kernels).
+    pub kc: u32,
+    pub splits: u32,
+    pub pad: [u32; 2],
 }
 
 /// Kernel variants; every one is covered by the tests.
@@ -28,7 +32,24 @@ pub enum GemmVariant {
     /// of C, staging `bk`-deep tiles of A and B in workgroup memory (shaders/gemm.wgsl's
     /// `gemm_shared`). Any shape.
     Shared { wx: u32, wy: u32, tm: u32, tn: u32, bk: u32 },
+    /// For skinny products with a long K (the top layer's 256 x 7 x 3072 forward): a workgroup of
+    /// `wx` invocations (a power of two, at most 256) computes `tn` outputs of one row, splitting
+    /// K among its invocations and adding their sums pairwise in a fixed order (gemm.wgsl's
+    /// `gemm_dot`). Any shape; M beyond the device's workgroups per dimension falls back to
+    /// [`GemmVariant::TILED`].
+    Dot { wx: u32, tn: u32 },
+    /// `Shared`'s tiles with K split into slices of at least [`SPLIT_MIN_K`], as many as bring the
+    /// workgroups to about [`SPLIT_GROUPS`] (gemm.wgsl's `gemm_split`), then the slices added in
+    /// order with the epilogue (`gemm_split_sum`): for products with few tiles and a long K.
+    /// A shape that gets one slice runs `Shared` itself.
+    Split { wx: u32, wy: u32, tm: u32, tn: u32, bk: u32 },
 }
+
+/// The workgroups [`GemmVariant::Split`] aims for (tiles x splits), and the fewest K per split.
+pub const SPLIT_GROUPS: usize = 1024;
+pub const SPLIT_MIN_K: usize = 256;
+/// At most this many splits (the partial products are splits x M x N values).
+const SPLIT_MAX: usize = 64;
 
 /// Whether `s` can be read as vec4: the dimension A and B are contiguous along is a multiple of 4
 /// (NN: K and N; NT: K; TN: M and N).
@@ -60,6 +81,9 @@ impl GemmVariant {
             GemmVariant::Shared { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16 },
             GemmVariant::Shared { wx: 16, wy: 16, tm: 2, tn: 2, bk: 8 },
             GemmVariant::Shared { wx: 16, wy: 8, tm: 4, tn: 4, bk: 8 },
+            GemmVariant::Dot { wx: 256, tn: 8 },
+            GemmVariant::Dot { wx: 64, tn: 4 },
+            GemmVariant::Split { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 },
         ]
     }
 
@@ -71,6 +95,10 @@ impl GemmVariant {
             GemmVariant::Shared { wx, wy, tm, tn, bk } => {
                 format!("shared{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
             }
+            GemmVariant::Dot { wx, tn } => format!("dot{wx}r{tn}"),
+            GemmVariant::Split { wx, wy, tm, tn, bk } => {
+                format!("split{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
+            }
         }
     }
 
@@ -80,7 +108,10 @@ impl GemmVariant {
         let (wx, wy, tm, tn, bm, bn, bk) = match *self {
             GemmVariant::Naive => (16, 16, 1, 1, 4, 4, 4),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wx, wy, tm, tn, 4, 4, 4),
-            GemmVariant::Shared { wx, wy, tm, tn, bk } => (wx, wy, tm, tn, wy * tm, wx * tn, bk),
+            GemmVariant::Shared { wx, wy, tm, tn, bk } | GemmVariant::Split { wx, wy, tm, tn, bk } => {
+                (wx, wy, tm, tn, wy * tm, wx * tn, bk)
+            }
+            GemmVariant::Dot { wx, tn } => (wx, 1, 1, tn, 4, 4, 4),
             GemmVariant::Vec4 { wx, wy, tm, tv } => {
                 return Spec::new()
                     .b("TRANS_A", trans.a_transposed())
@@ -109,7 +140,10 @@ impl GemmVariant {
             GemmVariant::Naive => (16, 16),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
             GemmVariant::Vec4 { wx, wy, tm, tv } => (wy * tm, wx * tv * 4),
-            GemmVariant::Shared { wx, wy, tm, tn, .. } => (wy * tm, wx * tn),
+            GemmVariant::Shared { wx, wy, tm, tn, .. } | GemmVariant::Split { wx, wy, tm, tn, .. } => {
+                (wy * tm, wx * tn)
+            }
+            GemmVariant::Dot { tn, .. } => (1, tn),
         }
     }
 
@@ -141,7 +175,14 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/gemm.wgsl"),
     parts: &[],
     params: ParamsDecl::of::<GemmParams>(),
-    entries: &[("gemm_naive", 3, 1), ("gemm_tiled", 3, 1), ("gemm_shared", 3, 1)],
+    entries: &[
+        ("gemm_naive", 3, 1),
+        ("gemm_tiled", 3, 1),
+        ("gemm_shared", 3, 1),
+        ("gemm_dot", 3, 1),
+        ("gemm_split", 2, 1),
+        ("gemm_split_sum", 2, 1),
+    ],
     specs,
     unchecked: true,
 };
@@ -156,7 +197,35 @@ pub static SHADER4: ShaderDef = ShaderDef {
     unchecked: true,
 };
 
-/// `c = op(a) · op(b)` with `ep` applied; see [`crate::cpu::gemm`].
+/// Whether `variant` runs its own kernel on `s` rather than another variant's: the vec4 kernels
+/// need vec4-aligned shapes, the dot kernel M within the 65,535 workgroups every device has, and
+/// the split-K kernel more than one split (else it runs `Shared`'s).
+pub fn runs_itself(s: &GemmShape, variant: GemmVariant) -> bool {
+    match variant {
+        GemmVariant::Vec4 { .. } => vec4_aligned(s),
+        GemmVariant::Dot { .. } => s.m <= 65_535,
+        GemmVariant::Split { wx, wy, tm, tn, bk } => {
+            let tiles = s.m.div_ceil((wy * tm) as usize) * s.n.div_ceil((wx * tn) as usize);
+            split_k(s, tiles, bk as usize, usize::MAX).1 > 1
+        }
+        _ => true,
+    }
+}
+
+/// K per split and the number of splits of [`GemmVariant::Split`] with `tiles` workgroups per
+/// split and `bk`-deep K-steps, on a device whose bindings hold `cap` values: depends on the
+/// shape (and, for very large products, the cap) only, so the additions' order does too.
+pub fn split_k(s: &GemmShape, tiles: usize, bk: usize, cap: usize) -> (usize, usize) {
+    let by_groups = SPLIT_GROUPS.div_ceil(tiles.max(1));
+    let by_k = (s.k / SPLIT_MIN_K).max(1);
+    let by_cap = (cap / (s.m * s.n).max(1)).max(1);
+    let want = by_groups.min(by_k).min(by_cap).min(SPLIT_MAX);
+    let kc = s.k.div_ceil(want).next_multiple_of(bk);
+    (kc, s.k.div_ceil(kc))
+}
+
+/// `c = op(a) · op(b)` with `ep` applied; see [`crate::cpu::gemm`]. The dispatches to run in
+/// order (two for a split-K product, whose partial products their bindings keep alive).
 pub fn gemm(
     gpu: &Gpu,
     s: &GemmShape,
@@ -165,7 +234,7 @@ pub fn gemm(
     c: &Tensor,
     ep: &Epilogue,
     variant: GemmVariant,
-) -> Result<Dispatch, GpuError> {
+) -> Result<Vec<Dispatch>, GpuError> {
     let op = format!("gemm {s}");
     s.validate().map_err(|m| GpuError::shape(&op, m))?;
     check_len(&op, "A", a, s.a_len())?;
@@ -174,22 +243,74 @@ pub fn gemm(
     if let Some(bias) = ep.bias {
         check_len(&op, "bias", bias, s.n)?;
     }
-    let params = GemmParams {
+    let mut params = GemmParams {
         m: to_u32(&op, "M", s.m)?,
         n: to_u32(&op, "N", s.n)?,
         k: to_u32(&op, "K", s.k)?,
         flags: ep.flags(),
+        kc: 0,
+        splits: 0,
+        pad: [0; 2],
     };
-    let variant = if variant.is_vec4() && !vec4_aligned(s) { GemmVariant::TILED } else { variant };
+    let variant = match variant {
+        GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
+        GemmVariant::Dot { .. } if s.m > gpu.max_groups() as usize => GemmVariant::TILED,
+        v => v,
+    };
     let (tr, tc) = variant.tile();
     let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
     let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
     let bias = ep.bias.unwrap_or(gpu.dummy());
+    let sp = variant.spec(s.trans);
+    if let GemmVariant::Split { bk, .. } = variant {
+        let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        let tiles = groups[0] as usize * groups[1] as usize;
+        let (kc, splits) = split_k(s, tiles, bk as usize, cap);
+        params.kc = to_u32(&op, "K per split", kc)?;
+        params.splits = to_u32(&op, "splits", splits)?;
+        if splits > 1 && splits <= gpu.max_groups() as usize {
+            let partial = gpu.empty(&[splits, s.m, s.n], crate::gpu::DType::F32)?;
+            let split_groups = [groups[0], groups[1], params.splits];
+            return Ok(vec![
+                gpu.prepare(&op, &SHADER, "gemm_split", &sp, &[a, b], &[&partial], &params, split_groups)?,
+                gpu.prepare(&op, &SHADER, "gemm_split_sum", &sp, &[&partial, bias], &[c], &params, groups)?,
+            ]);
+        }
+    }
     let (shader, entry) = match variant {
         GemmVariant::Naive => (&SHADER, "gemm_naive"),
         GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
-        GemmVariant::Shared { .. } => (&SHADER, "gemm_shared"),
+        GemmVariant::Shared { .. } | GemmVariant::Split { .. } => (&SHADER, "gemm_shared"),
+        GemmVariant::Dot { .. } => (&SHADER, "gemm_dot"),
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
     };
-    gpu.prepare(&op, shader, entry, &variant.spec(s.trans), &[a, b, bias], &[c], &params, groups)
+    Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every split holds K-steps, the last one too, within the caps.
+    fn holds(s: &GemmShape, tiles: usize, cap: usize) -> (usize, usize) {
+        let (kc, splits) = split_k(s, tiles, 8, cap);
+        assert!(kc % 8 == 0 && kc > 0, "{s}: K per split {kc}");
+        assert!((splits - 1) * kc < s.k && s.k <= splits * kc, "{s}: {splits} splits of {kc}");
+        assert!(splits <= SPLIT_MAX && (splits == 1 || splits * s.m * s.n <= cap), "{s}: {splits} splits");
+        (kc, splits)
+    }
+
+    #[test]
+    fn split_k_fills_the_grid_within_its_limits() {
+        // The FER network's fc1 backward data: 100 tiles of 64 x 64.
+        assert_eq!(holds(&GemmShape::new(256, 1600, 3072, Trans::NN), 100, usize::MAX), (280, 11));
+        // Enough tiles already, a short K, a tight binding: one split.
+        assert_eq!(holds(&GemmShape::new(4096, 4096, 4096, Trans::NN), 4096, usize::MAX).1, 1);
+        assert_eq!(holds(&GemmShape::new(8, 8, 300, Trans::NT), 1, usize::MAX).1, 1);
+        assert_eq!(holds(&GemmShape::new(256, 1600, 3072, Trans::NN), 100, 256 * 1600).1, 1);
+        // A ragged last split; at most SPLIT_MAX.
+        assert_eq!(holds(&GemmShape::new(70, 33, 600, Trans::NN), 2, usize::MAX), (304, 2));
+        assert_eq!(holds(&GemmShape::new(1, 1, 1 << 20, Trans::TN), 1, usize::MAX).1, SPLIT_MAX);
+    }
 }

@@ -276,15 +276,15 @@ impl GpuNet {
             let s = GemmShape::new(batch, k, self.net.input_len(), Trans::NT);
             let ep = Epilogue { bias: Some(b), accumulate: false, relu: false };
             for ops in [&mut eval, &mut train] {
-                ops.push(gemm::gemm(gpu, &s, raw, w, &self.acts[0], &ep, gemm::GemmVariant::DEFAULT)?);
+                ops.extend(gemm::gemm(gpu, &s, raw, w, &self.acts[0], &ep, gemm::GemmVariant::DEFAULT)?);
             }
         }
         for li in 0..self.net.layers.len() {
             if let Layer::Dropout { p, key } = self.net.layers[li] {
                 dropout.push(mask(train.len(), self.acts[li].len(), p, key));
             }
-            eval.push(self.forward_op(gpu, li, false)?);
-            train.push(self.forward_op(gpu, li, true)?);
+            eval.extend(self.forward_op(gpu, li, false)?);
+            train.extend(self.forward_op(gpu, li, true)?);
         }
         eval.push(reduce::argmax_rows(gpu, batch, k, scores, &self.pred)?);
         let scale = self.net.top().loss_scale(svm_c, batch);
@@ -314,10 +314,11 @@ impl GpuNet {
         Ok(())
     }
 
-    /// The forward dispatch of layer `li`; dropout is the identity unless `train`.
-    fn forward_op(&self, gpu: &Gpu, li: usize, train: bool) -> Result<Dispatch, GpuError> {
+    /// The forward dispatches of layer `li` (one, but two for a split-K fully connected layer);
+    /// dropout is the identity unless `train`.
+    fn forward_op(&self, gpu: &Gpu, li: usize, train: bool) -> Result<Vec<Dispatch>, GpuError> {
         let (a, y, batch) = (&self.acts[li], &self.acts[li + 1], self.batch);
-        Ok(match self.net.layers[li] {
+        Ok(vec![match self.net.layers[li] {
             Layer::Conv { shape, relu, weight, bias } => {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = Conv2dShape { n: batch, ..shape };
@@ -340,9 +341,9 @@ impl GpuNet {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = GemmShape::new(batch, out, inp, Trans::NT);
                 let v = self.plan.gemm(&format!("{li}.fc_fwd"));
-                gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, v)?
+                return gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, v);
             }
-        })
+        }])
     }
 
     /// The backward dispatches of layer `li`, in order: a fused ReLU's gradient, the parameter
@@ -420,12 +421,12 @@ impl GpuNet {
                 let none = Epilogue::default();
                 let dw = GemmShape::new(out, inp, batch, Trans::TN);
                 let v = self.plan.gemm(&format!("{li}.fc_weight"));
-                ops.push(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, v)?);
+                ops.extend(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, v)?);
                 ops.extend(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
                 if let Some(g_in) = g_in {
                     let dx = GemmShape::new(batch, inp, out, Trans::NN);
                     let v = self.plan.gemm(&format!("{li}.fc_data"));
-                    ops.push(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, v)?);
+                    ops.extend(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, v)?);
                 }
             }
         }

@@ -118,8 +118,8 @@ pub fn covariance(gpu: &Gpu, centred: &[f32], n: usize, d: usize) -> Result<Vec<
         let xt = gpu.upload(&centred[start * d..(start + rows) * d], &[rows, d])?;
         let s = GemmShape::new(d, d, rows, Trans::TN);
         let ep = Epilogue { bias: None, accumulate: start > 0, relu: false };
-        let op = gemm::gemm(gpu, &s, &xt, &xt, &c, &ep, gemm::GemmVariant::DEFAULT)?;
-        gpu.run(&[&op])?;
+        let ops = gemm::gemm(gpu, &s, &xt, &xt, &c, &ep, gemm::GemmVariant::DEFAULT)?;
+        gpu.run(&ops.iter().collect::<Vec<_>>())?;
         start += rows;
     }
     let raw = gpu.download::<f32>(&c)?;

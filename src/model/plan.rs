@@ -49,11 +49,14 @@ impl Op {
     }
 
     /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
-    /// another variant's (the vec4 GEMMs need vec4-aligned shapes, the rows weight gradient a
-    /// kernel at most `WGRAD_MAX_KW` wide).
+    /// another variant's (the vec4 GEMMs need vec4-aligned shapes, the split-K GEMM several
+    /// splits, the rows weight gradient a kernel at most `WGRAD_MAX_KW` wide).
     pub fn runs_itself(&self, variant: &str) -> bool {
         match self {
-            Op::Gemm(s) => !variant.starts_with("vec4") || crate::kernels::gemm::vec4_aligned(s),
+            Op::Gemm(s) => GemmVariant::all()
+                .into_iter()
+                .find(|v| v.name() == variant)
+                .is_none_or(|v| crate::kernels::gemm::runs_itself(s, v)),
             Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
             Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
             Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
