@@ -92,18 +92,54 @@ pub struct Cache {
     pub entries: BTreeMap<String, Entry>,
 }
 
-/// The cache key of `op` on `gpu`'s adapter under this build of dlsvm.
+/// The cache key of `op` on `gpu`'s adapter under this build of dlsvm: its version and
+/// [`kernels_fingerprint`], so a build whose kernels or variants changed (new variants to time,
+/// old ones that round or run differently under the same name) tunes afresh.
 pub fn key(gpu: &Gpu, op: &Op) -> String {
     let i = &gpu.info;
     format!(
-        "{} | {} | {} {} | dlsvm {} | {}",
+        "{} | {} | {} {} | dlsvm {} kernels {:016x} | {}",
         i.name,
         i.backend,
         i.driver,
         i.driver_info,
         env!("CARGO_PKG_VERSION"),
+        kernels_fingerprint(),
         op.signature()
     )
+}
+
+/// Settings of the host that change what a variant computes or how fast without touching a
+/// shader (the slicing of the tiled weight gradients and of split-K): part of the fingerprint.
+const HOST_SETTINGS: [usize; 3] = [
+    crate::kernels::conv::TILE_GROUPS,
+    crate::kernels::gemm::SPLIT_GROUPS,
+    crate::kernels::gemm::SPLIT_MIN_K,
+];
+
+/// A 64-bit FNV-1a hash of the built-in shader sources, every op's variant names and
+/// [`HOST_SETTINGS`]: what the tuner's choices depend on besides the adapter and the shape.
+pub fn kernels_fingerprint() -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes.iter().chain([&0xffu8]) {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(crate::gpu::PRELUDE.as_bytes());
+    for shader in crate::kernels::SHADERS {
+        for (name, source) in shader.parts.iter().chain([&(shader.name, shader.source)]) {
+            eat(name.as_bytes());
+            eat(source.as_bytes());
+        }
+    }
+    for names in crate::model::plan::variant_lists() {
+        eat(names.join(",").as_bytes());
+    }
+    for v in HOST_SETTINGS {
+        eat(&v.to_le_bytes());
+    }
+    h
 }
 
 /// The cache file's path: [`CACHE_ENV`], else the user's cache directory.

@@ -1,8 +1,8 @@
 //! The tuner and its cache, through the command line (each run a process with its own cache file):
 //! a cold cache is filled, a warm one spends no time tuning, a corrupt one is ignored with one
-//! warning, a stale one (another driver or dlsvm version) is not used, a variant that fails its
-//! check is never chosen, runs record and reuse what the cache chose, and `bench` times the choice
-//! and names the runner-up.
+//! warning, a stale one (another driver, dlsvm version or kernel fingerprint) is not used, a
+//! variant that fails its check is never chosen, runs record and reuse what the cache chose, and
+//! `bench` times the choice and names the runner-up.
 
 mod common;
 
@@ -61,6 +61,13 @@ fn cold_warm_corrupt_and_stale_caches() {
     std::fs::write(&cache, text.replace(&version, "dlsvm 0.0.0-other")).unwrap();
     let (stale, _) = tune(&cache, &[]);
     assert_eq!((report(&stale, "tuned"), report(&stale, "cached")), (8, 0), "{stale}");
+    // Stale too: the same version with other kernels (a changed shader or variant list).
+    let text = std::fs::read_to_string(&cache).unwrap();
+    let kernels = format!("kernels {:016x}", dlsvm::tune::kernels_fingerprint());
+    assert!(text.contains(&kernels), "the key names the kernels' fingerprint");
+    std::fs::write(&cache, text.replace(&kernels, "kernels 0123456789abcdef")).unwrap();
+    let (other, _) = tune(&cache, &[]);
+    assert_eq!((report(&other, "tuned"), report(&other, "cached")), (8, 0), "{other}");
 }
 
 fn report_secs(v: &Value) -> f64 {

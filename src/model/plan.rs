@@ -32,15 +32,28 @@ pub enum Op {
     },
 }
 
+/// The variant names of every kind of op (GEMM, convolution forward, backward data, backward
+/// weight, pooling backward), in the order the kernels list them.
+pub fn variant_lists() -> [Vec<String>; 5] {
+    [
+        GemmVariant::all().iter().map(|v| v.name()).collect(),
+        ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+        ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
+        ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
+        PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+    ]
+}
+
 impl Op {
     /// The variants that compute this op, by name, the built-in default first.
     pub fn variants(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self {
-            Op::Gemm(_) => GemmVariant::all().iter().map(|v| v.name()).collect(),
-            Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::ConvData(_) => ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+        let [gemm, fwd, data, weight, pool] = variant_lists();
+        let mut names = match self {
+            Op::Gemm(_) => gemm,
+            Op::ConvFwd(_) => fwd,
+            Op::ConvData(_) => data,
+            Op::ConvWeight(_) => weight,
+            Op::PoolBwd { .. } => pool,
         };
         let default = self.default_variant();
         names.retain(|n| *n != default);
