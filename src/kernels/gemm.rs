@@ -35,8 +35,8 @@ pub enum GemmVariant {
     /// For skinny products with a long K (the top layer's 256 x 7 x 3072 forward): a workgroup of
     /// `wx` invocations (a power of two, at most 256) computes `tn` outputs of one row, splitting
     /// K among its invocations and adding their sums pairwise in a fixed order (gemm.wgsl's
-    /// `gemm_dot`). Any shape; M beyond the device's workgroups per dimension falls back to
-    /// [`GemmVariant::TILED`].
+    /// `gemm_dot`). Products wider than [`DOT_MAX_N`] columns, or with M beyond the device's
+    /// workgroups per dimension, fall back to [`GemmVariant::TILED`].
     Dot { wx: u32, tn: u32 },
     /// `Shared`'s tiles with K split into slices of at least [`SPLIT_MIN_K`], as many as bring the
     /// workgroups to about [`SPLIT_GROUPS`] (gemm.wgsl's `gemm_split`), then the slices added in
@@ -44,6 +44,11 @@ pub enum GemmVariant {
     /// A shape that gets one slice runs `Shared` itself.
     Split { wx: u32, wy: u32, tm: u32, tn: u32, bk: u32 },
 }
+
+/// The widest product [`GemmVariant::Dot`] computes itself: it is for a top layer's few classes
+/// (on lavapipe one run of it on fc1's 3072x1600x256 took 38 s, on an H200 it lost to the tiles
+/// 30x at 256x3072x7).
+pub const DOT_MAX_N: usize = 32;
 
 /// The workgroups [`GemmVariant::Split`] aims for (tiles x splits), and the fewest K per split.
 pub const SPLIT_GROUPS: usize = 1024;
@@ -198,12 +203,13 @@ pub static SHADER4: ShaderDef = ShaderDef {
 };
 
 /// Whether `variant` runs its own kernel on `s` rather than another variant's: the vec4 kernels
-/// need vec4-aligned shapes, the dot kernel M within the 65,535 workgroups every device has, and
-/// the split-K kernel more than one split (else it runs `Shared`'s).
+/// need vec4-aligned shapes, the dot kernel at most [`DOT_MAX_N`] columns and M within the 65,535
+/// workgroups every device has, and the split-K kernel more than one split (else it runs
+/// `Shared`'s).
 pub fn runs_itself(s: &GemmShape, variant: GemmVariant) -> bool {
     match variant {
         GemmVariant::Vec4 { .. } => vec4_aligned(s),
-        GemmVariant::Dot { .. } => s.m <= 65_535,
+        GemmVariant::Dot { .. } => s.m <= 65_535 && s.n <= DOT_MAX_N,
         GemmVariant::Split { wx, wy, tm, tn, bk } => {
             let tiles = s.m.div_ceil((wy * tm) as usize) * s.n.div_ceil((wx * tn) as usize);
             split_k(s, tiles, bk as usize, usize::MAX).1 > 1
@@ -254,7 +260,7 @@ pub fn gemm(
     };
     let variant = match variant {
         GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
-        GemmVariant::Dot { .. } if s.m > gpu.max_groups() as usize => GemmVariant::TILED,
+        GemmVariant::Dot { .. } if s.m > gpu.max_groups() as usize || s.n > DOT_MAX_N => GemmVariant::TILED,
         v => v,
     };
     let (tr, tc) = variant.tile();
