@@ -5,7 +5,8 @@ mod common;
 
 use common::gpu;
 use dlsvm::model::cpu_net::{self, DropoutKey};
-use dlsvm::model::{preset, GpuNet, LayerSpec, Net, NetConfig, Top};
+use dlsvm::model::plan::{ops, Op};
+use dlsvm::model::{preset, GpuNet, LayerSpec, Net, NetConfig, Plan, Top};
 use dlsvm::rng::Rng;
 
 fn config(name: &str, top: Top) -> NetConfig {
@@ -26,12 +27,20 @@ fn batch_data(net: &Net, batch: usize, seed: u64) -> (Vec<f32>, Vec<i32>) {
 /// are of order 1e-6 relative and grow through the steps; a wrong gradient term or update is
 /// orders of magnitude larger.
 fn gpu_steps_match_cpu(name: &str, top: Top, steps: u64) {
+    gpu_steps_match_cpu_with(name, top, steps, |_| None);
+}
+
+/// [`gpu_steps_match_cpu`] with the step's kernel variants chosen by `choose` (an op's variant
+/// name, or `None` for its default).
+fn gpu_steps_match_cpu_with(name: &str, top: Top, steps: u64, choose: impl Fn(&Op) -> Option<&'static str>) {
     let g = gpu();
     let cfg = config(name, top);
     let net = Net::new(&cfg, 7).expect("network");
     let batch = 6;
     let init = net.init_params(3);
-    let gnet = GpuNet::new(g, &net, batch, &init, 1.0, 77).expect("gpu network");
+    let chosen = ops(&net, batch).into_iter().filter_map(|(key, op)| Some((key, choose(&op)?.to_string())));
+    let plan = Plan(chosen.collect());
+    let gnet = GpuNet::with_plan(g, &net, batch, &init, 1.0, 77, &plan).expect("gpu network");
     let mut params = init.clone();
     let mut vel: Vec<Vec<f32>> = net.params.iter().map(|p| vec![0.0; p.len()]).collect();
     for step in 0..steps {
@@ -88,6 +97,31 @@ fn gpu_steps_equal_cpu_reference_mlp_softmax() {
 #[test]
 fn gpu_steps_equal_cpu_reference_mlp_l1svm() {
     gpu_steps_match_cpu("mlp", Top::L1svm, 3);
+}
+
+/// The same with the GPU-class variants the H200 chose, whose steps run two dispatches for one op
+/// (split-K products: the mlp's 784- and 512-long K give 2-3 slices at batch 6; the tiled weight
+/// gradients and their slice sums) or a workgroup per output row (the top layer's dot kernel).
+#[test]
+fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
+    use dlsvm::kernels::gemm::{runs_itself, GemmVariant, DOT_MAX_N};
+    let gpu_class = |op: &Op| match op {
+        Op::Gemm(s) if s.n <= DOT_MAX_N => Some("dot64r4"),
+        Op::Gemm(_) => Some("split64x64x8r4x4"),
+        Op::ConvFwd(_) => Some("shared64x32x8"),
+        Op::ConvData(_) => Some("shared128x32x8"),
+        Op::ConvWeight(_) => Some("shared32x32x16r4x4"),
+        Op::PoolBwd { .. } => None,
+    };
+    let split = GemmVariant::all().into_iter().find(|v| v.name() == "split64x64x8r4x4").unwrap();
+    let mlp = Net::new(&config("mlp", Top::L2svm), 7).unwrap();
+    let splitting = ops(&mlp, 6)
+        .into_iter()
+        .filter(|(_, op)| matches!(op, Op::Gemm(s) if s.n > DOT_MAX_N && runs_itself(s, split)))
+        .count();
+    assert_eq!(splitting, 3, "the mlp's two hidden forwards and one backward data split K");
+    gpu_steps_match_cpu_with("mlp", Top::L2svm, 3, gpu_class);
+    gpu_steps_match_cpu_with("fer-small", Top::L2svm, 3, gpu_class);
 }
 
 /// The CPU network's analytic gradient against central differences, in f64, for fer-small (with
