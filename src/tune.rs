@@ -109,16 +109,9 @@ pub fn key(gpu: &Gpu, op: &Op) -> String {
     )
 }
 
-/// Settings of the host that change what a variant computes or how fast without touching a
-/// shader (the slicing of the tiled weight gradients and of split-K): part of the fingerprint.
-const HOST_SETTINGS: [usize; 3] = [
-    crate::kernels::conv::TILE_GROUPS,
-    crate::kernels::gemm::SPLIT_GROUPS,
-    crate::kernels::gemm::SPLIT_MIN_K,
-];
-
-/// A 64-bit FNV-1a hash of the built-in shader sources, every op's variant names and
-/// [`HOST_SETTINGS`]: what the tuner's choices depend on besides the adapter and the shape.
+/// A 64-bit FNV-1a hash of the built-in shader sources and the kernels' host code
+/// (`kernels::HOST_SOURCES`: the variant lists, tilings, slicing and fallbacks): what the tuner's
+/// choices depend on besides the adapter and the shape.
 pub fn kernels_fingerprint() -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -133,11 +126,8 @@ pub fn kernels_fingerprint() -> u64 {
             eat(source.as_bytes());
         }
     }
-    for names in crate::model::plan::variant_lists() {
-        eat(names.join(",").as_bytes());
-    }
-    for v in HOST_SETTINGS {
-        eat(&v.to_le_bytes());
+    for source in crate::kernels::HOST_SOURCES {
+        eat(source.as_bytes());
     }
     h
 }

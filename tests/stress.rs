@@ -480,10 +480,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 if aligned { "vec4-aligned" } else { "unaligned" }
             ));
             keys.push(format!("gemm flags {:?}", (flags.bias, flags.accumulate, flags.relu)));
-            if let GemmVariant::Split { .. } = v {
-                if dlsvm::kernels::gemm::runs_itself(&s, v) {
-                    keys.push(format!("gemm {} {} over several K splits", t.name(), v.name()));
-                }
+            // The variants that fall back on some shapes: reached on their own kernel too.
+            if matches!(v, GemmVariant::Split { .. } | GemmVariant::Dot { .. })
+                && dlsvm::kernels::gemm::runs_itself(&s, v)
+            {
+                keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
             }
             if (sa, sb) != (1.0, 1.0) {
                 keys.push("gemm extreme scales".into());
@@ -742,8 +743,11 @@ fn required_keys(re: Regimes) -> Vec<String> {
         }
     }
     for t in Trans::ALL {
-        for v in GemmVariant::all().into_iter().filter(|v| matches!(v, GemmVariant::Split { .. })) {
-            keys.push(format!("gemm {} {} over several K splits", t.name(), v.name()));
+        for v in GemmVariant::all()
+            .into_iter()
+            .filter(|v| matches!(v, GemmVariant::Split { .. } | GemmVariant::Dot { .. }))
+        {
+            keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
         }
     }
     for bias in [false, true] {

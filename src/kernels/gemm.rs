@@ -202,20 +202,29 @@ pub static SHADER4: ShaderDef = ShaderDef {
     unchecked: true,
 };
 
-/// Whether `variant` runs its own kernel on `s` rather than another variant's: the vec4 kernels
-/// need vec4-aligned shapes, the dot kernel at most [`DOT_MAX_N`] columns and M within the 65,535
-/// workgroups every device has, and the split-K kernel more than one split (else it runs
-/// `Shared`'s).
-pub fn runs_itself(s: &GemmShape, variant: GemmVariant) -> bool {
+/// The variant that computes `s` when `variant` is asked for, on a device with `max_groups`
+/// workgroups per dimension and bindings of `cap` values: the vec4 kernels need vec4-aligned
+/// shapes and the dot kernel at most [`DOT_MAX_N`] columns and M within the grid (else the tiled
+/// kernel); the split-K kernel with a single split is `Shared` on the same tiles.
+pub fn resolve(s: &GemmShape, variant: GemmVariant, max_groups: usize, cap: usize) -> GemmVariant {
     match variant {
-        GemmVariant::Vec4 { .. } => vec4_aligned(s),
-        GemmVariant::Dot { .. } => s.m <= 65_535 && s.n <= DOT_MAX_N,
+        GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
+        GemmVariant::Dot { .. } if s.m > max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
         GemmVariant::Split { wx, wy, tm, tn, bk } => {
             let tiles = s.m.div_ceil((wy * tm) as usize) * s.n.div_ceil((wx * tn) as usize);
-            split_k(s, tiles, bk as usize, usize::MAX).1 > 1
+            match split_k(s, tiles, bk as usize, cap).1 {
+                1 => GemmVariant::Shared { wx, wy, tm, tn, bk },
+                _ => variant,
+            }
         }
-        _ => true,
+        v => v,
     }
+}
+
+/// Whether `variant` runs its own kernel on `s` on every device (65,535 workgroups per dimension)
+/// rather than another variant's ([`resolve`]).
+pub fn runs_itself(s: &GemmShape, variant: GemmVariant) -> bool {
+    resolve(s, variant, 65_535, usize::MAX) == variant
 }
 
 /// K per split and the number of splits of [`GemmVariant::Split`] with `tiles` workgroups per
@@ -258,35 +267,30 @@ pub fn gemm(
         splits: 0,
         pad: [0; 2],
     };
-    let variant = match variant {
-        GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
-        GemmVariant::Dot { .. } if s.m > gpu.max_groups() as usize || s.n > DOT_MAX_N => GemmVariant::TILED,
-        v => v,
-    };
+    let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let variant = resolve(s, variant, gpu.max_groups() as usize, cap);
     let (tr, tc) = variant.tile();
     let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
     let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
     let bias = ep.bias.unwrap_or(gpu.dummy());
     let sp = variant.spec(s.trans);
     if let GemmVariant::Split { bk, .. } = variant {
-        let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
-        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-        let tiles = groups[0] as usize * groups[1] as usize;
-        let (kc, splits) = split_k(s, tiles, bk as usize, cap);
+        // Several splits (resolve runs a single one as Shared), at most SPLIT_MAX: within the grid.
+        let (kc, splits) = split_k(s, groups[0] as usize * groups[1] as usize, bk as usize, cap);
         params.kc = to_u32(&op, "K per split", kc)?;
         params.splits = to_u32(&op, "splits", splits)?;
-        if splits > 1 && splits <= gpu.max_groups() as usize {
-            let partial = gpu.empty(&[splits, s.m, s.n], crate::gpu::DType::F32)?;
-            let split_groups = [groups[0], groups[1], params.splits];
-            return Ok(vec![
-                gpu.prepare(&op, &SHADER, "gemm_split", &sp, &[a, b], &[&partial], &params, split_groups)?,
-                gpu.prepare(&op, &SHADER, "gemm_split_sum", &sp, &[&partial, bias], &[c], &params, groups)?,
-            ]);
-        }
+        let partial = gpu.empty(&[splits, s.m, s.n], crate::gpu::DType::F32)?;
+        let split_groups = [groups[0], groups[1], params.splits];
+        return Ok(vec![
+            gpu.prepare(&op, &SHADER, "gemm_split", &sp, &[a, b], &[&partial], &params, split_groups)?,
+            gpu.prepare(&op, &SHADER, "gemm_split_sum", &sp, &[&partial, bias], &[c], &params, groups)?,
+        ]);
     }
     let (shader, entry) = match variant {
         GemmVariant::Naive => (&SHADER, "gemm_naive"),
         GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
+        // (Split only with several splits, dispatched above.)
         GemmVariant::Shared { .. } | GemmVariant::Split { .. } => (&SHADER, "gemm_shared"),
         GemmVariant::Dot { .. } => (&SHADER, "gemm_dot"),
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),

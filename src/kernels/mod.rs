@@ -29,6 +29,22 @@ pub static SHADERS: &[&ShaderDef] = &[
     &probe::SHADER,
 ];
 
+/// The host side of every kernel family (variants, tilings, slicing, grids, fallbacks): with
+/// [`SHADERS`], what the tuner's choices depend on besides the adapter and the shape
+/// (`crate::tune::kernels_fingerprint`).
+pub static HOST_SOURCES: &[&str] = &[
+    include_str!("mod.rs"),
+    include_str!("activation.rs"),
+    include_str!("conv.rs"),
+    include_str!("fill.rs"),
+    include_str!("gemm.rs"),
+    include_str!("loss.rs"),
+    include_str!("optim.rs"),
+    include_str!("pool.rs"),
+    include_str!("probe.rs"),
+    include_str!("reduce.rs"),
+];
+
 /// Invocations per workgroup of the 1-D kernels (a power of two).
 pub const WG: u32 = 256;
 

@@ -32,28 +32,15 @@ pub enum Op {
     },
 }
 
-/// The variant names of every kind of op (GEMM, convolution forward, backward data, backward
-/// weight, pooling backward), in the order the kernels list them.
-pub fn variant_lists() -> [Vec<String>; 5] {
-    [
-        GemmVariant::all().iter().map(|v| v.name()).collect(),
-        ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
-        ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
-        ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
-        PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
-    ]
-}
-
 impl Op {
     /// The variants that compute this op, by name, the built-in default first.
     pub fn variants(&self) -> Vec<String> {
-        let [gemm, fwd, data, weight, pool] = variant_lists();
-        let mut names = match self {
-            Op::Gemm(_) => gemm,
-            Op::ConvFwd(_) => fwd,
-            Op::ConvData(_) => data,
-            Op::ConvWeight(_) => weight,
-            Op::PoolBwd { .. } => pool,
+        let mut names: Vec<String> = match self {
+            Op::Gemm(_) => GemmVariant::all().iter().map(|v| v.name()).collect(),
+            Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::ConvData(_) => ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
         };
         let default = self.default_variant();
         names.retain(|n| *n != default);
@@ -62,8 +49,9 @@ impl Op {
     }
 
     /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
-    /// another variant's (the vec4 GEMMs need vec4-aligned shapes, the split-K GEMM several
-    /// splits, the rows weight gradient a kernel at most `WGRAD_MAX_KW` wide).
+    /// another variant's (`kernels::gemm::resolve`: the vec4 GEMMs need vec4-aligned shapes, the
+    /// dot GEMM few columns, the split-K GEMM several splits; the rows weight gradient a kernel at
+    /// most `WGRAD_MAX_KW` wide).
     pub fn runs_itself(&self, variant: &str) -> bool {
         match self {
             Op::Gemm(s) => GemmVariant::all()
