@@ -97,7 +97,8 @@ failed (they are named), 2 when DIR holds no run directories.")]
     },
     /// Time every kernel against this device's measured FMA and copy ceilings.
     Bench {
-        /// Only rows whose kernel name contains this text ("step" for the training steps).
+        /// Only rows whose kernel name, variant or shape contain every word of this text (e.g.
+        /// "gemm_nn 1024x"; "step" for the training steps).
         #[arg(long)]
         filter: Option<String>,
         /// Time every kernel variant side by side.

@@ -597,6 +597,13 @@ impl Screen {
 }
 
 /// Runs the benchmark; `progress` receives a line per finished row.
+/// Whether `--filter` text selects `job`: every space-separated word of it appears in the row's
+/// kernel name, variant or shape (`"gemm_nn 1024x"`, `"fc1 subgroup"`).
+fn selects(filter: &str, job: &Job) -> bool {
+    let row = format!("{} {} {}", job.name, job.variant, job.shape);
+    filter.split_whitespace().all(|w| row.contains(w))
+}
+
 pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, GpuError> {
     let reps = opts.reps.max(10);
     let (fma, fma_config) = fma_ceiling(gpu, reps)?;
@@ -606,7 +613,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
     let mut screen = Screen::default();
     for mut job in jobs(opts.variants) {
-        if opts.filter.as_deref().is_some_and(|f| !job.name.contains(f)) {
+        if opts.filter.as_deref().is_some_and(|f| !selects(f, &job)) {
             continue;
         }
         // The default rows time the tuner's choice for their op.

@@ -94,13 +94,16 @@ pub struct Cache {
 
 /// The cache key of `op` on `gpu`'s adapter under this build of dlsvm: its version and
 /// [`kernels_fingerprint`], so a build whose kernels or variants changed (new variants to time,
-/// old ones that round or run differently under the same name) tunes afresh.
+/// old ones that round or run differently under the same name) tunes afresh. A device opened
+/// without subgroups (`DLSVM_SUBGROUPS=off`) has its own choices: its subgroup variants run the
+/// tiled kernel.
 pub fn key(gpu: &Gpu, op: &Op) -> String {
     let i = &gpu.info;
     format!(
-        "{} | {} | {} {} | dlsvm {} kernels {:016x} | {}",
+        "{} | {}{} | {} {} | dlsvm {} kernels {:016x} | {}",
         i.name,
         i.backend,
+        if gpu.subgroups { "" } else { " (no subgroups)" },
         i.driver,
         i.driver_info,
         env!("CARGO_PKG_VERSION"),
@@ -179,7 +182,7 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
     let mut ms = BTreeMap::new();
     let mut skipped = BTreeMap::new();
     let mut best = f64::INFINITY;
-    for v in speed_variants(op) {
+    for v in speed_variants(gpu, op) {
         // A quick first measurement; only contenders get the full count.
         let first = match bench::measure_op(gpu, op, &v, 1)? {
             Ok(t) => t,
@@ -209,11 +212,12 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
 /// The variants to time for `op`: all but the direct convolutions and those that would fall back
 /// to another variant's kernel on this shape; the default first, the simple fallbacks last (see
 /// the module's notes).
-fn speed_variants(op: &Op) -> Vec<String> {
+fn speed_variants(gpu: &Gpu, op: &Op) -> Vec<String> {
     let fallback = |v: &str| matches!(v, "naive" | "gather");
     let default = op.default_variant();
+    let dev = crate::kernels::gemm::GemmDevice::of(gpu);
     let mut v: Vec<String> =
-        op.variants().into_iter().filter(|v| v != "direct" && op.runs_itself(v)).collect();
+        op.variants().into_iter().filter(|v| v != "direct" && op.runs_itself(&dev, v)).collect();
     v.sort_by_key(|v| (*v != default, fallback(v)));
     v
 }

@@ -19,7 +19,7 @@ use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 fn gemm_every_layout_and_variant_on_the_named_shapes() {
     for (i, (name, (m, n, k), flags)) in shapes::gemm_shapes().into_iter().enumerate() {
         for t in Trans::ALL {
-            for v in GemmVariant::all() {
+            for v in GemmVariant::checked() {
                 let s = GemmShape::new(m, n, k, t);
                 pass_named(&name, check::gemm_case(gpu(), s, v, flags, Input::unit(i as u64)));
             }

@@ -104,7 +104,7 @@ fn gpu_steps_equal_cpu_reference_mlp_l1svm() {
 /// gradients and their slice sums) or a workgroup per output row (the top layer's dot kernel).
 #[test]
 fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
-    use dlsvm::kernels::gemm::{runs_itself, GemmVariant, DOT_MAX_N};
+    use dlsvm::kernels::gemm::{runs_itself, GemmDevice, GemmVariant, DOT_MAX_N};
     let gpu_class = |op: &Op| match op {
         Op::Gemm(s) if s.n <= DOT_MAX_N => Some("dot64r4"),
         Op::Gemm(_) => Some("split64x64x8r4x4"),
@@ -117,7 +117,9 @@ fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
     let mlp = Net::new(&config("mlp", Top::L2svm), 7).unwrap();
     let splitting = ops(&mlp, 6)
         .into_iter()
-        .filter(|(_, op)| matches!(op, Op::Gemm(s) if s.n > DOT_MAX_N && runs_itself(s, split)))
+        .filter(
+            |(_, op)| matches!(op, Op::Gemm(s) if s.n > DOT_MAX_N && runs_itself(s, split, &GemmDevice::ANY)),
+        )
         .count();
     assert_eq!(splitting, 3, "the mlp's two hidden forwards and one backward data split K");
     gpu_steps_match_cpu_with("mlp", Top::L2svm, 3, gpu_class);

@@ -43,7 +43,7 @@ use common::gpu;
 use dlsvm::check::{self, CaseReport, Flags, Input, Values};
 use dlsvm::gpu::{DType, Gpu, GpuError};
 use dlsvm::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
-use dlsvm::kernels::gemm::{vec4_aligned, GemmVariant};
+use dlsvm::kernels::gemm::{runs_itself, vec4_aligned, GemmDevice, GemmVariant};
 use dlsvm::kernels::pool::MaxPoolBwdVariant;
 use dlsvm::kernels::{activation, loss};
 use dlsvm::model::Top;
@@ -460,7 +460,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
         Family::Gemm => {
             let combos: Vec<(Trans, GemmVariant)> = Trans::ALL
                 .iter()
-                .flat_map(|&t| GemmVariant::all().into_iter().map(move |v| (t, v)))
+                .flat_map(|&t| GemmVariant::checked().into_iter().map(move |v| (t, v)))
                 .collect();
             let (t, v) = combos[ordinal % combos.len()];
             let aligned = (ordinal / combos.len()).is_multiple_of(2);
@@ -481,9 +481,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             ));
             keys.push(format!("gemm flags {:?}", (flags.bias, flags.accumulate, flags.relu)));
             // The variants that fall back on some shapes: reached on their own kernel too.
-            if matches!(v, GemmVariant::Split { .. } | GemmVariant::Dot { .. })
-                && dlsvm::kernels::gemm::runs_itself(&s, v)
-            {
+            if own_kernel_key(&v) && runs_itself(&s, v, &GemmDevice::of(g)) {
                 keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
             }
             if (sa, sb) != (1.0, 1.0) {
@@ -730,23 +728,36 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
 }
 
 /// Coverage every full run must reach: each family, variant, layout, epilogue and value regime.
-fn required_keys(re: Regimes) -> Vec<String> {
+/// The variants that fall back on some shapes or devices, whose own kernel the coverage requires.
+fn own_kernel_key(v: &GemmVariant) -> bool {
+    matches!(
+        v,
+        GemmVariant::Split { .. }
+            | GemmVariant::Dot { .. }
+            | GemmVariant::Subgroup { .. }
+            | GemmVariant::Subgroup4 { .. }
+    )
+}
+
+fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
     let mut keys = Vec::new();
     if re.subnormals {
         keys.extend(["gemm subnormal operand", "conv fwd subnormal operand"].map(String::from));
     }
     for t in Trans::ALL {
-        for v in GemmVariant::all() {
+        for v in GemmVariant::checked() {
             for a in ["vec4-aligned", "unaligned"] {
                 keys.push(format!("gemm {} {} {a}", t.name(), v.name()));
             }
         }
     }
     for t in Trans::ALL {
-        for v in GemmVariant::all()
-            .into_iter()
-            .filter(|v| matches!(v, GemmVariant::Split { .. } | GemmVariant::Dot { .. }))
-        {
+        // (Subgroup variants only on a device with subgroups: elsewhere they run the tiled kernel.)
+        for v in GemmVariant::checked().into_iter().filter(|v| {
+            own_kernel_key(v)
+                && (dev.subgroups
+                    || !matches!(v, GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. }))
+        }) {
             keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
         }
     }
@@ -938,8 +949,10 @@ fn stress_every_kernel_against_the_reference() {
     if cfg.only.is_none() {
         assert!(ran >= cfg.min_cases, "ran {ran} cases, fewer than the minimum {}", cfg.min_cases);
         if ran >= 1000 {
-            let missing: Vec<String> =
-                required_keys(re).into_iter().filter(|k| !covered.contains_key(k)).collect();
+            let missing: Vec<String> = required_keys(re, &GemmDevice::of(g))
+                .into_iter()
+                .filter(|k| !covered.contains_key(k))
+                .collect();
             assert!(missing.is_empty(), "{ran} cases left uncovered (seed {:#x}): {missing:?}", cfg.seed);
         }
     }

@@ -11,7 +11,7 @@ mod pipeline;
 mod tensor;
 
 pub use error::GpuError;
-pub use pipeline::{KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
+pub use pipeline::{Extension, KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
 pub use tensor::{DType, Element, Tensor};
 
 use std::collections::HashMap;
@@ -64,6 +64,8 @@ pub struct AdapterReport {
     pub limits: std::collections::BTreeMap<String, u64>,
     pub features: Vec<&'static str>,
     pub timing: &'static str,
+    /// Whether the subgroup kernels run here, or their fallbacks (and why).
+    pub subgroups: &'static str,
     pub adapters: Vec<AdapterSummary>,
 }
 
@@ -96,6 +98,13 @@ impl AdapterReport {
             limits: limits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             features: named.iter().filter(|(_, f)| features.contains(*f)).map(|(n, _)| *n).collect(),
             timing: if gpu.timestamps { "timestamp queries" } else { "wall clock" },
+            subgroups: match (gpu.subgroups, features.contains(wgpu::Features::SUBGROUP)) {
+                (true, _) => "used (the subgroup kernels run)",
+                (false, true) => {
+                    "turned off by DLSVM_SUBGROUPS=off (the subgroup kernels run their fallbacks)"
+                }
+                (false, false) => "not on this adapter (the subgroup kernels run their fallbacks)",
+            },
             adapters: list_adapters().iter().map(|a| AdapterSummary::of(&a.get_info())).collect(),
         }
     }
@@ -112,6 +121,7 @@ impl std::fmt::Display for AdapterReport {
         writeln!(f, "timing       {}", self.timing)?;
         let features = if self.features.is_empty() { "-".to_string() } else { self.features.join(" ") };
         writeln!(f, "features     {features}")?;
+        writeln!(f, "subgroups    {}", self.subgroups)?;
         writeln!(f, "limits")?;
         for (k, v) in &self.limits {
             writeln!(f, "  {k:<40} {v}")?;
@@ -137,6 +147,11 @@ pub const LIMITS_ENV: &str = "DLSVM_LIMITS";
 /// `unchecked` (a debugging aid and a second configuration the CI tests).
 pub const SHADER_CHECKS_ENV: &str = "DLSVM_SHADER_CHECKS";
 
+/// Set to `off` to open the device without the SUBGROUP feature even where the adapter has it: the
+/// subgroup kernels then fall back to their core variants (a workaround for a driver's subgroup
+/// bugs, and how the tests reach the fallback on an adapter that has subgroups).
+pub const SUBGROUPS_ENV: &str = "DLSVM_SUBGROUPS";
+
 pub struct Gpu {
     pub adapter: wgpu::Adapter,
     pub device: wgpu::Device,
@@ -144,6 +159,9 @@ pub struct Gpu {
     pub info: AdapterSummary,
     pub limits: wgpu::Limits,
     pub timestamps: bool,
+    /// Whether the device was opened with the SUBGROUP feature ([`SUBGROUPS_ENV`]), which the
+    /// shaders marked [`Extension::Subgroups`] need.
+    pub subgroups: bool,
     /// Whether every shader keeps naga's runtime bounds checks ([`SHADER_CHECKS_ENV`] = 1), even
     /// those marked `unchecked`.
     pub shader_checks: bool,
@@ -275,6 +293,11 @@ impl Gpu {
         if timestamps {
             features |= wgpu::Features::TIMESTAMP_QUERY;
         }
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP)
+            && !std::env::var(SUBGROUPS_ENV).is_ok_and(|v| v.trim() == "off");
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("dlsvm"),
             required_features: features,
@@ -301,6 +324,7 @@ impl Gpu {
             queue,
             limits: req,
             timestamps,
+            subgroups,
             shader_checks: std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
@@ -377,6 +401,12 @@ impl Gpu {
         spec: &Spec,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
         let (inputs, outputs) = shader.bindings(entry)?;
+        if shader.extension == Extension::Subgroups && !self.subgroups {
+            return Err(GpuError::Internal(format!(
+                "shader {} needs subgroups, which this device was opened without",
+                shader.name
+            )));
+        }
         let key = PipelineKey { shader: shader.name, entry, spec: spec.header() };
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(p.clone());

@@ -53,6 +53,16 @@ impl ParamsDecl {
     }
 }
 
+/// A WGSL extension a shader needs beyond WebGPU's core, with the device feature behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extension {
+    None,
+    /// The subgroup built-ins and functions: the adapter's SUBGROUP feature (`Gpu::subgroups`).
+    /// The WGSL standard asks for `enable subgroups;`, which naga 30 refuses as not implemented
+    /// (it takes subgroup operations without it): the shaders leave the directive out.
+    Subgroups,
+}
+
 /// One WGSL file and everything that belongs to it: its source, its params struct, its entry
 /// points with their binding counts (the params uniform at binding 0, then read-only storage
 /// inputs, then read-write storage outputs), and the specializations it is validated with.
@@ -73,6 +83,9 @@ pub struct ShaderDef {
     /// The checks cost 1.5-2x in the blocked GEMM and conv kernels on lavapipe (BENCHMARKS.md).
     /// `DLSVM_SHADER_CHECKS=1` turns them back on for every shader.
     pub unchecked: bool,
+    /// What the shader needs of the device beyond WebGPU's core; a device without it never builds
+    /// the shader (its kernels' hosts fall back to a core variant).
+    pub extension: Extension,
 }
 
 impl ShaderDef {

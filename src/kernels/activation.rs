@@ -2,7 +2,7 @@
 //! [`crate::shapes::hash_u32`], keyed by (seed, step, element).
 
 use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
-use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
+use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 use crate::shapes::dropout_scale;
 
 #[repr(C)]
@@ -36,6 +36,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("dropout", 1, 1)],
     specs: wg_specs,
     unchecked: false,
+    extension: Extension::None,
 };
 
 fn same_len(op: &str, a: &Tensor, b: &Tensor) -> Result<u32, GpuError> {

@@ -3,7 +3,9 @@
 //! conv_wgrad.wgsl (weight gradient).
 
 use super::{check_len, grid_for, to_u32, Epilogue};
-use crate::gpu::{grid_1d, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{
+    grid_1d, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
+};
 use crate::shapes::Conv2dShape;
 
 #[repr(C)]
@@ -151,6 +153,7 @@ pub static SHADER: ShaderDef = ShaderDef {
         blocks.chain(tilings).collect()
     },
     unchecked: true,
+    extension: Extension::None,
 };
 
 fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {
@@ -440,6 +443,7 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
         (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).chain(tilings).collect()
     },
     unchecked: true,
+    extension: Extension::None,
 };
 
 /// Batch samples per slice of the split weight gradient: about 1024 output positions per

@@ -1,7 +1,7 @@
 //! Sets every element of a tensor to one value.
 
 use super::{grid_for, to_u32, wg_spec, wg_specs, WG};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
+use crate::gpu::{DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -24,6 +24,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[("fill", 0, 1)],
     specs: wg_specs,
     unchecked: false,
+    extension: Extension::None,
 };
 
 /// Every element of the f32 tensor `out` set to `value`.

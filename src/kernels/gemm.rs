@@ -1,7 +1,7 @@
 //! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
 
 use super::{check_len, to_u32, Epilogue};
-use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::{GemmShape, Trans};
 
 #[repr(C)]
@@ -43,6 +43,37 @@ pub enum GemmVariant {
     /// order with the epilogue (`gemm_split_sum`): for products with few tiles and a long K.
     /// A shape that gets one slice runs `Shared` itself.
     Split { wx: u32, wy: u32, tm: u32, tn: u32, bk: u32 },
+    /// Where the device has subgroups: a row of `wx` invocations computes a `tm x (wx·tn)` tile,
+    /// A's rows loaded once per subgroup (a lane per K) and shuffled to every lane
+    /// (shaders/gemm_sg.wgsl). Any shape; without subgroups, [`GemmVariant::TILED`].
+    Subgroup { wx: u32, tm: u32, tn: u32 },
+    /// `Subgroup` with vec4 loads: a `tm x (wx·4·tv)` tile, `tm` a multiple of 4
+    /// (shaders/gemm_sg4.wgsl). Vec4-aligned shapes ([`vec4_aligned`]); others run `Subgroup` on
+    /// the same tile, devices without subgroups [`GemmVariant::TILED`].
+    Subgroup4 { wx: u32, tm: u32, tv: u32 },
+}
+
+/// What [`resolve`] needs of a device: workgroups per dimension, the values a binding holds, and
+/// whether it has subgroups.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmDevice {
+    pub max_groups: usize,
+    pub cap: usize,
+    pub subgroups: bool,
+}
+
+impl GemmDevice {
+    /// Every device: 65,535 workgroups per dimension, no binding limit, subgroups.
+    pub const ANY: GemmDevice = GemmDevice { max_groups: 65_535, cap: usize::MAX, subgroups: true };
+
+    pub fn of(gpu: &Gpu) -> GemmDevice {
+        let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
+        GemmDevice {
+            max_groups: gpu.max_groups() as usize,
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            subgroups: gpu.subgroups,
+        }
+    }
 }
 
 /// The widest product [`GemmVariant::Dot`] computes itself: it is for a top layer's few classes
@@ -89,7 +120,20 @@ impl GemmVariant {
             GemmVariant::Dot { wx: 256, tn: 8 },
             GemmVariant::Dot { wx: 64, tn: 4 },
             GemmVariant::Split { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 },
+            GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 },
+            GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 },
+            GemmVariant::Subgroup4 { wx: 64, tm: 16, tv: 1 },
         ]
+    }
+
+    /// [`GemmVariant::all`] and the variants only the checks run: subgroup kernels whose 36
+    /// invocations leave a subgroup of 8, 16 or 32 lanes partly empty, so their path for a
+    /// subgroup that is not full is checked on the devices of those sizes.
+    pub fn checked() -> Vec<GemmVariant> {
+        let mut v = GemmVariant::all();
+        v.push(GemmVariant::Subgroup { wx: 36, tm: 2, tn: 2 });
+        v.push(GemmVariant::Subgroup4 { wx: 36, tm: 4, tv: 1 });
+        v
     }
 
     pub fn name(&self) -> String {
@@ -104,6 +148,8 @@ impl GemmVariant {
             GemmVariant::Split { wx, wy, tm, tn, bk } => {
                 format!("split{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
             }
+            GemmVariant::Subgroup { wx, tm, tn } => format!("subgroup{wx}r{tm}x{tn}"),
+            GemmVariant::Subgroup4 { wx, tm, tv } => format!("subgroup4_{wx}r{tm}x{}", tv * 4),
         }
     }
 
@@ -117,6 +163,22 @@ impl GemmVariant {
                 (wx, wy, tm, tn, wy * tm, wx * tn, bk)
             }
             GemmVariant::Dot { wx, tn } => (wx, 1, 1, tn, 4, 4, 4),
+            GemmVariant::Subgroup { wx, tm, tn } => {
+                return Spec::new()
+                    .b("TRANS_A", trans.a_transposed())
+                    .b("TRANS_B", trans.b_transposed())
+                    .u("WX", wx)
+                    .u("TM", tm)
+                    .u("TN", tn);
+            }
+            GemmVariant::Subgroup4 { wx, tm, tv } => {
+                return Spec::new()
+                    .b("TRANS_A", trans.a_transposed())
+                    .b("TRANS_B", trans.b_transposed())
+                    .u("WX", wx)
+                    .u("TM", tm)
+                    .u("TV", tv);
+            }
             GemmVariant::Vec4 { wx, wy, tm, tv } => {
                 return Spec::new()
                     .b("TRANS_A", trans.a_transposed())
@@ -149,26 +211,36 @@ impl GemmVariant {
                 (wy * tm, wx * tn)
             }
             GemmVariant::Dot { tn, .. } => (1, tn),
+            GemmVariant::Subgroup { wx, tm, tn } => (tm, wx * tn),
+            GemmVariant::Subgroup4 { wx, tm, tv } => (tm, wx * tv * 4),
         }
     }
+}
 
-    fn is_vec4(&self) -> bool {
-        matches!(self, GemmVariant::Vec4 { .. })
-    }
+/// The specializations of the variants `keep` selects, in every layout.
+fn specs_of(keep: fn(&GemmVariant) -> bool) -> Vec<Spec> {
+    Trans::ALL
+        .iter()
+        .flat_map(|&t| GemmVariant::checked().into_iter().filter(keep).map(move |v| v.spec(t)))
+        .collect()
 }
 
 fn specs() -> Vec<Spec> {
-    Trans::ALL
-        .iter()
-        .flat_map(|&t| GemmVariant::all().into_iter().filter(|v| !v.is_vec4()).map(move |v| v.spec(t)))
-        .collect()
+    specs_of(|v| {
+        !matches!(v, GemmVariant::Vec4 { .. } | GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. })
+    })
 }
 
 fn specs4() -> Vec<Spec> {
-    Trans::ALL
-        .iter()
-        .flat_map(|&t| GemmVariant::all().into_iter().filter(|v| v.is_vec4()).map(move |v| v.spec(t)))
-        .collect()
+    specs_of(|v| matches!(v, GemmVariant::Vec4 { .. }))
+}
+
+fn specs_sg() -> Vec<Spec> {
+    specs_of(|v| matches!(v, GemmVariant::Subgroup { .. }))
+}
+
+fn specs_sg4() -> Vec<Spec> {
+    specs_of(|v| matches!(v, GemmVariant::Subgroup4 { .. }))
 }
 
 impl KernelParams for GemmParams {
@@ -190,6 +262,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     ],
     specs,
     unchecked: true,
+    extension: Extension::None,
 };
 
 pub static SHADER4: ShaderDef = ShaderDef {
@@ -200,19 +273,47 @@ pub static SHADER4: ShaderDef = ShaderDef {
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,
     unchecked: true,
+    extension: Extension::None,
 };
 
-/// The variant that computes `s` when `variant` is asked for, on a device with `max_groups`
-/// workgroups per dimension and bindings of `cap` values: the vec4 kernels need vec4-aligned
-/// shapes and the dot kernel at most [`DOT_MAX_N`] columns and M within the grid (else the tiled
-/// kernel); the split-K kernel with a single split is `Shared` on the same tiles.
-pub fn resolve(s: &GemmShape, variant: GemmVariant, max_groups: usize, cap: usize) -> GemmVariant {
+pub static SHADER_SG: ShaderDef = ShaderDef {
+    name: "gemm_sg",
+    source: include_str!("../../shaders/gemm_sg.wgsl"),
+    parts: &[],
+    params: ParamsDecl::of::<GemmParams>(),
+    entries: &[("gemm_subgroup", 3, 1)],
+    specs: specs_sg,
+    unchecked: true,
+    extension: Extension::Subgroups,
+};
+
+pub static SHADER_SG4: ShaderDef = ShaderDef {
+    name: "gemm_sg4",
+    source: include_str!("../../shaders/gemm_sg4.wgsl"),
+    parts: &[],
+    params: ParamsDecl::of::<GemmParams>(),
+    entries: &[("gemm_subgroup4", 3, 1)],
+    specs: specs_sg4,
+    unchecked: true,
+    extension: Extension::Subgroups,
+};
+
+/// The variant that computes `s` when `variant` is asked for on `dev`: the vec4 kernels need
+/// vec4-aligned shapes, the dot kernel at most [`DOT_MAX_N`] columns and M within the grid, the
+/// subgroup kernels subgroups (else the tiled kernel); the vec4 subgroup kernel on a shape that is
+/// not vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is
+/// `Shared` on the same tiles.
+pub fn resolve(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> GemmVariant {
     match variant {
         GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
-        GemmVariant::Dot { .. } if s.m > max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
+        GemmVariant::Dot { .. } if s.m > dev.max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
+        GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. } if !dev.subgroups => GemmVariant::TILED,
+        GemmVariant::Subgroup4 { wx, tm, tv } if !vec4_aligned(s) => {
+            GemmVariant::Subgroup { wx, tm, tn: 4 * tv }
+        }
         GemmVariant::Split { wx, wy, tm, tn, bk } => {
             let tiles = s.m.div_ceil((wy * tm) as usize) * s.n.div_ceil((wx * tn) as usize);
-            match split_k(s, tiles, bk as usize, cap).1 {
+            match split_k(s, tiles, bk as usize, dev.cap).1 {
                 1 => GemmVariant::Shared { wx, wy, tm, tn, bk },
                 _ => variant,
             }
@@ -221,10 +322,10 @@ pub fn resolve(s: &GemmShape, variant: GemmVariant, max_groups: usize, cap: usiz
     }
 }
 
-/// Whether `variant` runs its own kernel on `s` on every device (65,535 workgroups per dimension)
-/// rather than another variant's ([`resolve`]).
-pub fn runs_itself(s: &GemmShape, variant: GemmVariant) -> bool {
-    resolve(s, variant, 65_535, usize::MAX) == variant
+/// Whether `variant` runs its own kernel on `s` on `dev` rather than another variant's
+/// ([`resolve`]); with [`GemmDevice::ANY`], on every device that has what the variant needs.
+pub fn runs_itself(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> bool {
+    resolve(s, variant, dev) == variant
 }
 
 /// K per split and the number of splits of [`GemmVariant::Split`] with `tiles` workgroups per
@@ -267,9 +368,8 @@ pub fn gemm(
         splits: 0,
         pad: [0; 2],
     };
-    let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
-    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
-    let variant = resolve(s, variant, gpu.max_groups() as usize, cap);
+    let dev = GemmDevice::of(gpu);
+    let variant = resolve(s, variant, &dev);
     let (tr, tc) = variant.tile();
     let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
     let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
@@ -277,7 +377,7 @@ pub fn gemm(
     let sp = variant.spec(s.trans);
     if let GemmVariant::Split { bk, .. } = variant {
         // Several splits (resolve runs a single one as Shared), at most SPLIT_MAX: within the grid.
-        let (kc, splits) = split_k(s, groups[0] as usize * groups[1] as usize, bk as usize, cap);
+        let (kc, splits) = split_k(s, groups[0] as usize * groups[1] as usize, bk as usize, dev.cap);
         params.kc = to_u32(&op, "K per split", kc)?;
         params.splits = to_u32(&op, "splits", splits)?;
         let partial = gpu.empty(&[splits, s.m, s.n], crate::gpu::DType::F32)?;
@@ -294,6 +394,8 @@ pub fn gemm(
         GemmVariant::Shared { .. } | GemmVariant::Split { .. } => (&SHADER, "gemm_shared"),
         GemmVariant::Dot { .. } => (&SHADER, "gemm_dot"),
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
+        GemmVariant::Subgroup { .. } => (&SHADER_SG, "gemm_subgroup"),
+        GemmVariant::Subgroup4 { .. } => (&SHADER_SG4, "gemm_subgroup4"),
     };
     Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?])
 }
@@ -309,6 +411,24 @@ mod tests {
         assert!((splits - 1) * kc < s.k && s.k <= splits * kc, "{s}: {splits} splits of {kc}");
         assert!(splits <= SPLIT_MAX && (splits == 1 || splits * s.m * s.n <= cap), "{s}: {splits} splits");
         (kc, splits)
+    }
+
+    #[test]
+    fn subgroup_variants_fall_back_without_subgroups_or_alignment() {
+        let aligned = GemmShape::new(64, 64, 64, Trans::NN);
+        let ragged = GemmShape::new(64, 63, 64, Trans::NN);
+        let sg = GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 };
+        let sg4 = GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 };
+        let none = GemmDevice { subgroups: false, ..GemmDevice::ANY };
+        assert_eq!(resolve(&aligned, sg, &GemmDevice::ANY), sg);
+        assert_eq!(resolve(&aligned, sg4, &GemmDevice::ANY), sg4);
+        assert_eq!(resolve(&ragged, sg4, &GemmDevice::ANY), sg, "the scalar kernel on the same tile");
+        for v in [sg, sg4] {
+            assert_eq!(resolve(&aligned, v, &none), GemmVariant::TILED);
+            assert_eq!(resolve(&ragged, v, &none), GemmVariant::TILED);
+        }
+        // On a shape that is not aligned the vec4 subgroup kernel would rerun the scalar one.
+        assert!(!runs_itself(&ragged, sg4, &GemmDevice::ANY) && runs_itself(&ragged, sg, &GemmDevice::ANY));
     }
 
     #[test]

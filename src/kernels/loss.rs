@@ -2,7 +2,9 @@
 //! L1-SVM hinge (the baseline the paper's predecessors used).
 
 use super::{check_len, grid_for, to_u32};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{
+    DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -40,6 +42,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[("softmax_xent", 2, 2), ("l2svm", 2, 2), ("l1svm", 2, 2)],
     specs,
     unchecked: false,
+    extension: Extension::None,
 };
 
 #[allow(clippy::too_many_arguments)]

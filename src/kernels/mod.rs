@@ -18,6 +18,8 @@ use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Spec, Tensor};
 pub static SHADERS: &[&ShaderDef] = &[
     &gemm::SHADER,
     &gemm::SHADER4,
+    &gemm::SHADER_SG,
+    &gemm::SHADER_SG4,
     &conv::SHADER,
     &conv::WGRAD_SHADER,
     &pool::SHADER,

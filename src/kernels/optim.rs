@@ -1,7 +1,7 @@
 //! SGD with momentum and weight decay, updating weights and velocity in place.
 
 use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
-use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
+use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -34,6 +34,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[("sgd_momentum", 1, 2)],
     specs: wg_specs,
     unchecked: false,
+    extension: Extension::None,
 };
 
 /// `v = momentum·v − lr·(g + wd·w); w += v`; see [`crate::cpu::sgd_momentum`]. Change the learning

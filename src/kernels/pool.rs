@@ -1,7 +1,9 @@
 //! Max and average pooling, forward and backward (ceil-mode windows clipped to the image).
 
 use super::{check_len, grid_for, to_u32, wg_spec, WG};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{
+    DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
+};
 use crate::shapes::Pool2dShape;
 
 #[repr(C)]
@@ -40,6 +42,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: || vec![spec(true), spec(false)],
     // Indices are clamped or guarded; the argmax read by max pooling's passes is range-checked.
     unchecked: true,
+    extension: Extension::None,
 };
 
 fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {

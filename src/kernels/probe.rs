@@ -1,7 +1,7 @@
 //! Ceiling probes for `dlsvm bench`: an FMA-bound loop and a vec4 copy.
 
 use super::{grid_for, to_u32};
-use crate::gpu::{Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
@@ -36,6 +36,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[("fma_probe", 1, 1), ("copy_probe", 1, 1)],
     specs,
     unchecked: true,
+    extension: Extension::None,
 };
 
 /// `invocations` invocations each running `iters` x `chains` fused multiply-adds (2 flops each).

@@ -3,7 +3,9 @@
 //! count of correct predictions.
 
 use super::{check_len, grid_for, to_u32, wg_spec, wg_specs, WG};
-use crate::gpu::{grid_1d, DType, Dispatch, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor};
+use crate::gpu::{
+    grid_1d, DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Tensor,
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -37,6 +39,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     ],
     specs: wg_specs,
     unchecked: false,
+    extension: Extension::None,
 };
 
 /// `out[0] (+)= Σ x` (one workgroup); see [`crate::cpu::sum`].

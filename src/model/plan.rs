@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use super::net::{Layer, Net};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
-use crate::kernels::gemm::GemmVariant;
+use crate::kernels::gemm::{GemmDevice, GemmVariant};
 use crate::kernels::pool::PoolBwdVariant;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -50,14 +50,15 @@ impl Op {
 
     /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
     /// another variant's (`kernels::gemm::resolve`: the vec4 GEMMs need vec4-aligned shapes, the
-    /// dot GEMM few columns, the split-K GEMM several splits; the rows weight gradient a kernel at
+    /// dot GEMM few columns, the split-K GEMM several splits, the subgroup GEMM a device with
+    /// subgroups (`dev`); the rows weight gradient a kernel at
     /// most `WGRAD_MAX_KW` wide).
-    pub fn runs_itself(&self, variant: &str) -> bool {
+    pub fn runs_itself(&self, dev: &GemmDevice, variant: &str) -> bool {
         match self {
             Op::Gemm(s) => GemmVariant::all()
                 .into_iter()
                 .find(|v| v.name() == variant)
-                .is_none_or(|v| crate::kernels::gemm::runs_itself(s, v)),
+                .is_none_or(|v| crate::kernels::gemm::runs_itself(s, v, dev)),
             Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
             Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
             Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
