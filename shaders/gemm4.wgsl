@@ -13,19 +13,9 @@
 // Storage: A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), row-major.
 // Bindings: params; inputs a, b (as vec4), bias; output c.
 
-@group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// (Bindings, finish and store4: gemm4_io.wgsl.)
 
 const RG: u32 = TM / 4u;
-
-// The epilogue (shaders/common.wgsl), same order of operations as the CPU reference.
-fn finish(i: u32, j: u32, acc: f32) {
-    let idx = i * p.n + j;
-    c[idx] = epilogue(acc, bias[bias_index(j, p.flags)], c[idx], p.flags);
-}
 
 @compute @workgroup_size(WX, WY, 1)
 fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -113,13 +103,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         for (var e = 0u; e < 4u; e++) {
             let i = (rg0 + s * WY) * 4u + e;
             for (var t = 0u; t < TV; t++) {
-                let v = acc[(s * 4u + e) * TV + t];
-                let j0 = (cv0 + t * WX) * 4u;
-                for (var q = 0u; q < 4u; q++) {
-                    if (i < p.m && j0 + q < p.n) {
-                        finish(i, j0 + q, v[q]);
-                    }
-                }
+                store4(i, (cv0 + t * WX) * 4u, acc[(s * 4u + e) * TV + t]);
             }
         }
     }

@@ -18,19 +18,9 @@
 // Specialization: TRANS_A, TRANS_B (bool), WX (invocations), TM (rows, a multiple of 4), TV.
 // Bindings: params; inputs a, b (as vec4), bias; output c.
 
-@group(0) @binding(0) var<uniform> p: GemmParams;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+// (Bindings, finish and store4: gemm4_io.wgsl.)
 
 const RG: u32 = TM / 4u;
-
-// The epilogue (shaders/common.wgsl), same order of operations as the CPU reference.
-fn finish(i: u32, j: u32, acc: f32) {
-    let idx = i * p.n + j;
-    c[idx] = epilogue(acc, bias[bias_index(j, p.flags)], c[idx], p.flags);
-}
 
 @compute @workgroup_size(WX, 1, 1)
 fn gemm_subgroup4(
@@ -62,9 +52,7 @@ fn gemm_subgroup4(
     for (var i = 0u; i < TM * TV; i++) {
         acc[i] = vec4<f32>(0.0);
     }
-    let lanes = subgroupBallot(true);
-    let full = countOneBits(lanes.x) + countOneBits(lanes.y) + countOneBits(lanes.z)
-        + countOneBits(lanes.w) == sg;
+    let full = subgroup_full(sg);
     if (TRANS_A) {
         // TN: one step of K at a time, A's rows as vec4 groups.
         for (var k0 = 0u; k0 < p.k; k0 += sg) {
@@ -155,13 +143,7 @@ fn gemm_subgroup4(
     for (var r = 0u; r < TM; r++) {
         let i = row0 + r;
         for (var t = 0u; t < TV; t++) {
-            let v = acc[r * TV + t];
-            let j0 = (cv0 + t * WX) * 4u;
-            for (var e = 0u; e < 4u; e++) {
-                if (i < p.m && j0 + e < p.n) {
-                    finish(i, j0 + e, v[e]);
-                }
-            }
+            store4(i, (cv0 + t * WX) * 4u, acc[r * TV + t]);
         }
     }
 }

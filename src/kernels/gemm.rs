@@ -247,10 +247,17 @@ impl KernelParams for GemmParams {
     const WGSL: &'static str = "GemmParams";
 }
 
+/// The scalar kernels' bindings and element access, shared by gemm.wgsl and gemm_sg.wgsl.
+const IO: (&str, &str) = ("gemm_io", include_str!("../../shaders/gemm_io.wgsl"));
+/// The vec4 kernels' bindings and stores, shared by gemm4.wgsl and gemm_sg4.wgsl.
+const IO4: (&str, &str) = ("gemm4_io", include_str!("../../shaders/gemm4_io.wgsl"));
+/// The subgroup kernels' helpers.
+const SUBGROUP: (&str, &str) = ("subgroup", include_str!("../../shaders/subgroup.wgsl"));
+
 pub static SHADER: ShaderDef = ShaderDef {
     name: "gemm",
     source: include_str!("../../shaders/gemm.wgsl"),
-    parts: &[],
+    parts: &[IO],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[
         ("gemm_naive", 3, 1),
@@ -268,7 +275,7 @@ pub static SHADER: ShaderDef = ShaderDef {
 pub static SHADER4: ShaderDef = ShaderDef {
     name: "gemm4",
     source: include_str!("../../shaders/gemm4.wgsl"),
-    parts: &[],
+    parts: &[IO4],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,
@@ -279,7 +286,7 @@ pub static SHADER4: ShaderDef = ShaderDef {
 pub static SHADER_SG: ShaderDef = ShaderDef {
     name: "gemm_sg",
     source: include_str!("../../shaders/gemm_sg.wgsl"),
-    parts: &[],
+    parts: &[IO, SUBGROUP],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_subgroup", 3, 1)],
     specs: specs_sg,
@@ -290,7 +297,7 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
 pub static SHADER_SG4: ShaderDef = ShaderDef {
     name: "gemm_sg4",
     source: include_str!("../../shaders/gemm_sg4.wgsl"),
-    parts: &[],
+    parts: &[IO4, SUBGROUP],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_subgroup4", 3, 1)],
     specs: specs_sg4,
