@@ -81,23 +81,26 @@ fn a_variant_that_fails_its_check_is_never_chosen() {
     let dir = TempDir::new("tune-broken");
     let shaders = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
     let broken = dir.mkdir("shaders");
-    for f in ["common.wgsl", "gemm.wgsl", "gemm4.wgsl"] {
-        std::fs::copy(shaders.join(f), broken.join(f)).unwrap();
+    for f in std::fs::read_dir(&shaders).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, broken.join(f.file_name().unwrap())).unwrap();
     }
-    let g4 = std::fs::read_to_string(broken.join("gemm4.wgsl")).unwrap();
+    // The vec4 kernels' shared store (gemm4_io.wgsl): the vec4 and the vec4 subgroup GEMMs.
+    let g4 = std::fs::read_to_string(broken.join("gemm4_io.wgsl")).unwrap();
     let bad = g4.replace("c[idx] = epilogue(acc,", "c[idx] = 1.0 + epilogue(acc,");
     assert_ne!(bad, g4);
-    std::fs::write(broken.join("gemm4.wgsl"), bad).unwrap();
+    std::fs::write(broken.join("gemm4_io.wgsl"), bad).unwrap();
     let (v, _) = tune(&dir.join("tune.json"), &[("DLSVM_SHADER_DIR", s(&broken))]);
     let mut aligned = 0;
     for op in v["ops"].as_array().unwrap() {
         let t = &op["tuned"];
         let choice = t["choice"].as_str().unwrap();
-        assert!(!choice.starts_with("vec4"), "{op}");
+        assert!(!choice.starts_with("vec4") && !choice.starts_with("subgroup4"), "{op}");
         // On shapes the vec4 kernels do not take, they are not timed at all (they would run the
         // tiled kernel); on the others they are checked, fail, and are listed.
         let skipped = t["skipped"].as_object().unwrap();
-        assert!(!t["ms"].as_object().unwrap().keys().any(|k| k.starts_with("vec4")), "{op}");
+        let timed = t["ms"].as_object().unwrap();
+        assert!(!timed.keys().any(|k| k.starts_with("vec4") || k.starts_with("subgroup4")), "{op}");
         if skipped.keys().any(|k| k.starts_with("vec4")) {
             aligned += 1;
         }
