@@ -154,6 +154,10 @@ impl GemmVariant {
     }
 
     fn spec(&self, trans: Trans) -> Spec {
+        // Every file takes the layout and its workgroup width; the rest is the file's own.
+        let layout = |wx: u32| {
+            Spec::new().b("TRANS_A", trans.a_transposed()).b("TRANS_B", trans.b_transposed()).u("WX", wx)
+        };
         // gemm.wgsl's workgroup tiles are declared for every kernel of the file: placeholders of 4
         // where the kernel does not use them.
         let (wx, wy, tm, tn, bm, bn, bk) = match *self {
@@ -163,42 +167,11 @@ impl GemmVariant {
                 (wx, wy, tm, tn, wy * tm, wx * tn, bk)
             }
             GemmVariant::Dot { wx, tn } => (wx, 1, 1, tn, 4, 4, 4),
-            GemmVariant::Subgroup { wx, tm, tn } => {
-                return Spec::new()
-                    .b("TRANS_A", trans.a_transposed())
-                    .b("TRANS_B", trans.b_transposed())
-                    .u("WX", wx)
-                    .u("TM", tm)
-                    .u("TN", tn);
-            }
-            GemmVariant::Subgroup4 { wx, tm, tv } => {
-                return Spec::new()
-                    .b("TRANS_A", trans.a_transposed())
-                    .b("TRANS_B", trans.b_transposed())
-                    .u("WX", wx)
-                    .u("TM", tm)
-                    .u("TV", tv);
-            }
-            GemmVariant::Vec4 { wx, wy, tm, tv } => {
-                return Spec::new()
-                    .b("TRANS_A", trans.a_transposed())
-                    .b("TRANS_B", trans.b_transposed())
-                    .u("WX", wx)
-                    .u("WY", wy)
-                    .u("TM", tm)
-                    .u("TV", tv);
-            }
+            GemmVariant::Subgroup { wx, tm, tn } => return layout(wx).u("TM", tm).u("TN", tn),
+            GemmVariant::Subgroup4 { wx, tm, tv } => return layout(wx).u("TM", tm).u("TV", tv),
+            GemmVariant::Vec4 { wx, wy, tm, tv } => return layout(wx).u("WY", wy).u("TM", tm).u("TV", tv),
         };
-        Spec::new()
-            .b("TRANS_A", trans.a_transposed())
-            .b("TRANS_B", trans.b_transposed())
-            .u("WX", wx)
-            .u("WY", wy)
-            .u("TM", tm)
-            .u("TN", tn)
-            .u("BM", bm)
-            .u("BN", bn)
-            .u("BK", bk)
+        layout(wx).u("WY", wy).u("TM", tm).u("TN", tn).u("BM", bm).u("BN", bn).u("BK", bk)
     }
 
     /// Output tile (rows, columns) of one workgroup.
