@@ -11,9 +11,10 @@
 // touch neighbouring vec4s of B and C (coalesced on hardware that coalesces).
 //
 // Storage: A is [M,K] (or [K,M] when TRANS_A), B is [K,N] (or [N,K] when TRANS_B), row-major.
-// Bindings: params; inputs a, b (as vec4), bias; output c.
+// Bindings: params; inputs a (as vec4), b (as vec4, or a texture in the texture variants), bias;
+// output c.
 
-// (Bindings, finish and store4: gemm4_io.wgsl.)
+// (Bindings, finish and store4: gemm4_io.wgsl; B and b4: gemm4_b.wgsl or gemm4_btex.wgsl.)
 
 const RG: u32 = TM / 4u;
 
@@ -42,7 +43,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
         for (var kk = 0u; kk < p.k; kk++) {
             var bv: array<vec4<f32>, TV>;
             for (var t = 0u; t < TV; t++) {
-                bv[t] = b[kk * n4 + cv[t]];
+                bv[t] = b4(kk, cv[t]);
             }
             for (var s = 0u; s < RG; s++) {
                 let av = a[kk * m4 + rg[s]];
@@ -59,7 +60,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             var bk: array<vec4<f32>, TV * 4u>;
             for (var t = 0u; t < TV; t++) {
                 for (var e = 0u; e < 4u; e++) {
-                    bk[t * 4u + e] = b[min(cv[t] * 4u + e, p.n - 1u) * k4 + kb];
+                    bk[t * 4u + e] = b4(min(cv[t] * 4u + e, p.n - 1u), kb);
                 }
             }
             for (var s = 0u; s < RG; s++) {
@@ -89,7 +90,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             for (var u = 0u; u < 4u; u++) {
                 var bv: array<vec4<f32>, TV>;
                 for (var t = 0u; t < TV; t++) {
-                    bv[t] = b[(kb * 4u + u) * n4 + cv[t]];
+                    bv[t] = b4(kb * 4u + u, cv[t]);
                 }
                 for (var r = 0u; r < TM; r++) {
                     for (var t = 0u; t < TV; t++) {

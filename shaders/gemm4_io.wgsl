@@ -1,9 +1,8 @@
-// The vec4 GEMM kernels' bindings and stores (gemm4.wgsl, gemm_sg4.wgsl): params; inputs a, b (as
-// vec4), bias; output c.
+// The vec4 GEMM kernels' bindings and stores (gemm4.wgsl, gemm_sg4.wgsl): params; inputs a (as
+// vec4), b (gemm4_b.wgsl: a storage buffer; gemm4_btex.wgsl: a texture), bias; output c.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 

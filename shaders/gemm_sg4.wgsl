@@ -16,9 +16,10 @@
 // same trip counts and calls every shuffle.
 //
 // Specialization: TRANS_A, TRANS_B (bool), WX (invocations), TM (rows, a multiple of 4), TV.
-// Bindings: params; inputs a, b (as vec4), bias; output c.
+// Bindings: params; inputs a (as vec4), b (as vec4, or a texture in the texture variants), bias;
+// output c.
 
-// (Bindings, finish and store4: gemm4_io.wgsl.)
+// (Bindings, finish and store4: gemm4_io.wgsl; B and b4: gemm4_b.wgsl or gemm4_btex.wgsl.)
 
 const RG: u32 = TM / 4u;
 
@@ -68,7 +69,7 @@ fn gemm_subgroup4(
                 let kk = k0 + s;
                 var bv: array<vec4<f32>, TV>;
                 for (var t = 0u; t < TV; t++) {
-                    bv[t] = b[kk * n4 + cv[t]];
+                    bv[t] = b4(kk, cv[t]);
                 }
                 for (var g = 0u; g < RG; g++) {
                     var av: vec4<f32>;
@@ -111,7 +112,7 @@ fn gemm_subgroup4(
                     var bk: array<vec4<f32>, TV * 4u>;
                     for (var t = 0u; t < TV; t++) {
                         for (var e = 0u; e < 4u; e++) {
-                            bk[t * 4u + e] = b[min(cv[t] * 4u + e, p.n - 1u) * k4 + kq];
+                            bk[t * 4u + e] = b4(min(cv[t] * 4u + e, p.n - 1u), kq);
                         }
                     }
                     for (var r = 0u; r < TM; r++) {
@@ -128,7 +129,7 @@ fn gemm_subgroup4(
                     for (var u = 0u; u < 4u; u++) {
                         var bv: array<vec4<f32>, TV>;
                         for (var t = 0u; t < TV; t++) {
-                            bv[t] = b[(kq * 4u + u) * n4 + cv[t]];
+                            bv[t] = b4(kq * 4u + u, cv[t]);
                         }
                         for (var r = 0u; r < TM; r++) {
                             for (var t = 0u; t < TV; t++) {

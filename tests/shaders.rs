@@ -2,7 +2,7 @@
 //! specialization the crate uses); every declared entry point exists and binds exactly what the
 //! host binds; every params struct matches its WGSL mirror in size.
 
-use dlsvm::gpu::{Extension, ShaderDef};
+use dlsvm::gpu::{BindingKind, Extension, ShaderDef};
 use dlsvm::kernels::SHADERS;
 use naga::valid::{Capabilities, ValidationFlags, Validator};
 
@@ -46,13 +46,13 @@ fn every_entry_point_binds_params_then_inputs_then_outputs() {
         let spec = (def.specs)().remove(0);
         let (module, info) = validate(def, def.name, &def.source_with(&spec));
         let names: Vec<&str> = module.entry_points.iter().map(|e| e.name.as_str()).collect();
-        for &(entry, n_in, n_out) in def.entries {
+        for &(entry, _, _) in def.entries {
             let idx = names
                 .iter()
                 .position(|n| *n == entry)
                 .unwrap_or_else(|| panic!("shader {} has no entry point {entry} (has {names:?})", def.name));
             let fi = info.get_entry_point(idx);
-            let mut used: Vec<(u32, String)> = Vec::new();
+            let mut used: Vec<(u32, BindingKind)> = Vec::new();
             for (h, var) in module.global_variables.iter() {
                 if fi[h].is_empty() {
                     continue;
@@ -61,22 +61,34 @@ fn every_entry_point_binds_params_then_inputs_then_outputs() {
                 assert_eq!(binding.group, 0, "{}::{entry}: group must be 0", def.name);
                 let kind = match var.space {
                     naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE) => {
-                        "rw"
+                        BindingKind::Write
                     }
-                    naga::AddressSpace::Storage { .. } => "ro",
-                    naga::AddressSpace::Uniform => "uniform",
+                    naga::AddressSpace::Storage { .. } => BindingKind::Read,
+                    naga::AddressSpace::Uniform => BindingKind::Uniform,
+                    naga::AddressSpace::Handle => match &module.types[var.ty].inner {
+                        naga::TypeInner::Image {
+                            dim: naga::ImageDimension::D2,
+                            arrayed: false,
+                            class: naga::ImageClass::Sampled { kind: naga::ScalarKind::Float, multi: false },
+                        } => BindingKind::Texture,
+                        naga::TypeInner::Image {
+                            dim: naga::ImageDimension::D2,
+                            arrayed: false,
+                            class:
+                                naga::ImageClass::Storage {
+                                    format: naga::StorageFormat::Rgba32Float,
+                                    access: naga::StorageAccess::STORE,
+                                },
+                        } => BindingKind::StorageTexture,
+                        other => panic!("{}::{entry}: unexpected resource {other:?}", def.name),
+                    },
                     other => panic!("{}::{entry}: unexpected address space {other:?}", def.name),
                 };
-                used.push((binding.binding, kind.to_string()));
+                used.push((binding.binding, kind));
             }
-            used.sort();
-            let mut want: Vec<(u32, String)> = vec![(0, "uniform".into())];
-            for i in 0..n_in {
-                want.push((i as u32 + 1, "ro".into()));
-            }
-            for o in 0..n_out {
-                want.push(((n_in + o) as u32 + 1, "rw".into()));
-            }
+            used.sort_by_key(|u| u.0);
+            let want: Vec<(u32, BindingKind)> =
+                def.kinds(entry).unwrap().into_iter().enumerate().map(|(b, k)| (b as u32, k)).collect();
             assert_eq!(used, want, "{}::{entry}: bindings the shader uses vs what the host binds", def.name);
         }
         // No entry point in the file that the host does not know about.
@@ -115,7 +127,7 @@ fn params_structs_match_their_wgsl_mirrors() {
 #[test]
 fn shared_wgsl_lives_in_the_prelude_only() {
     for def in SHADERS {
-        for (name, source) in def.parts.iter().chain([&(def.name, def.source)]) {
+        for (name, source) in def.parts.iter().chain([&(def.file(), def.source)]) {
             for line in source.lines() {
                 let t = line.trim_start();
                 assert!(

@@ -736,6 +736,8 @@ fn own_kernel_key(v: &GemmVariant) -> bool {
             | GemmVariant::Dot { .. }
             | GemmVariant::Subgroup { .. }
             | GemmVariant::Subgroup4 { .. }
+            | GemmVariant::Texture4 { .. }
+            | GemmVariant::SubgroupTexture4 { .. }
     )
 }
 
@@ -756,7 +758,12 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
         for v in GemmVariant::checked().into_iter().filter(|v| {
             own_kernel_key(v)
                 && (dev.subgroups
-                    || !matches!(v, GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. }))
+                    || !matches!(
+                        v,
+                        GemmVariant::Subgroup { .. }
+                            | GemmVariant::Subgroup4 { .. }
+                            | GemmVariant::SubgroupTexture4 { .. }
+                    ))
         }) {
             keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
         }

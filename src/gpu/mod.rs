@@ -11,7 +11,7 @@ mod pipeline;
 mod tensor;
 
 pub use error::GpuError;
-pub use pipeline::{Extension, KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
+pub use pipeline::{BindingKind, Extension, KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
 pub use tensor::{DType, Element, Tensor};
 
 use std::collections::HashMap;
@@ -166,7 +166,7 @@ pub struct Gpu {
     /// those marked `unchecked`.
     pub shader_checks: bool,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
-    layouts: Mutex<HashMap<(usize, usize), Arc<Layouts>>>,
+    layouts: Mutex<HashMap<Vec<BindingKind>, Arc<Layouts>>>,
     dummy: Tensor,
     /// Where [`Gpu::submit`] resolves a pass's two timestamps (when the adapter has them).
     timing_resolve: Option<wgpu::Buffer>,
@@ -184,6 +184,24 @@ pub struct NarrowFolds(u32);
 impl Drop for NarrowFolds {
     fn drop(&mut self) {
         FOLD_WIDTH.with(|f| f.set(self.0));
+    }
+}
+
+/// The format of every texture the kernels use: four floats a texel.
+pub const TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
+
+/// One binding of a kernel launch besides its params: a storage buffer or a texture view.
+pub enum Bound<'a> {
+    Buffer(&'a Tensor),
+    Texture(&'a wgpu::TextureView),
+}
+
+impl std::fmt::Debug for Bound<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bound::Buffer(t) => write!(f, "buffer {:?}", t.shape()),
+            Bound::Texture(_) => write!(f, "texture"),
+        }
     }
 }
 
@@ -284,6 +302,8 @@ impl Gpu {
         req.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
         req.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
         req.max_buffer_size = have.max_buffer_size;
+        // The texture variants of the GEMM read an operand of up to this many texels a side.
+        req.max_texture_dimension_2d = have.max_texture_dimension_2d;
         if std::env::var(LIMITS_ENV).is_ok_and(|v| v.trim() == "webgpu") {
             // Exactly what a browser gives every page: the floor every kernel must work on.
             req = wgpu::Limits::default().using_alignment(have.clone());
@@ -361,24 +381,40 @@ impl Gpu {
         NarrowFolds(before)
     }
 
-    /// The bind-group layout and pipeline layout of an entry point: the params uniform at binding 0,
-    /// then `inputs` read-only storage buffers, then `outputs` read-write storage buffers.
-    fn layout(&self, inputs: usize, outputs: usize) -> Arc<Layouts> {
+    /// The bind-group layout and pipeline layout of an entry point whose bindings are `kinds`
+    /// (binding 0, the params uniform, first).
+    fn layout(&self, kinds: &[BindingKind]) -> Arc<Layouts> {
         let mut map = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry((inputs, outputs))
+        map.entry(kinds.to_vec())
             .or_insert_with(|| {
-                let entry = |binding: usize, ty: wgpu::BufferBindingType| wgpu::BindGroupLayoutEntry {
-                    binding: binding as u32,
-                    visibility: wgpu::ShaderStages::COMPUTE,
-                    ty: wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None },
-                    count: None,
-                };
-                let storage = |read_only| wgpu::BufferBindingType::Storage { read_only };
-                let entries: Vec<_> = std::iter::once(entry(0, wgpu::BufferBindingType::Uniform))
-                    .chain((1..=inputs).map(|b| entry(b, storage(true))))
-                    .chain((inputs + 1..=inputs + outputs).map(|b| entry(b, storage(false))))
+                let buffer =
+                    |ty| wgpu::BindingType::Buffer { ty, has_dynamic_offset: false, min_binding_size: None };
+                let storage = |read_only| buffer(wgpu::BufferBindingType::Storage { read_only });
+                let entries: Vec<_> = kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(b, kind)| wgpu::BindGroupLayoutEntry {
+                        binding: b as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: match kind {
+                            BindingKind::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+                            BindingKind::Read => storage(true),
+                            BindingKind::Write => storage(false),
+                            BindingKind::Texture => wgpu::BindingType::Texture {
+                                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                                view_dimension: wgpu::TextureViewDimension::D2,
+                                multisampled: false,
+                            },
+                            BindingKind::StorageTexture => wgpu::BindingType::StorageTexture {
+                                access: wgpu::StorageTextureAccess::WriteOnly,
+                                format: TEXTURE_FORMAT,
+                                view_dimension: wgpu::TextureViewDimension::D2,
+                            },
+                        },
+                        count: None,
+                    })
                     .collect();
-                let label = format!("layout {inputs}in {outputs}out");
+                let label = format!("layout {kinds:?}");
                 let bgl = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                     label: Some(&label),
                     entries: &entries,
@@ -393,6 +429,30 @@ impl Gpu {
             .clone()
     }
 
+    /// A 2-D rgba32float texture of `width` x `height` texels that kernels write as a storage
+    /// texture and read with `textureLoad`, or `TooLarge` beyond the device's 2-D texture size.
+    pub fn texture(&self, op: &str, width: usize, height: usize) -> Result<wgpu::TextureView, GpuError> {
+        let max = self.limits.max_texture_dimension_2d as usize;
+        if width > max || height > max || width == 0 || height == 0 {
+            return Err(GpuError::TooLarge {
+                op: op.to_string(),
+                what: format!("texture of {width} x {height} texels"),
+                limit: max as u64,
+            });
+        }
+        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(op),
+            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: TEXTURE_FORMAT,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
+            view_formats: &[],
+        });
+        Ok(texture.create_view(&wgpu::TextureViewDescriptor::default()))
+    }
+
     /// The compute pipeline for `entry` of `shader` specialized by `spec`, built once.
     pub fn pipeline(
         &self,
@@ -400,7 +460,7 @@ impl Gpu {
         entry: &'static str,
         spec: &Spec,
     ) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
-        let (inputs, outputs) = shader.bindings(entry)?;
+        let kinds = shader.kinds(entry)?;
         if shader.extension == Extension::Subgroups && !self.subgroups {
             return Err(GpuError::Internal(format!(
                 "shader {} needs subgroups, which this device was opened without",
@@ -412,7 +472,7 @@ impl Gpu {
             return Ok(p.clone());
         }
         let source = shader.source_with(spec);
-        let layout = self.layout(inputs, outputs);
+        let layout = self.layout(&kinds);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let label = format!("{}::{} {}", shader.name, entry, key.spec.replace('\n', " "));
         let desc = wgpu::ShaderModuleDescriptor {
@@ -453,7 +513,8 @@ impl Gpu {
         self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Binds `inputs`, `outputs` and a fresh params uniform to the pipeline of `entry`.
+    /// Binds `inputs`, `outputs` (storage buffers) and a fresh params uniform to the pipeline of
+    /// `entry`.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare<P: KernelParams>(
         &self,
@@ -467,6 +528,31 @@ impl Gpu {
         groups: [u32; 3],
     ) -> Result<Dispatch, GpuError> {
         let (n_in, n_out) = shader.bindings(entry)?;
+        if inputs.len() != n_in || outputs.len() != n_out {
+            return Err(GpuError::Internal(format!(
+                "{name}: {entry} takes {n_in} inputs and {n_out} outputs, got {} and {}",
+                inputs.len(),
+                outputs.len()
+            )));
+        }
+        let bound: Vec<Bound> = inputs.iter().chain(outputs).map(|t| Bound::Buffer(t)).collect();
+        self.prepare_bound(name, shader, entry, spec, &bound, params, groups)
+    }
+
+    /// [`Gpu::prepare`] with textures among the bindings: `bound` holds the inputs then the
+    /// outputs, each a buffer or a texture as the shader declares ([`ShaderDef::textures`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn prepare_bound<P: KernelParams>(
+        &self,
+        name: &str,
+        shader: &'static ShaderDef,
+        entry: &'static str,
+        spec: &Spec,
+        bound: &[Bound],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<Dispatch, GpuError> {
+        let kinds = shader.kinds(entry)?;
         if P::WGSL != shader.params.wgsl {
             return Err(GpuError::Internal(format!(
                 "{name}: {entry} takes {} params, got {}",
@@ -474,11 +560,13 @@ impl Gpu {
                 P::WGSL
             )));
         }
-        if inputs.len() != n_in || outputs.len() != n_out {
+        let texture = |k: &BindingKind| matches!(k, BindingKind::Texture | BindingKind::StorageTexture);
+        if bound.len() + 1 != kinds.len()
+            || bound.iter().zip(&kinds[1..]).any(|(b, k)| matches!(b, Bound::Texture(_)) != texture(k))
+        {
             return Err(GpuError::Internal(format!(
-                "{name}: {entry} takes {n_in} inputs and {n_out} outputs, got {} and {}",
-                inputs.len(),
-                outputs.len()
+                "{name}: {entry} binds {:?}, got {bound:?}",
+                &kinds[1..]
             )));
         }
         let max = self.max_groups();
@@ -489,17 +577,19 @@ impl Gpu {
                 limit: max as u64,
             });
         }
-        for t in inputs.iter().chain(outputs) {
-            if t.bytes() > self.limits.max_storage_buffer_binding_size {
-                return Err(GpuError::TooLarge {
-                    op: name.to_string(),
-                    what: format!("tensor {:?} of {} bytes", t.shape(), t.bytes()),
-                    limit: self.limits.max_storage_buffer_binding_size,
-                });
+        for b in bound {
+            if let Bound::Buffer(t) = b {
+                if t.bytes() > self.limits.max_storage_buffer_binding_size {
+                    return Err(GpuError::TooLarge {
+                        op: name.to_string(),
+                        what: format!("tensor {:?} of {} bytes", t.shape(), t.bytes()),
+                        limit: self.limits.max_storage_buffer_binding_size,
+                    });
+                }
             }
         }
         let pipeline = self.pipeline(shader, entry, spec)?;
-        let layout = self.layout(n_in, n_out);
+        let layout = self.layout(&kinds);
         let params_buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(name),
             size: (std::mem::size_of::<P>() as u64).max(16).next_multiple_of(16),
@@ -509,9 +599,12 @@ impl Gpu {
         self.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
         let entries: Vec<wgpu::BindGroupEntry> =
             std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() })
-                .chain(inputs.iter().chain(outputs).enumerate().map(|(i, t)| wgpu::BindGroupEntry {
+                .chain(bound.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: t.buffer().as_entire_binding(),
+                    resource: match b {
+                        Bound::Buffer(t) => t.buffer().as_entire_binding(),
+                        Bound::Texture(v) => wgpu::BindingResource::TextureView(v),
+                    },
                 }))
                 .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {

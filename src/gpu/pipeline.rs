@@ -86,6 +86,24 @@ pub struct ShaderDef {
     /// What the shader needs of the device beyond WebGPU's core; a device without it never builds
     /// the shader (its kernels' hosts fall back to a core variant).
     pub extension: Extension,
+    /// The bindings that are textures, `(entry point, binding)`: an input binding is a sampled
+    /// `texture_2d<f32>` of rgba32float, an output a write-only `texture_storage_2d<rgba32float,
+    /// write>`; every other binding is a storage buffer.
+    pub textures: &'static [(&'static str, usize)],
+}
+
+/// What a binding of an entry point holds (the params uniform at 0, then inputs, then outputs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BindingKind {
+    Uniform,
+    /// A read-only storage buffer.
+    Read,
+    /// A read-write storage buffer.
+    Write,
+    /// A sampled rgba32float texture, read with `textureLoad`.
+    Texture,
+    /// A write-only rgba32float storage texture.
+    StorageTexture,
 }
 
 impl ShaderDef {
@@ -95,6 +113,29 @@ impl ShaderDef {
             .find(|e| e.0 == entry)
             .map(|e| (e.1, e.2))
             .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
+    }
+    /// The WGSL file of the shader: its name up to a `+`. A name `file+what` is the same file with
+    /// other parts (the GEMM kernels with their B operand in a texture: `gemm4+btex`), a shader of
+    /// its own with its own pipelines.
+    pub fn file(&self) -> &'static str {
+        self.name.split('+').next().unwrap_or(self.name)
+    }
+
+    /// The kinds of `entry`'s bindings, binding 0 (the params uniform) first.
+    pub fn kinds(&self, entry: &str) -> Result<Vec<BindingKind>, GpuError> {
+        let (inputs, outputs) = self.bindings(entry)?;
+        Ok((0..=inputs + outputs)
+            .map(|b| {
+                let texture = self.textures.iter().any(|t| t.0 == entry && t.1 == b);
+                match (b, b <= inputs, texture) {
+                    (0, _, _) => BindingKind::Uniform,
+                    (_, true, false) => BindingKind::Read,
+                    (_, false, false) => BindingKind::Write,
+                    (_, true, true) => BindingKind::Texture,
+                    (_, false, true) => BindingKind::StorageTexture,
+                }
+            })
+            .collect())
     }
     /// Full source for `spec`: the specialization constants, the prelude, the parts, the file.
     /// With [`SHADER_DIR_ENV`] set, each file is read from that folder instead of the copy built
@@ -112,7 +153,7 @@ impl ShaderDef {
             None => builtin.to_string(),
         };
         let mut out = format!("// specialization\n{}\n{}\n", spec.header(), read("common", PRELUDE));
-        for (name, source) in self.parts.iter().chain([&(self.name, self.source)]) {
+        for (name, source) in self.parts.iter().chain([&(self.file(), self.source)]) {
             out.push_str(&format!("// {name}.wgsl\n{}\n", read(name, source)));
         }
         out

@@ -154,6 +154,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
 };
 
 fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {
@@ -444,6 +445,7 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
 };
 
 /// Batch samples per slice of the split weight gradient: about 1024 output positions per

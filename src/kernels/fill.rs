@@ -25,6 +25,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
+    textures: &[],
 };
 
 /// Every element of the f32 tensor `out` set to `value`.

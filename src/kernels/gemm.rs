@@ -1,7 +1,9 @@
 //! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
 
 use super::{check_len, to_u32, Epilogue};
-use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
+use crate::gpu::{
+    Bound, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
+};
 use crate::shapes::{GemmShape, Trans};
 
 #[repr(C)]
@@ -51,6 +53,14 @@ pub enum GemmVariant {
     /// (shaders/gemm_sg4.wgsl). Vec4-aligned shapes ([`vec4_aligned`]); others run `Subgroup` on
     /// the same tile, devices without subgroups [`GemmVariant::TILED`].
     Subgroup4 { wx: u32, tm: u32, tv: u32 },
+    /// `Vec4` with B read from an rgba32float texture (`textureLoad`, shaders/gemm4_btex.wgsl),
+    /// into which a first dispatch copies it (shaders/tex_pack.wgsl): for GPUs whose texture
+    /// path caches better than their buffer path. Shapes that are not vec4-aligned fall back as
+    /// `Vec4` does; a B wider or taller (in texels) than the device's 2-D textures runs `Vec4`.
+    Texture4 { wx: u32, wy: u32, tm: u32, tv: u32 },
+    /// `Subgroup4` with B read from a texture, as `Texture4`; where B does not fit a texture,
+    /// `Subgroup4` (and its fallbacks).
+    SubgroupTexture4 { wx: u32, tm: u32, tv: u32 },
 }
 
 /// What [`resolve`] needs of a device: workgroups per dimension, the values a binding holds, and
@@ -60,11 +70,15 @@ pub struct GemmDevice {
     pub max_groups: usize,
     pub cap: usize,
     pub subgroups: bool,
+    /// Texels a side of a 2-D texture.
+    pub max_texture: usize,
 }
 
 impl GemmDevice {
-    /// Every device: 65,535 workgroups per dimension, no binding limit, subgroups.
-    pub const ANY: GemmDevice = GemmDevice { max_groups: 65_535, cap: usize::MAX, subgroups: true };
+    /// Every device: 65,535 workgroups per dimension, no binding limit, subgroups, textures of
+    /// 8192 texels a side (WebGPU's default).
+    pub const ANY: GemmDevice =
+        GemmDevice { max_groups: 65_535, cap: usize::MAX, subgroups: true, max_texture: 8192 };
 
     pub fn of(gpu: &Gpu) -> GemmDevice {
         let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
@@ -72,6 +86,7 @@ impl GemmDevice {
             max_groups: gpu.max_groups() as usize,
             cap: usize::try_from(cap).unwrap_or(usize::MAX),
             subgroups: gpu.subgroups,
+            max_texture: gpu.limits.max_texture_dimension_2d as usize,
         }
     }
 }
@@ -123,6 +138,8 @@ impl GemmVariant {
             GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 },
             GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 },
             GemmVariant::Subgroup4 { wx: 64, tm: 16, tv: 1 },
+            GemmVariant::Texture4 { wx: 8, wy: 8, tm: 4, tv: 2 },
+            GemmVariant::SubgroupTexture4 { wx: 64, tm: 16, tv: 1 },
         ]
     }
 
@@ -150,6 +167,8 @@ impl GemmVariant {
             }
             GemmVariant::Subgroup { wx, tm, tn } => format!("subgroup{wx}r{tm}x{tn}"),
             GemmVariant::Subgroup4 { wx, tm, tv } => format!("subgroup4_{wx}r{tm}x{}", tv * 4),
+            GemmVariant::Texture4 { wx, wy, tm, tv } => format!("tex_vec4_{wx}x{wy}r{tm}x{}", tv * 4),
+            GemmVariant::SubgroupTexture4 { wx, tm, tv } => format!("tex_subgroup4_{wx}r{tm}x{}", tv * 4),
         }
     }
 
@@ -168,8 +187,12 @@ impl GemmVariant {
             }
             GemmVariant::Dot { wx, tn } => (wx, 1, 1, tn, 4, 4, 4),
             GemmVariant::Subgroup { wx, tm, tn } => return layout(wx).u("TM", tm).u("TN", tn),
-            GemmVariant::Subgroup4 { wx, tm, tv } => return layout(wx).u("TM", tm).u("TV", tv),
-            GemmVariant::Vec4 { wx, wy, tm, tv } => return layout(wx).u("WY", wy).u("TM", tm).u("TV", tv),
+            GemmVariant::Subgroup4 { wx, tm, tv } | GemmVariant::SubgroupTexture4 { wx, tm, tv } => {
+                return layout(wx).u("TM", tm).u("TV", tv)
+            }
+            GemmVariant::Vec4 { wx, wy, tm, tv } | GemmVariant::Texture4 { wx, wy, tm, tv } => {
+                return layout(wx).u("WY", wy).u("TM", tm).u("TV", tv)
+            }
         };
         layout(wx).u("WY", wy).u("TM", tm).u("TN", tn).u("BM", bm).u("BN", bn).u("BK", bk)
     }
@@ -179,13 +202,26 @@ impl GemmVariant {
         match *self {
             GemmVariant::Naive => (16, 16),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
-            GemmVariant::Vec4 { wx, wy, tm, tv } => (wy * tm, wx * tv * 4),
+            GemmVariant::Vec4 { wx, wy, tm, tv } | GemmVariant::Texture4 { wx, wy, tm, tv } => {
+                (wy * tm, wx * tv * 4)
+            }
             GemmVariant::Shared { wx, wy, tm, tn, .. } | GemmVariant::Split { wx, wy, tm, tn, .. } => {
                 (wy * tm, wx * tn)
             }
             GemmVariant::Dot { tn, .. } => (1, tn),
             GemmVariant::Subgroup { wx, tm, tn } => (tm, wx * tn),
-            GemmVariant::Subgroup4 { wx, tm, tv } => (tm, wx * tv * 4),
+            GemmVariant::Subgroup4 { wx, tm, tv } | GemmVariant::SubgroupTexture4 { wx, tm, tv } => {
+                (tm, wx * tv * 4)
+            }
+        }
+    }
+
+    /// A texture variant's kernel with B in a storage buffer instead; `None` for the others.
+    pub fn buffer_twin(&self) -> Option<GemmVariant> {
+        match *self {
+            GemmVariant::Texture4 { wx, wy, tm, tv } => Some(GemmVariant::Vec4 { wx, wy, tm, tv }),
+            GemmVariant::SubgroupTexture4 { wx, tm, tv } => Some(GemmVariant::Subgroup4 { wx, tm, tv }),
+            _ => None,
         }
     }
 }
@@ -200,12 +236,36 @@ fn specs_of(keep: fn(&GemmVariant) -> bool) -> Vec<Spec> {
 
 fn specs() -> Vec<Spec> {
     specs_of(|v| {
-        !matches!(v, GemmVariant::Vec4 { .. } | GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. })
+        !matches!(
+            v,
+            GemmVariant::Vec4 { .. }
+                | GemmVariant::Subgroup { .. }
+                | GemmVariant::Subgroup4 { .. }
+                | GemmVariant::Texture4 { .. }
+                | GemmVariant::SubgroupTexture4 { .. }
+        )
     })
 }
 
 fn specs4() -> Vec<Spec> {
     specs_of(|v| matches!(v, GemmVariant::Vec4 { .. }))
+}
+
+fn specs4_tex() -> Vec<Spec> {
+    specs_of(|v| matches!(v, GemmVariant::Texture4 { .. }))
+}
+
+fn specs_sg4_tex() -> Vec<Spec> {
+    specs_of(|v| matches!(v, GemmVariant::SubgroupTexture4 { .. }))
+}
+
+/// The packing kernel's specialization (only B's layout matters to it).
+fn pack_spec(trans: Trans) -> Spec {
+    Spec::new().b("TRANS_B", trans.b_transposed())
+}
+
+fn pack_specs() -> Vec<Spec> {
+    vec![pack_spec(Trans::NN), pack_spec(Trans::NT)]
 }
 
 fn specs_sg() -> Vec<Spec> {
@@ -224,6 +284,9 @@ impl KernelParams for GemmParams {
 const IO: (&str, &str) = ("gemm_io", include_str!("../../shaders/gemm_io.wgsl"));
 /// The vec4 kernels' bindings and stores, shared by gemm4.wgsl and gemm_sg4.wgsl.
 const IO4: (&str, &str) = ("gemm4_io", include_str!("../../shaders/gemm4_io.wgsl"));
+/// The vec4 kernels' B: a storage buffer, or (the texture variants) an rgba32float texture.
+const B4: (&str, &str) = ("gemm4_b", include_str!("../../shaders/gemm4_b.wgsl"));
+const B4_TEX: (&str, &str) = ("gemm4_btex", include_str!("../../shaders/gemm4_btex.wgsl"));
 /// The subgroup kernels' helpers.
 const SUBGROUP: (&str, &str) = ("subgroup", include_str!("../../shaders/subgroup.wgsl"));
 
@@ -243,17 +306,45 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
 };
 
 pub static SHADER4: ShaderDef = ShaderDef {
     name: "gemm4",
     source: include_str!("../../shaders/gemm4.wgsl"),
-    parts: &[IO4],
+    parts: &[IO4, B4],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_vec4", 3, 1)],
     specs: specs4,
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
+};
+
+/// gemm4.wgsl with B in a texture (binding 2).
+pub static SHADER4_TEX: ShaderDef = ShaderDef {
+    name: "gemm4+btex",
+    source: include_str!("../../shaders/gemm4.wgsl"),
+    parts: &[IO4, B4_TEX],
+    params: ParamsDecl::of::<GemmParams>(),
+    entries: &[("gemm_vec4", 3, 1)],
+    specs: specs4_tex,
+    unchecked: true,
+    extension: Extension::None,
+    textures: &[("gemm_vec4", 2)],
+};
+
+/// Copies B into the texture variants' texture.
+pub static PACK_SHADER: ShaderDef = ShaderDef {
+    name: "tex_pack",
+    source: include_str!("../../shaders/tex_pack.wgsl"),
+    parts: &[],
+    params: ParamsDecl::of::<GemmParams>(),
+    entries: &[("pack_b", 1, 1)],
+    specs: pack_specs,
+    unchecked: true,
+    extension: Extension::None,
+    textures: &[("pack_b", 2)],
 };
 
 pub static SHADER_SG: ShaderDef = ShaderDef {
@@ -265,17 +356,32 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     specs: specs_sg,
     unchecked: true,
     extension: Extension::Subgroups,
+    textures: &[],
 };
 
 pub static SHADER_SG4: ShaderDef = ShaderDef {
     name: "gemm_sg4",
     source: include_str!("../../shaders/gemm_sg4.wgsl"),
-    parts: &[IO4, SUBGROUP],
+    parts: &[IO4, B4, SUBGROUP],
     params: ParamsDecl::of::<GemmParams>(),
     entries: &[("gemm_subgroup4", 3, 1)],
     specs: specs_sg4,
     unchecked: true,
     extension: Extension::Subgroups,
+    textures: &[],
+};
+
+/// gemm_sg4.wgsl with B in a texture (binding 2).
+pub static SHADER_SG4_TEX: ShaderDef = ShaderDef {
+    name: "gemm_sg4+btex",
+    source: include_str!("../../shaders/gemm_sg4.wgsl"),
+    parts: &[IO4, B4_TEX, SUBGROUP],
+    params: ParamsDecl::of::<GemmParams>(),
+    entries: &[("gemm_subgroup4", 3, 1)],
+    specs: specs_sg4_tex,
+    unchecked: true,
+    extension: Extension::Subgroups,
+    textures: &[("gemm_subgroup4", 2)],
 };
 
 /// The variant that computes `s` when `variant` is asked for on `dev`: the vec4 kernels need
@@ -284,6 +390,14 @@ pub static SHADER_SG4: ShaderDef = ShaderDef {
 /// not vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is
 /// `Shared` on the same tiles.
 pub fn resolve(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> GemmVariant {
+    if let Some(twin) = variant.buffer_twin() {
+        let (w, h) = texture_size(s);
+        let own = vec4_aligned(s)
+            && w <= dev.max_texture
+            && h <= dev.max_texture
+            && (dev.subgroups || matches!(variant, GemmVariant::Texture4 { .. }));
+        return if own { variant } else { resolve(s, twin, dev) };
+    }
     match variant {
         GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
         GemmVariant::Dot { .. } if s.m > dev.max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
@@ -299,6 +413,15 @@ pub fn resolve(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> GemmVar
             }
         }
         v => v,
+    }
+}
+
+/// The texture the texture variants read B from, (width, height) in texels: B as stored, a texel
+/// per vec4 of a row.
+pub fn texture_size(s: &GemmShape) -> (usize, usize) {
+    match s.trans {
+        Trans::NT => (s.k.div_ceil(4), s.n),
+        Trans::NN | Trans::TN => (s.n.div_ceil(4), s.k),
     }
 }
 
@@ -367,6 +490,23 @@ pub fn gemm(
             gpu.prepare(&op, &SHADER, "gemm_split_sum", &sp, &[&partial, bias], &[c], &params, groups)?,
         ]);
     }
+    if variant.buffer_twin().is_some() {
+        // (Resolve keeps a texture variant only where B is vec4-aligned and fits a texture.)
+        let (w, h) = texture_size(s);
+        let texture = gpu.texture(&op, w, h)?;
+        let pack =
+            [to_u32(&op, "texture tiles", w.div_ceil(16))?, to_u32(&op, "texture tiles", h.div_ceil(16))?, 1];
+        let (shader, entry) = match variant {
+            GemmVariant::Texture4 { .. } => (&SHADER4_TEX, "gemm_vec4"),
+            _ => (&SHADER_SG4_TEX, "gemm_subgroup4"),
+        };
+        let packed = [Bound::Buffer(b), Bound::Texture(&texture)];
+        let bound = [Bound::Buffer(a), Bound::Texture(&texture), Bound::Buffer(bias), Bound::Buffer(c)];
+        return Ok(vec![
+            gpu.prepare_bound(&op, &PACK_SHADER, "pack_b", &pack_spec(s.trans), &packed, &params, pack)?,
+            gpu.prepare_bound(&op, shader, entry, &sp, &bound, &params, groups)?,
+        ]);
+    }
     let (shader, entry) = match variant {
         GemmVariant::Naive => (&SHADER, "gemm_naive"),
         GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
@@ -376,6 +516,9 @@ pub fn gemm(
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
         GemmVariant::Subgroup { .. } => (&SHADER_SG, "gemm_subgroup"),
         GemmVariant::Subgroup4 { .. } => (&SHADER_SG4, "gemm_subgroup4"),
+        // (Dispatched above.)
+        GemmVariant::Texture4 { .. } => (&SHADER4_TEX, "gemm_vec4"),
+        GemmVariant::SubgroupTexture4 { .. } => (&SHADER_SG4_TEX, "gemm_subgroup4"),
     };
     Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?])
 }
@@ -409,6 +552,45 @@ mod tests {
         }
         // On a shape that is not aligned the vec4 subgroup kernel would rerun the scalar one.
         assert!(!runs_itself(&ragged, sg4, &GemmDevice::ANY) && runs_itself(&ragged, sg, &GemmDevice::ANY));
+    }
+
+    #[test]
+    fn texture_variants_fall_back_where_b_does_not_fit_a_texture() {
+        let tex = GemmVariant::Texture4 { wx: 8, wy: 8, tm: 4, tv: 2 };
+        let sg_tex = GemmVariant::SubgroupTexture4 { wx: 64, tm: 16, tv: 1 };
+        let dev = GemmDevice { max_texture: 256, ..GemmDevice::ANY };
+        // B [K,N] is N/4 texels wide and K high; [N,K] (NT) K/4 wide and N high.
+        assert_eq!(texture_size(&GemmShape::new(8, 1024, 256, Trans::NN)), (256, 256));
+        assert_eq!(texture_size(&GemmShape::new(8, 256, 1024, Trans::NT)), (256, 256));
+        assert_eq!(texture_size(&GemmShape::new(8, 1024, 256, Trans::TN)), (256, 256));
+        for t in Trans::ALL {
+            let fits = GemmShape::new(8, 256, 256, t);
+            let (wide, tall) = match t {
+                Trans::NT => (GemmShape::new(8, 256, 1028, t), GemmShape::new(8, 260, 256, t)),
+                _ => (GemmShape::new(8, 1028, 256, t), GemmShape::new(8, 256, 260, t)),
+            };
+            assert_eq!(resolve(&fits, tex, &dev), tex, "{fits}");
+            assert_eq!(resolve(&fits, sg_tex, &dev), sg_tex, "{fits}");
+            for s in [wide, tall] {
+                assert_eq!(resolve(&s, tex, &dev), tex.buffer_twin().unwrap(), "{s}");
+                assert_eq!(resolve(&s, sg_tex, &dev), sg_tex.buffer_twin().unwrap(), "{s}");
+            }
+            // Without subgroups the subgroup one falls back as Subgroup4 does; unaligned shapes
+            // as their buffer twins do.
+            let none = GemmDevice { subgroups: false, ..dev };
+            assert_eq!(resolve(&fits, sg_tex, &none), GemmVariant::TILED);
+            assert_eq!(resolve(&fits, tex, &none), tex);
+            let ragged = match t {
+                Trans::TN => GemmShape::new(7, 256, 256, t),
+                _ => GemmShape::new(8, 256, 255, t),
+            };
+            assert_eq!(resolve(&ragged, tex, &dev), GemmVariant::TILED, "{ragged}");
+            assert_eq!(
+                resolve(&ragged, sg_tex, &dev),
+                GemmVariant::Subgroup { wx: 64, tm: 16, tn: 4 },
+                "{ragged}"
+            );
+        }
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
 };
 
 /// `invocations` invocations each running `iters` x `chains` fused multiply-adds (2 flops each).
