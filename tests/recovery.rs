@@ -157,12 +157,47 @@ fn killed_run_resumes_to_the_same_weights_bit_for_bit() {
     resume.push("--resume".into());
     let o = bin().args(&resume).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert!(!text(&o).1.contains("resumes on"), "same adapter, same device: no note; {:?}", text(&o));
     let resumed = checkpoint::load(&out.join("model.safetensors")).unwrap();
     assert_same_weights(reference, &resumed, &format!("killed after step {} and resumed", at_kill.step));
     // The killed run's records past its checkpoint were dropped and rewritten once.
     let steps: Vec<u64> =
         dlsvm::report::read_metrics(&out.join("metrics.csv")).unwrap().iter().map(|r| r.step).collect();
     assert_eq!(steps, (1..=STEPS / 10).map(|e| e * 10).collect::<Vec<_>>());
+}
+
+/// Resuming on the same adapter with its subgroups turned off (`DLSVM_SUBGROUPS=off`) would run the
+/// tiled kernel for every subgroup variant the run recorded: the resume says in one line that it
+/// will not end bit-equal, as on another adapter (the checkpoint's adapter names how the device was
+/// opened). On an adapter without subgroups nothing changes, and nothing is said.
+#[test]
+fn resume_with_subgroups_turned_off_says_it_will_not_be_bit_exact() {
+    let has_subgroups = dlsvm::gpu::Gpu::new(None)
+        .unwrap_or_else(|e| panic!("{e}; {}", dlsvm::gpu::INSTALL_HINT))
+        .adapter
+        .features()
+        .contains(wgpu::Features::SUBGROUP);
+    let out = TempDir::new("subgroups-off");
+    let args = run_args(&out);
+    let mut child = spawn(&args);
+    wait_for_file(&mut child, &out.join("model.safetensors"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = checkpoint::load(&out.join("model.safetensors")).unwrap();
+    let recorded = at_kill.adapter.clone().expect("the checkpoint names its adapter");
+    assert!(!recorded.contains("subgroups off"), "{recorded}");
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let o = bin().args(&resume).env("DLSVM_SUBGROUPS", "off").output().unwrap();
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let notes: Vec<&str> = err.lines().filter(|l| l.contains("resumes on")).collect();
+    if has_subgroups {
+        assert_eq!(notes.len(), 1, "one note: {err}");
+        assert!(notes[0].contains("subgroups off") && notes[0].contains("bit-equal"), "{}", notes[0]);
+    } else {
+        assert!(notes.is_empty(), "{err}");
+    }
 }
 
 /// A signal (Ctrl-C's SIGINT, or what a scheduler sends) stops the run after the current step with

@@ -162,6 +162,8 @@ pub struct Gpu {
     /// Whether the device was opened with the SUBGROUP feature ([`SUBGROUPS_ENV`]), which the
     /// shaders marked [`Extension::Subgroups`] need.
     pub subgroups: bool,
+    /// Whether the device was opened with WebGPU's default limits ([`LIMITS_ENV`]).
+    pub webgpu_limits: bool,
     /// Whether every shader keeps naga's runtime bounds checks ([`SHADER_CHECKS_ENV`] = 1), even
     /// those marked `unchecked`.
     pub shader_checks: bool,
@@ -304,7 +306,8 @@ impl Gpu {
         req.max_buffer_size = have.max_buffer_size;
         // The texture variants of the GEMM read an operand of up to this many texels a side.
         req.max_texture_dimension_2d = have.max_texture_dimension_2d;
-        if std::env::var(LIMITS_ENV).is_ok_and(|v| v.trim() == "webgpu") {
+        let webgpu_limits = std::env::var(LIMITS_ENV).is_ok_and(|v| v.trim() == "webgpu");
+        if webgpu_limits {
             // Exactly what a browser gives every page: the floor every kernel must work on.
             req = wgpu::Limits::default().using_alignment(have.clone());
         }
@@ -345,12 +348,27 @@ impl Gpu {
             limits: req,
             timestamps,
             subgroups,
+            webgpu_limits,
             shader_checks: std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             dummy,
             timing_resolve,
         })
+    }
+
+    /// How this device was opened where that changes which kernels run, beyond the adapter and
+    /// driver: the subgroup variants run the tiled kernel without subgroups, and WebGPU's default
+    /// limits make some variants fall back. Empty when opened with everything the adapter has.
+    pub fn profile(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.subgroups && self.adapter.features().contains(wgpu::Features::SUBGROUP) {
+            v.push("subgroups off");
+        }
+        if self.webgpu_limits {
+            v.push("WebGPU default limits");
+        }
+        v
     }
 
     /// A one-element placeholder bound where an optional input (such as a bias) is absent.

@@ -237,9 +237,13 @@ fn fit_pca(
     Ok(Some(pca))
 }
 
-/// The adapter a run trains on, as checkpoints record it: `name (backend, driver info)`.
+/// The adapter a run trains on, as checkpoints record it: `name (backend, driver info)`, and how
+/// the device was opened where that changes the kernels ([`Gpu::profile`]: `..., subgroups off`),
+/// so that resuming with subgroups turned off says it is not bit-exact, as on another adapter.
 pub fn adapter_name(gpu: &Gpu) -> String {
-    format!("{} ({}, {})", gpu.info.name, gpu.info.backend, gpu.info.driver_info)
+    let info = &gpu.info;
+    let profile: String = gpu.profile().iter().map(|p| format!(", {p}")).collect();
+    format!("{} ({}, {}{profile})", info.name, info.backend, info.driver_info)
 }
 
 /// The variants a run trains with: a resumed run keeps its checkpoint's (so it stays bit-exact,
