@@ -96,14 +96,16 @@ pub struct Cache {
 /// [`kernels_fingerprint`], so a build whose kernels or variants changed (new variants to time,
 /// old ones that round or run differently under the same name) tunes afresh. A device opened
 /// without subgroups (`DLSVM_SUBGROUPS=off`) has its own choices: its subgroup variants run the
-/// tiled kernel.
+/// tiled kernel; so has one opened with WebGPU's default limits (`DLSVM_LIMITS=webgpu`), where
+/// some variants fall back.
 pub fn key(gpu: &Gpu, op: &Op) -> String {
     let i = &gpu.info;
     format!(
-        "{} | {}{} | {} {} | dlsvm {} kernels {:016x} | {}",
+        "{} | {}{}{} | {} {} | dlsvm {} kernels {:016x} | {}",
         i.name,
         i.backend,
         if gpu.subgroups { "" } else { " (no subgroups)" },
+        if gpu.webgpu_limits { " (WebGPU default limits)" } else { "" },
         i.driver,
         i.driver_info,
         env!("CARGO_PKG_VERSION"),
