@@ -388,15 +388,15 @@ pub static SHADER_SG4_TEX: ShaderDef = ShaderDef {
 /// vec4-aligned shapes, the dot kernel at most [`DOT_MAX_N`] columns and M within the grid, the
 /// subgroup kernels subgroups (else the tiled kernel); the vec4 subgroup kernel on a shape that is
 /// not vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is
-/// `Shared` on the same tiles.
+/// `Shared` on the same tiles; a texture variant runs its own kernel where its buffer twin does and
+/// B fits a texture, else what the twin runs.
 pub fn resolve(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> GemmVariant {
     if let Some(twin) = variant.buffer_twin() {
+        // Its own kernel where the twin runs its own (alignment, subgroups) and B fits a texture.
         let (w, h) = texture_size(s);
-        let own = vec4_aligned(s)
-            && w <= dev.max_texture
-            && h <= dev.max_texture
-            && (dev.subgroups || matches!(variant, GemmVariant::Texture4 { .. }));
-        return if own { variant } else { resolve(s, twin, dev) };
+        let twin_runs = resolve(s, twin, dev);
+        let fits = w <= dev.max_texture && h <= dev.max_texture;
+        return if twin_runs == twin && fits { variant } else { twin_runs };
     }
     match variant {
         GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
@@ -490,23 +490,6 @@ pub fn gemm(
             gpu.prepare(&op, &SHADER, "gemm_split_sum", &sp, &[&partial, bias], &[c], &params, groups)?,
         ]);
     }
-    if variant.buffer_twin().is_some() {
-        // (Resolve keeps a texture variant only where B is vec4-aligned and fits a texture.)
-        let (w, h) = texture_size(s);
-        let texture = gpu.texture(&op, w, h)?;
-        let pack =
-            [to_u32(&op, "texture tiles", w.div_ceil(16))?, to_u32(&op, "texture tiles", h.div_ceil(16))?, 1];
-        let (shader, entry) = match variant {
-            GemmVariant::Texture4 { .. } => (&SHADER4_TEX, "gemm_vec4"),
-            _ => (&SHADER_SG4_TEX, "gemm_subgroup4"),
-        };
-        let packed = [Bound::Buffer(b), Bound::Texture(&texture)];
-        let bound = [Bound::Buffer(a), Bound::Texture(&texture), Bound::Buffer(bias), Bound::Buffer(c)];
-        return Ok(vec![
-            gpu.prepare_bound(&op, &PACK_SHADER, "pack_b", &pack_spec(s.trans), &packed, &params, pack)?,
-            gpu.prepare_bound(&op, shader, entry, &sp, &bound, &params, groups)?,
-        ]);
-    }
     let (shader, entry) = match variant {
         GemmVariant::Naive => (&SHADER, "gemm_naive"),
         GemmVariant::Tiled { .. } => (&SHADER, "gemm_tiled"),
@@ -516,11 +499,24 @@ pub fn gemm(
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
         GemmVariant::Subgroup { .. } => (&SHADER_SG, "gemm_subgroup"),
         GemmVariant::Subgroup4 { .. } => (&SHADER_SG4, "gemm_subgroup4"),
-        // (Dispatched above.)
         GemmVariant::Texture4 { .. } => (&SHADER4_TEX, "gemm_vec4"),
         GemmVariant::SubgroupTexture4 { .. } => (&SHADER_SG4_TEX, "gemm_subgroup4"),
     };
-    Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?])
+    if variant.buffer_twin().is_none() {
+        return Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?]);
+    }
+    // A texture variant (resolve keeps one only where B is vec4-aligned and fits a texture): copy
+    // B into a texture the dispatches keep alive, then the kernel reads it there.
+    let (w, h) = texture_size(s);
+    let texture = gpu.texture(&op, w, h)?;
+    let pack =
+        [to_u32(&op, "texture tiles", w.div_ceil(16))?, to_u32(&op, "texture tiles", h.div_ceil(16))?, 1];
+    let packed = [Bound::Buffer(b), Bound::Texture(&texture)];
+    let bound = [Bound::Buffer(a), Bound::Texture(&texture), Bound::Buffer(bias), Bound::Buffer(c)];
+    Ok(vec![
+        gpu.prepare_bound(&op, &PACK_SHADER, "pack_b", &pack_spec(s.trans), &packed, &params, pack)?,
+        gpu.prepare_bound(&op, shader, entry, &sp, &bound, &params, groups)?,
+    ])
 }
 
 #[cfg(test)]
