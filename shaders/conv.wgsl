@@ -12,18 +12,7 @@
 // BK for the implicit GEMMs of conv_tiles.wgsl (placeholders of 1 and 4 for the other kernels). Large 1-D grids are
 // folded over x and y (shaders/common.wgsl).
 
-@group(0) @binding(0) var<uniform> p: ConvParams;
-
-// ---- conv_fwd_direct, conv_fwd_blocked: inputs x, wt, bias; output y
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
-
-// The forward never accumulates: the previous output is not read.
-fn finish(idx: u32, co: u32, acc: f32) {
-    y[idx] = epilogue(acc, bias[bias_index(co, p.flags)], 0.0, p.flags);
-}
+// (Bindings and `finish`: conv_io.wgsl.)
 
 // The simplest correct kernel: one output element per invocation. Fallback and oracle.
 @compute @workgroup_size(WG, 1, 1)
@@ -176,10 +165,6 @@ fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
         }
     }
 }
-
-// ---- conv_bwd_data: inputs dy, wt; output dx
-@group(0) @binding(1) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<f32>;
 
 // Backward data, register-blocked: four neighbouring input pixels of a row and CIB input
 // channels per invocation; each (ky, kx, co) step loads 4 gradients and CIB weights for 4·CIB

@@ -11,15 +11,7 @@
 // conv_tiles.wgsl (WX, WY, TM, TN, BM, BN, BK; placeholders for the others).
 // Bindings: params; inputs x, dy; output dw (the gradient, or the partial sums).
 
-@group(0) @binding(0) var<uniform> p: ConvParams;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> dy: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dw: array<f32>;
-
-// Whether input row iy, column ix lies inside the image (outside it, x counts as zero).
-fn in_image(iy: i32, ix: i32) -> bool {
-    return iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-}
+// (Bindings and `in_image`: conv_wgrad_io.wgsl.)
 
 // Backward weight as a split-K implicit GEMM: dW[co, col] with col = (ci * kh + ky) * kw + kx is
 // dY[co, (b, oy, ox)] · X[(b, oy, ox), col]. Each invocation computes a 4 x 4 block (4 output

@@ -261,7 +261,8 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
         if !gpu.subgroups && rows.iter().any(|r| r.kernel.contains("subgroup")) {
             println!(
                 "note: the device has no subgroups here: the subgroup variants' rows checked the kernels \
-                 that run in their place (the tiled kernel; no subgroup kernel was checked)"
+                 that run in their place (the tiled GEMM, the blocked and rows convolutions; no subgroup kernel \
+                 was checked)"
             );
         }
     }

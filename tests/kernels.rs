@@ -53,7 +53,7 @@ fn gemm_rejects_mismatched_buffers() {
 #[test]
 fn conv_forward_every_variant_on_the_named_shapes() {
     for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
-        for v in ConvFwdVariant::all() {
+        for v in ConvFwdVariant::checked() {
             pass_named(&name, check::conv_fwd_case(gpu(), s, v, Flags::BIAS_RELU, Input::unit(i as u64)));
             pass_named(&name, check::conv_fwd_case(gpu(), s, v, Flags::NONE, Input::unit(i as u64 + 1)));
         }
@@ -63,7 +63,7 @@ fn conv_forward_every_variant_on_the_named_shapes() {
 #[test]
 fn conv_backward_data_every_variant_on_the_named_shapes() {
     for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
-        for v in ConvBwdDataVariant::all() {
+        for v in ConvBwdDataVariant::checked() {
             pass_named(&name, check::conv_bwd_data_case(gpu(), s, v, Input::unit(i as u64)));
         }
     }
@@ -72,7 +72,7 @@ fn conv_backward_data_every_variant_on_the_named_shapes() {
 #[test]
 fn conv_backward_weight_every_variant_on_the_named_shapes() {
     for (i, (name, s)) in shapes::conv_shapes().into_iter().enumerate() {
-        for v in ConvBwdWeightVariant::all() {
+        for v in ConvBwdWeightVariant::checked() {
             for accumulate in [false, true] {
                 let input = Input::unit(i as u64 * 2 + accumulate as u64);
                 pass_named(&name, check::conv_bwd_weight_case(gpu(), s, v, accumulate, input));

@@ -493,7 +493,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::gemm_case(g, s, v, flags, Input::scaled(sd, sa, sb))
         }
         Family::ConvFwd => {
-            let all = ConvFwdVariant::all();
+            let all = ConvFwdVariant::checked();
             let v = all[ordinal % all.len()];
             let s = conv_shape(rng, conv_kind(ordinal, all.len()));
             let flags = Flags { bias: coin(rng), accumulate: false, relu: coin(rng) };
@@ -509,7 +509,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::conv_fwd_case(g, s, v, flags, Input::scaled(sd, sx, sw))
         }
         Family::ConvBwdData => {
-            let all = ConvBwdDataVariant::all();
+            let all = ConvBwdDataVariant::checked();
             let v = all[ordinal % all.len()];
             let s = conv_shape(rng, conv_kind(ordinal, all.len()));
             let (sdy, sw) = product_scales(rng, re);
@@ -521,7 +521,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::conv_bwd_data_case(g, s, v, Input::scaled(sd, sdy, sw))
         }
         Family::ConvBwdWeight => {
-            let all = ConvBwdWeightVariant::all();
+            let all = ConvBwdWeightVariant::checked();
             let v = all[ordinal % all.len()];
             let accumulate = (ordinal / all.len()) % 2 == 1;
             let s = conv_shape(rng, conv_kind(ordinal, 2 * all.len()));
@@ -776,7 +776,7 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
         }
     }
     keys.push("gemm extreme scales".into());
-    for v in ConvFwdVariant::all() {
+    for v in ConvFwdVariant::checked() {
         for bias in [false, true] {
             for relu in [false, true] {
                 keys.push(format!("conv fwd {} bias={bias} relu={relu}", v.name()));
@@ -784,18 +784,18 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
         }
     }
     keys.push("conv fwd extreme scales".into());
-    for v in ConvBwdDataVariant::all() {
+    for v in ConvBwdDataVariant::checked() {
         for stride1 in [true, false] {
             keys.push(format!("conv bwd_data {} stride1={stride1}", v.name()));
         }
     }
     keys.push("conv bwd_data extreme scales".into());
-    for v in ConvBwdWeightVariant::all() {
+    for v in ConvBwdWeightVariant::checked() {
         for accumulate in [false, true] {
             keys.push(format!("conv bwd_weight {} accumulate={accumulate}", v.name()));
         }
     }
-    for v in ConvBwdWeightVariant::all() {
+    for v in ConvBwdWeightVariant::checked() {
         for what in ["over several batch slices", "kernel wider than 8", "cin*kh > 64"] {
             keys.push(format!("conv bwd_weight {} {what}", v.name()));
         }

@@ -152,17 +152,17 @@ pub fn suite() -> Vec<SuiteCase> {
     // Convolution: every direction and variant on the named shapes; the presets' layers at a
     // realistic batch with the variants training uses.
     for (name, s) in conv_shapes() {
-        for v in ConvFwdVariant::all() {
+        for v in ConvFwdVariant::checked() {
             c.named(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
                 conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
             });
         }
-        for v in ConvBwdDataVariant::all() {
+        for v in ConvBwdDataVariant::checked() {
             c.named(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
                 conv_bwd_data_case(g, s, v, Input::unit(sd))
             });
         }
-        for v in ConvBwdWeightVariant::all() {
+        for v in ConvBwdWeightVariant::checked() {
             c.named(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
                 conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
             });
@@ -279,17 +279,17 @@ pub fn folded_suite() -> Vec<SuiteCase> {
 /// indexing and the ragged last row of workgroups on shapes small enough to check quickly.
 fn folded_cases(c: &mut Cases) {
     for (name, s) in folded_convs() {
-        for v in ConvFwdVariant::all() {
+        for v in ConvFwdVariant::checked() {
             c.folded(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
                 conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
             });
         }
-        for v in ConvBwdDataVariant::all() {
+        for v in ConvBwdDataVariant::checked() {
             c.folded(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
                 conv_bwd_data_case(g, s, v, Input::unit(sd))
             });
         }
-        for v in ConvBwdWeightVariant::all() {
+        for v in ConvBwdWeightVariant::checked() {
             c.folded(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
                 conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
             });

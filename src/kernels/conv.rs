@@ -1,6 +1,6 @@
 //! 2-D convolution, NCHW: forward (direct and channel-blocked), backward data, backward weight.
 //! The bias gradient is [`super::reduce::channel_sum`]. Shaders: conv.wgsl (forward, backward data),
-//! conv_wgrad.wgsl (weight gradient).
+//! conv_sg.wgsl (their subgroup variants), conv_wgrad.wgsl (weight gradient).
 
 use super::{check_len, grid_for, to_u32, Epilogue};
 use crate::gpu::{
@@ -48,6 +48,11 @@ pub enum ConvFwdVariant {
     /// The same kernel on 64 x 32 x 8 tiles ([`SMALL`]): twice the workgroups of `Narrow`, for
     /// layers with few output positions.
     Small,
+    /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
+    /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
+    Subgroup,
+    /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
+    SubgroupPartial,
 }
 
 /// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl), (WX, WY, TM, TN, BK): a 16 x 16
@@ -63,16 +68,19 @@ pub const SMALL: (u32, u32, u32, u32, u32) = (8, 16, 4, 4, 8);
 
 /// The WGSL file the implicit-GEMM kernels share.
 const TILES: (&str, &str) = ("conv_tiles", include_str!("../../shaders/conv_tiles.wgsl"));
+/// The forward and backward-data kernels' bindings, shared by conv.wgsl and conv_sg.wgsl.
+const IO: (&str, &str) = ("conv_io", include_str!("../../shaders/conv_io.wgsl"));
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
-    pub fn all() -> [ConvFwdVariant; 5] {
+    pub fn all() -> [ConvFwdVariant; 6] {
         [
             ConvFwdVariant::Direct,
             ConvFwdVariant::Blocked,
             ConvFwdVariant::Shared,
             ConvFwdVariant::Narrow,
             ConvFwdVariant::Small,
+            ConvFwdVariant::Subgroup,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -82,7 +90,15 @@ impl ConvFwdVariant {
             ConvFwdVariant::Shared => "shared64x64x8",
             ConvFwdVariant::Narrow => "shared128x32x8",
             ConvFwdVariant::Small => "shared64x32x8",
+            ConvFwdVariant::Subgroup => "subgroup",
+            ConvFwdVariant::SubgroupPartial => "subgroup36",
         }
+    }
+    /// [`ConvFwdVariant::all`] and the variant only the checks run (a subgroup partly empty).
+    pub fn checked() -> Vec<ConvFwdVariant> {
+        let mut v = ConvFwdVariant::all().to_vec();
+        v.push(ConvFwdVariant::SubgroupPartial);
+        v
     }
     /// The workgroup-memory tiling of the implicit-GEMM variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
@@ -97,6 +113,10 @@ impl ConvFwdVariant {
 
 /// Invocations per workgroup (a power of two: the weight-gradient reduction halves it).
 const CONV_WG: u32 = 64;
+/// Invocations per workgroup of the checked-only subgroup variants ([`ConvFwdVariant::checked`]
+/// and the like): 36 leaves a subgroup of 8, 16 or 32 lanes partly empty, so the kernels' path for
+/// a subgroup that is not full runs on the devices of those sizes.
+const PARTIAL_WG: u32 = 36;
 /// Channel blocks (output channels per invocation in the blocked forward, input channels in the
 /// backward data): a block of 16 gives each gathered input 16 multiply-adds per load; fewer
 /// channels than that take the smallest block that covers them, so no lanes compute padding.
@@ -115,6 +135,11 @@ impl KernelParams for ConvParams {
 /// The blocked kernels' channel blocks, with placeholders for conv_fwd_shared's tiling.
 fn spec(cob: u32, cib: u32) -> Spec {
     tiled_spec(cob, cib, (1, 1, 4, 4, 4))
+}
+
+/// `spec` for the subgroup kernels of `wg` invocations.
+fn sg_spec(wg: u32, cob: u32, cib: u32) -> Spec {
+    tiles(Spec::new().u("WG", wg).u("COB", cob).u("CIB", cib), (1, 1, 4, 4, 4))
 }
 
 fn tiled_spec(cob: u32, cib: u32, tiling: (u32, u32, u32, u32, u32)) -> Spec {
@@ -138,7 +163,7 @@ const _: () = assert!(tiling_ok(SHARED) && tiling_ok(NARROW) && tiling_ok(SMALL)
 pub static SHADER: ShaderDef = ShaderDef {
     name: "conv",
     source: include_str!("../../shaders/conv.wgsl"),
-    parts: &[TILES],
+    parts: &[TILES, IO],
     params: ParamsDecl::of::<ConvParams>(),
     entries: &[
         ("conv_fwd_direct", 3, 1),
@@ -154,6 +179,22 @@ pub static SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
+};
+
+/// The blocked forward and backward data with their weights shuffled within a subgroup.
+pub static SHADER_SG: ShaderDef = ShaderDef {
+    name: "conv_sg",
+    source: include_str!("../../shaders/conv_sg.wgsl"),
+    parts: &[IO, super::gemm::SUBGROUP],
+    params: ParamsDecl::of::<ConvParams>(),
+    entries: &[("conv_fwd_subgroup", 3, 1), ("conv_bwd_data_subgroup", 2, 1)],
+    specs: || {
+        let blocks = || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| (a, b)));
+        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| blocks().map(move |(a, b)| sg_spec(wg, a, b))).collect()
+    },
+    unchecked: true,
+    extension: Extension::Subgroups,
     textures: &[],
 };
 
@@ -248,12 +289,32 @@ pub fn conv2d_forward(
             let groups = grid_for(gpu, s.y_len(), CONV_WG);
             gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(16, 16), &[x, w, bias], &[y], &p, groups)
         }
-        // Blocked, and a shared variant whose position tiles exceed the grid.
+        // Blocked, the subgroup variants, and a shared variant whose position tiles exceed the grid.
         _ => {
-            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), CONV_WG);
+            let wg = match variant {
+                ConvFwdVariant::Subgroup if gpu.subgroups => Some(CONV_WG),
+                ConvFwdVariant::SubgroupPartial if gpu.subgroups => Some(PARTIAL_WG),
+                _ => None,
+            };
+            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), wg.unwrap_or(CONV_WG));
             let cob = channel_block(s.cout);
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
-            gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &spec(cob, 16), &[x, w, bias], &[y], &p, groups)
+            match wg {
+                Some(wg) => {
+                    let sp = sg_spec(wg, cob, 16);
+                    gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
+                }
+                None => gpu.prepare(
+                    &op,
+                    &SHADER,
+                    "conv_fwd_blocked",
+                    &spec(cob, 16),
+                    &[x, w, bias],
+                    &[y],
+                    &p,
+                    groups,
+                ),
+            }
         }
     }
 }
@@ -271,16 +332,22 @@ pub enum ConvBwdDataVariant {
     Narrow,
     /// The same kernel on 64 x 32 x 8 tiles ([`SMALL`]).
     Small,
+    /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
+    /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
+    Subgroup,
+    /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
+    SubgroupPartial,
 }
 
 impl ConvBwdDataVariant {
     pub const DEFAULT: ConvBwdDataVariant = ConvBwdDataVariant::Blocked;
-    pub fn all() -> [ConvBwdDataVariant; 4] {
+    pub fn all() -> [ConvBwdDataVariant; 5] {
         [
             ConvBwdDataVariant::Blocked,
             ConvBwdDataVariant::Shared,
             ConvBwdDataVariant::Narrow,
             ConvBwdDataVariant::Small,
+            ConvBwdDataVariant::Subgroup,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -289,7 +356,15 @@ impl ConvBwdDataVariant {
             ConvBwdDataVariant::Shared => "shared64x64x8",
             ConvBwdDataVariant::Narrow => "shared128x32x8",
             ConvBwdDataVariant::Small => "shared64x32x8",
+            ConvBwdDataVariant::Subgroup => "subgroup",
+            ConvBwdDataVariant::SubgroupPartial => "subgroup36",
         }
+    }
+    /// [`ConvBwdDataVariant::all`] and the variant only the checks run (a subgroup partly empty).
+    pub fn checked() -> Vec<ConvBwdDataVariant> {
+        let mut v = ConvBwdDataVariant::all().to_vec();
+        v.push(ConvBwdDataVariant::SubgroupPartial);
+        v
     }
     /// The workgroup-memory tiling of the implicit-GEMM variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
@@ -297,7 +372,7 @@ impl ConvBwdDataVariant {
             ConvBwdDataVariant::Shared => Some(SHARED),
             ConvBwdDataVariant::Narrow => Some(NARROW),
             ConvBwdDataVariant::Small => Some(SMALL),
-            ConvBwdDataVariant::Blocked => None,
+            _ => None,
         }
     }
 }
@@ -322,10 +397,21 @@ pub fn conv2d_backward_data(
             return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
         }
     }
-    let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), CONV_WG);
+    let wg = match variant {
+        ConvBwdDataVariant::Subgroup if gpu.subgroups => Some(CONV_WG),
+        ConvBwdDataVariant::SubgroupPartial if gpu.subgroups => Some(PARTIAL_WG),
+        _ => None,
+    };
+    let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), wg.unwrap_or(CONV_WG));
     let cib = channel_block(s.cin);
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
-    gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups)
+    match wg {
+        Some(wg) => {
+            let sp = sg_spec(wg, 16, cib);
+            gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)
+        }
+        None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups),
+    }
 }
 
 /// Backward-weight variants; every one is covered by the tests.
@@ -354,6 +440,11 @@ pub enum ConvBwdWeightVariant {
     Tiny,
     /// `Shared` on 32 x 32 x 16 tiles of 256 invocations, 2 x 2 each ([`WGRAD_TINY_WIDE`]).
     TinyWide,
+    /// `Rows` with the gradients loaded once per subgroup and shuffled to every lane
+    /// (conv_wgrad_sg.wgsl); `Rows` itself on a device without subgroups.
+    RowsSubgroup,
+    /// `RowsSubgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
+    RowsSubgroupPartial,
 }
 
 /// The weight gradient's tilings besides [`SHARED`] (conv_tiles.wgsl's constants; the kernel
@@ -377,7 +468,7 @@ const TILE_MIN_POSITIONS: usize = 256;
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 8] {
+    pub fn all() -> [ConvBwdWeightVariant; 9] {
         [
             ConvBwdWeightVariant::Direct,
             ConvBwdWeightVariant::Split,
@@ -387,6 +478,7 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::RowsFine,
             ConvBwdWeightVariant::Tiny,
             ConvBwdWeightVariant::TinyWide,
+            ConvBwdWeightVariant::RowsSubgroup,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -399,7 +491,16 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::RowsFine => "rows_fine",
             ConvBwdWeightVariant::Tiny => "shared32x32x16r4x4",
             ConvBwdWeightVariant::TinyWide => "shared32x32x16r2x2",
+            ConvBwdWeightVariant::RowsSubgroup => "rows_subgroup",
+            ConvBwdWeightVariant::RowsSubgroupPartial => "rows_subgroup36",
         }
+    }
+    /// [`ConvBwdWeightVariant::all`] and the variant only the checks run (a subgroup partly
+    /// empty).
+    pub fn checked() -> Vec<ConvBwdWeightVariant> {
+        let mut v = ConvBwdWeightVariant::all().to_vec();
+        v.push(ConvBwdWeightVariant::RowsSubgroupPartial);
+        v
     }
     /// The workgroup-memory tiling of the tiled variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
@@ -420,7 +521,12 @@ pub const WGRAD_MAX_KW: usize = 8;
 /// The weight-gradient shader's specialization; only the rows kernel reads KW (the others use
 /// KW = 1), only the shared kernel the tiling (placeholders for the others).
 fn wgrad_spec(kw: u32) -> Spec {
-    tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", kw), (1, 1, 4, 4, 4))
+    wgrad_wg_spec(CONV_WG, kw)
+}
+
+/// `wgrad_spec` on workgroups of `wg` invocations (the rows kernels).
+fn wgrad_wg_spec(wg: u32, kw: u32) -> Spec {
+    tiles(Spec::new().u("WG", wg).u("COB", WGRAD_COB).u("KW", kw), (1, 1, 4, 4, 4))
 }
 
 /// The weight-gradient shader's specialization for conv_bwd_weight_shared on `tiling`.
@@ -428,10 +534,13 @@ fn wgrad_shared_spec(tiling: (u32, u32, u32, u32, u32)) -> Spec {
     tiles(Spec::new().u("WG", CONV_WG).u("COB", WGRAD_COB).u("KW", 1), tiling)
 }
 
+/// The weight-gradient kernels' bindings, shared by conv_wgrad.wgsl and conv_wgrad_sg.wgsl.
+const WGRAD_IO: (&str, &str) = ("conv_wgrad_io", include_str!("../../shaders/conv_wgrad_io.wgsl"));
+
 pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     name: "conv_wgrad",
     source: include_str!("../../shaders/conv_wgrad.wgsl"),
-    parts: &[TILES],
+    parts: &[TILES, WGRAD_IO],
     params: ParamsDecl::of::<ConvParams>(),
     entries: &[
         ("conv_bwd_weight", 2, 1),
@@ -445,6 +554,22 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
+    textures: &[],
+};
+
+/// The rows weight gradient with its gradients shuffled within a subgroup.
+pub static WGRAD_SHADER_SG: ShaderDef = ShaderDef {
+    name: "conv_wgrad_sg",
+    source: include_str!("../../shaders/conv_wgrad_sg.wgsl"),
+    parts: &[WGRAD_IO, super::gemm::SUBGROUP],
+    params: ParamsDecl::of::<ConvParams>(),
+    entries: &[("conv_bwd_weight_rows_subgroup", 2, 1)],
+    specs: || {
+        let kws = || 1..=WGRAD_MAX_KW as u32;
+        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| kws().map(move |kw| wgrad_wg_spec(wg, kw))).collect()
+    },
+    unchecked: true,
+    extension: Extension::Subgroups,
     textures: &[],
 };
 
@@ -530,6 +655,14 @@ pub fn conv2d_backward_weight(
     let variant = match variant {
         ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
         ConvBwdWeightVariant::RowsFine if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::SplitFine,
+        ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroupPartial
+            if s.kw > WGRAD_MAX_KW =>
+        {
+            ConvBwdWeightVariant::Split
+        }
+        ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroupPartial if !gpu.subgroups => {
+            ConvBwdWeightVariant::Rows
+        }
         v => v,
     };
     if variant == ConvBwdWeightVariant::Direct {
@@ -557,12 +690,23 @@ pub fn conv2d_backward_weight(
         let groups = [to_u32(&op, "column tiles", cols)?, to_u32(&op, "channel tiles", chans)?, p.slices];
         let sp = wgrad_shared_spec(tiling);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
-    } else if matches!(variant, ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine) {
-        let row_groups = (s.cin * s.kh).div_ceil(CONV_WG as usize);
+    } else if let Some((wg, shader, entry)) = match variant {
+        ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine => {
+            Some((CONV_WG, &WGRAD_SHADER, "conv_bwd_weight_rows"))
+        }
+        ConvBwdWeightVariant::RowsSubgroup => {
+            Some((CONV_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
+        }
+        ConvBwdWeightVariant::RowsSubgroupPartial => {
+            Some((PARTIAL_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
+        }
+        _ => None,
+    } {
+        let row_groups = (s.cin * s.kh).div_ceil(wg as usize);
         let mut groups = grid_1d(slices * row_groups, gpu.fold_width());
         groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
-        let sp = wgrad_spec(p.kw);
-        gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_rows", &sp, &[x, dy], &[&partial], &p, groups)?
+        let sp = wgrad_wg_spec(wg, p.kw);
+        gpu.prepare(&op, shader, entry, &sp, &[x, dy], &[&partial], &p, groups)?
     } else {
         let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);
         let groups = grid_for(gpu, threads, CONV_WG);

@@ -288,7 +288,7 @@ const IO4: (&str, &str) = ("gemm4_io", include_str!("../../shaders/gemm4_io.wgsl
 const B4: (&str, &str) = ("gemm4_b", include_str!("../../shaders/gemm4_b.wgsl"));
 const B4_TEX: (&str, &str) = ("gemm4_btex", include_str!("../../shaders/gemm4_btex.wgsl"));
 /// The subgroup kernels' helpers.
-const SUBGROUP: (&str, &str) = ("subgroup", include_str!("../../shaders/subgroup.wgsl"));
+pub(crate) const SUBGROUP: (&str, &str) = ("subgroup", include_str!("../../shaders/subgroup.wgsl"));
 
 pub static SHADER: ShaderDef = ShaderDef {
     name: "gemm",

@@ -51,14 +51,16 @@ impl Op {
     /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
     /// another variant's (`kernels::gemm::resolve`: the vec4 GEMMs need vec4-aligned shapes, the
     /// dot GEMM few columns, the split-K GEMM several splits, the subgroup GEMM a device with
-    /// subgroups (`dev`); the rows weight gradient a kernel at
-    /// most `WGRAD_MAX_KW` wide).
+    /// subgroups (`dev`); the rows weight gradient a kernel at most `WGRAD_MAX_KW` wide; the
+    /// subgroup convolutions a device with subgroups).
     pub fn runs_itself(&self, dev: &GemmDevice, variant: &str) -> bool {
         match self {
             Op::Gemm(s) => GemmVariant::all()
                 .into_iter()
                 .find(|v| v.name() == variant)
                 .is_none_or(|v| crate::kernels::gemm::runs_itself(s, v, dev)),
+            // The subgroup convolutions run the blocked (rows) kernel on a device without subgroups.
+            _ if variant.contains("subgroup") && !dev.subgroups => false,
             Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
             Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
             Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
@@ -184,5 +186,29 @@ impl Plan {
     /// The ops whose variant differs between `self` and `other` (both complete), by key.
     pub fn differences(&self, other: &Plan) -> Vec<String> {
         self.0.iter().filter(|(k, v)| other.0.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subgroup_convolutions_run_themselves_only_where_the_device_has_subgroups() {
+        let no_subgroups = GemmDevice { subgroups: false, ..GemmDevice::ANY };
+        let s = crate::check::shapes::fer_convs(8)[2];
+        for op in [Op::ConvFwd(s), Op::ConvData(s), Op::ConvWeight(s)] {
+            let names = op.variants();
+            let sg: Vec<&String> = names.iter().filter(|n| n.contains("subgroup")).collect();
+            assert_eq!(sg.len(), 1, "{}: {names:?}", op.signature());
+            assert!(op.runs_itself(&GemmDevice::ANY, sg[0]), "{}", op.signature());
+            assert!(!op.runs_itself(&no_subgroups, sg[0]), "{}", op.signature());
+            // The others do not depend on subgroups.
+            for n in names.iter().filter(|n| !n.contains("subgroup")) {
+                assert_eq!(op.runs_itself(&GemmDevice::ANY, n), op.runs_itself(&no_subgroups, n), "{n}");
+            }
+        }
+        // The checked-only variants are never tuned.
+        assert!(!Op::ConvFwd(s).variants().contains(&"subgroup36".to_string()));
     }
 }

@@ -1,0 +1,224 @@
+// The register-blocked convolutions of conv.wgsl (forward, backward data) with their weights
+// loaded once per subgroup. Needs the adapter's SUBGROUP feature (without it the host runs the
+// blocked kernels instead); no `enable subgroups;` directive (naga 30 refuses it).
+//
+// In conv_fwd_blocked and conv_bwd_data every invocation of a workgroup reads the same COB (CIB)
+// weights per reduction step: an address the same for all lanes, but one a compiler need not prove
+// uniform (it comes from the workgroup id, loop counters and the params), and lavapipe then
+// gathers it lane by lane (BENCHMARKS.md, session 9: with the weight index made a constant, the
+// forward ran 2.6-3.8x faster). Here lane l of a subgroup of S lanes loads the block's weights for
+// reduction step k0 + l, and each step's weights reach every lane by subgroupShuffle: per S steps
+// COB weight loads per lane instead of COB·S.
+//
+// The reduction walks its index one step at a time ((ci, ky, kx) forward, (ky, co, kx) backward),
+// the same in every lane: trip counts and the shuffles stay in uniform control flow, and no lane
+// returns early (lanes past the work compute a clamped position and store nothing). A subgroup
+// that is not full (subgroup.wgsl) loads its weights itself. Inputs outside the image read a
+// clamped address and count as zero.
+//
+// Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl). Bindings and
+// `finish`: conv_io.wgsl.
+
+// Forward: 4 neighbouring output pixels of a row x COB output channels per invocation, as
+// conv_fwd_blocked. Grid: 4-pixel groups folded over x and y, output-channel blocks over z.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
+    let quads = (p.ow + 3u) / 4u;
+    let total = p.n * p.oh * quads;
+    let q = thread_index(id, WG);
+    let qc = min(q, total - 1u);
+    let b = qc / (quads * p.oh);
+    let oy = (qc / quads) % p.oh;
+    let ox0 = (qc % quads) * 4u;
+    let co0 = id.group.z * COB;
+    let kk = p.kh * p.kw;
+    let depth = p.cin * kk;
+    var acc: array<f32, COB * 4u>;
+    var wbase: array<u32, COB>;
+    for (var j = 0u; j < COB; j++) {
+        wbase[j] = min(co0 + j, p.cout - 1u) * depth;
+    }
+    let full = subgroup_full(sg);
+    // Reduction step (ci, ky, kx), the same in every lane; the input row of (ci, ky).
+    var ci = 0u;
+    var ky = 0u;
+    var kx = 0u;
+    var xrow = 0u;
+    var row_ok = false;
+    var xv: array<f32, 4>;
+    for (var k0 = 0u; k0 < depth; k0 += sg) {
+        let steps = min(sg, depth - k0);
+        var own: array<f32, COB>;
+        if (full) {
+            let kl = min(k0 + lane, depth - 1u);
+            for (var j = 0u; j < COB; j++) {
+                own[j] = wt[wbase[j] + kl];
+            }
+        }
+        for (var s = 0u; s < steps; s++) {
+            if (kx == 0u) {
+                let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+                row_ok = iy >= 0 && iy < i32(p.h);
+                xrow = ((b * p.cin + ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;
+            }
+            if (p.stride_x == 1u && kx > 0u) {
+                // Stride 1: the 4 pixels' inputs slide by one per kx; one new load, not four.
+                xv[0] = xv[1];
+                xv[1] = xv[2];
+                xv[2] = xv[3];
+                let ix = i32(ox0 + 3u + kx) - i32(p.pad_x);
+                let inside = row_ok && ix >= 0 && ix < i32(p.w);
+                xv[3] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+            } else {
+                for (var t = 0u; t < 4u; t++) {
+                    let ix = i32((ox0 + t) * p.stride_x + kx) - i32(p.pad_x);
+                    let inside = row_ok && ix >= 0 && ix < i32(p.w);
+                    xv[t] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                }
+            }
+            var wv: array<f32, COB>;
+            if (full) {
+                for (var j = 0u; j < COB; j++) {
+                    wv[j] = subgroupShuffle(own[j], s);
+                }
+            } else {
+                for (var j = 0u; j < COB; j++) {
+                    wv[j] = wt[wbase[j] + k0 + s];
+                }
+            }
+            for (var j = 0u; j < COB; j++) {
+                for (var t = 0u; t < 4u; t++) {
+                    acc[j * 4u + t] += xv[t] * wv[j];
+                }
+            }
+            kx += 1u;
+            if (kx == p.kw) {
+                kx = 0u;
+                ky += 1u;
+                if (ky == p.kh) {
+                    ky = 0u;
+                    ci += 1u;
+                }
+            }
+        }
+    }
+    if (q < total) {
+        for (var j = 0u; j < COB; j++) {
+            let co = co0 + j;
+            for (var t = 0u; t < 4u; t++) {
+                let ox = ox0 + t;
+                if (co < p.cout && ox < p.ow) {
+                    finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j * 4u + t]);
+                }
+            }
+        }
+    }
+}
+
+// Backward data: 4 neighbouring input pixels of a row x CIB input channels per invocation, as
+// conv_bwd_data, over the reduction steps (ky, co, kx). At stride 1 the 4 gradients slide by one
+// per kx. Grid: 4-pixel groups folded over x and y, input-channel blocks over z.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
+    let quads = (p.w + 3u) / 4u;
+    let total = p.n * p.h * quads;
+    let q = thread_index(id, WG);
+    let qc = min(q, total - 1u);
+    let b = qc / (quads * p.h);
+    let iy = (qc / quads) % p.h;
+    let ix0 = (qc % quads) * 4u;
+    let ci0 = id.group.z * CIB;
+    let kk = p.kh * p.kw;
+    let depth = p.kh * p.cout * p.kw;
+    var acc: array<f32, CIB * 4u>;
+    // Offsets of the CIB input channels' kernels within an output channel's weights.
+    var wci: array<u32, CIB>;
+    for (var j = 0u; j < CIB; j++) {
+        wci[j] = min(ci0 + j, p.cin - 1u) * kk;
+    }
+    let plane_out = p.oh * p.ow;
+    let gbase = b * p.cout * plane_out;
+    let full = subgroup_full(sg);
+    // Reduction step (ky, co, kx), the same in every lane; the gradient row of (ky, co).
+    var ky = 0u;
+    var co = 0u;
+    var kx = 0u;
+    var grow = 0u;
+    var oy_ok = false;
+    var gv: array<f32, 4>;
+    for (var k0 = 0u; k0 < depth; k0 += sg) {
+        let steps = min(sg, depth - k0);
+        var own: array<f32, CIB>;
+        if (full) {
+            // This lane's step k0 + lane: weights wt[co, ci, ky, kx] of the block's channels.
+            let kl = min(k0 + lane, depth - 1u);
+            let lkx = kl % p.kw;
+            let lco = (kl / p.kw) % p.cout;
+            let lky = kl / (p.kw * p.cout);
+            let wb = lco * p.cin * kk + lky * p.kw + lkx;
+            for (var j = 0u; j < CIB; j++) {
+                own[j] = wt[wb + wci[j]];
+            }
+        }
+        for (var s = 0u; s < steps; s++) {
+            if (kx == 0u) {
+                let tyn = i32(iy + p.pad_y) - i32(ky);
+                let oy = u32(max(tyn, 0)) / p.stride_y;
+                oy_ok = tyn >= 0 && u32(tyn) % p.stride_y == 0u && oy < p.oh;
+                grow = gbase + co * plane_out + min(oy, p.oh - 1u) * p.ow;
+            }
+            if (p.stride_x == 1u && kx > 0u) {
+                // Pixel t meets output column ix0 + t + px - kx: one new gradient per kx.
+                gv[3] = gv[2];
+                gv[2] = gv[1];
+                gv[1] = gv[0];
+                let ox = i32(ix0 + p.pad_x) - i32(kx);
+                let inside = oy_ok && ox >= 0 && ox < i32(p.ow);
+                gv[0] = select(0.0, dy[grow + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+            } else {
+                for (var t = 0u; t < 4u; t++) {
+                    let txn = i32(ix0 + t + p.pad_x) - i32(kx);
+                    let ox = u32(max(txn, 0)) / p.stride_x;
+                    let ok = oy_ok && txn >= 0 && u32(txn) % p.stride_x == 0u && ox < p.ow;
+                    gv[t] = select(0.0, dy[grow + min(ox, p.ow - 1u)], ok);
+                }
+            }
+            var wv: array<f32, CIB>;
+            if (full) {
+                for (var j = 0u; j < CIB; j++) {
+                    wv[j] = subgroupShuffle(own[j], s);
+                }
+            } else {
+                let wb = co * p.cin * kk + ky * p.kw + kx;
+                for (var j = 0u; j < CIB; j++) {
+                    wv[j] = wt[wb + wci[j]];
+                }
+            }
+            for (var j = 0u; j < CIB; j++) {
+                for (var t = 0u; t < 4u; t++) {
+                    acc[j * 4u + t] += gv[t] * wv[j];
+                }
+            }
+            kx += 1u;
+            if (kx == p.kw) {
+                kx = 0u;
+                co += 1u;
+                if (co == p.cout) {
+                    co = 0u;
+                    ky += 1u;
+                }
+            }
+        }
+    }
+    if (q < total) {
+        for (var j = 0u; j < CIB; j++) {
+            let ci = ci0 + j;
+            for (var t = 0u; t < 4u; t++) {
+                let ix = ix0 + t;
+                if (ci < p.cin && ix < p.w) {
+                    dx[((b * p.cin + ci) * p.h + iy) * p.w + ix] = acc[j * 4u + t];
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+// conv_wgrad.wgsl's rows kernel with the gradients loaded once per subgroup. Needs the adapter's
+// SUBGROUP feature (without it the host runs conv_bwd_weight_rows instead); no `enable
+// subgroups;` directive (naga 30 refuses it).
+//
+// In conv_bwd_weight_rows every invocation of a workgroup reads the same COB gradients per output
+// position (it differs from its neighbours only in its kernel row), an address lavapipe gathers
+// lane by lane because it cannot prove it uniform (as the blocked convolutions' weights:
+// conv_sg.wgsl). Here lane l of a subgroup of S lanes loads the COB gradients of the slice's
+// position k0 + l, and each position's gradients reach every lane by subgroupShuffle.
+//
+// The walk over the slice's output positions (u = b·oh + oy, ox) is the same in every lane, so
+// trip counts and shuffles stay in uniform control flow; invocations past the last kernel row
+// compute a clamped row and store nothing (a subgroup of them only returns at once). A subgroup that is not full (subgroup.wgsl) loads its
+// gradients itself. Inputs outside the image read a clamped address multiplied by zero.
+//
+// Specialization: WG (invocations per workgroup), COB (output channels per invocation), KW (the
+// kernel width); the tiling constants of conv_tiles.wgsl are placeholders here. Bindings:
+// conv_wgrad_io.wgsl. Writes partial sums per slice, dw[slice, co, ci, ky, kx], as the rows
+// kernel; slice_sum adds them in a fixed order.
+// Grid: x/y fold (row group, slice) with the row groups fastest; z: output-channel blocks.
+@compute @workgroup_size(WG, 1, 1)
+fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
+    let rows = p.cin * p.kh;
+    let row_groups = (rows + WG - 1u) / WG;
+    let g = group_index(id);
+    let slice = g / row_groups;
+    // The same for the whole workgroup: no subgroup is split by this return.
+    if (slice >= p.slices) {
+        return;
+    }
+    let row = (g % row_groups) * WG + id.local.x;
+    // A subgroup with no kernel row leaves (a layer with few input channels, e.g. 5 rows of 64
+    // at cin 1); one with some keeps every lane, each loading its share of the gradients.
+    if (subgroupAll(row >= rows)) {
+        return;
+    }
+    let rc = min(row, rows - 1u);
+    let ci = rc / p.kh;
+    let ky = rc % p.kh;
+    let co0 = id.group.z * COB;
+    let plane_in = p.h * p.w;
+    let plane_out = p.oh * p.ow;
+    var cbase: array<u32, COB>;
+    for (var j = 0u; j < COB; j++) {
+        cbase[j] = min(co0 + j, p.cout - 1u) * plane_out;
+    }
+    var acc: array<f32, COB * KW>;
+    let u0 = slice * p.rps;
+    let u1 = min(u0 + p.rps, p.n * p.oh);
+    let count = (u1 - u0) * p.ow;
+    let full = subgroup_full(sg);
+    // Output position (u, ox), the same in every lane; the input row and gradient row of u.
+    var u = u0;
+    var ox = 0u;
+    var xrow = 0u;
+    var row_ok = false;
+    var grow = 0u;
+    var xv: array<f32, KW>;
+    for (var k0 = 0u; k0 < count; k0 += sg) {
+        let steps = min(sg, count - k0);
+        var own: array<f32, COB>;
+        if (full) {
+            // This lane's position k0 + lane of the slice.
+            let kl = min(k0 + lane, count - 1u);
+            let lu = u0 + kl / p.ow;
+            let o = (lu / p.oh) * p.cout * plane_out + (lu % p.oh) * p.ow + kl % p.ow;
+            for (var j = 0u; j < COB; j++) {
+                own[j] = dy[o + cbase[j]];
+            }
+        }
+        for (var s = 0u; s < steps; s++) {
+            if (ox == 0u) {
+                let b = u / p.oh;
+                let oy = u % p.oh;
+                let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
+                row_ok = iy >= 0 && iy < i32(p.h);
+                xrow = (b * p.cin + ci) * plane_in + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
+                grow = b * p.cout * plane_out + oy * p.ow;
+            }
+            let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
+            if (p.stride_x == 1u && ox > 0u) {
+                for (var kx = 0u; kx + 1u < KW; kx++) {
+                    xv[kx] = xv[kx + 1u];
+                }
+                let ix = ix0 + i32(KW) - 1;
+                let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
+                xv[KW - 1u] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+            } else {
+                for (var kx = 0u; kx < KW; kx++) {
+                    let ix = ix0 + i32(kx);
+                    let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
+                    xv[kx] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+                }
+            }
+            var gv: array<f32, COB>;
+            if (full) {
+                for (var j = 0u; j < COB; j++) {
+                    gv[j] = subgroupShuffle(own[j], s);
+                }
+            } else {
+                for (var j = 0u; j < COB; j++) {
+                    gv[j] = dy[grow + ox + cbase[j]];
+                }
+            }
+            for (var j = 0u; j < COB; j++) {
+                for (var kx = 0u; kx < KW; kx++) {
+                    acc[j * KW + kx] += gv[j] * xv[kx];
+                }
+            }
+            ox += 1u;
+            if (ox == p.ow) {
+                ox = 0u;
+                u += 1u;
+            }
+        }
+    }
+    if (row < rows) {
+        let cols = p.cin * p.kh * KW;
+        for (var j = 0u; j < COB; j++) {
+            let co = co0 + j;
+            if (co < p.cout) {
+                let base = (slice * p.cout + co) * cols + row * KW;
+                for (var kx = 0u; kx < KW; kx++) {
+                    dw[base + kx] = acc[j * KW + kx];
+                }
+            }
+        }
+    }
+}
