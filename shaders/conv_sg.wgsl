@@ -139,42 +139,70 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     let plane_out = p.oh * p.ow;
     let gbase = b * p.cout * plane_out;
     let full = subgroup_full(sg);
-    // Reduction step (ky, co, kx), the same in every lane; the gradient row of (ky, co).
+    // This lane's step k0 + lane (ky, co, kx), stepped by sg per chunk without dividing (a
+    // division is a scalar one per lane on a SIMD device; the stepping loop runs about sg / kw
+    // times). The steps' own state likewise divides only on a new kernel row at a stride > 1.
+    var lkx = lane % p.kw;
+    var lco = (lane / p.kw) % p.cout;
+    var lky = lane / (p.kw * p.cout);
+    // Reduction step (ky, co, kx), the same in every lane; the output row of ky and the gradient
+    // row of (ky, co).
     var ky = 0u;
     var co = 0u;
     var kx = 0u;
-    var grow = 0u;
+    var oy = 0u;
     var oy_ok = false;
+    var grow = 0u;
     var gv: array<f32, 4>;
     for (var k0 = 0u; k0 < depth; k0 += sg) {
         let steps = min(sg, depth - k0);
         var own: array<f32, CIB>;
         if (full) {
-            // This lane's step k0 + lane: weights wt[co, ci, ky, kx] of the block's channels.
-            let kl = min(k0 + lane, depth - 1u);
-            let lkx = kl % p.kw;
-            let lco = (kl / p.kw) % p.cout;
-            let lky = kl / (p.kw * p.cout);
-            let wb = lco * p.cin * kk + lky * p.kw + lkx;
+            // Weights wt[co, ci, ky, kx] of the block's channels (lanes past the end read ky's
+            // last row; no step uses them).
+            let wb = lco * p.cin * kk + min(lky, p.kh - 1u) * p.kw + lkx;
             for (var j = 0u; j < CIB; j++) {
                 own[j] = wt[wb + wci[j]];
+            }
+            lkx += sg;
+            while (lkx >= p.kw) {
+                lkx -= p.kw;
+                lco += 1u;
+                if (lco == p.cout) {
+                    lco = 0u;
+                    lky += 1u;
+                }
             }
         }
         for (var s = 0u; s < steps; s++) {
             if (kx == 0u) {
-                let tyn = i32(iy + p.pad_y) - i32(ky);
-                let oy = u32(max(tyn, 0)) / p.stride_y;
-                oy_ok = tyn >= 0 && u32(tyn) % p.stride_y == 0u && oy < p.oh;
+                if (co == 0u) {
+                    let tyn = i32(iy + p.pad_y) - i32(ky);
+                    if (p.stride_y == 1u) {
+                        oy = u32(max(tyn, 0));
+                        oy_ok = tyn >= 0 && oy < p.oh;
+                    } else {
+                        oy = u32(max(tyn, 0)) / p.stride_y;
+                        oy_ok = tyn >= 0 && u32(tyn) % p.stride_y == 0u && oy < p.oh;
+                    }
+                }
                 grow = gbase + co * plane_out + min(oy, p.oh - 1u) * p.ow;
             }
-            if (p.stride_x == 1u && kx > 0u) {
-                // Pixel t meets output column ix0 + t + px - kx: one new gradient per kx.
-                gv[3] = gv[2];
-                gv[2] = gv[1];
-                gv[1] = gv[0];
-                let ox = i32(ix0 + p.pad_x) - i32(kx);
-                let inside = oy_ok && ox >= 0 && ox < i32(p.ow);
-                gv[0] = select(0.0, dy[grow + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+            if (p.stride_x == 1u) {
+                if (kx > 0u) {
+                    // Pixel t meets output column ix0 + t + px - kx: one new gradient per kx.
+                    gv[3] = gv[2];
+                    gv[2] = gv[1];
+                    gv[1] = gv[0];
+                    let ox = i32(ix0 + p.pad_x) - i32(kx);
+                    let inside = oy_ok && ox >= 0 && ox < i32(p.ow);
+                    gv[0] = select(0.0, dy[grow + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
+                } else {
+                    for (var t = 0u; t < 4u; t++) {
+                        let ox = ix0 + t + p.pad_x;
+                        gv[t] = select(0.0, dy[grow + min(ox, p.ow - 1u)], oy_ok && ox < p.ow);
+                    }
+                }
             } else {
                 for (var t = 0u; t < 4u; t++) {
                     let txn = i32(ix0 + t + p.pad_x) - i32(kx);

@@ -49,8 +49,17 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
     let u1 = min(u0 + p.rps, p.n * p.oh);
     let count = (u1 - u0) * p.ow;
     let full = subgroup_full(sg);
-    // Output position (u, ox), the same in every lane; the input row and gradient row of u.
-    var u = u0;
+    // This lane's position k0 + lane of the slice, (b, oy, ox), stepped by sg per chunk without
+    // dividing (a division is a scalar one per lane on a SIMD device; the stepping loop runs about
+    // sg / ow times). Lanes past the slice's end read a clamped sample; no step uses them.
+    var lox = lane % p.ow;
+    let lu = u0 + lane / p.ow;
+    var lb = lu / p.oh;
+    var loy = lu % p.oh;
+    // Output position (b, oy, ox), the same in every lane; the input row and gradient row of
+    // (b, oy).
+    var b = u0 / p.oh;
+    var oy = u0 % p.oh;
     var ox = 0u;
     var xrow = 0u;
     var row_ok = false;
@@ -60,18 +69,22 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
         let steps = min(sg, count - k0);
         var own: array<f32, COB>;
         if (full) {
-            // This lane's position k0 + lane of the slice.
-            let kl = min(k0 + lane, count - 1u);
-            let lu = u0 + kl / p.ow;
-            let o = (lu / p.oh) * p.cout * plane_out + (lu % p.oh) * p.ow + kl % p.ow;
+            let o = (min(lb, p.n - 1u) * p.cout * p.oh + loy) * p.ow + lox;
             for (var j = 0u; j < COB; j++) {
                 own[j] = dy[o + cbase[j]];
+            }
+            lox += sg;
+            while (lox >= p.ow) {
+                lox -= p.ow;
+                loy += 1u;
+                if (loy == p.oh) {
+                    loy = 0u;
+                    lb += 1u;
+                }
             }
         }
         for (var s = 0u; s < steps; s++) {
             if (ox == 0u) {
-                let b = u / p.oh;
-                let oy = u % p.oh;
                 let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
                 row_ok = iy >= 0 && iy < i32(p.h);
                 xrow = (b * p.cin + ci) * plane_in + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
@@ -110,7 +123,11 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
             ox += 1u;
             if (ox == p.ow) {
                 ox = 0u;
-                u += 1u;
+                oy += 1u;
+                if (oy == p.oh) {
+                    oy = 0u;
+                    b += 1u;
+                }
             }
         }
     }
