@@ -105,10 +105,12 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
     if (q < total) {
         for (var j = 0u; j < COB; j++) {
             let co = co0 + j;
+            // finish() with the channel's bias read once for its 4 pixels.
+            let bj = bias[bias_index(min(co, p.cout - 1u), p.flags)];
             for (var t = 0u; t < 4u; t++) {
                 let ox = ox0 + t;
                 if (co < p.cout && ox < p.ow) {
-                    finish(((b * p.cout + co) * p.oh + oy) * p.ow + ox, co, acc[j * 4u + t]);
+                    y[((b * p.cout + co) * p.oh + oy) * p.ow + ox] = epilogue(acc[j * 4u + t], bj, 0.0, p.flags);
                 }
             }
         }
