@@ -95,14 +95,10 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
                 for (var kx = 0u; kx + 1u < KW; kx++) {
                     xv[kx] = xv[kx + 1u];
                 }
-                let ix = ix0 + i32(KW) - 1;
-                let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
-                xv[KW - 1u] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+                xv[KW - 1u] = row_input(xrow, ix0 + i32(KW) - 1, row_ok);
             } else {
                 for (var kx = 0u; kx < KW; kx++) {
-                    let ix = ix0 + i32(kx);
-                    let v = x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))];
-                    xv[kx] = select(0.0, v, row_ok && ix >= 0 && ix < i32(p.w));
+                    xv[kx] = row_input(xrow, ix0 + i32(kx), row_ok);
                 }
             }
             var gv: array<f32, COB>;
