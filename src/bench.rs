@@ -77,7 +77,8 @@ pub struct StepRow {
     pub images_per_sec: f64,
     pub gflops: f64,
     pub pct_of_ceiling: f64,
-    /// Share of the step not spent inside kernels (submission, dispatch and pass overhead).
+    /// Share of the step not spent inside kernels (submission, dispatch and pass overhead): the
+    /// median over the timed steps of (step - its dispatches timed alone just after) / step.
     pub overhead_pct: f64,
     /// (dispatch, ms, share of the kernel time)
     pub kernels: Vec<(String, f64, f64)>,
@@ -533,8 +534,9 @@ fn jobs(variants: bool) -> Vec<Job> {
     jobs
 }
 
-/// The training step of a preset at `batch`: median time over `reps` steps and each dispatch's share.
-/// The training step of preset `name` at `batch` with the variants of `plan`.
+/// The training step of preset `name` at `batch` with the variants of `plan`: median time over
+/// `reps` steps, each dispatch's share and the overhead (each step paired with a profile of its
+/// dispatches).
 pub fn step_row(
     gpu: &Gpu,
     name: &str,
@@ -558,9 +560,27 @@ pub fn step_row(
         Ok(t0.elapsed().as_secs_f64() * 1e3)
     };
     warm_up(&mut one)?;
-    let times = (0..reps).map(|_| one()).collect::<Result<Vec<f64>, GpuError>>()?;
+    // Each step is followed at once by a pass timing each of its dispatches alone: the overhead
+    // is the median over those pairs of (step - its dispatches) / step, so a device whose speed
+    // drifts between a run of steps and a later profile (lavapipe on a shared machine: up to 2x
+    // within minutes) does not decide it.
+    let mut times = Vec::with_capacity(reps);
+    let mut overheads = Vec::with_capacity(reps);
+    let mut per_op: Vec<(String, Vec<f64>)> = Vec::new();
+    for _ in 0..reps.max(1) {
+        let t = one()?;
+        times.push(t);
+        let pass = g.profile(gpu, 1)?;
+        overheads.push((t - pass.iter().map(|k| k.1).sum::<f64>()) / t);
+        if per_op.is_empty() {
+            per_op = pass.iter().map(|(n, _)| (n.clone(), Vec::new())).collect();
+        }
+        for (slot, (_, ms)) in per_op.iter_mut().zip(pass) {
+            slot.1.push(ms);
+        }
+    }
     let ms = median(times);
-    let kernels = g.profile(gpu, 3)?;
+    let kernels: Vec<(String, f64)> = per_op.into_iter().map(|(n, t)| (n, median(t))).collect();
     let kernel_ms: f64 = kernels.iter().map(|k| k.1).sum();
     // Forward, data gradient and weight gradient each cost the forward's multiply-adds.
     let flops = 2.0 * 3.0 * net.forward_macs() as f64 * batch as f64;
@@ -572,7 +592,7 @@ pub fn step_row(
         images_per_sec: batch as f64 / (ms * 1e-3),
         gflops,
         pct_of_ceiling: 100.0 * gflops / fma,
-        overhead_pct: (100.0 * (ms - kernel_ms) / ms).max(0.0),
+        overhead_pct: (100.0 * median(overheads)).max(0.0),
         kernels: kernels.into_iter().map(|(n, t)| (n, t, 100.0 * t / kernel_ms.max(1e-12))).collect(),
     })
 }
