@@ -6,7 +6,7 @@
 // weights per reduction step: an address the same for all lanes, but one a compiler need not prove
 // uniform (it comes from the workgroup id, loop counters and the params), and lavapipe then
 // gathers it lane by lane (BENCHMARKS.md, session 9: with the weight index made a constant, the
-// forward ran 2.6-3.8x faster). Here lane l of a subgroup of S lanes loads the block's weights for
+// forward ran 2.6-3.9x faster). Here lane l of a subgroup of S lanes loads the block's weights for
 // reduction step k0 + l, and each step's weights reach every lane by subgroupShuffle: per S steps
 // COB weight loads per lane instead of COB·S.
 //
@@ -16,8 +16,8 @@
 // that is not full (subgroup.wgsl) loads its weights itself. Inputs outside the image read a
 // clamped address and count as zero.
 //
-// Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl). Bindings and
-// `finish`: conv_io.wgsl.
+// Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl). Bindings:
+// conv_io.wgsl.
 
 // Forward: 4 neighbouring output pixels of a row x COB output channels per invocation, as
 // conv_fwd_blocked. Grid: 4-pixel groups folded over x and y, output-channel blocks over z.

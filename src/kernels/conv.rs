@@ -94,6 +94,10 @@ impl ConvFwdVariant {
             ConvFwdVariant::SubgroupPartial => "subgroup36",
         }
     }
+    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
+    fn subgroup_wg(&self) -> Option<u32> {
+        subgroup_wg(*self == ConvFwdVariant::Subgroup, *self == ConvFwdVariant::SubgroupPartial)
+    }
     /// [`ConvFwdVariant::all`] and the variant only the checks run (a subgroup partly empty).
     pub fn checked() -> Vec<ConvFwdVariant> {
         let mut v = ConvFwdVariant::all().to_vec();
@@ -134,12 +138,22 @@ impl KernelParams for ConvParams {
 /// The forward's output-channel block and the backward data's input-channel block.
 /// The blocked kernels' channel blocks, with placeholders for conv_fwd_shared's tiling.
 fn spec(cob: u32, cib: u32) -> Spec {
-    tiled_spec(cob, cib, (1, 1, 4, 4, 4))
+    wg_spec(CONV_WG, cob, cib)
 }
 
-/// `spec` for the subgroup kernels of `wg` invocations.
-fn sg_spec(wg: u32, cob: u32, cib: u32) -> Spec {
+/// `spec` on workgroups of `wg` invocations (the subgroup kernels and their checked-only twins).
+fn wg_spec(wg: u32, cob: u32, cib: u32) -> Spec {
     tiles(Spec::new().u("WG", wg).u("COB", cob).u("CIB", cib), (1, 1, 4, 4, 4))
+}
+
+/// The workgroup size of a subgroup variant's own kernel: [`CONV_WG`], or [`PARTIAL_WG`] for
+/// its checked-only twin; `None` for a variant that is not a subgroup one.
+fn subgroup_wg(subgroup: bool, partial: bool) -> Option<u32> {
+    match (subgroup, partial) {
+        (true, _) => Some(CONV_WG),
+        (_, true) => Some(PARTIAL_WG),
+        _ => None,
+    }
 }
 
 fn tiled_spec(cob: u32, cib: u32, tiling: (u32, u32, u32, u32, u32)) -> Spec {
@@ -191,7 +205,7 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     entries: &[("conv_fwd_subgroup", 3, 1), ("conv_bwd_data_subgroup", 2, 1)],
     specs: || {
         let blocks = || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| (a, b)));
-        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| blocks().map(move |(a, b)| sg_spec(wg, a, b))).collect()
+        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| blocks().map(move |(a, b)| wg_spec(wg, a, b))).collect()
     },
     unchecked: true,
     extension: Extension::Subgroups,
@@ -291,17 +305,13 @@ pub fn conv2d_forward(
         }
         // Blocked, the subgroup variants, and a shared variant whose position tiles exceed the grid.
         _ => {
-            let wg = match variant {
-                ConvFwdVariant::Subgroup if gpu.subgroups => Some(CONV_WG),
-                ConvFwdVariant::SubgroupPartial if gpu.subgroups => Some(PARTIAL_WG),
-                _ => None,
-            };
+            let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
             let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), wg.unwrap_or(CONV_WG));
             let cob = channel_block(s.cout);
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
             match wg {
                 Some(wg) => {
-                    let sp = sg_spec(wg, cob, 16);
+                    let sp = wg_spec(wg, cob, 16);
                     gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
                 }
                 None => gpu.prepare(
@@ -360,6 +370,10 @@ impl ConvBwdDataVariant {
             ConvBwdDataVariant::SubgroupPartial => "subgroup36",
         }
     }
+    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
+    fn subgroup_wg(&self) -> Option<u32> {
+        subgroup_wg(*self == ConvBwdDataVariant::Subgroup, *self == ConvBwdDataVariant::SubgroupPartial)
+    }
     /// [`ConvBwdDataVariant::all`] and the variant only the checks run (a subgroup partly empty).
     pub fn checked() -> Vec<ConvBwdDataVariant> {
         let mut v = ConvBwdDataVariant::all().to_vec();
@@ -397,17 +411,13 @@ pub fn conv2d_backward_data(
             return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
         }
     }
-    let wg = match variant {
-        ConvBwdDataVariant::Subgroup if gpu.subgroups => Some(CONV_WG),
-        ConvBwdDataVariant::SubgroupPartial if gpu.subgroups => Some(PARTIAL_WG),
-        _ => None,
-    };
+    let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), wg.unwrap_or(CONV_WG));
     let cib = channel_block(s.cin);
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
     match wg {
         Some(wg) => {
-            let sp = sg_spec(wg, 16, cib);
+            let sp = wg_spec(wg, 16, cib);
             gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)
         }
         None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups),
@@ -494,6 +504,13 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::RowsSubgroup => "rows_subgroup",
             ConvBwdWeightVariant::RowsSubgroupPartial => "rows_subgroup36",
         }
+    }
+    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
+    fn subgroup_wg(&self) -> Option<u32> {
+        subgroup_wg(
+            *self == ConvBwdWeightVariant::RowsSubgroup,
+            *self == ConvBwdWeightVariant::RowsSubgroupPartial,
+        )
     }
     /// [`ConvBwdWeightVariant::all`] and the variant only the checks run (a subgroup partly
     /// empty).
@@ -655,14 +672,8 @@ pub fn conv2d_backward_weight(
     let variant = match variant {
         ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
         ConvBwdWeightVariant::RowsFine if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::SplitFine,
-        ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroupPartial
-            if s.kw > WGRAD_MAX_KW =>
-        {
-            ConvBwdWeightVariant::Split
-        }
-        ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroupPartial if !gpu.subgroups => {
-            ConvBwdWeightVariant::Rows
-        }
+        v if v.subgroup_wg().is_some() && s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
+        v if v.subgroup_wg().is_some() && !gpu.subgroups => ConvBwdWeightVariant::Rows,
         v => v,
     };
     if variant == ConvBwdWeightVariant::Direct {
@@ -690,16 +701,11 @@ pub fn conv2d_backward_weight(
         let groups = [to_u32(&op, "column tiles", cols)?, to_u32(&op, "channel tiles", chans)?, p.slices];
         let sp = wgrad_shared_spec(tiling);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
-    } else if let Some((wg, shader, entry)) = match variant {
-        ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine => {
+    } else if let Some((wg, shader, entry)) = match (variant, variant.subgroup_wg()) {
+        (ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine, _) => {
             Some((CONV_WG, &WGRAD_SHADER, "conv_bwd_weight_rows"))
         }
-        ConvBwdWeightVariant::RowsSubgroup => {
-            Some((CONV_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
-        }
-        ConvBwdWeightVariant::RowsSubgroupPartial => {
-            Some((PARTIAL_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
-        }
+        (_, Some(wg)) => Some((wg, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup")),
         _ => None,
     } {
         let row_groups = (s.cin * s.kh).div_ceil(wg as usize);
