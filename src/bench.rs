@@ -376,10 +376,23 @@ fn op_job(op: &Op, variant: &str) -> Option<Job> {
     })
 }
 
-/// Checks `variant` of `op` against the CPU reference at a small size and, if it passes, times it
-/// at the op's own shape: `Ok(ms)` (the median of `reps` runs after two warm-ups), or `Err(why)`
-/// when it failed its check or does not exist.
-pub fn measure_op(gpu: &Gpu, op: &Op, variant: &str, reps: usize) -> Result<Result<f64, String>, GpuError> {
+/// One variant of a tuner's op, checked against the CPU reference at a small size and built at
+/// the op's own shape, ready to time ([`prepare_op`]).
+#[derive(Default)]
+pub struct Ready {
+    set: Vec<Vec<Dispatch>>,
+}
+
+impl Ready {
+    /// The tuner's quick screen: the fastest run within [`WARM_BATCH`] (at least one).
+    pub fn screen(&self, gpu: &Gpu) -> Result<f64, GpuError> {
+        time_groups(gpu, &self.set, 1)
+    }
+}
+
+/// Checks `variant` of `op` and, if it passes, builds its dispatches at the op's own shape:
+/// `Ok(Ready)`, or `Err(why)` when it failed its check or does not exist.
+pub fn prepare_op(gpu: &Gpu, op: &Op, variant: &str) -> Result<Result<Ready, String>, GpuError> {
     let Some(job) = op_job(op, variant) else {
         return Ok(Err(format!("no variant {variant:?} for {}", op.signature())));
     };
@@ -388,8 +401,33 @@ pub fn measure_op(gpu: &Gpu, op: &Op, variant: &str, reps: usize) -> Result<Resu
         Ok(r) => return Ok(Err(format!("failed the reference check: {}", r.failure.unwrap_or_default()))),
         Err(e) => return Ok(Err(format!("failed the reference check: {e}"))),
     }
-    let set = (job.build)(gpu)?;
-    Ok(Ok(time_groups(gpu, &set, reps.max(1))?))
+    Ok(Ok(Ready { set: (job.build)(gpu)? }))
+}
+
+/// Times several variants of one op side by side: after a [`warm_up`] on the first, `reps` rounds
+/// that each run every variant once, in turn; the median of each. Interleaved, a device whose
+/// speed drifts (lavapipe's, up to 2x within minutes) slows every variant alike instead of
+/// deciding the choice.
+pub fn time_together(gpu: &Gpu, ready: &[Ready], reps: usize) -> Result<Vec<f64>, GpuError> {
+    let refs: Vec<Vec<Vec<&Dispatch>>> =
+        ready.iter().map(|r| r.set.iter().map(|g| g.iter().collect()).collect()).collect();
+    let mut next = vec![0usize; refs.len()];
+    let mut one = |i: usize| -> Result<f64, GpuError> {
+        let t = gpu.time(&refs[i][next[i] % refs[i].len()], 1)?;
+        next[i] += 1;
+        Ok(t.first().copied().unwrap_or(f64::NAN))
+    };
+    if refs.is_empty() {
+        return Ok(Vec::new());
+    }
+    warm_up(|| one(0))?;
+    let mut t = vec![Vec::with_capacity(reps); refs.len()];
+    for _ in 0..reps.max(1) {
+        for (i, ti) in t.iter_mut().enumerate() {
+            ti.push(one(i)?);
+        }
+    }
+    Ok(t.into_iter().map(median).collect())
 }
 
 fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job> {

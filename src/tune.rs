@@ -11,10 +11,11 @@
 //! One start tunes for at most [`BUDGET`]; ops left over keep their defaults until a later start.
 //!
 //! Every variant is timed but one that would run another's kernel on the op's shape (a vec4 GEMM
-//! on an unaligned shape) and the direct convolutions. The default goes first and the other simple
-//! fallbacks (the naive GEMM, the gather pool backward) last, so that on a device where they are
-//! hopeless (lavapipe) one run each is all they cost; on an H200 the naive GEMM won the 256³ and
-//! 7-row shapes and the gather the average-pool backward, by up to 1.9x. The direct convolutions
+//! on an unaligned shape) and the direct convolutions: each is checked and screened with one quick
+//! look, and only the fastest few are timed in full, side by side (see [`tune_op`]); the simple
+//! fallbacks (the naive GEMM, the gather pool backward) are screened like the rest, which is all
+//! they cost on a device where they are hopeless (lavapipe); on an H200 the naive GEMM won the 256³
+//! and 7-row shapes and the gather the average-pool backward, by up to 1.9x. The direct convolutions
 //! lost everywhere they were measured (4–10x on the H200, 8–20x on lavapipe, where one run of the
 //! FER network's at batch 256 takes 4–10 s and ate the tuning budget).
 
@@ -32,10 +33,16 @@ pub const CACHE_ENV: &str = "DLSVM_TUNE_CACHE";
 /// The tuning mode when the command line names none: `off`, `cached` or `full`.
 pub const MODE_ENV: &str = "DLSVM_TUNE";
 
-/// Timed runs per variant (after two warm-ups): the median decides.
+/// Timed runs per contender (in rounds, after a warm-up): the median decides.
 pub const REPS: usize = 5;
-/// A variant whose first timed run takes longer than this many times the best so far is not
-/// timed further: it cannot win.
+/// How many of the fastest screened variants are timed further.
+pub const CONTENDERS: usize = 3;
+/// A screened variant slower than this many times the best screen is not timed further. A single
+/// screen is noisy by 10–20 % on lavapipe; a variant dropped at 1.5x would have to be 25 % slower
+/// than its screen said to have been within 5 % of the winner.
+pub const CONTENDER: f64 = 1.5;
+/// `bench --variants`: a variant whose first timed run takes longer than this many times the
+/// row's best so far is not timed further: it cannot win.
 pub const HOPELESS: f64 = 3.0;
 /// How long one start may spend tuning: ops not reached by then keep their defaults (and are
 /// tuned at a later start). A warm cache spends nothing.
@@ -80,8 +87,13 @@ pub struct Entry {
     pub choice: String,
     /// The second fastest, when there was one.
     pub runner_up: Option<String>,
-    /// Median milliseconds of every variant timed.
+    /// Milliseconds of every variant timed: the median of the [`Entry::finalists`]' rounds, the
+    /// quick screen of the others.
     pub ms: BTreeMap<String, f64>,
+    /// The variants timed in full, side by side, among which the choice was made (the fastest
+    /// screens); empty in caches written before the tuner screened.
+    #[serde(default)]
+    pub finalists: Vec<String>,
     /// Variants not chosen for a reason other than speed (a failed check), with the reason.
     pub skipped: BTreeMap<String, String>,
 }
@@ -179,36 +191,67 @@ impl Cache {
 }
 
 /// Checks and times every speed variant of `op` (the default first) and picks the fastest that
-/// passed its check; `None` when none passed.
+/// passed its check; `None` when none passed. Two rounds: every variant is screened (one quick
+/// look, [`bench::Ready::screen`]); then the [`CONTENDERS`] fastest, where within [`CONTENDER`] x
+/// the best screen, are timed [`REPS`] times side by side ([`bench::time_together`]). Only the
+/// contenders' dispatches are kept between the rounds.
 pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
     let mut ms = BTreeMap::new();
     let mut skipped = BTreeMap::new();
-    let mut best = f64::INFINITY;
+    // The fastest screens so far, fastest first, with their dispatches.
+    let mut top: Vec<(String, f64, bench::Ready)> = Vec::new();
     for v in speed_variants(gpu, op) {
-        // A quick first measurement; only contenders get the full count.
-        let first = match bench::measure_op(gpu, op, &v, 1)? {
-            Ok(t) => t,
+        let ready = match bench::prepare_op(gpu, op, &v)? {
+            Ok(r) => r,
             Err(why) => {
                 skipped.insert(v, why);
                 continue;
             }
         };
-        let t = if first > HOPELESS * best {
-            first
-        } else {
-            bench::measure_op(gpu, op, &v, REPS)?.unwrap_or(first)
-        };
-        best = best.min(t);
-        ms.insert(v, t);
+        let t = ready.screen(gpu)?;
+        ms.insert(v.clone(), t);
+        keep_fastest(&mut top, v, t, ready);
     }
-    let mut ranked: Vec<(&String, &f64)> = ms.iter().collect();
-    ranked.sort_by(|a, b| a.1.total_cmp(b.1));
-    Ok(ranked.first().map(|(choice, _)| Entry {
+    cut_slow(&mut top);
+    if top.len() > 1 {
+        let ready: Vec<bench::Ready> = top.iter_mut().map(|(_, _, r)| std::mem::take(r)).collect();
+        let medians = bench::time_together(gpu, &ready, REPS)?;
+        for ((v, _, _), m) in top.iter().zip(medians) {
+            ms.insert(v.clone(), m);
+        }
+    }
+    // The finalists by their medians, then the others by their screens (a screen, the best of a
+    // few runs, can read faster than a finalist's median: it does not compete with it).
+    let finalists: Vec<String> = top.into_iter().map(|(v, _, _)| v).collect();
+    let by_ms = |a: &&String, b: &&String| ms[*a].total_cmp(&ms[*b]);
+    let mut ranked: Vec<&String> = finalists.iter().collect();
+    ranked.sort_by(by_ms);
+    let mut rest: Vec<&String> = ms.keys().filter(|v| !finalists.contains(v)).collect();
+    rest.sort_by(by_ms);
+    ranked.extend(rest);
+    Ok(ranked.first().map(|choice| Entry {
         choice: choice.to_string(),
-        runner_up: ranked.get(1).map(|(n, _)| n.to_string()),
+        runner_up: ranked.get(1).map(|n| n.to_string()),
         ms: ms.clone(),
+        finalists: finalists.clone(),
         skipped,
     }))
+}
+
+/// Puts a screened variant `(v, t, x)` into `top`, the fastest screens so far, fastest first (a
+/// tie after the earlier), keeping at most [`CONTENDERS`].
+fn keep_fastest<T>(top: &mut Vec<(String, f64, T)>, v: String, t: f64, x: T) {
+    let at = top.partition_point(|(_, u, _)| *u <= t);
+    if at < CONTENDERS {
+        top.insert(at, (v, t, x));
+        top.truncate(CONTENDERS);
+    }
+}
+
+/// Drops from `top` (fastest first) the screens over [`CONTENDER`] x the fastest.
+fn cut_slow<T>(top: &mut Vec<(String, f64, T)>) {
+    let best = top.first().map_or(f64::INFINITY, |(_, t, _)| *t);
+    top.retain(|(_, t, _)| *t <= CONTENDER * best);
 }
 
 /// The variants to time for `op`: all but the direct convolutions and those that would fall back
@@ -335,4 +378,31 @@ pub fn plan(
     }
     let report = tuner.finish(&mut |m| progress(format!("warning: {m}")));
     Ok((plan, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(times: &[(&str, f64)]) -> Vec<String> {
+        let mut top = Vec::new();
+        for (v, t) in times {
+            keep_fastest(&mut top, v.to_string(), *t, ());
+        }
+        cut_slow(&mut top);
+        top.into_iter().map(|(v, _, _)| v).collect()
+    }
+
+    #[test]
+    fn the_fastest_screens_within_the_margin_are_the_finalists() {
+        // At most CONTENDERS, fastest first, whatever the order they were screened in.
+        assert_eq!(screen(&[("a", 5.0), ("b", 1.0), ("c", 1.2), ("d", 1.1), ("e", 1.3)]), ["b", "d", "c"]);
+        // Over CONTENDER x the fastest: out, even with room left.
+        assert_eq!(screen(&[("a", 1.0), ("b", 1.5), ("c", 1.51), ("d", 9.0)]), ["a", "b"]);
+        // A late fast variant pushes the earlier ones out of the margin.
+        assert_eq!(screen(&[("a", 3.0), ("b", 2.0), ("c", 1.0)]), ["c"]);
+        // Ties keep the earlier (the default is screened first).
+        assert_eq!(screen(&[("x", 1.0), ("y", 1.0), ("z", 1.0), ("w", 1.0)]), ["x", "y", "z"]);
+        assert!(screen(&[]).is_empty());
+    }
 }
