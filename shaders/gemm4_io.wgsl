@@ -20,3 +20,18 @@ fn store4(i: u32, j0: u32, v: vec4<f32>) {
         }
     }
 }
+
+// One NN accumulator's four steps of K: c + a.x·b0 + a.y·b1 + a.z·b2 + a.w·b3, added in that
+// order (the order of the loop over the four steps it replaces, so the sums are the same). A's
+// components are named, not indexed by the step: with the loop `acc[r] += a[r][u] * b[u]`
+// lavapipe ran the NN kernels 1.5–2.2x slower than the NT ones on the same shape, with this
+// 1.25–1.5x (an array of vec4s indexed twice; a single vec4 indexed by an unrolled loop's step,
+// as in the TN branch, costs nothing measurable).
+fn nn_step(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    var r = c;
+    r += a.x * b0;
+    r += a.y * b1;
+    r += a.z * b2;
+    r += a.w * b3;
+    return r;
+}
