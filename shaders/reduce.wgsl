@@ -8,6 +8,8 @@
 
 // ---- sum_all, slice_sum, channel_sum: input x; output out (added to with FLAG_ACC)
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+// channel_sum4, channel_part4: x as vec4s (inner a multiple of 4).
+@group(0) @binding(1) var<storage, read> x4: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> out: array<f32>;
 
 // ---- argmax_rows: input scores [n, k]; output pred (the first maximum of each row)
@@ -69,6 +71,24 @@ fn slice_sum(id: Ids) {
     }
 }
 
+// slice_sum for many elements and few slices: one invocation per element adds its k values in
+// slice order. slice_sum's workgroup per 8 elements, with its barriers, cost lavapipe 36 ms for 24
+// slices of 51,200 (a conv weight gradient's partial sums); the host takes this one from
+// SERIAL_MIN_ELEMENTS elements and up to SERIAL_MAX_SLICES slices (kernels/reduce.rs), where a
+// GPU still has thousands of invocations, each with a short chain of loads.
+@compute @workgroup_size(WG, 1, 1)
+fn slice_sum_serial(id: Ids) {
+    let e = thread_index(id, WG);
+    if (e >= p.n) {
+        return;
+    }
+    var v = 0.0;
+    for (var s = 0u; s < p.k; s++) {
+        v += x[s * p.n + e];
+    }
+    out[e] = epilogue(v, 0.0, out[e], p.flags);
+}
+
 // This invocation's share of channel ch's positions r = o·inner + i in [first, end), every WG-th
 // from `first`, summed in that order. Where inner >= WG the walk steps (o, i) by WG with at most
 // one carry instead of dividing r (two scalar divisions an element on a SIMD device, most of the
@@ -92,6 +112,29 @@ fn channel_walk(ch: u32, first: u32, end: u32) -> f32 {
         }
     }
     return acc;
+}
+
+// channel_walk with inner a multiple of 4 and x as vec4s: positions r4 = o·inner4 + i4 of vec4s
+// in [first, end), every WG-th, each vec4 added to a vec4 sum whose components are added last
+// (x, y, z, w). A quarter of the loads, each of four floats.
+fn channel_walk4(ch: u32, first: u32, end: u32) -> f32 {
+    let inner4 = p.inner / 4u;
+    var acc = vec4<f32>(0.0);
+    var o = first / inner4;
+    var i = first % inner4;
+    // WG may exceed inner4: the carry then steps o more than once.
+    let so = WG / inner4;
+    let si = WG % inner4;
+    for (var r = first; r < end; r += WG) {
+        acc += x4[(o * p.c + ch) * inner4 + i];
+        i += si;
+        o += so;
+        if (i >= inner4) {
+            i -= inner4;
+            o += 1u;
+        }
+    }
+    return ((acc.x + acc.y) + acc.z) + acc.w;
 }
 
 // out[ch] = Σ over (o, i) of x[o, ch, i], x being [outer, c, inner]; one workgroup per channel
@@ -124,6 +167,37 @@ fn channel_part(id: Ids) {
     let begin = (g / p.c) * p.k;
     let end = min(begin + p.k, p.outer * p.inner);
     let acc = channel_walk(ch, begin + id.local.x, end);
+    let total = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        out[g] = total;
+    }
+}
+
+// channel_sum and channel_part over x as vec4s (channel_walk4): p.inner a multiple of 4; p.k, the
+// chunk of channel_part4, in vec4s.
+@compute @workgroup_size(WG, 1, 1)
+fn channel_sum4(id: Ids) {
+    let ch = group_index(id);
+    if (ch >= p.c) {
+        return;
+    }
+    let acc = channel_walk4(ch, id.local.x, p.outer * (p.inner / 4u));
+    let total = workgroup_sum(acc, id.local.x, WG);
+    if (id.local.x == 0u) {
+        out[ch] = epilogue(total, 0.0, out[ch], p.flags);
+    }
+}
+
+@compute @workgroup_size(WG, 1, 1)
+fn channel_part4(id: Ids) {
+    let g = group_index(id);
+    if (g >= p.n * p.c) {
+        return;
+    }
+    let ch = g % p.c;
+    let begin = (g / p.c) * p.k;
+    let end = min(begin + p.k, p.outer * (p.inner / 4u));
+    let acc = channel_walk4(ch, begin + id.local.x, end);
     let total = workgroup_sum(acc, id.local.x, WG);
     if (id.local.x == 0u) {
         out[g] = total;

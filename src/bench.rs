@@ -10,7 +10,7 @@
 
 use crate::check::{self, CaseReport, Flags, Input, Values};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
-use crate::kernels::{activation, conv, gemm, loss, optim, pool, probe, Epilogue};
+use crate::kernels::{activation, conv, fill, gemm, loss, optim, pool, probe, reduce, Epilogue};
 use crate::model::plan::Op;
 use crate::model::{preset, GpuNet, Net, Top};
 use crate::rng::Rng;
@@ -572,6 +572,58 @@ fn jobs(variants: bool) -> Vec<Job> {
         }
     }
     jobs.extend(elementwise_jobs(batch * 3072, batch, 7, 3072 * 1600));
+    jobs.extend(reduce_jobs(batch));
+    jobs
+}
+
+/// The step's reductions and fills at the fer network's largest shapes: the conv1 and fc1 bias
+/// gradients, conv3's weight-gradient partial sums, the zeroed conv1 pool gradient.
+fn reduce_jobs(batch: usize) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (outer, c, inner) in [(batch, 32, 1764), (batch, 3072, 1)] {
+        let n = outer * c * inner;
+        jobs.push(Job {
+            op: None,
+            name: "channel_sum".into(),
+            variant: "-".into(),
+            shape: format!("[{outer}, {c}, {inner}]"),
+            work: Work::Bytes(4.0 * n as f64),
+            check: Box::new(move |g| check::channel_sum_case(g, 4, c, inner, false, Input::unit(1))),
+            build: Box::new(move |g| {
+                let out = g.empty(&[c], DType::F32)?;
+                (0..copies(4 * n))
+                    .map(|i| reduce::channel_sum(g, outer, c, inner, &random(g, n, i as u64)?, &out, false))
+                    .collect()
+            }),
+        });
+    }
+    let (slices, n) = (24, 51_200);
+    jobs.push(Job {
+        op: None,
+        name: "slice_sum".into(),
+        variant: "-".into(),
+        shape: format!("[{slices}, {n}]"),
+        work: Work::Bytes(4.0 * (slices * n) as f64),
+        check: Box::new(move |g| check::slice_sum_case(g, slices, n, false, Input::unit(1))),
+        build: Box::new(move |g| {
+            let out = g.empty(&[n], DType::F32)?;
+            (0..copies(4 * slices * n))
+                .map(|i| {
+                    Ok(vec![reduce::slice_sum(g, slices, n, &random(g, slices * n, i as u64)?, &out, false)?])
+                })
+                .collect()
+        }),
+    });
+    let n = batch * 32 * 1764;
+    jobs.push(Job {
+        op: None,
+        name: "fill".into(),
+        variant: "-".into(),
+        shape: format!("n{n}"),
+        work: Work::Bytes(4.0 * n as f64),
+        check: Box::new(|g| check::fill_case(g, 260, 1.5)),
+        build: Box::new(move |g| Ok(vec![vec![fill::fill(g, &g.empty(&[n], DType::F32)?, 0.0)?]])),
+    });
     jobs
 }
 

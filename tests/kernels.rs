@@ -321,7 +321,7 @@ fn sum_lengths() {
 
 #[test]
 fn slice_sums_in_order() {
-    for (slices, n) in [(1, 1), (3, 257), (86, 16_384), (1000, 9), (33, 801)] {
+    for (slices, n) in shapes::SLICE_SUM_SHAPES {
         pass(check::slice_sum_case(gpu(), slices, n, false, Input::unit(n as u64)));
         pass(check::slice_sum_case(gpu(), slices, n, true, Input::unit(n as u64 + 1)));
     }

@@ -691,13 +691,26 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::sum_case(g, n, accumulate, Input::scaled(sd, sum_scale(rng, re), 1.0))
         }
         Family::ChannelSum => {
-            let outer = between(rng, 1, 8);
-            let c = if rng.below(5) == 0 { between(rng, 64, 300) } else { between(rng, 1, 64) };
-            let inner = log_size(rng, 1, 2000);
+            use dlsvm::kernels::reduce::{slice_sum_is_serial, CHANNEL_CHUNK};
+            // One case in six an fc bias ([batch, outputs, 1]), up to past the serial slice sum's
+            // 2048 outputs; else a conv bias, a quarter of the time with inner a multiple of 4.
+            let (outer, c, inner) = if rng.below(6) == 0 {
+                (between(rng, 1, 300), log_size(rng, 1, 3100), 1)
+            } else {
+                let c = if rng.below(5) == 0 { between(rng, 64, 300) } else { between(rng, 1, 64) };
+                (between(rng, 1, 16), c, log_size(rng, 1, 4000))
+            };
             let accumulate = coin(rng);
             keys.push(format!("channel_sum accumulate={accumulate}"));
-            let passes = if outer * inner > dlsvm::kernels::reduce::CHANNEL_CHUNK { "two" } else { "one" };
-            keys.push(format!("channel_sum {passes} pass"));
+            let passes = if outer * inner > CHANNEL_CHUNK { "two" } else { "one" };
+            let kernel = if inner == 1 && slice_sum_is_serial(outer, c) {
+                "as a serial slice sum".to_string()
+            } else if inner % 4 == 0 {
+                format!("{passes} pass, vec4")
+            } else {
+                format!("{passes} pass")
+            };
+            keys.push(format!("channel_sum {kernel}"));
             check::channel_sum_case(
                 g,
                 outer,
@@ -830,7 +843,16 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
         keys.push(format!("channel_sum accumulate={acc}"));
         keys.push(format!("count_correct accumulate={acc}"));
     }
-    keys.extend(["channel_sum one pass", "channel_sum two pass"].map(String::from));
+    keys.extend(
+        [
+            "channel_sum one pass",
+            "channel_sum two pass",
+            "channel_sum one pass, vec4",
+            "channel_sum two pass, vec4",
+            "channel_sum as a serial slice sum",
+        ]
+        .map(String::from),
+    );
     keys.extend(["argmax unit", "argmax extreme"].map(String::from));
     keys
 }

@@ -146,24 +146,37 @@ pub const FOLDED_LENGTHS: [usize; 2] = [10_007, 8 * 3072 + 13];
 pub const FOLDED_ROWS: [(usize, usize); 2] = [(4_000, 7), (2_001, 10)];
 
 /// Lengths of the element-wise kernels: around a workgroup of 256, and the FER fc activation.
-pub const ELEMENTWISE_LENGTHS: [usize; 6] = [1, 255, 256, 257, 10_007, 8 * 3072 + 13];
+pub const ELEMENTWISE_LENGTHS: [usize; 7] = [1, 255, 256, 257, 260, 10_007, 8 * 3072 + 13];
 
 /// (rows, classes) of the losses and the row reductions.
 pub const ROW_SHAPES: [(usize, usize); 5] = [(1, 1), (1, 7), (256, 7), (300, 10), (5, 1000)];
 
+/// (slices, elements) of `slice_sum`: one element and one slice, a partial workgroup, the conv2
+/// weight gradient's partial sums, many slices of few elements; and both sides of the serial
+/// kernel's bounds (2048 elements, 256 slices), one of them with a partial workgroup.
+pub const SLICE_SUM_SHAPES: [(usize, usize); 8] =
+    [(1, 1), (3, 257), (86, 16_384), (1000, 9), (33, 801), (5, 2049), (256, 2048), (257, 2048)];
+
 /// (outer, channels, inner) of the per-channel sums: trivial, fc bias, conv bias, odd.
-/// Past [`crate::kernels::reduce::CHANNEL_CHUNK`] (2048) values a channel is summed in two passes:
-/// exactly one chunk (2 x 1024), one past it, a tail (4 x 1764 = 3 chunks + 912), an fc bias of a
-/// batch over one chunk (inner 1), and the fer conv1 bias at batch 64 (56 chunks of 32 channels).
-pub const CHANNEL_SUM_SHAPES: [(usize, usize, usize); 8] = [
+/// Past [`crate::kernels::reduce::CHANNEL_CHUNK`] (16384) values a channel is summed in two
+/// passes: exactly one chunk (2 x 8192), one past it, a tail (12 x 1764 = 1 chunk + 4784), the fer
+/// conv1 bias at batch 64 (7 chunks of 32 channels), and an fc bias of a batch over one chunk
+/// (inner 1, more slices than the serial slice sum takes). An fc bias of up to 256 rows and 2048
+/// outputs or more is that slice sum (3072 outputs). An inner that is a multiple of 4 is summed as
+/// vec4s: of those, a channel of fewer vec4s than a workgroup has lanes (3 a row: the walk steps
+/// several rows at once) in one pass, and with one vec4 a row in two.
+pub const CHANNEL_SUM_SHAPES: [(usize, usize, usize); 11] = [
     (1, 1, 1),
     (16, 3072, 1),
     (4, 32, 1764),
     (3, 5, 7),
-    (2, 3, 1024),
-    (1, 2, 2049),
-    (5000, 3, 1),
+    (2, 3, 8192),
+    (1, 2, 16_385),
+    (12, 4, 1764),
     (64, 8, 1764),
+    (20_000, 3, 1),
+    (33, 3, 12),
+    (4500, 2, 4),
 ];
 
 /// The presets' networks resolved for their data (7 FER classes; 10 digits or CIFAR-10 classes).

@@ -251,7 +251,7 @@ pub fn suite() -> Vec<SuiteCase> {
             channel_sum_case(g, outer, ch, inner, sd % 2 == 0, Input::unit(sd))
         });
     }
-    for (slices, n) in [(1, 1), (3, 257), (86, 16_384), (1000, 9), (33, 801)] {
+    for (slices, n) in SLICE_SUM_SHAPES {
         c.add("slice_sum".into(), move |g, sd| slice_sum_case(g, slices, n, sd % 2 == 0, Input::unit(sd)));
     }
 

@@ -32,8 +32,11 @@ pub static SHADER: ShaderDef = ShaderDef {
     entries: &[
         ("sum_all", 1, 1),
         ("slice_sum", 1, 1),
+        ("slice_sum_serial", 1, 1),
         ("channel_sum", 1, 1),
         ("channel_part", 1, 1),
+        ("channel_sum4", 1, 1),
+        ("channel_part4", 1, 1),
         ("argmax_rows", 1, 1),
         ("count_correct", 2, 1),
     ],
@@ -59,9 +62,21 @@ pub fn sum_all(gpu: &Gpu, x: &Tensor, out: &Tensor, accumulate: bool) -> Result<
 /// are `WG / SLICE_COLS` lanes over the slices.
 const SLICE_COLS: u32 = 8;
 
-/// `out[e] (+)= Σ_s x[s, e]` for x of shape `[slices, n]`, the slices added in a fixed order
-/// (lane l of 32 adds slices l, l + 32, ... in order, then the lanes pairwise) that depends on the
-/// shape only: the last step of the sliced convolution weight gradients.
+/// `slice_sum` adds each element's slices in order, one invocation an element, from this many
+/// elements ...
+pub const SERIAL_MIN_ELEMENTS: usize = 2048;
+/// ... and up to this many slices (reduce.wgsl's slice_sum_serial).
+pub const SERIAL_MAX_SLICES: usize = 256;
+
+/// Whether [`slice_sum`] of `[slices, n]` adds each element's slices in order in one invocation.
+pub fn slice_sum_is_serial(slices: usize, n: usize) -> bool {
+    n >= SERIAL_MIN_ELEMENTS && slices <= SERIAL_MAX_SLICES
+}
+
+/// `out[e] (+)= Σ_s x[s, e]` for x of shape `[slices, n]`, the slices added in a fixed order that
+/// depends on the shape only: in slice order by one invocation an element where
+/// [`slice_sum_is_serial`], else lane l of 8 adds slices l, l + 8, ... in order, then the lanes
+/// pairwise. The last step of the sliced convolution weight gradients, and the fc bias gradient.
 pub fn slice_sum(
     gpu: &Gpu,
     slices: usize,
@@ -82,6 +97,18 @@ pub fn slice_sum(
         flags: (accumulate as u32) << 1,
         ..Default::default()
     };
+    if slice_sum_is_serial(slices, n) {
+        return gpu.prepare(
+            &op,
+            &SHADER,
+            "slice_sum_serial",
+            &wg_spec(),
+            &[x],
+            &[out],
+            &p,
+            grid_for(gpu, n, WG),
+        );
+    }
     gpu.prepare(&op, &SHADER, "slice_sum", &wg_spec(), &[x], &[out], &p, grid_for(gpu, n, SLICE_COLS))
 }
 
@@ -89,13 +116,15 @@ pub fn slice_sum(
 /// (`outer · inner` above this) are split into chunks of this many, summed by a workgroup each and
 /// then added chunk by chunk in order. A fixed length, not the adapter's, so the order of the
 /// additions (and the rounding) is the same on every device.
-pub const CHANNEL_CHUNK: usize = 2048;
+pub const CHANNEL_CHUNK: usize = 16384;
 
 /// `out[ch] (+)= Σ_{o,i} x[o, ch, i]` for x of shape `[outer, c, inner]`; see
 /// [`crate::cpu::channel_sum`]. One workgroup per channel when a channel holds at most
 /// [`CHANNEL_CHUNK`] values; else two passes: chunk sums by `c · chunks` workgroups (a conv bias
 /// gradient at batch 256 has 32 channels of 451,584 values: 32 workgroups left an H200 at 29 GB/s),
-/// then [`slice_sum`] over the chunks.
+/// then [`slice_sum`] over the chunks. With `inner` a multiple of 4 (the conv layers') the passes
+/// load vec4s (channel_sum4, channel_part4: each vec4's components added last); with `inner` 1
+/// (the fc layers'), where [`slice_sum_is_serial`] for `[outer, c]`, it is that [`slice_sum`].
 pub fn channel_sum(
     gpu: &Gpu,
     outer: usize,
@@ -111,6 +140,10 @@ pub fn channel_sum(
     }
     check_len(&op, "x", x, outer * c * inner)?;
     check_len(&op, "out", out, c)?;
+    if inner == 1 && slice_sum_is_serial(outer, c) {
+        return Ok(vec![slice_sum(gpu, outer, c, x, out, accumulate)?]);
+    }
+    let vec4 = inner.is_multiple_of(4);
     let mut p = ReduceParams {
         outer: to_u32(&op, "outer", outer)?,
         c: to_u32(&op, "channels", c)?,
@@ -122,14 +155,17 @@ pub fn channel_sum(
     let chunks = channel_sum_scratch(outer, c, inner) / c;
     if chunks == 0 {
         let groups = grid_1d(c, gpu.fold_width());
-        return Ok(vec![gpu.prepare(&op, &SHADER, "channel_sum", &wg_spec(), &[x], &[out], &p, groups)?]);
+        let entry = if vec4 { "channel_sum4" } else { "channel_sum" };
+        return Ok(vec![gpu.prepare(&op, &SHADER, entry, &wg_spec(), &[x], &[out], &p, groups)?]);
     }
     let partial = gpu.empty(&[chunks, c], DType::F32)?;
     p.n = to_u32(&op, "chunks", chunks)?;
-    p.k = CHANNEL_CHUNK as u32;
+    // The same chunks of the channel's values either way (CHANNEL_CHUNK is a multiple of 4).
+    p.k = if vec4 { CHANNEL_CHUNK / 4 } else { CHANNEL_CHUNK } as u32;
     p.flags = 0;
     let groups = grid_1d(chunks * c, gpu.fold_width());
-    let part = gpu.prepare(&op, &SHADER, "channel_part", &wg_spec(), &[x], &[&partial], &p, groups)?;
+    let entry = if vec4 { "channel_part4" } else { "channel_part" };
+    let part = gpu.prepare(&op, &SHADER, entry, &wg_spec(), &[x], &[&partial], &p, groups)?;
     Ok(vec![part, slice_sum(gpu, chunks, c, &partial, out, accumulate)?])
 }
 
