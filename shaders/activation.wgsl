@@ -10,10 +10,14 @@
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-// ---- relu_bwd: inputs the forward's output, dy; output dx
+// ---- relu_bwd: inputs the forward's output, dy; output dx (relu_bwd4: as vec4s, p.n counting
+// vec4s)
 @group(0) @binding(1) var<storage, read> relu_out: array<f32>;
 @group(0) @binding(2) var<storage, read> dy: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dx: array<f32>;
+@group(0) @binding(1) var<storage, read> relu_out4: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> dy4: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dx4: array<vec4<f32>>;
 
 fn mix32(v: u32) -> u32 {
     var h = v;
@@ -54,5 +58,15 @@ fn relu_bwd(id: Ids) {
     let i = thread_index(id, WG);
     if (i < p.n) {
         dx[i] = select(0.0, dy[i], relu_out[i] > 0.0);
+    }
+}
+
+// relu_bwd four elements an invocation, for a length that is a multiple of 4: a quarter of the
+// loads and stores, each of a vec4 (lavapipe gathers and scatters lane by lane).
+@compute @workgroup_size(WG, 1, 1)
+fn relu_bwd4(id: Ids) {
+    let i = thread_index(id, WG);
+    if (i < p.n) {
+        dx4[i] = select(vec4<f32>(0.0), dy4[i], relu_out4[i] > vec4<f32>(0.0));
     }
 }

@@ -33,7 +33,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/activation.wgsl"),
     parts: &[],
     params: ParamsDecl::of::<ActParams>(),
-    entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("dropout", 1, 1)],
+    entries: &[("relu_fwd", 1, 1), ("relu_bwd", 2, 1), ("relu_bwd4", 2, 1), ("dropout", 1, 1)],
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
@@ -61,13 +61,16 @@ pub fn relu_forward(gpu: &Gpu, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuEr
     )
 }
 
-/// `dx = dy where y > 0`; see [`crate::cpu::relu_backward`].
+/// `dx = dy where y > 0`; see [`crate::cpu::relu_backward`]. Four elements an invocation where the
+/// length is a multiple of 4.
 pub fn relu_backward(gpu: &Gpu, y: &Tensor, dy: &Tensor, dx: &Tensor) -> Result<Dispatch, GpuError> {
     let n = same_len("relu_backward", y, dy)?;
     check_len("relu_backward", "dx", dx, y.len())?;
-    let groups = grid_for(gpu, y.len(), WG);
+    // A length that is a multiple of 4 as vec4s (relu_bwd4), others one element an invocation.
+    let (entry, n) = if y.len().is_multiple_of(4) { ("relu_bwd4", n / 4) } else { ("relu_bwd", n) };
+    let groups = grid_for(gpu, n as usize, WG);
     let p = ActParams::new(n, 0.0, 0, 0);
-    gpu.prepare("relu_backward", &SHADER, "relu_bwd", &wg_spec(), &[y, dy], &[dx], &p, groups)
+    gpu.prepare("relu_backward", &SHADER, entry, &wg_spec(), &[y, dy], &[dx], &p, groups)
 }
 
 fn dropout(
