@@ -161,32 +161,57 @@ fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuErro
     }
 }
 
+/// The dispatch groups of one timed set, run in turn one timed run at a time.
+struct Rotor<'a> {
+    refs: Vec<Vec<&'a Dispatch>>,
+    next: usize,
+}
+
+impl<'a> Rotor<'a> {
+    fn new(set: &'a [Vec<Dispatch>]) -> Rotor<'a> {
+        Rotor { refs: set.iter().map(|g| g.iter().collect()).collect(), next: 0 }
+    }
+
+    /// One run of the next group, in ms.
+    fn one(&mut self, gpu: &Gpu) -> Result<f64, GpuError> {
+        let t = gpu.time(&self.refs[self.next % self.refs.len()], 1)?;
+        self.next += 1;
+        Ok(t.first().copied().unwrap_or(f64::NAN))
+    }
+}
+
 /// Median ms of the dispatch groups in `set`, run round-robin after a [`warm_up`]. With
 /// `reps == 1` (the tuner's quick screen): the fastest of the runs within [`WARM_BATCH`] (at
 /// least one, so a slow variant on a slow device costs one run), which a cold clock cannot push
 /// past the screen's threshold as easily as one run.
 fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, GpuError> {
-    let refs: Vec<Vec<&Dispatch>> = set.iter().map(|g| g.iter().collect()).collect();
-    let mut next = 0;
-    let mut one = || -> Result<f64, GpuError> {
-        let t = gpu.time(&refs[next % refs.len()], 1)?;
-        next += 1;
-        Ok(t.first().copied().unwrap_or(f64::NAN))
+    if reps > 1 {
+        return Ok(time_sets(gpu, &[set], reps)?[0]);
+    }
+    let mut rotor = Rotor::new(set);
+    let began = Instant::now();
+    let mut best = rotor.one(gpu)?;
+    while began.elapsed() < WARM_BATCH {
+        best = best.min(rotor.one(gpu)?);
+    }
+    Ok(best)
+}
+
+/// The median ms of each set: after a [`warm_up`] on the first, `reps` rounds that each run every
+/// set once (its next group), in turn.
+fn time_sets(gpu: &Gpu, sets: &[&[Vec<Dispatch>]], reps: usize) -> Result<Vec<f64>, GpuError> {
+    let mut rotors: Vec<Rotor> = sets.iter().map(|s| Rotor::new(s)).collect();
+    let Some(first) = rotors.first_mut() else {
+        return Ok(Vec::new());
     };
-    if reps <= 1 {
-        let began = Instant::now();
-        let mut best = one()?;
-        while began.elapsed() < WARM_BATCH {
-            best = best.min(one()?);
+    warm_up(|| first.one(gpu))?;
+    let mut t = vec![Vec::with_capacity(reps); rotors.len()];
+    for _ in 0..reps.max(1) {
+        for (r, ti) in rotors.iter_mut().zip(t.iter_mut()) {
+            ti.push(r.one(gpu)?);
         }
-        return Ok(best);
     }
-    warm_up(&mut one)?;
-    let mut t = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        t.push(one()?);
-    }
-    Ok(median(t))
+    Ok(t.into_iter().map(median).collect())
 }
 
 fn random(gpu: &Gpu, len: usize, seed: u64) -> Result<Tensor, GpuError> {
@@ -378,7 +403,6 @@ fn op_job(op: &Op, variant: &str) -> Option<Job> {
 
 /// One variant of a tuner's op, checked against the CPU reference at a small size and built at
 /// the op's own shape, ready to time ([`prepare_op`]).
-#[derive(Default)]
 pub struct Ready {
     set: Vec<Vec<Dispatch>>,
 }
@@ -404,30 +428,12 @@ pub fn prepare_op(gpu: &Gpu, op: &Op, variant: &str) -> Result<Result<Ready, Str
     Ok(Ok(Ready { set: (job.build)(gpu)? }))
 }
 
-/// Times several variants of one op side by side: after a [`warm_up`] on the first, `reps` rounds
-/// that each run every variant once, in turn; the median of each. Interleaved, a device whose
-/// speed drifts (lavapipe's, up to 2x within minutes) slows every variant alike instead of
-/// deciding the choice.
+/// Times several variants of one op side by side ([`time_sets`]): the median of each. Interleaved,
+/// a device whose speed drifts (lavapipe's, up to 2x within minutes) slows every variant alike
+/// instead of deciding the choice.
 pub fn time_together(gpu: &Gpu, ready: &[Ready], reps: usize) -> Result<Vec<f64>, GpuError> {
-    let refs: Vec<Vec<Vec<&Dispatch>>> =
-        ready.iter().map(|r| r.set.iter().map(|g| g.iter().collect()).collect()).collect();
-    let mut next = vec![0usize; refs.len()];
-    let mut one = |i: usize| -> Result<f64, GpuError> {
-        let t = gpu.time(&refs[i][next[i] % refs[i].len()], 1)?;
-        next[i] += 1;
-        Ok(t.first().copied().unwrap_or(f64::NAN))
-    };
-    if refs.is_empty() {
-        return Ok(Vec::new());
-    }
-    warm_up(|| one(0))?;
-    let mut t = vec![Vec::with_capacity(reps); refs.len()];
-    for _ in 0..reps.max(1) {
-        for (i, ti) in t.iter_mut().enumerate() {
-            ti.push(one(i)?);
-        }
-    }
-    Ok(t.into_iter().map(median).collect())
+    let sets: Vec<&[Vec<Dispatch>]> = ready.iter().map(|r| r.set.as_slice()).collect();
+    time_sets(gpu, &sets, reps)
 }
 
 fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job> {

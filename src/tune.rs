@@ -213,29 +213,23 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
         keep_fastest(&mut top, v, t, ready);
     }
     cut_slow(&mut top);
-    if top.len() > 1 {
-        let ready: Vec<bench::Ready> = top.iter_mut().map(|(_, _, r)| std::mem::take(r)).collect();
-        let medians = bench::time_together(gpu, &ready, REPS)?;
-        for ((v, _, _), m) in top.iter().zip(medians) {
+    let (finalists, ready): (Vec<String>, Vec<bench::Ready>) =
+        top.into_iter().map(|(v, _, r)| (v, r)).unzip();
+    if ready.len() > 1 {
+        for (v, m) in finalists.iter().zip(bench::time_together(gpu, &ready, REPS)?) {
             ms.insert(v.clone(), m);
         }
     }
     // The finalists by their medians, then the others by their screens (a screen, the best of a
     // few runs, can read faster than a finalist's median: it does not compete with it).
-    let finalists: Vec<String> = top.into_iter().map(|(v, _, _)| v).collect();
     let by_ms = |a: &&String, b: &&String| ms[*a].total_cmp(&ms[*b]);
     let mut ranked: Vec<&String> = finalists.iter().collect();
     ranked.sort_by(by_ms);
     let mut rest: Vec<&String> = ms.keys().filter(|v| !finalists.contains(v)).collect();
     rest.sort_by(by_ms);
     ranked.extend(rest);
-    Ok(ranked.first().map(|choice| Entry {
-        choice: choice.to_string(),
-        runner_up: ranked.get(1).map(|n| n.to_string()),
-        ms: ms.clone(),
-        finalists: finalists.clone(),
-        skipped,
-    }))
+    let (choice, runner_up) = (ranked.first().map(|v| v.to_string()), ranked.get(1).map(|v| v.to_string()));
+    Ok(choice.map(|choice| Entry { choice, runner_up, ms, finalists, skipped }))
 }
 
 /// Puts a screened variant `(v, t, x)` into `top`, the fastest screens so far, fastest first (a
