@@ -16,24 +16,26 @@
 // that is not full (subgroup.wgsl) loads its weights itself. Inputs outside the image read a
 // clamped address and count as zero.
 //
-// Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl). Bindings:
-// conv_io.wgsl.
+// Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl), PX (neighbouring
+// pixels of a row per invocation: 4 in the `subgroup` variants, 5-8 in `subgroup_wide`, whose
+// channel blocks are half as wide). Bindings: conv_io.wgsl.
 
-// Forward: 4 neighbouring output pixels of a row x COB output channels per invocation, as
-// conv_fwd_blocked. Grid: 4-pixel groups folded over x and y, output-channel blocks over z.
+// Forward: PX neighbouring output pixels of a row x COB output channels per invocation, as
+// conv_fwd_blocked (PX = 4). Grid: PX-pixel groups folded over x and y, output-channel blocks
+// over z.
 @compute @workgroup_size(WG, 1, 1)
 fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
-    let quads = (p.ow + 3u) / 4u;
-    let total = p.n * p.oh * quads;
+    let groups = (p.ow + PX - 1u) / PX;
+    let total = p.n * p.oh * groups;
     let q = thread_index(id, WG);
     let qc = min(q, total - 1u);
-    let b = qc / (quads * p.oh);
-    let oy = (qc / quads) % p.oh;
-    let ox0 = (qc % quads) * 4u;
+    let b = qc / (groups * p.oh);
+    let oy = (qc / groups) % p.oh;
+    let ox0 = (qc % groups) * PX;
     let co0 = id.group.z * COB;
     let kk = p.kh * p.kw;
     let depth = p.cin * kk;
-    var acc: array<f32, COB * 4u>;
+    var acc: array<f32, COB * PX>;
     var wbase: array<u32, COB>;
     for (var j = 0u; j < COB; j++) {
         wbase[j] = min(co0 + j, p.cout - 1u) * depth;
@@ -45,7 +47,7 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
     var kx = 0u;
     var xrow = 0u;
     var row_ok = false;
-    var xv: array<f32, 4>;
+    var xv: array<f32, PX>;
     for (var k0 = 0u; k0 < depth; k0 += sg) {
         let steps = min(sg, depth - k0);
         var own: array<f32, COB>;
@@ -62,15 +64,15 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
                 xrow = ((b * p.cin + ci) * p.h + u32(clamp(iy, 0, i32(p.h) - 1))) * p.w;
             }
             if (p.stride_x == 1u && kx > 0u) {
-                // Stride 1: the 4 pixels' inputs slide by one per kx; one new load, not four.
-                xv[0] = xv[1];
-                xv[1] = xv[2];
-                xv[2] = xv[3];
-                let ix = i32(ox0 + 3u + kx) - i32(p.pad_x);
+                // Stride 1: the PX pixels' inputs slide by one per kx; one new load, not PX.
+                for (var t = 0u; t + 1u < PX; t++) {
+                    xv[t] = xv[t + 1u];
+                }
+                let ix = i32(ox0 + PX - 1u + kx) - i32(p.pad_x);
                 let inside = row_ok && ix >= 0 && ix < i32(p.w);
-                xv[3] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
+                xv[PX - 1u] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
             } else {
-                for (var t = 0u; t < 4u; t++) {
+                for (var t = 0u; t < PX; t++) {
                     let ix = i32((ox0 + t) * p.stride_x + kx) - i32(p.pad_x);
                     let inside = row_ok && ix >= 0 && ix < i32(p.w);
                     xv[t] = select(0.0, x[xrow + u32(clamp(ix, 0, i32(p.w) - 1))], inside);
@@ -87,8 +89,8 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
                 }
             }
             for (var j = 0u; j < COB; j++) {
-                for (var t = 0u; t < 4u; t++) {
-                    acc[j * 4u + t] += xv[t] * wv[j];
+                for (var t = 0u; t < PX; t++) {
+                    acc[j * PX + t] += xv[t] * wv[j];
                 }
             }
             kx += 1u;
@@ -105,34 +107,34 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
     if (q < total) {
         for (var j = 0u; j < COB; j++) {
             let co = co0 + j;
-            // finish() with the channel's bias read once for its 4 pixels.
+            // finish() with the channel's bias read once for its PX pixels.
             let bj = bias[bias_index(min(co, p.cout - 1u), p.flags)];
-            for (var t = 0u; t < 4u; t++) {
+            for (var t = 0u; t < PX; t++) {
                 let ox = ox0 + t;
                 if (co < p.cout && ox < p.ow) {
-                    y[((b * p.cout + co) * p.oh + oy) * p.ow + ox] = epilogue(acc[j * 4u + t], bj, 0.0, p.flags);
+                    y[((b * p.cout + co) * p.oh + oy) * p.ow + ox] = epilogue(acc[j * PX + t], bj, 0.0, p.flags);
                 }
             }
         }
     }
 }
 
-// Backward data: 4 neighbouring input pixels of a row x CIB input channels per invocation, as
-// conv_bwd_data, over the reduction steps (ky, co, kx). At stride 1 the 4 gradients slide by one
-// per kx. Grid: 4-pixel groups folded over x and y, input-channel blocks over z.
+// Backward data: PX neighbouring input pixels of a row x CIB input channels per invocation, as
+// conv_bwd_data (PX = 4), over the reduction steps (ky, co, kx). At stride 1 the PX gradients
+// slide by one per kx. Grid: PX-pixel groups folded over x and y, input-channel blocks over z.
 @compute @workgroup_size(WG, 1, 1)
 fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
-    let quads = (p.w + 3u) / 4u;
-    let total = p.n * p.h * quads;
+    let groups = (p.w + PX - 1u) / PX;
+    let total = p.n * p.h * groups;
     let q = thread_index(id, WG);
     let qc = min(q, total - 1u);
-    let b = qc / (quads * p.h);
-    let iy = (qc / quads) % p.h;
-    let ix0 = (qc % quads) * 4u;
+    let b = qc / (groups * p.h);
+    let iy = (qc / groups) % p.h;
+    let ix0 = (qc % groups) * PX;
     let ci0 = id.group.z * CIB;
     let kk = p.kh * p.kw;
     let depth = p.kh * p.cout * p.kw;
-    var acc: array<f32, CIB * 4u>;
+    var acc: array<f32, CIB * PX>;
     // Offsets of the CIB input channels' kernels within an output channel's weights.
     var wci: array<u32, CIB>;
     for (var j = 0u; j < CIB; j++) {
@@ -155,7 +157,7 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     var oy = 0u;
     var oy_ok = false;
     var grow = 0u;
-    var gv: array<f32, 4>;
+    var gv: array<f32, PX>;
     for (var k0 = 0u; k0 < depth; k0 += sg) {
         let steps = min(sg, depth - k0);
         var own: array<f32, CIB>;
@@ -193,20 +195,20 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
             if (p.stride_x == 1u) {
                 if (kx > 0u) {
                     // Pixel t meets output column ix0 + t + px - kx: one new gradient per kx.
-                    gv[3] = gv[2];
-                    gv[2] = gv[1];
-                    gv[1] = gv[0];
+                    for (var t = PX - 1u; t > 0u; t--) {
+                        gv[t] = gv[t - 1u];
+                    }
                     let ox = i32(ix0 + p.pad_x) - i32(kx);
                     let inside = oy_ok && ox >= 0 && ox < i32(p.ow);
                     gv[0] = select(0.0, dy[grow + u32(clamp(ox, 0, i32(p.ow) - 1))], inside);
                 } else {
-                    for (var t = 0u; t < 4u; t++) {
+                    for (var t = 0u; t < PX; t++) {
                         let ox = ix0 + t + p.pad_x;
                         gv[t] = select(0.0, dy[grow + min(ox, p.ow - 1u)], oy_ok && ox < p.ow);
                     }
                 }
             } else {
-                for (var t = 0u; t < 4u; t++) {
+                for (var t = 0u; t < PX; t++) {
                     let txn = i32(ix0 + t + p.pad_x) - i32(kx);
                     let ox = u32(max(txn, 0)) / p.stride_x;
                     let ok = oy_ok && txn >= 0 && u32(txn) % p.stride_x == 0u && ox < p.ow;
@@ -225,8 +227,8 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
                 }
             }
             for (var j = 0u; j < CIB; j++) {
-                for (var t = 0u; t < 4u; t++) {
-                    acc[j * 4u + t] += gv[t] * wv[j];
+                for (var t = 0u; t < PX; t++) {
+                    acc[j * PX + t] += gv[t] * wv[j];
                 }
             }
             kx += 1u;
@@ -243,10 +245,10 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     if (q < total) {
         for (var j = 0u; j < CIB; j++) {
             let ci = ci0 + j;
-            for (var t = 0u; t < 4u; t++) {
+            for (var t = 0u; t < PX; t++) {
                 let ix = ix0 + t;
                 if (ci < p.cin && ix < p.w) {
-                    dx[((b * p.cin + ci) * p.h + iy) * p.w + ix] = acc[j * 4u + t];
+                    dx[((b * p.cin + ci) * p.h + iy) * p.w + ix] = acc[j * PX + t];
                 }
             }
         }

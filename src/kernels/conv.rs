@@ -51,6 +51,10 @@ pub enum ConvFwdVariant {
     /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
     /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
     Subgroup,
+    /// `Subgroup` with wider pixel groups and at most 8 channels: 5-8 pixels of a row
+    /// ([`wide_px`]) per invocation, half the weight shuffles per multiply-add and no pixels past
+    /// the row's end where the width allows.
+    SubgroupWide,
     /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
     SubgroupPartial,
 }
@@ -73,7 +77,7 @@ const IO: (&str, &str) = ("conv_io", include_str!("../../shaders/conv_io.wgsl"))
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
-    pub fn all() -> [ConvFwdVariant; 6] {
+    pub fn all() -> [ConvFwdVariant; 7] {
         [
             ConvFwdVariant::Direct,
             ConvFwdVariant::Blocked,
@@ -81,6 +85,7 @@ impl ConvFwdVariant {
             ConvFwdVariant::Narrow,
             ConvFwdVariant::Small,
             ConvFwdVariant::Subgroup,
+            ConvFwdVariant::SubgroupWide,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -91,12 +96,14 @@ impl ConvFwdVariant {
             ConvFwdVariant::Narrow => "shared128x32x8",
             ConvFwdVariant::Small => "shared64x32x8",
             ConvFwdVariant::Subgroup => "subgroup",
+            ConvFwdVariant::SubgroupWide => "subgroup_wide",
             ConvFwdVariant::SubgroupPartial => "subgroup36",
         }
     }
     /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
     fn subgroup_wg(&self) -> Option<u32> {
-        subgroup_wg(*self == ConvFwdVariant::Subgroup, *self == ConvFwdVariant::SubgroupPartial)
+        let sg = matches!(self, ConvFwdVariant::Subgroup | ConvFwdVariant::SubgroupWide);
+        subgroup_wg(sg, *self == ConvFwdVariant::SubgroupPartial)
     }
     /// [`ConvFwdVariant::all`] and the variant only the checks run (a subgroup partly empty).
     pub fn checked() -> Vec<ConvFwdVariant> {
@@ -143,7 +150,24 @@ fn spec(cob: u32, cib: u32) -> Spec {
 
 /// `spec` on workgroups of `wg` invocations (the subgroup kernels and their checked-only twins).
 fn wg_spec(wg: u32, cob: u32, cib: u32) -> Spec {
-    tiles(Spec::new().u("WG", wg).u("COB", cob).u("CIB", cib), (1, 1, 4, 4, 4))
+    px_spec(wg, cob, cib, 4)
+}
+
+/// `wg_spec` with `px` pixels per invocation (conv_sg.wgsl's PX).
+fn px_spec(wg: u32, cob: u32, cib: u32, px: u32) -> Spec {
+    tiles(Spec::new().u("WG", wg).u("COB", cob).u("CIB", cib).u("PX", px), (1, 1, 4, 4, 4))
+}
+
+/// The pixels of a row per invocation of the `SubgroupWide` variants: of 5 to 8, the one that
+/// leaves the fewest pixels past the end of a row of `width`, the widest of those on a tie (21
+/// and 42: 7; 10 and 20: 5; 16: 8).
+pub fn wide_px(width: usize) -> u32 {
+    (5..=8u32).rev().min_by_key(|&px| width.div_ceil(px as usize) * px as usize - width).unwrap_or(4)
+}
+
+/// The channel block of the `SubgroupWide` variants: [`channel_block`], at most 8.
+fn wide_block(channels: usize) -> u32 {
+    channel_block(channels).min(8)
 }
 
 /// The workgroup size of a subgroup variant's own kernel: [`CONV_WG`], or [`PARTIAL_WG`] for
@@ -205,7 +229,13 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     entries: &[("conv_fwd_subgroup", 3, 1), ("conv_bwd_data_subgroup", 2, 1)],
     specs: || {
         let blocks = || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| (a, b)));
-        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| blocks().map(move |(a, b)| wg_spec(wg, a, b))).collect()
+        let narrow = move || blocks().filter(|&(a, b)| a <= 8 && b <= 8);
+        let wide = (5..=8).flat_map(move |px| narrow().map(move |(a, b)| px_spec(CONV_WG, a, b, px)));
+        [CONV_WG, PARTIAL_WG]
+            .iter()
+            .flat_map(|&wg| blocks().map(move |(a, b)| wg_spec(wg, a, b)))
+            .chain(wide)
+            .collect()
     },
     unchecked: true,
     extension: Extension::Subgroups,
@@ -306,12 +336,15 @@ pub fn conv2d_forward(
         // Blocked, the subgroup variants, and a shared variant whose position tiles exceed the grid.
         _ => {
             let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
-            let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(4), wg.unwrap_or(CONV_WG));
-            let cob = channel_block(s.cout);
+            let wide = wg.is_some() && variant == ConvFwdVariant::SubgroupWide;
+            let (px, cob) =
+                if wide { (wide_px(s.ow()), wide_block(s.cout)) } else { (4, channel_block(s.cout)) };
+            let mut groups =
+                grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(px as usize), wg.unwrap_or(CONV_WG));
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
             match wg {
                 Some(wg) => {
-                    let sp = wg_spec(wg, cob, 16);
+                    let sp = px_spec(wg, cob, if wide { 8 } else { 16 }, px);
                     gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
                 }
                 None => gpu.prepare(
@@ -345,19 +378,23 @@ pub enum ConvBwdDataVariant {
     /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
     /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
     Subgroup,
+    /// `Subgroup` with 5-8 pixels x at most 8 input channels per invocation (as
+    /// [`ConvFwdVariant::SubgroupWide`]).
+    SubgroupWide,
     /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
     SubgroupPartial,
 }
 
 impl ConvBwdDataVariant {
     pub const DEFAULT: ConvBwdDataVariant = ConvBwdDataVariant::Blocked;
-    pub fn all() -> [ConvBwdDataVariant; 5] {
+    pub fn all() -> [ConvBwdDataVariant; 6] {
         [
             ConvBwdDataVariant::Blocked,
             ConvBwdDataVariant::Shared,
             ConvBwdDataVariant::Narrow,
             ConvBwdDataVariant::Small,
             ConvBwdDataVariant::Subgroup,
+            ConvBwdDataVariant::SubgroupWide,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -367,12 +404,14 @@ impl ConvBwdDataVariant {
             ConvBwdDataVariant::Narrow => "shared128x32x8",
             ConvBwdDataVariant::Small => "shared64x32x8",
             ConvBwdDataVariant::Subgroup => "subgroup",
+            ConvBwdDataVariant::SubgroupWide => "subgroup_wide",
             ConvBwdDataVariant::SubgroupPartial => "subgroup36",
         }
     }
     /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
     fn subgroup_wg(&self) -> Option<u32> {
-        subgroup_wg(*self == ConvBwdDataVariant::Subgroup, *self == ConvBwdDataVariant::SubgroupPartial)
+        let sg = matches!(self, ConvBwdDataVariant::Subgroup | ConvBwdDataVariant::SubgroupWide);
+        subgroup_wg(sg, *self == ConvBwdDataVariant::SubgroupPartial)
     }
     /// [`ConvBwdDataVariant::all`] and the variant only the checks run (a subgroup partly empty).
     pub fn checked() -> Vec<ConvBwdDataVariant> {
@@ -412,12 +451,13 @@ pub fn conv2d_backward_data(
         }
     }
     let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
-    let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(4), wg.unwrap_or(CONV_WG));
-    let cib = channel_block(s.cin);
+    let wide = wg.is_some() && variant == ConvBwdDataVariant::SubgroupWide;
+    let (px, cib) = if wide { (wide_px(s.w), wide_block(s.cin)) } else { (4, channel_block(s.cin)) };
+    let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(px as usize), wg.unwrap_or(CONV_WG));
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
     match wg {
         Some(wg) => {
-            let sp = wg_spec(wg, 16, cib);
+            let sp = px_spec(wg, if wide { 8 } else { 16 }, cib, px);
             gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)
         }
         None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups),
@@ -734,6 +774,21 @@ pub fn conv2d_backward_weight(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_pixel_groups_leave_the_fewest_pixels_past_a_row() {
+        // The FER widths fit exactly; ties go to the widest group.
+        for (width, px) in
+            [(42, 7), (21, 7), (20, 5), (10, 5), (16, 8), (40, 8), (12, 6), (9, 5), (13, 7), (1, 5)]
+        {
+            assert_eq!(wide_px(width), px, "width {width}");
+        }
+        for width in 1..200usize {
+            let px = wide_px(width) as usize;
+            let waste = width.div_ceil(px) * px - width;
+            assert!((5..=8).all(|q| width.div_ceil(q) * q - width >= waste), "width {width}");
+        }
+    }
 
     #[test]
     fn tiled_weight_gradient_slices_fill_the_grid_within_the_scratch() {
