@@ -101,6 +101,15 @@ enum Work {
     Bytes(f64),
 }
 
+impl Work {
+    /// The floating-point operations or bytes, whichever the row counts.
+    fn amount(&self) -> f64 {
+        match self {
+            Work::Flops(v) | Work::Bytes(v) => *v,
+        }
+    }
+}
+
 type CheckFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError>>;
 type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
 
@@ -732,10 +741,24 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
     let mut rows = Vec::new();
     let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
     let mut screen = Screen::default();
-    for mut job in jobs(opts.variants) {
-        if opts.filter.as_deref().is_some_and(|f| !selects(f, &job)) {
-            continue;
+    let selected: Vec<Job> = jobs(opts.variants)
+        .into_iter()
+        .filter(|j| opts.filter.as_deref().is_none_or(|f| selects(f, j)))
+        .collect();
+    if !opts.variants {
+        // Tune ahead, the training steps' rows first and the square GEMMs from the smallest: the
+        // rows' own order (every size of one layout, then the next) let a slow device spend the
+        // budget on the 2048^3 NN and NT rows and time TN and the network's rows untuned.
+        let mut order: Vec<(bool, f64, Op)> = selected
+            .iter()
+            .filter_map(|j| j.op.map(|op| (j.name.starts_with("gemm_"), j.work.amount(), op)))
+            .collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        for (_, _, op) in order {
+            tuner.tune_ahead(gpu, &op, &mut |m| progress(&m))?;
         }
+    }
+    for mut job in selected {
         // The default rows time the tuner's choice for their op.
         let mut runner_up = None;
         if let (false, Some(op)) = (opts.variants, job.op) {

@@ -281,6 +281,9 @@ pub struct Tuner {
     changed: bool,
     began: Instant,
     pub report: Report,
+    /// Keys [`Tuner::tune_ahead`] tuned in this run, not yet asked for by [`Tuner::entry`] (which
+    /// then counts them as tuned, not as cached).
+    ahead: std::collections::HashSet<String>,
 }
 
 impl Tuner {
@@ -288,7 +291,61 @@ impl Tuner {
     pub fn new(mode: Mode, warn: &mut dyn FnMut(String)) -> Tuner {
         let path = cache_path();
         let cache = if mode == Mode::Off { Cache::default() } else { Cache::load(&path, warn) };
-        Tuner { mode, path, cache, changed: false, began: Instant::now(), report: Report::default() }
+        Tuner {
+            mode,
+            path,
+            cache,
+            changed: false,
+            began: Instant::now(),
+            report: Report::default(),
+            ahead: Default::default(),
+        }
+    }
+
+    /// Tunes `op` now where [`Tuner::entry`] would (full mode, not cached, budget left), silently
+    /// otherwise: a caller with many ops and one budget chooses which are tuned first, and
+    /// `entry` still reports each op once, when it is asked for.
+    pub fn tune_ahead(
+        &mut self,
+        gpu: &Gpu,
+        op: &Op,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<(), GpuError> {
+        let key = key(gpu, op);
+        if self.mode != Mode::Full || self.cache.entries.contains_key(&key) || self.began.elapsed() > BUDGET {
+            return Ok(());
+        }
+        if self.tune_now(gpu, op, key.clone(), progress)?.is_some() {
+            self.ahead.insert(key);
+        }
+        Ok(())
+    }
+
+    /// Tunes `op` and caches the choice (None: nothing to choose on this device).
+    fn tune_now(
+        &mut self,
+        gpu: &Gpu,
+        op: &Op,
+        key: String,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<Option<Entry>, GpuError> {
+        let t = Instant::now();
+        let e = tune_op(gpu, op)?;
+        if let Some(e) = &e {
+            let runner = e.runner_up.as_ref().map(|r| format!("; runner-up {r} {:.2} ms", e.ms[r]));
+            progress(format!(
+                "tuned {}: {} {:.2} ms{} ({:.1} s)",
+                op.signature(),
+                e.choice,
+                e.ms[&e.choice],
+                runner.unwrap_or_default(),
+                t.elapsed().as_secs_f64()
+            ));
+            self.cache.entries.insert(key, e.clone());
+            self.changed = true;
+            self.report.tuned += 1;
+        }
+        Ok(e)
     }
 
     /// `op`'s entry on `gpu`: from the cache, or tuned now under [`Mode::Full`] within the
@@ -303,7 +360,9 @@ impl Tuner {
         let found = match (self.cache.entries.get(&key), self.mode) {
             (_, Mode::Off) => None,
             (Some(e), _) => {
-                self.report.cached += 1;
+                if !self.ahead.remove(&key) {
+                    self.report.cached += 1;
+                }
                 return Ok(Some(e.clone()));
             }
             (None, Mode::Full) if self.began.elapsed() > BUDGET => {
@@ -314,25 +373,7 @@ impl Tuner {
                 ));
                 None
             }
-            (None, Mode::Full) => {
-                let t = Instant::now();
-                let e = tune_op(gpu, op)?;
-                if let Some(e) = &e {
-                    let runner = e.runner_up.as_ref().map(|r| format!("; runner-up {r} {:.2} ms", e.ms[r]));
-                    progress(format!(
-                        "tuned {}: {} {:.2} ms{} ({:.1} s)",
-                        op.signature(),
-                        e.choice,
-                        e.ms[&e.choice],
-                        runner.unwrap_or_default(),
-                        t.elapsed().as_secs_f64()
-                    ));
-                    self.cache.entries.insert(key, e.clone());
-                    self.changed = true;
-                    self.report.tuned += 1;
-                }
-                e
-            }
+            (None, Mode::Full) => self.tune_now(gpu, op, key, progress)?,
             (None, Mode::Cached) => None,
         };
         if found.is_none() {

@@ -172,6 +172,23 @@ fn bench_times_the_tuned_choice_and_names_the_runner_up() {
     assert!(row["runner_up"].is_string(), "{row}");
 }
 
+/// `dlsvm bench` tunes every op its rows need before it times the first row (so it can spend a
+/// limited budget on the training steps' rows first), and each op once.
+#[test]
+fn bench_tunes_its_rows_ahead_each_once() {
+    let dir = TempDir::new("tune-ahead");
+    let cache = dir.join("tune.json");
+    let env = [("DLSVM_TUNE_CACHE", s(&cache)), ("DLSVM_TUNE", "full")];
+    let o = dlsvm(&["bench", "--filter", "fc2", "--no-steps"], &env);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let tuned: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("tuned ")).collect();
+    let rows: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("fc2_")).collect();
+    assert_eq!((tuned.len(), rows.len()), (3, 3), "one tuning and one row per op: {err}");
+    assert!(tuned.iter().max() < rows.iter().min(), "tuned after a row was timed: {err}");
+}
+
 /// `bench --report FILE` writes info, the check, this adapter's tuned choices and the bench into
 /// one JSON file.
 #[test]
