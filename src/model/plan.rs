@@ -200,9 +200,13 @@ mod tests {
         for op in [Op::ConvFwd(s), Op::ConvData(s), Op::ConvWeight(s)] {
             let names = op.variants();
             let sg: Vec<&String> = names.iter().filter(|n| n.contains("subgroup")).collect();
-            assert_eq!(sg.len(), 1, "{}: {names:?}", op.signature());
-            assert!(op.runs_itself(&GemmDevice::ANY, sg[0]), "{}", op.signature());
-            assert!(!op.runs_itself(&no_subgroups, sg[0]), "{}", op.signature());
+            // subgroup (and subgroup_wide for the forward and backward data), rows_subgroup.
+            let expect = if matches!(op, Op::ConvWeight(_)) { 1 } else { 2 };
+            assert_eq!(sg.len(), expect, "{}: {names:?}", op.signature());
+            for v in sg {
+                assert!(op.runs_itself(&GemmDevice::ANY, v), "{} {v}", op.signature());
+                assert!(!op.runs_itself(&no_subgroups, v), "{} {v}", op.signature());
+            }
             // The others do not depend on subgroups.
             for n in names.iter().filter(|n| !n.contains("subgroup")) {
                 assert_eq!(op.runs_itself(&GemmDevice::ANY, n), op.runs_itself(&no_subgroups, n), "{n}");
