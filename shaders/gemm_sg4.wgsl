@@ -12,8 +12,9 @@
 //   TN (A[K,M]): lane l loads the TM rows at k = k0 + l as TM/4 vec4s, one shuffle per vec4 a step.
 // B per invocation: NN and TN one vec4 of its columns per step of K; NT (B[N,K]) a vec4 of K per
 // column, reduced by dot products as in gemm4.wgsl.
-// A subgroup that is not full loads A itself (see gemm_sg.wgsl); every lane of a subgroup runs the
-// same trip counts and calls every shuffle.
+// A subgroup that is not full loads A itself, one step of K a chunk (subgroup.wgsl:
+// `subgroup_chunk`); every lane of a subgroup runs the same trip counts and calls every shuffle, and
+// the operand is chosen by a select, not loaded in a branch.
 //
 // Specialization: TRANS_A, TRANS_B (bool), WX (invocations), TM (rows, a multiple of 4), TV.
 // Bindings: params; inputs a (as vec4), b (as vec4, or a texture in the texture variants), bias;
@@ -54,16 +55,16 @@ fn gemm_subgroup4(
         acc[i] = vec4<f32>(0.0);
     }
     let full = subgroup_full(sg);
+    let chunk = subgroup_chunk(full, sg);
+    let mine = subgroup_mine(full, lane);
     if (TRANS_A) {
         // TN: one step of K at a time, A's rows as vec4 groups.
-        for (var k0 = 0u; k0 < p.k; k0 += sg) {
-            let steps = min(sg, p.k - k0);
+        for (var k0 = 0u; k0 < p.k; k0 += chunk) {
+            let steps = min(chunk, p.k - k0);
             var own: array<vec4<f32>, RG>;
-            if (full) {
-                let kl = min(k0 + lane, p.k - 1u);
-                for (var g = 0u; g < RG; g++) {
-                    own[g] = a[kl * m4 + rg[g]];
-                }
+            let kl = min(k0 + mine, p.k - 1u);
+            for (var g = 0u; g < RG; g++) {
+                own[g] = a[kl * m4 + rg[g]];
             }
             for (var s = 0u; s < steps; s++) {
                 let kk = k0 + s;
@@ -72,12 +73,7 @@ fn gemm_subgroup4(
                     bv[t] = b4(kk, cv[t]);
                 }
                 for (var g = 0u; g < RG; g++) {
-                    var av: vec4<f32>;
-                    if (full) {
-                        av = subgroupShuffle(own[g], s);
-                    } else {
-                        av = a[kk * m4 + rg[g]];
-                    }
+                    let av = select(own[g], subgroupShuffle(own[g], s), full);
                     for (var e = 0u; e < 4u; e++) {
                         for (var t = 0u; t < TV; t++) {
                             acc[(g * 4u + e) * TV + t] += av[e] * bv[t];
@@ -88,24 +84,18 @@ fn gemm_subgroup4(
         }
     } else {
         // NN, NT: four steps of K per shuffled vec4.
-        for (var q0 = 0u; q0 < k4; q0 += sg) {
-            let steps = min(sg, k4 - q0);
+        for (var q0 = 0u; q0 < k4; q0 += chunk) {
+            let steps = min(chunk, k4 - q0);
             var own: array<vec4<f32>, TM>;
-            if (full) {
-                let ql = min(q0 + lane, k4 - 1u);
-                for (var r = 0u; r < TM; r++) {
-                    own[r] = a[rows[r] * k4 + ql];
-                }
+            let ql = min(q0 + mine, k4 - 1u);
+            for (var r = 0u; r < TM; r++) {
+                own[r] = a[rows[r] * k4 + ql];
             }
             for (var s = 0u; s < steps; s++) {
                 let kq = q0 + s;
                 var av: array<vec4<f32>, TM>;
                 for (var r = 0u; r < TM; r++) {
-                    if (full) {
-                        av[r] = subgroupShuffle(own[r], s);
-                    } else {
-                        av[r] = a[rows[r] * k4 + kq];
-                    }
+                    av[r] = select(own[r], subgroupShuffle(own[r], s), full);
                 }
                 if (TRANS_B) {
                     // B[N,K]: each of the invocation's 4·TV columns as a vec4 of the same K.
