@@ -13,8 +13,8 @@
 // The reduction walks its index one step at a time ((ci, ky, kx) forward, (ky, co, kx) backward),
 // the same in every lane: trip counts and the shuffles stay in uniform control flow, and no lane
 // returns early (lanes past the work compute a clamped position and store nothing). A subgroup
-// that is not full (subgroup.wgsl) loads its weights itself. Inputs outside the image read a
-// clamped address and count as zero.
+// that is not full loads its weights itself, one step a chunk (subgroup.wgsl: subgroup_chunk).
+// Inputs outside the image read a clamped address and count as zero.
 //
 // Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl), PX (neighbouring
 // pixels of a row per invocation: 4 in the `subgroup` variants, 5-8 in `subgroup_wide`, whose
@@ -41,6 +41,8 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
         wbase[j] = min(co0 + j, p.cout - 1u) * depth;
     }
     let full = subgroup_full(sg);
+    let chunk = subgroup_chunk(full, sg);
+    let mine = subgroup_mine(full, lane);
     // Reduction step (ci, ky, kx), the same in every lane; the input row of (ci, ky).
     var ci = 0u;
     var ky = 0u;
@@ -48,14 +50,12 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
     var xrow = 0u;
     var row_ok = false;
     var xv: array<f32, PX>;
-    for (var k0 = 0u; k0 < depth; k0 += sg) {
-        let steps = min(sg, depth - k0);
+    for (var k0 = 0u; k0 < depth; k0 += chunk) {
+        let steps = min(chunk, depth - k0);
         var own: array<f32, COB>;
-        if (full) {
-            let kl = min(k0 + lane, depth - 1u);
-            for (var j = 0u; j < COB; j++) {
-                own[j] = wt[wbase[j] + kl];
-            }
+        let kl = min(k0 + mine, depth - 1u);
+        for (var j = 0u; j < COB; j++) {
+            own[j] = wt[wbase[j] + kl];
         }
         for (var s = 0u; s < steps; s++) {
             if (kx == 0u) {
@@ -79,14 +79,8 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
                 }
             }
             var wv: array<f32, COB>;
-            if (full) {
-                for (var j = 0u; j < COB; j++) {
-                    wv[j] = subgroupShuffle(own[j], s);
-                }
-            } else {
-                for (var j = 0u; j < COB; j++) {
-                    wv[j] = wt[wbase[j] + k0 + s];
-                }
+            for (var j = 0u; j < COB; j++) {
+                wv[j] = select(own[j], subgroupShuffle(own[j], s), full);
             }
             for (var j = 0u; j < COB; j++) {
                 for (var t = 0u; t < PX; t++) {
@@ -143,12 +137,14 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     let plane_out = p.oh * p.ow;
     let gbase = b * p.cout * plane_out;
     let full = subgroup_full(sg);
-    // This lane's step k0 + lane (ky, co, kx), stepped by sg per chunk without dividing (a
-    // division is a scalar one per lane on a SIMD device; the stepping loop runs about sg / kw
-    // times). The steps' own state likewise divides only on a new kernel row at a stride > 1.
-    var lkx = lane % p.kw;
-    var lco = (lane / p.kw) % p.cout;
-    var lky = lane / (p.kw * p.cout);
+    let chunk = subgroup_chunk(full, sg);
+    let mine = subgroup_mine(full, lane);
+    // This lane's step k0 + mine (ky, co, kx), stepped by the chunk without dividing (a division
+    // is a scalar one per lane on a SIMD device; the stepping loop runs about sg / kw times). The
+    // steps' own state likewise divides only on a new kernel row at a stride > 1.
+    var lkx = mine % p.kw;
+    var lco = (mine / p.kw) % p.cout;
+    var lky = mine / (p.kw * p.cout);
     // Reduction step (ky, co, kx), the same in every lane; the output row of ky and the gradient
     // row of (ky, co).
     var ky = 0u;
@@ -158,24 +154,22 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     var oy_ok = false;
     var grow = 0u;
     var gv: array<f32, PX>;
-    for (var k0 = 0u; k0 < depth; k0 += sg) {
-        let steps = min(sg, depth - k0);
+    for (var k0 = 0u; k0 < depth; k0 += chunk) {
+        let steps = min(chunk, depth - k0);
         var own: array<f32, CIB>;
-        if (full) {
-            // Weights wt[co, ci, ky, kx] of the block's channels (lanes past the end read ky's
-            // last row; no step uses them).
-            let wb = lco * p.cin * kk + min(lky, p.kh - 1u) * p.kw + lkx;
-            for (var j = 0u; j < CIB; j++) {
-                own[j] = wt[wb + wci[j]];
-            }
-            lkx += sg;
-            while (lkx >= p.kw) {
-                lkx -= p.kw;
-                lco += 1u;
-                if (lco == p.cout) {
-                    lco = 0u;
-                    lky += 1u;
-                }
+        // Weights wt[co, ci, ky, kx] of the block's channels (lanes past the end read ky's last
+        // row; no step uses them).
+        let wb = lco * p.cin * kk + min(lky, p.kh - 1u) * p.kw + lkx;
+        for (var j = 0u; j < CIB; j++) {
+            own[j] = wt[wb + wci[j]];
+        }
+        lkx += chunk;
+        while (lkx >= p.kw) {
+            lkx -= p.kw;
+            lco += 1u;
+            if (lco == p.cout) {
+                lco = 0u;
+                lky += 1u;
             }
         }
         for (var s = 0u; s < steps; s++) {
@@ -216,15 +210,8 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
                 }
             }
             var wv: array<f32, CIB>;
-            if (full) {
-                for (var j = 0u; j < CIB; j++) {
-                    wv[j] = subgroupShuffle(own[j], s);
-                }
-            } else {
-                let wb = co * p.cin * kk + ky * p.kw + kx;
-                for (var j = 0u; j < CIB; j++) {
-                    wv[j] = wt[wb + wci[j]];
-                }
+            for (var j = 0u; j < CIB; j++) {
+                wv[j] = select(own[j], subgroupShuffle(own[j], s), full);
             }
             for (var j = 0u; j < CIB; j++) {
                 for (var t = 0u; t < PX; t++) {
