@@ -10,8 +10,9 @@
 //
 // The walk over the slice's output positions (u = b·oh + oy, ox) is the same in every lane, so
 // trip counts and shuffles stay in uniform control flow; invocations past the last kernel row
-// compute a clamped row and store nothing (a subgroup of them only returns at once). A subgroup that is not full (subgroup.wgsl) loads its
-// gradients itself. Inputs outside the image read a clamped address multiplied by zero.
+// compute a clamped row and store nothing (a subgroup of them only returns at once). A subgroup
+// that is not full loads its gradients itself, one position a chunk (subgroup.wgsl:
+// subgroup_chunk). Inputs outside the image read a clamped address multiplied by zero.
 //
 // Specialization: WG (invocations per workgroup), COB (output channels per invocation), KW (the
 // kernel width); the tiling constants of conv_tiles.wgsl are placeholders here. Bindings:
@@ -49,38 +50,36 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
     let u1 = min(u0 + p.rps, p.n * p.oh);
     let count = (u1 - u0) * p.ow;
     let full = subgroup_full(sg);
-    // This lane's position k0 + lane of the slice, (b, oy, ox), stepped by sg per chunk without
+    let chunk = subgroup_chunk(full, sg);
+    let mine = subgroup_mine(full, lane);
+    // This lane's position k0 + mine of the slice, (b, oy, ox), stepped by the chunk without
     // dividing (a division is a scalar one per lane on a SIMD device; the stepping loop runs about
     // sg / ow times). Lanes past the slice's end read a clamped sample; no step uses them.
-    var lox = lane % p.ow;
-    let lu = u0 + lane / p.ow;
+    var lox = mine % p.ow;
+    let lu = u0 + mine / p.ow;
     var lb = lu / p.oh;
     var loy = lu % p.oh;
-    // Output position (b, oy, ox), the same in every lane; the input row and gradient row of
-    // (b, oy).
+    // Output position (b, oy, ox), the same in every lane; the input row of (b, oy).
     var b = u0 / p.oh;
     var oy = u0 % p.oh;
     var ox = 0u;
     var xrow = 0u;
     var row_ok = false;
-    var grow = 0u;
     var xv: array<f32, KW>;
-    for (var k0 = 0u; k0 < count; k0 += sg) {
-        let steps = min(sg, count - k0);
+    for (var k0 = 0u; k0 < count; k0 += chunk) {
+        let steps = min(chunk, count - k0);
         var own: array<f32, COB>;
-        if (full) {
-            let o = (min(lb, p.n - 1u) * p.cout * p.oh + loy) * p.ow + lox;
-            for (var j = 0u; j < COB; j++) {
-                own[j] = dy[o + cbase[j]];
-            }
-            lox += sg;
-            while (lox >= p.ow) {
-                lox -= p.ow;
-                loy += 1u;
-                if (loy == p.oh) {
-                    loy = 0u;
-                    lb += 1u;
-                }
+        let o = (min(lb, p.n - 1u) * p.cout * p.oh + loy) * p.ow + lox;
+        for (var j = 0u; j < COB; j++) {
+            own[j] = dy[o + cbase[j]];
+        }
+        lox += chunk;
+        while (lox >= p.ow) {
+            lox -= p.ow;
+            loy += 1u;
+            if (loy == p.oh) {
+                loy = 0u;
+                lb += 1u;
             }
         }
         for (var s = 0u; s < steps; s++) {
@@ -88,7 +87,6 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
                 let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
                 row_ok = iy >= 0 && iy < i32(p.h);
                 xrow = (b * p.cin + ci) * plane_in + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
-                grow = b * p.cout * plane_out + oy * p.ow;
             }
             let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
             if (p.stride_x == 1u && ox > 0u) {
@@ -102,14 +100,8 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
                 }
             }
             var gv: array<f32, COB>;
-            if (full) {
-                for (var j = 0u; j < COB; j++) {
-                    gv[j] = subgroupShuffle(own[j], s);
-                }
-            } else {
-                for (var j = 0u; j < COB; j++) {
-                    gv[j] = dy[grow + ox + cbase[j]];
-                }
+            for (var j = 0u; j < COB; j++) {
+                gv[j] = select(own[j], subgroupShuffle(own[j], s), full);
             }
             for (var j = 0u; j < COB; j++) {
                 for (var kx = 0u; kx < KW; kx++) {

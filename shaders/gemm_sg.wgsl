@@ -13,7 +13,8 @@
 //
 // The subgroup's size and which invocations form it are the device's: the kernel assumes neither.
 // A subgroup that is not full (a ballot of its active lanes counts fewer than subgroup_size) reads
-// A itself, so a shuffle never reads an inactive lane. Every lane of a subgroup runs the same loop
+// A itself, one step of K a chunk (subgroup.wgsl: subgroup_chunk), and takes its own value over
+// the shuffle's, so it never uses an inactive lane's. Every lane of a subgroup runs the same loop
 // trip counts (they depend on K and the subgroup size only) and calls each shuffle: subgroup
 // operations stay in uniform control flow. Columns past N are clamped for loads, stores guarded.
 //
@@ -45,28 +46,22 @@ fn gemm_subgroup(
         acc[i] = 0.0;
     }
     let full = subgroup_full(sg);
-    for (var k0 = 0u; k0 < p.k; k0 += sg) {
-        let steps = min(sg, p.k - k0);
+    let chunk = subgroup_chunk(full, sg);
+    let mine = subgroup_mine(full, lane);
+    for (var k0 = 0u; k0 < p.k; k0 += chunk) {
+        let steps = min(chunk, p.k - k0);
+        // This lane's share of the chunk: the TM rows at k0 + mine (lanes past K load a clamped
+        // address; no step reads them).
         var own: array<f32, TM>;
-        if (full) {
-            // This lane's share of the chunk: the TM rows at k0 + lane (lanes past K load a
-            // clamped address; no step reads them).
-            let kl = min(k0 + lane, p.k - 1u);
-            for (var r = 0u; r < TM; r++) {
-                own[r] = a_at(rows[r], kl);
-            }
+        let kl = min(k0 + mine, p.k - 1u);
+        for (var r = 0u; r < TM; r++) {
+            own[r] = a_at(rows[r], kl);
         }
         for (var s = 0u; s < steps; s++) {
             var av: array<f32, TM>;
             var bv: array<f32, TN>;
-            if (full) {
-                for (var r = 0u; r < TM; r++) {
-                    av[r] = subgroupShuffle(own[r], s);
-                }
-            } else {
-                for (var r = 0u; r < TM; r++) {
-                    av[r] = a_at(rows[r], k0 + s);
-                }
+            for (var r = 0u; r < TM; r++) {
+                av[r] = select(own[r], subgroupShuffle(own[r], s), full);
             }
             for (var t = 0u; t < TN; t++) {
                 bv[t] = b_at(k0 + s, cols[t]);
