@@ -17,8 +17,8 @@
 // Inputs outside the image read a clamped address and count as zero.
 //
 // Specialization: WG (invocations per workgroup, 1-D), COB, CIB (as conv.wgsl), PX (neighbouring
-// pixels of a row per invocation: 4 in the `subgroup` variants, 5-8 in `subgroup_wide`, whose
-// channel blocks are half as wide). Bindings: conv_io.wgsl.
+// pixels of a row per invocation: 4 in the `subgroup` variants, 5-8 in `subgroup_wide`). Bindings:
+// conv_io.wgsl.
 
 // Forward: PX neighbouring output pixels of a row x COB output channels per invocation, as
 // conv_fwd_blocked (PX = 4). Grid: PX-pixel groups folded over x and y, output-channel blocks

@@ -51,8 +51,8 @@ pub enum ConvFwdVariant {
     /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
     /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
     Subgroup,
-    /// `Subgroup` with wider pixel groups and at most 8 channels: 5-8 pixels of a row
-    /// ([`wide_px`]) per invocation, half the weight shuffles per multiply-add and no pixels past
+    /// `Subgroup` with wider pixel groups: 5-8 pixels of a row ([`wide_px`]) per invocation, the
+    /// same channel block, so each shuffled weight feeds more multiply-adds and no pixels lie past
     /// the row's end where the width allows.
     SubgroupWide,
     /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
@@ -165,11 +165,6 @@ pub fn wide_px(width: usize) -> u32 {
     (5..=8u32).rev().min_by_key(|&px| width.div_ceil(px as usize) * px as usize - width).unwrap_or(4)
 }
 
-/// The channel block of the `SubgroupWide` variants: [`channel_block`], at most 8.
-fn wide_block(channels: usize) -> u32 {
-    channel_block(channels).min(8)
-}
-
 /// The workgroup size of a subgroup variant's own kernel: [`CONV_WG`], or [`PARTIAL_WG`] for
 /// its checked-only twin; `None` for a variant that is not a subgroup one.
 fn subgroup_wg(subgroup: bool, partial: bool) -> Option<u32> {
@@ -229,8 +224,7 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     entries: &[("conv_fwd_subgroup", 3, 1), ("conv_bwd_data_subgroup", 2, 1)],
     specs: || {
         let blocks = || CHANNEL_BLOCKS.iter().flat_map(|&a| CHANNEL_BLOCKS.iter().map(move |&b| (a, b)));
-        let narrow = move || blocks().filter(|&(a, b)| a <= 8 && b <= 8);
-        let wide = (5..=8).flat_map(move |px| narrow().map(move |(a, b)| px_spec(CONV_WG, a, b, px)));
+        let wide = (5..=8).flat_map(move |px| blocks().map(move |(a, b)| px_spec(CONV_WG, a, b, px)));
         [CONV_WG, PARTIAL_WG]
             .iter()
             .flat_map(|&wg| blocks().map(move |(a, b)| wg_spec(wg, a, b)))
@@ -337,14 +331,14 @@ pub fn conv2d_forward(
         _ => {
             let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
             let wide = wg.is_some() && variant == ConvFwdVariant::SubgroupWide;
-            let (px, cob) =
-                if wide { (wide_px(s.ow()), wide_block(s.cout)) } else { (4, channel_block(s.cout)) };
+            let px = if wide { wide_px(s.ow()) } else { 4 };
+            let cob = channel_block(s.cout);
             let mut groups =
                 grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(px as usize), wg.unwrap_or(CONV_WG));
             groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
             match wg {
                 Some(wg) => {
-                    let sp = px_spec(wg, cob, if wide { 8 } else { 16 }, px);
+                    let sp = px_spec(wg, cob, 16, px);
                     gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
                 }
                 None => gpu.prepare(
@@ -378,8 +372,7 @@ pub enum ConvBwdDataVariant {
     /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
     /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
     Subgroup,
-    /// `Subgroup` with 5-8 pixels x at most 8 input channels per invocation (as
-    /// [`ConvFwdVariant::SubgroupWide`]).
+    /// `Subgroup` with 5-8 pixels of a row per invocation (as [`ConvFwdVariant::SubgroupWide`]).
     SubgroupWide,
     /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
     SubgroupPartial,
@@ -452,12 +445,13 @@ pub fn conv2d_backward_data(
     }
     let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
     let wide = wg.is_some() && variant == ConvBwdDataVariant::SubgroupWide;
-    let (px, cib) = if wide { (wide_px(s.w), wide_block(s.cin)) } else { (4, channel_block(s.cin)) };
+    let px = if wide { wide_px(s.w) } else { 4 };
+    let cib = channel_block(s.cin);
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(px as usize), wg.unwrap_or(CONV_WG));
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
     match wg {
         Some(wg) => {
-            let sp = px_spec(wg, if wide { 8 } else { 16 }, cib, px);
+            let sp = px_spec(wg, 16, cib, px);
             gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)
         }
         None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups),
