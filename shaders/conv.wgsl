@@ -166,6 +166,28 @@ fn conv_fwd_shared(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocat
     }
 }
 
+// Backward data at stride 1 as a forward convolution (the host's `flipped` variant): dx is the
+// convolution of dy with the weights transposed over their channels and turned by 180° in the
+// kernel window, padded k − 1 − p:
+//   dx[b, ci, iy, ix] = Σ over (co, ky', kx') of dy[b, co, iy + ky' − (kh − 1 − py), …] · wflip[ci, co, ky', kx'],
+//   wflip[ci, co, ky', kx'] = wt[co, ci, kh − 1 − ky', kw − 1 − kx'].
+// This kernel writes wflip, one element per invocation, reading the params of the backward data's
+// own shape (x: its weights wt, here at binding 1).
+@group(0) @binding(2) var<storage, read_write> wflip: array<f32>;
+
+@compute @workgroup_size(WG, 1, 1)
+fn conv_flip_weights(id: Ids) {
+    let idx = thread_index(id, WG);
+    if (idx >= p.cout * p.cin * p.kh * p.kw) {
+        return;
+    }
+    let kx = idx % p.kw;
+    let ky = (idx / p.kw) % p.kh;
+    let co = (idx / (p.kw * p.kh)) % p.cout;
+    let ci = idx / (p.kw * p.kh * p.cout);
+    wflip[idx] = x[((co * p.cin + ci) * p.kh + (p.kh - 1u - ky)) * p.kw + (p.kw - 1u - kx)];
+}
+
 // Backward data, register-blocked: four neighbouring input pixels of a row and CIB input
 // channels per invocation; each (ky, kx, co) step loads 4 gradients and CIB weights for 4·CIB
 // multiply-adds. Grid: 4-pixel groups folded over x and y, input-channel blocks over z.

@@ -341,7 +341,7 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
                     let ep = Epilogue { bias: Some(&bias), accumulate: false, relu: true };
                     vec![conv::conv2d_forward(g, &s, &x, &w, &y, &ep, v)?]
                 }
-                ConvDir::Data(v) => vec![conv::conv2d_backward_data(g, &s, &y, &w, &x, v)?],
+                ConvDir::Data(v) => conv::conv2d_backward_data(g, &s, &y, &w, &x, v)?,
                 ConvDir::Weight(v) => conv::conv2d_backward_weight(g, &s, &x, &y, &w, false, v)?,
             }])
         }),

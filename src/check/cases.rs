@@ -269,8 +269,8 @@ pub fn conv_bwd_data_case(
     let w = input.b.draw(&mut rng, s.w_len());
     let (tdy, tw) = (up(gpu, &dy)?, up(gpu, &w)?);
     let tdx = poisoned(gpu, s.x_len(), DType::F32)?;
-    let d = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx, variant)?;
-    gpu.run(&[&d])?;
+    let ops = kernels::conv::conv2d_backward_data(gpu, &s, &tdy, &tw, &tdx, variant)?;
+    gpu.run(&ops.iter().collect::<Vec<_>>())?;
     let got = gpu.download::<f32>(&tdx)?;
     let mut want = vec![0.0; s.x_len()];
     cpu::conv2d_backward_data(&s, &widen(&dy), &widen(&w), &mut want);

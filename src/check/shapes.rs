@@ -65,6 +65,11 @@ pub fn conv_shapes() -> Vec<(String, Conv2dShape)> {
         ("stride 2: last window past the right and bottom edges".into(), sq(2, 3, 9, 5, 3, 2, 1)),
         ("stride 2, no padding".into(), sq(2, 3, 10, 4, 4, 2, 0)),
         ("no padding".into(), sq(2, 2, 9, 3, 3, 1, 0)),
+        ("padding k - 1: the flipped backward data pads 0".into(), sq(2, 3, 8, 5, 3, 1, 2)),
+        (
+            "stride 1, non-square kernel and padding: the flipped backward data's pads differ".into(),
+            Conv2dShape { n: 2, cin: 3, h: 9, w: 11, cout: 5, kh: 3, kw: 4, sy: 1, sx: 1, py: 2, px: 1 },
+        ),
         ("padding beyond the kernel's reach".into(), sq(1, 3, 7, 4, 3, 1, 3)),
         ("kernel as large as the input".into(), sq(2, 2, 6, 3, 6, 1, 0)),
         ("the widest kernel the rows gradient is specialized for".into(), sq(1, 2, 9, 3, 8, 1, 2)),

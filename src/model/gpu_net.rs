@@ -382,7 +382,7 @@ impl GpuNet {
                 )?);
                 if let Some(g_in) = g_in {
                     let v = self.plan.conv_data(&format!("{li}.conv_data"));
-                    ops.push(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in, v)?);
+                    ops.extend(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in, v)?);
                 }
             }
             Layer::MaxPool { shape } => {
