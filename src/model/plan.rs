@@ -52,7 +52,8 @@ impl Op {
     /// another variant's (`kernels::gemm::resolve`: the vec4 GEMMs need vec4-aligned shapes, the
     /// dot GEMM few columns, the split-K GEMM several splits, the subgroup GEMM a device with
     /// subgroups (`dev`); the rows weight gradient a kernel at most `WGRAD_MAX_KW` wide; the
-    /// subgroup convolutions a device with subgroups).
+    /// subgroup convolutions a device with subgroups; the flipped backward data stride 1 and each
+    /// padding short of its kernel).
     pub fn runs_itself(&self, dev: &GemmDevice, variant: &str) -> bool {
         match self {
             Op::Gemm(s) => GemmVariant::all()
@@ -63,6 +64,8 @@ impl Op {
             _ if variant.contains("subgroup") && !dev.subgroups => false,
             Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
             Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
+            // The flipped backward data is subgroup_wide's kernel where its forward does not apply.
+            Op::ConvData(s) if variant == "flipped" => crate::kernels::conv::flipped_shape(s).is_some(),
             Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
             _ => true,
         }
@@ -214,5 +217,23 @@ mod tests {
         }
         // The checked-only variants are never tuned.
         assert!(!Op::ConvFwd(s).variants().contains(&"subgroup36".to_string()));
+    }
+
+    #[test]
+    fn the_flipped_backward_data_runs_itself_at_stride_1_with_padding_short_of_the_kernel() {
+        let dev = GemmDevice::ANY;
+        let sq = Conv2dShape::square;
+        // The FER layers (k4 p1, k5 p2), no padding, padding k - 1: the forward on flipped weights.
+        for s in crate::check::shapes::fer_convs(8)
+            .into_iter()
+            .chain([sq(2, 3, 9, 4, 3, 1, 0), sq(2, 3, 9, 4, 3, 1, 2)])
+        {
+            assert!(Op::ConvData(s).runs_itself(&dev, "flipped"), "{s}");
+        }
+        // Stride 2, or padding as wide as the kernel: subgroup_wide's kernel, not timed twice.
+        for s in [sq(2, 3, 9, 4, 3, 2, 1), sq(2, 3, 9, 4, 3, 1, 3)] {
+            assert!(!Op::ConvData(s).runs_itself(&dev, "flipped"), "{s}");
+            assert!(Op::ConvData(s).runs_itself(&dev, "subgroup_wide"), "{s}");
+        }
     }
 }
