@@ -119,3 +119,45 @@ fn pool_bwd_pass(id: Ids) {
         }
     }
 }
+
+// By row passes (dx zeroed first by fill.wgsl): outputs whose rows differ by a multiple of
+// ny = ceil(kh/sy) have disjoint windows along y, so in pass ay = phase every output row
+// oy ≡ ay (mod ny) is one invocation's, walked ox ascending: the windows that overlap along x add
+// in that invocation's order, and no other invocation touches its elements. Two divisions an
+// invocation (its plane and row), not a pass_output decomposition per output: lavapipe divides
+// lane by lane, and those divisions were most of `pool_bwd_pass`'s work.
+@compute @workgroup_size(WG, 1, 1)
+fn pool_bwd_rows(id: Ids) {
+    let ny = (p.kh + p.stride_y - 1u) / p.stride_y;
+    // The host runs passes ay < min(ny, oh) only.
+    let cy = (p.oh - p.phase + ny - 1u) / ny;
+    let t = thread_index(id, WG);
+    if (t >= p.planes * cy) {
+        return;
+    }
+    let plane = t / cy;
+    let oy = p.phase + (t - plane * cy) * ny;
+    let orow = (plane * p.oh + oy) * p.ow;
+    let base = plane * p.h * p.w;
+    if (MAX) {
+        for (var ox = 0u; ox < p.ow; ox++) {
+            // The index comes from data: range-checked before use.
+            let k = fwd_argmax[orow + ox];
+            if (k >= 0 && u32(k) < p.h * p.w) {
+                dx[base + u32(k)] += dy[orow + ox];
+            }
+        }
+        return;
+    }
+    let y0 = win_lo(oy, p.stride_y, p.pad_y);
+    let y1 = win_hi(oy, p.stride_y, p.pad_y, p.kh, p.h);
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let r = vec4<u32>(y0, y1, win_lo(ox, p.stride_x, p.pad_x), win_hi(ox, p.stride_x, p.pad_x, p.kw, p.w));
+        let g = dy[orow + ox] / window_size(r);
+        for (var iy = r.x; iy < r.y; iy++) {
+            for (var ix = r.z; ix < r.w; ix++) {
+                dx[base + iy * p.w + ix] += g;
+            }
+        }
+    }
+}

@@ -38,7 +38,7 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/pool.wgsl"),
     parts: &[],
     params: ParamsDecl::of::<PoolParams>(),
-    entries: &[("pool_fwd", 1, 2), ("pool_bwd", 2, 1), ("pool_bwd_pass", 2, 1)],
+    entries: &[("pool_fwd", 1, 2), ("pool_bwd", 2, 1), ("pool_bwd_pass", 2, 1), ("pool_bwd_rows", 2, 1)],
     specs: || vec![spec(true), spec(false)],
     // Indices are clamped or guarded; the argmax read by max pooling's passes is range-checked.
     unchecked: true,
@@ -91,7 +91,7 @@ pub fn maxpool_forward(
     gpu.prepare(&op, &SHADER, "pool_fwd", &spec(true), &[x], &[y, idx], &p, groups)
 }
 
-/// Pool backward variants (max and average); both are covered by the tests.
+/// Pool backward variants (max and average); each is covered by the tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolBwdVariant {
     /// One invocation per input element gathering from the windows that cover it.
@@ -99,6 +99,10 @@ pub enum PoolBwdVariant {
     /// Zero dx, then ceil(kh/sy)·ceil(kw/sx) passes over disjoint-window outputs, each adding its
     /// gradient at its argmax (max) or over its window (average).
     Passes,
+    /// Zero dx, then ceil(kh/sy) passes over disjoint-window output rows, one invocation walking
+    /// each row (pool_bwd_rows): two divisions an invocation instead of a decomposition per
+    /// output, and fewer passes; fewer invocations too, so for CPU-like devices.
+    Rows,
 }
 
 /// The max-pool backward's variants.
@@ -106,13 +110,14 @@ pub type MaxPoolBwdVariant = PoolBwdVariant;
 
 impl PoolBwdVariant {
     pub const DEFAULT: PoolBwdVariant = PoolBwdVariant::Passes;
-    pub fn all() -> [PoolBwdVariant; 2] {
-        [PoolBwdVariant::Gather, PoolBwdVariant::Passes]
+    pub fn all() -> [PoolBwdVariant; 3] {
+        [PoolBwdVariant::Gather, PoolBwdVariant::Passes, PoolBwdVariant::Rows]
     }
     pub fn name(&self) -> &'static str {
         match self {
             PoolBwdVariant::Gather => "gather",
             PoolBwdVariant::Passes => "passes",
+            PoolBwdVariant::Rows => "rows",
         }
     }
 }
@@ -141,6 +146,14 @@ fn backward(
     }
     let mut ops = vec![super::fill::fill(gpu, dx, 0.0)?];
     let (ny, nx) = (s.kh.div_ceil(s.sy), s.kw.div_ceil(s.sx));
+    if variant == PoolBwdVariant::Rows {
+        for ay in 0..ny.min(s.oh()) {
+            p.phase = to_u32(op, "pass", ay)?;
+            let groups = grid_for(gpu, s.planes() * (s.oh() - ay).div_ceil(ny), WG);
+            ops.push(gpu.prepare(op, &SHADER, "pool_bwd_rows", &sp, &inputs, &[dx], &p, groups)?);
+        }
+        return Ok(ops);
+    }
     for ay in 0..ny.min(s.oh()) {
         for ax in 0..nx.min(s.ow()) {
             p.phase = to_u32(op, "pass", ay * nx + ax)?;
