@@ -65,6 +65,47 @@ fn pool_fwd(id: Ids) {
     }
 }
 
+// By rows: one invocation per output row (plane, oy), walking ox ascending; the same windows, the
+// same order within each and the same first-maximum rule as pool_fwd, so the same values. One
+// division an invocation instead of plane_pos's three an output (lavapipe divides lane by lane),
+// and the window's maximum taken by selects, not a branch the lanes may not share.
+@compute @workgroup_size(WG, 1, 1)
+fn pool_fwd_rows(id: Ids) {
+    let t = thread_index(id, WG);
+    if (t >= p.planes * p.oh) {
+        return;
+    }
+    let plane = t / p.oh;
+    let oy = t - plane * p.oh;
+    let y0 = win_lo(oy, p.stride_y, p.pad_y);
+    let y1 = win_hi(oy, p.stride_y, p.pad_y, p.kh, p.h);
+    let base = plane * p.h * p.w;
+    let orow = t * p.ow;
+    for (var ox = 0u; ox < p.ow; ox++) {
+        let r = vec4<u32>(y0, y1, win_lo(ox, p.stride_x, p.pad_x), win_hi(ox, p.stride_x, p.pad_x, p.kw, p.w));
+        var acc = 0.0;
+        var arg = -1;
+        for (var iy = r.x; iy < r.y; iy++) {
+            for (var ix = r.z; ix < r.w; ix++) {
+                let v = x[base + iy * p.w + ix];
+                if (!MAX) {
+                    acc += v;
+                } else {
+                    let take = arg < 0 || v > acc;
+                    acc = select(acc, v, take);
+                    arg = select(arg, i32(iy * p.w + ix), take);
+                }
+            }
+        }
+        if (MAX) {
+            y[orow + ox] = acc;
+            argmax[orow + ox] = arg;
+        } else {
+            y[orow + ox] = acc / window_size(r);
+        }
+    }
+}
+
 // Gather: one invocation per input element, adding the gradients of the windows that cover it
 // (max: only those whose argmax it is; average: dy / count). The fallback and oracle.
 @compute @workgroup_size(WG, 1, 1)

@@ -348,38 +348,48 @@ fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
     }
 }
 
-fn pool_job(name: &str, s: Pool2dShape, max: bool, backward: bool, v: pool::MaxPoolBwdVariant) -> Job {
+#[derive(Clone, Copy)]
+enum PoolDir {
+    Fwd(pool::PoolFwdVariant),
+    Bwd(pool::PoolBwdVariant),
+}
+
+fn pool_job(name: &str, s: Pool2dShape, max: bool, dir: PoolDir) -> Job {
     let small = Pool2dShape { n: 2, ..s };
     let bytes = 4.0 * (s.x_len() + s.y_len() * if max { 2 } else { 1 }) as f64;
+    let (suffix, v) = match dir {
+        PoolDir::Fwd(v) => ("fwd", v.name()),
+        PoolDir::Bwd(v) => ("bwd", v.name()),
+    };
+    let op = match dir {
+        PoolDir::Fwd(_) => Op::PoolFwd { shape: s, max },
+        PoolDir::Bwd(_) => Op::PoolBwd { shape: s, max },
+    };
     Job {
-        op: backward.then_some(Op::PoolBwd { shape: s, max }),
-        name: format!("{name}_{}", if backward { "bwd" } else { "fwd" }),
-        variant: match (max, backward) {
-            (true, true) => format!("max {}", v.name()),
-            (false, true) => format!("avg {}", v.name()),
-            (true, false) => "max".into(),
-            (false, false) => "avg".into(),
-        },
+        op: Some(op),
+        name: format!("{name}_{suffix}"),
+        variant: format!("{} {v}", if max { "max" } else { "avg" }),
         shape: s.to_string(),
         work: Work::Bytes(bytes),
-        check: Box::new(move |g| match (max, backward) {
-            (true, false) => check::maxpool_fwd_case(g, small, Input::unit(1)),
-            (true, true) => check::maxpool_bwd_case(g, small, v, Input::unit(1)),
-            (false, false) => check::avgpool_fwd_case(g, small, Input::unit(1)),
-            (false, true) => check::avgpool_bwd_case(g, small, v, Input::unit(1)),
+        check: Box::new(move |g| match (max, dir) {
+            (true, PoolDir::Fwd(v)) => check::maxpool_fwd_case(g, small, v, Input::unit(1)),
+            (true, PoolDir::Bwd(v)) => check::maxpool_bwd_case(g, small, v, Input::unit(1)),
+            (false, PoolDir::Fwd(v)) => check::avgpool_fwd_case(g, small, v, Input::unit(1)),
+            (false, PoolDir::Bwd(v)) => check::avgpool_bwd_case(g, small, v, Input::unit(1)),
         }),
         build: Box::new(move |g| {
             let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
             let idx = g.upload(&vec![0; s.y_len()], &[s.y_len()])?;
-            if max && backward {
+            let fwd = pool::PoolFwdVariant::DEFAULT;
+            if max && matches!(dir, PoolDir::Bwd(_)) {
                 // Real argmax indices: the backward's memory traffic depends on them.
-                g.run(&[&pool::maxpool_forward(g, &s, &x, &y, &idx)?])?;
+                g.run(&[&pool::maxpool_forward(g, &s, &x, &y, &idx, fwd)?])?;
             }
-            Ok(vec![match (max, backward) {
-                (true, false) => vec![pool::maxpool_forward(g, &s, &x, &y, &idx)?],
-                (true, true) => pool::maxpool_backward(g, &s, &y, &idx, &x, v)?,
-                (false, false) => vec![pool::avgpool_forward(g, &s, &x, &y)?],
-                (false, true) => pool::avgpool_backward(g, &s, &y, &x, v)?,
+            Ok(vec![match (max, dir) {
+                (true, PoolDir::Fwd(v)) => vec![pool::maxpool_forward(g, &s, &x, &y, &idx, v)?],
+                (true, PoolDir::Bwd(v)) => pool::maxpool_backward(g, &s, &y, &idx, &x, v)?,
+                (false, PoolDir::Fwd(v)) => vec![pool::avgpool_forward(g, &s, &x, &y, v)?],
+                (false, PoolDir::Bwd(v)) => pool::avgpool_backward(g, &s, &y, &x, v)?,
             }])
         }),
     }
@@ -403,9 +413,13 @@ fn op_job(op: &Op, variant: &str) -> Option<Job> {
             let v = conv::ConvBwdWeightVariant::all().into_iter().find(|v| v.name() == variant)?;
             conv_job("conv", s, ConvDir::Weight(v))
         }
+        Op::PoolFwd { shape, max } => {
+            let v = pool::PoolFwdVariant::all().into_iter().find(|v| v.name() == variant)?;
+            pool_job("pool", shape, max, PoolDir::Fwd(v))
+        }
         Op::PoolBwd { shape, max } => {
             let v = pool::PoolBwdVariant::all().into_iter().find(|v| v.name() == variant)?;
-            pool_job("pool", shape, max, true, v)
+            pool_job("pool", shape, max, PoolDir::Bwd(v))
         }
     })
 }
@@ -579,11 +593,14 @@ fn jobs(variants: bool) -> Vec<Job> {
     }
     for (i, s) in check::fer_pools(batch).into_iter().enumerate() {
         let name = format!("pool{}", i + 1);
-        let d = pool::MaxPoolBwdVariant::DEFAULT;
-        jobs.push(pool_job(&name, s, i == 0, false, d));
+        let (f, d) = (pool::PoolFwdVariant::DEFAULT, pool::PoolBwdVariant::DEFAULT);
+        let fv = if variants { pool::PoolFwdVariant::all().to_vec() } else { vec![f] };
+        for v in fv {
+            jobs.push(pool_job(&name, s, i == 0, PoolDir::Fwd(v)));
+        }
         let pv = if variants { pool::PoolBwdVariant::all().to_vec() } else { vec![d] };
         for v in pv {
-            jobs.push(pool_job(&name, s, i == 0, true, v));
+            jobs.push(pool_job(&name, s, i == 0, PoolDir::Bwd(v)));
         }
     }
     jobs.extend(elementwise_jobs(batch * 3072, batch, 7, 3072 * 1600));

@@ -72,12 +72,16 @@ fn check_json_reports_every_row() {
     assert_eq!(
         names,
         [
-            "maxpool fwd",
+            "maxpool fwd outputs",
+            "maxpool fwd rows",
             "maxpool bwd gather",
             "maxpool bwd passes",
-            "avgpool fwd",
+            "maxpool bwd rows",
+            "avgpool fwd outputs",
+            "avgpool fwd rows",
             "avgpool bwd gather",
-            "avgpool bwd passes"
+            "avgpool bwd passes",
+            "avgpool bwd rows"
         ]
     );
     assert!(rows.iter().all(|r| r["passed"] == true && r["shapes"].as_u64() > Some(0)));

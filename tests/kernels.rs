@@ -9,7 +9,7 @@ use dlsvm::check::shapes::{self, PRESET_BATCH};
 use dlsvm::check::{self, Flags, Input, Values};
 use dlsvm::kernels::{
     conv::ConvBwdDataVariant, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant,
-    pool::PoolBwdVariant,
+    pool::PoolBwdVariant, pool::PoolFwdVariant,
 };
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
@@ -132,7 +132,9 @@ fn maxpool_every_variant_with_and_without_ties() {
     for (i, (name, s)) in pools().into_iter().enumerate() {
         for a in [Values::Unit, Values::Ties] {
             let input = Input { seed: i as u64, a, b: Values::Unit };
-            pass_named(&name, check::maxpool_fwd_case(gpu(), s, input));
+            for v in PoolFwdVariant::all() {
+                pass_named(&name, check::maxpool_fwd_case(gpu(), s, v, input));
+            }
             for v in PoolBwdVariant::all() {
                 pass_named(&name, check::maxpool_bwd_case(gpu(), s, v, input));
             }
@@ -143,7 +145,9 @@ fn maxpool_every_variant_with_and_without_ties() {
 #[test]
 fn avgpool_every_variant() {
     for (i, (name, s)) in pools().into_iter().enumerate() {
-        pass_named(&name, check::avgpool_fwd_case(gpu(), s, Input::unit(i as u64)));
+        for v in PoolFwdVariant::all() {
+            pass_named(&name, check::avgpool_fwd_case(gpu(), s, v, Input::unit(i as u64)));
+        }
         for v in PoolBwdVariant::all() {
             pass_named(&name, check::avgpool_bwd_case(gpu(), s, v, Input::unit(i as u64)));
         }
@@ -156,9 +160,37 @@ fn maxpool_ties_pick_the_first_element() {
     let s = Pool2dShape::square(1, 1, 4, 2, 2, 0);
     let x = g.upload(&[1.0f32; 16], &[16]).unwrap();
     let y = g.empty(&[4], dlsvm::gpu::DType::F32).unwrap();
-    let idx = g.empty(&[4], dlsvm::gpu::DType::I32).unwrap();
-    g.run(&[&dlsvm::kernels::pool::maxpool_forward(g, &s, &x, &y, &idx).unwrap()]).unwrap();
-    assert_eq!(g.download::<i32>(&idx).unwrap(), vec![0, 2, 8, 10]);
+    for v in PoolFwdVariant::all() {
+        let idx = g.empty(&[4], dlsvm::gpu::DType::I32).unwrap();
+        g.run(&[&dlsvm::kernels::pool::maxpool_forward(g, &s, &x, &y, &idx, v).unwrap()]).unwrap();
+        assert_eq!(g.download::<i32>(&idx).unwrap(), vec![0, 2, 8, 10], "{}", v.name());
+    }
+}
+
+#[test]
+fn pool_forward_variants_agree_bit_for_bit() {
+    // The same windows summed in the same order: a plan that changes the pooling forward's variant
+    // (another adapter's tuning) changes no value.
+    let g = gpu();
+    for (name, s) in pools() {
+        let x = dlsvm::rng::Rng::new(7).vec_scaled(s.x_len(), 1.0);
+        let tx = g.upload(&x, &[s.x_len()]).unwrap();
+        let run = |v: PoolFwdVariant, max: bool| {
+            let y = g.empty(&[s.y_len()], dlsvm::gpu::DType::F32).unwrap();
+            let idx = g.empty(&[s.y_len()], dlsvm::gpu::DType::I32).unwrap();
+            let d = if max {
+                dlsvm::kernels::pool::maxpool_forward(g, &s, &tx, &y, &idx, v).unwrap()
+            } else {
+                dlsvm::kernels::pool::avgpool_forward(g, &s, &tx, &y, v).unwrap()
+            };
+            g.run(&[&d]).unwrap();
+            let bits: Vec<u32> = g.download::<f32>(&y).unwrap().iter().map(|v| v.to_bits()).collect();
+            (bits, if max { g.download::<i32>(&idx).unwrap() } else { Vec::new() })
+        };
+        for max in [true, false] {
+            assert_eq!(run(PoolFwdVariant::Outputs, max), run(PoolFwdVariant::Rows, max), "{name} max={max}");
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------------ activation

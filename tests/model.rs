@@ -111,7 +111,7 @@ fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
         Op::ConvFwd(_) => Some("shared64x32x8"),
         Op::ConvData(_) => Some("shared128x32x8"),
         Op::ConvWeight(_) => Some("shared32x32x16r4x4"),
-        Op::PoolBwd { .. } => None,
+        Op::PoolFwd { .. } | Op::PoolBwd { .. } => None,
     };
     let split = GemmVariant::all().into_iter().find(|v| v.name() == "split64x64x8r4x4").unwrap();
     let mlp = Net::new(&config("mlp", Top::L2svm), 7).unwrap();
@@ -124,6 +124,21 @@ fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
     assert_eq!(splitting, 3, "the mlp's two hidden forwards and one backward data split K");
     gpu_steps_match_cpu_with("mlp", Top::L2svm, 3, gpu_class);
     gpu_steps_match_cpu_with("fer-small", Top::L2svm, 3, gpu_class);
+}
+
+/// The same with the variants the tuner chooses on lavapipe: the flipped backward data (two
+/// dispatches: the weights flipped, then the forward kernel), the pooling rows variants, the wide
+/// subgroup convolutions.
+#[test]
+fn gpu_steps_equal_cpu_reference_with_the_cpu_class_variants() {
+    let cpu_class = |op: &Op| match op {
+        Op::Gemm(_) => None,
+        Op::ConvFwd(_) => Some("subgroup_wide"),
+        Op::ConvData(_) => Some("flipped"),
+        Op::ConvWeight(_) => Some("rows_subgroup"),
+        Op::PoolFwd { .. } | Op::PoolBwd { .. } => Some("rows"),
+    };
+    gpu_steps_match_cpu_with("fer-small", Top::L2svm, 3, cpu_class);
 }
 
 /// The CPU network's analytic gradient against central differences, in f64, for fer-small (with

@@ -44,7 +44,7 @@ use dlsvm::check::{self, CaseReport, Flags, Input, Values};
 use dlsvm::gpu::{DType, Gpu, GpuError};
 use dlsvm::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use dlsvm::kernels::gemm::{runs_itself, vec4_aligned, GemmDevice, GemmVariant};
-use dlsvm::kernels::pool::MaxPoolBwdVariant;
+use dlsvm::kernels::pool::{MaxPoolBwdVariant, PoolFwdVariant};
 use dlsvm::kernels::{activation, loss};
 use dlsvm::model::Top;
 use dlsvm::rng::Rng;
@@ -554,6 +554,8 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::conv_bwd_bias_case(g, s, accumulate, Input::scaled(sd, scale, 1.0))
         }
         Family::MaxpoolFwd => {
+            let all = PoolFwdVariant::all();
+            let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             let values = match rng.below(4) {
                 0 | 1 => Values::Unit,
@@ -561,11 +563,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
                 2 => Values::Scaled(pick(rng, &HUGE)),
                 _ => copy_extremes(re),
             };
-            pool_keys(&s, &mut keys, "maxpool fwd");
+            pool_keys(&s, &mut keys, &format!("maxpool fwd {}", v.name()));
             if matches!(values, Values::Extreme { .. }) {
                 keys.push("maxpool fwd extreme values with ties".into());
             }
-            check::maxpool_fwd_case(g, s, Input::values(sd, values))
+            check::maxpool_fwd_case(g, s, v, Input::values(sd, values))
         }
         Family::MaxpoolBwd => {
             let all = MaxPoolBwdVariant::all();
@@ -580,9 +582,11 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             )
         }
         Family::AvgpoolFwd => {
+            let all = PoolFwdVariant::all();
+            let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
-            pool_keys(&s, &mut keys, "avgpool fwd");
-            check::avgpool_fwd_case(g, s, Input::scaled(sd, scale_or(rng, &HUGE), 1.0))
+            pool_keys(&s, &mut keys, &format!("avgpool fwd {}", v.name()));
+            check::avgpool_fwd_case(g, s, v, Input::scaled(sd, scale_or(rng, &HUGE), 1.0))
         }
         Family::AvgpoolBwd => {
             let all = MaxPoolBwdVariant::all();
@@ -815,7 +819,9 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
     }
     keys.push("conv bwd_weight extreme scales".into());
     keys.extend(["conv bwd_bias accumulate=false", "conv bwd_bias accumulate=true"].map(String::from));
-    let mut pools: Vec<String> = vec!["maxpool fwd".into(), "avgpool fwd".into()];
+    let mut pools: Vec<String> = Vec::new();
+    pools.extend(PoolFwdVariant::all().map(|v| format!("maxpool fwd {}", v.name())));
+    pools.extend(PoolFwdVariant::all().map(|v| format!("avgpool fwd {}", v.name())));
     pools.extend(MaxPoolBwdVariant::all().map(|v| format!("maxpool bwd {}", v.name())));
     pools.extend(MaxPoolBwdVariant::all().map(|v| format!("avgpool bwd {}", v.name())));
     for fam in pools {

@@ -9,7 +9,10 @@ use crate::cpu;
 use crate::gpu::{DType, Dispatch, Element, Gpu, GpuError, Tensor};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::{self, gemm::GemmVariant, Epilogue};
-use crate::kernels::{pool::PoolBwdVariant, reduce};
+use crate::kernels::{
+    pool::{PoolBwdVariant, PoolFwdVariant},
+    reduce,
+};
 use crate::model::Top;
 use crate::rng::Rng;
 use crate::shapes::{dropout_scale, Conv2dShape, GemmShape, Pool2dShape};
@@ -347,19 +350,25 @@ fn pool_input(rng: &mut Rng, len: usize, values: Values) -> Vec<f32> {
 }
 
 /// Max-pool forward on x from `input.a` (see [`pool_input`]): the values and the argmax indices.
-pub fn maxpool_fwd_case(gpu: &Gpu, s: Pool2dShape, input: Input) -> Result<CaseReport, GpuError> {
+pub fn maxpool_fwd_case(
+    gpu: &Gpu,
+    s: Pool2dShape,
+    variant: PoolFwdVariant,
+    input: Input,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(input.seed);
     let x = pool_input(&mut rng, s.x_len(), input.a);
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
     let tidx = poisoned(gpu, s.y_len(), DType::I32)?;
-    let d = kernels::pool::maxpool_forward(gpu, &s, &tx, &ty, &tidx)?;
+    let d = kernels::pool::maxpool_forward(gpu, &s, &tx, &ty, &tidx, variant)?;
     gpu.run(&[&d])?;
     let (got, got_idx) = (gpu.download::<f32>(&ty)?, gpu.download::<i32>(&tidx)?);
     let mut want = vec![0.0; s.y_len()];
     let mut want_idx = vec![0; s.y_len()];
     cpu::maxpool_forward(&s, &widen(&x), &mut want, &mut want_idx);
-    Ok(Comparison::new("maxpool fwd", format!("{s}{}", input.note(1)), tol::MAXPOOL)
+    let kernel = format!("maxpool fwd {}", variant.name());
+    Ok(Comparison::new(&kernel, format!("{s}{}", input.note(1)), tol::MAXPOOL)
         .floats("y", &got, &want, 1)
         .ints("argmax", &got_idx, &want_idx)
         .finish())
@@ -396,18 +405,24 @@ pub fn maxpool_bwd_case(
 }
 
 /// Average-pool forward on x from `input.a`.
-pub fn avgpool_fwd_case(gpu: &Gpu, s: Pool2dShape, input: Input) -> Result<CaseReport, GpuError> {
+pub fn avgpool_fwd_case(
+    gpu: &Gpu,
+    s: Pool2dShape,
+    variant: PoolFwdVariant,
+    input: Input,
+) -> Result<CaseReport, GpuError> {
     let mut rng = Rng::new(input.seed);
     let x = input.a.draw(&mut rng, s.x_len());
     let tx = up(gpu, &x)?;
     let ty = poisoned(gpu, s.y_len(), DType::F32)?;
-    let d = kernels::pool::avgpool_forward(gpu, &s, &tx, &ty)?;
+    let d = kernels::pool::avgpool_forward(gpu, &s, &tx, &ty, variant)?;
     gpu.run(&[&d])?;
     let got = gpu.download::<f32>(&ty)?;
     let mut want = vec![0.0; s.y_len()];
     cpu::avgpool_forward(&s, &widen(&x), &mut want);
     let shape = format!("{s}{}", input.note(1));
-    Ok(Comparison::new("avgpool fwd", shape, tol::AVGPOOL.scaled(input.a.magnitude()))
+    let kernel = format!("avgpool fwd {}", variant.name());
+    Ok(Comparison::new(&kernel, shape, tol::AVGPOOL.scaled(input.a.magnitude()))
         .floats("y", &got, &want, s.kh * s.kw)
         .finish())
 }

@@ -9,7 +9,10 @@ use super::shapes::*;
 use super::CaseReport;
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
-use crate::kernels::{gemm::GemmVariant, pool::PoolBwdVariant};
+use crate::kernels::{
+    gemm::GemmVariant,
+    pool::{PoolBwdVariant, PoolFwdVariant},
+};
 use crate::model::Top;
 use crate::shapes::{GemmShape, Trans};
 
@@ -193,14 +196,22 @@ pub fn suite() -> Vec<SuiteCase> {
     for (name, s) in pools {
         for values in [Values::Unit, Values::Ties] {
             let input = move |sd| Input { seed: sd, a: values, b: Values::Unit };
-            c.named("maxpool fwd".into(), &name, move |g, sd| maxpool_fwd_case(g, s, input(sd)));
+            for v in PoolFwdVariant::all() {
+                c.named(format!("maxpool fwd {}", v.name()), &name, move |g, sd| {
+                    maxpool_fwd_case(g, s, v, input(sd))
+                });
+            }
             for v in PoolBwdVariant::all() {
                 c.named(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
                     maxpool_bwd_case(g, s, v, input(sd))
                 });
             }
         }
-        c.named("avgpool fwd".into(), &name, move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
+        for v in PoolFwdVariant::all() {
+            c.named(format!("avgpool fwd {}", v.name()), &name, move |g, sd| {
+                avgpool_fwd_case(g, s, v, Input::unit(sd))
+            });
+        }
         for v in PoolBwdVariant::all() {
             c.named(format!("avgpool bwd {}", v.name()), &name, move |g, sd| {
                 avgpool_bwd_case(g, s, v, Input::unit(sd))
@@ -299,8 +310,14 @@ fn folded_cases(c: &mut Cases) {
         });
     }
     for (name, s) in folded_pools() {
-        c.folded("maxpool fwd".into(), &name, move |g, sd| maxpool_fwd_case(g, s, Input::unit(sd)));
-        c.folded("avgpool fwd".into(), &name, move |g, sd| avgpool_fwd_case(g, s, Input::unit(sd)));
+        for v in PoolFwdVariant::all() {
+            c.folded(format!("maxpool fwd {}", v.name()), &name, move |g, sd| {
+                maxpool_fwd_case(g, s, v, Input::unit(sd))
+            });
+            c.folded(format!("avgpool fwd {}", v.name()), &name, move |g, sd| {
+                avgpool_fwd_case(g, s, v, Input::unit(sd))
+            });
+        }
         for v in PoolBwdVariant::all() {
             c.folded(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
                 maxpool_bwd_case(g, s, v, Input::unit(sd))

@@ -38,7 +38,13 @@ pub static SHADER: ShaderDef = ShaderDef {
     source: include_str!("../../shaders/pool.wgsl"),
     parts: &[],
     params: ParamsDecl::of::<PoolParams>(),
-    entries: &[("pool_fwd", 1, 2), ("pool_bwd", 2, 1), ("pool_bwd_pass", 2, 1), ("pool_bwd_rows", 2, 1)],
+    entries: &[
+        ("pool_fwd", 1, 2),
+        ("pool_fwd_rows", 1, 2),
+        ("pool_bwd", 2, 1),
+        ("pool_bwd_pass", 2, 1),
+        ("pool_bwd_rows", 2, 1),
+    ],
     specs: || vec![spec(true), spec(false)],
     // Indices are clamped or guarded; the argmax read by max pooling's passes is range-checked.
     unchecked: true,
@@ -74,6 +80,55 @@ fn check_idx(op: &str, idx: &Tensor, want: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
+/// Pool forward variants (max and average); each is covered by the tests, and they compute the
+/// same values (the same windows, summed in the same order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolFwdVariant {
+    /// One invocation per output (pool_fwd): for GPUs.
+    Outputs,
+    /// One invocation per output row, walking it (pool_fwd_rows): one division an invocation
+    /// instead of three an output, for CPU-like devices.
+    Rows,
+}
+
+impl PoolFwdVariant {
+    pub const DEFAULT: PoolFwdVariant = PoolFwdVariant::Outputs;
+    pub fn all() -> [PoolFwdVariant; 2] {
+        [PoolFwdVariant::Outputs, PoolFwdVariant::Rows]
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            PoolFwdVariant::Outputs => "outputs",
+            PoolFwdVariant::Rows => "rows",
+        }
+    }
+}
+
+/// The forward of max (`idx` receives the argmax) or average pooling (`idx` None).
+fn forward(
+    gpu: &Gpu,
+    op: &str,
+    s: &Pool2dShape,
+    x: &Tensor,
+    y: &Tensor,
+    idx: Option<&Tensor>,
+    variant: PoolFwdVariant,
+) -> Result<Dispatch, GpuError> {
+    let p = params(op, s)?;
+    check_len(op, "x", x, s.x_len())?;
+    check_len(op, "y", y, s.y_len())?;
+    if let Some(idx) = idx {
+        check_idx(op, idx, s.y_len())?;
+    }
+    let outputs = [y, idx.unwrap_or(gpu.dummy())];
+    let (entry, threads) = match variant {
+        PoolFwdVariant::Outputs => ("pool_fwd", s.y_len()),
+        PoolFwdVariant::Rows => ("pool_fwd_rows", s.planes() * s.oh()),
+    };
+    let groups = grid_for(gpu, threads, WG);
+    gpu.prepare(op, &SHADER, entry, &spec(idx.is_some()), &[x], &outputs, &p, groups)
+}
+
 /// See [`crate::cpu::maxpool_forward`]; `idx` (i32) receives each window's in-plane argmax.
 pub fn maxpool_forward(
     gpu: &Gpu,
@@ -81,14 +136,9 @@ pub fn maxpool_forward(
     x: &Tensor,
     y: &Tensor,
     idx: &Tensor,
+    variant: PoolFwdVariant,
 ) -> Result<Dispatch, GpuError> {
-    let op = format!("maxpool_forward {s}");
-    let p = params(&op, s)?;
-    check_len(&op, "x", x, s.x_len())?;
-    check_len(&op, "y", y, s.y_len())?;
-    check_idx(&op, idx, s.y_len())?;
-    let groups = grid_for(gpu, s.y_len(), WG);
-    gpu.prepare(&op, &SHADER, "pool_fwd", &spec(true), &[x], &[y, idx], &p, groups)
+    forward(gpu, &format!("maxpool_forward {s}"), s, x, y, Some(idx), variant)
 }
 
 /// Pool backward variants (max and average); each is covered by the tests.
@@ -178,13 +228,14 @@ pub fn maxpool_backward(
 }
 
 /// See [`crate::cpu::avgpool_forward`].
-pub fn avgpool_forward(gpu: &Gpu, s: &Pool2dShape, x: &Tensor, y: &Tensor) -> Result<Dispatch, GpuError> {
-    let op = format!("avgpool_forward {s}");
-    let p = params(&op, s)?;
-    check_len(&op, "x", x, s.x_len())?;
-    check_len(&op, "y", y, s.y_len())?;
-    let groups = grid_for(gpu, s.y_len(), WG);
-    gpu.prepare(&op, &SHADER, "pool_fwd", &spec(false), &[x], &[y, gpu.dummy()], &p, groups)
+pub fn avgpool_forward(
+    gpu: &Gpu,
+    s: &Pool2dShape,
+    x: &Tensor,
+    y: &Tensor,
+    variant: PoolFwdVariant,
+) -> Result<Dispatch, GpuError> {
+    forward(gpu, &format!("avgpool_forward {s}"), s, x, y, None, variant)
 }
 
 /// See [`crate::cpu::avgpool_backward`]. Returns the dispatches to run in order.

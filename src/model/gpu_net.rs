@@ -329,9 +329,13 @@ impl GpuNet {
                 let ix = self.pool_idx[li]
                     .as_ref()
                     .ok_or_else(|| GpuError::Internal("max-pool indices".into()))?;
-                pool::maxpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, ix)?
+                let v = self.plan.pool_fwd(&format!("{li}.pool_fwd"));
+                pool::maxpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, ix, v)?
             }
-            Layer::AvgPool { shape } => pool::avgpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y)?,
+            Layer::AvgPool { shape } => {
+                let v = self.plan.pool_fwd(&format!("{li}.pool_fwd"));
+                pool::avgpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, v)?
+            }
             Layer::Relu => activation::relu_forward(gpu, a, y)?,
             Layer::Dropout { p, key } => {
                 let (p, seed) = if train { (p, dropout_seed(self.seed, key)) } else { (0.0, 0) };

@@ -3,7 +3,7 @@
 //! keeps it: same data, seed, plan and adapter, same weights, bit for bit.
 //!
 //! A plan maps an op key, `<layer index>.<op>` (the index in the resolved layer list, the op one of
-//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_data`, `conv_weight`, `pool_bwd`), to a variant name. An
+//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_data`, `conv_weight`, `pool_fwd`, `pool_bwd`), to a variant name. An
 //! op the plan does not name uses the built-in default.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use super::net::{Layer, Net};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::gemm::{GemmDevice, GemmVariant};
-use crate::kernels::pool::PoolBwdVariant;
+use crate::kernels::pool::{PoolBwdVariant, PoolFwdVariant};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -25,6 +25,11 @@ pub enum Op {
     ConvFwd(Conv2dShape),
     ConvData(Conv2dShape),
     ConvWeight(Conv2dShape),
+    /// A pooling layer's forward (max pooling when `max`).
+    PoolFwd {
+        shape: Pool2dShape,
+        max: bool,
+    },
     /// A pooling layer's backward (max pooling when `max`).
     PoolBwd {
         shape: Pool2dShape,
@@ -40,6 +45,7 @@ impl Op {
             Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
             Op::ConvData(_) => ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
             Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
+            Op::PoolFwd { .. } => PoolFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
             Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
         };
         let default = self.default_variant();
@@ -78,6 +84,7 @@ impl Op {
             Op::ConvFwd(_) => ConvFwdVariant::DEFAULT.name().into(),
             Op::ConvData(_) => ConvBwdDataVariant::DEFAULT.name().into(),
             Op::ConvWeight(_) => ConvBwdWeightVariant::DEFAULT.name().into(),
+            Op::PoolFwd { .. } => PoolFwdVariant::DEFAULT.name().into(),
             Op::PoolBwd { .. } => PoolBwdVariant::DEFAULT.name().into(),
         }
     }
@@ -89,6 +96,7 @@ impl Op {
             Op::ConvFwd(s) => format!("conv_fwd {s}"),
             Op::ConvData(s) => format!("conv_data {s}"),
             Op::ConvWeight(s) => format!("conv_weight {s}"),
+            Op::PoolFwd { shape, max } => format!("{}pool_fwd {shape}", if *max { "max" } else { "avg" }),
             Op::PoolBwd { shape, max } => format!("{}pool_bwd {shape}", if *max { "max" } else { "avg" }),
         }
     }
@@ -115,14 +123,13 @@ pub fn ops(net: &Net, batch: usize) -> Vec<(String, Op)> {
                 }
                 v.push((format!("{li}.fc_weight"), Op::Gemm(GemmShape::new(out, inp, batch, Trans::TN))));
             }
-            Layer::MaxPool { shape } if li > 0 => v.push((
-                format!("{li}.pool_bwd"),
-                Op::PoolBwd { shape: Pool2dShape { n: batch, ..shape }, max: true },
-            )),
-            Layer::AvgPool { shape } if li > 0 => v.push((
-                format!("{li}.pool_bwd"),
-                Op::PoolBwd { shape: Pool2dShape { n: batch, ..shape }, max: false },
-            )),
+            Layer::MaxPool { shape } | Layer::AvgPool { shape } => {
+                let (shape, max) = (Pool2dShape { n: batch, ..shape }, matches!(l, Layer::MaxPool { .. }));
+                v.push((format!("{li}.pool_fwd"), Op::PoolFwd { shape, max }));
+                if li > 0 {
+                    v.push((format!("{li}.pool_bwd"), Op::PoolBwd { shape, max }));
+                }
+            }
             _ => {}
         }
     }
@@ -179,6 +186,11 @@ impl Plan {
             .into_iter()
             .find(|v| Some(v.name()) == n)
             .unwrap_or(ConvBwdWeightVariant::DEFAULT)
+    }
+
+    pub fn pool_fwd(&self, key: &str) -> PoolFwdVariant {
+        let n = self.named(key);
+        PoolFwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(PoolFwdVariant::DEFAULT)
     }
 
     pub fn pool_bwd(&self, key: &str) -> PoolBwdVariant {
