@@ -34,16 +34,10 @@ fn window_size(r: vec4<u32>) -> f32 {
     return f32(max((r.y - r.x) * (r.w - r.z), 1u));
 }
 
-@compute @workgroup_size(WG, 1, 1)
-fn pool_fwd(id: Ids) {
-    let at = plane_pos(thread_index(id, WG), p.planes, p.oh, p.ow);
-    if (at.w == 0u) {
-        return;
-    }
-    let o = (at.x * p.oh + at.y) * p.ow + at.z;
-    let r = window(at.y, at.z);
-    let base = at.x * p.h * p.w;
-    // Max: the first maximum wins (arg < 0 until the first element); average: the sum.
+// Output o of window r in the plane at `base`. Max: the first maximum in row-major order wins
+// (arg < 0 until the first element; taken by selects, not a branch the lanes may not share), and
+// its in-plane index goes to argmax; average: the sum over the window's in-image elements.
+fn pool_output(o: u32, base: u32, r: vec4<u32>) {
     var acc = 0.0;
     var arg = -1;
     for (var iy = r.x; iy < r.y; iy++) {
@@ -51,9 +45,10 @@ fn pool_fwd(id: Ids) {
             let v = x[base + iy * p.w + ix];
             if (!MAX) {
                 acc += v;
-            } else if (arg < 0 || v > acc) {
-                acc = v;
-                arg = i32(iy * p.w + ix);
+            } else {
+                let take = arg < 0 || v > acc;
+                acc = select(acc, v, take);
+                arg = select(arg, i32(iy * p.w + ix), take);
             }
         }
     }
@@ -65,10 +60,18 @@ fn pool_fwd(id: Ids) {
     }
 }
 
-// By rows: one invocation per output row (plane, oy), walking ox ascending; the same windows, the
-// same order within each and the same first-maximum rule as pool_fwd, so the same values. One
-// division an invocation instead of plane_pos's three an output (lavapipe divides lane by lane),
-// and the window's maximum taken by selects, not a branch the lanes may not share.
+@compute @workgroup_size(WG, 1, 1)
+fn pool_fwd(id: Ids) {
+    let at = plane_pos(thread_index(id, WG), p.planes, p.oh, p.ow);
+    if (at.w == 0u) {
+        return;
+    }
+    pool_output((at.x * p.oh + at.y) * p.ow + at.z, at.x * p.h * p.w, window(at.y, at.z));
+}
+
+// By rows: one invocation per output row (plane, oy), walking ox ascending; each output as
+// pool_fwd's, so the same values. One division an invocation instead of plane_pos's three an
+// output (lavapipe divides lane by lane).
 @compute @workgroup_size(WG, 1, 1)
 fn pool_fwd_rows(id: Ids) {
     let t = thread_index(id, WG);
@@ -83,26 +86,7 @@ fn pool_fwd_rows(id: Ids) {
     let orow = t * p.ow;
     for (var ox = 0u; ox < p.ow; ox++) {
         let r = vec4<u32>(y0, y1, win_lo(ox, p.stride_x, p.pad_x), win_hi(ox, p.stride_x, p.pad_x, p.kw, p.w));
-        var acc = 0.0;
-        var arg = -1;
-        for (var iy = r.x; iy < r.y; iy++) {
-            for (var ix = r.z; ix < r.w; ix++) {
-                let v = x[base + iy * p.w + ix];
-                if (!MAX) {
-                    acc += v;
-                } else {
-                    let take = arg < 0 || v > acc;
-                    acc = select(acc, v, take);
-                    arg = select(arg, i32(iy * p.w + ix), take);
-                }
-            }
-        }
-        if (MAX) {
-            y[orow + ox] = acc;
-            argmax[orow + ox] = arg;
-        } else {
-            y[orow + ox] = acc / window_size(r);
-        }
+        pool_output(orow + ox, base, r);
     }
 }
 
