@@ -305,22 +305,7 @@ pub fn conv2d_forward(
     ep: &Epilogue,
     variant: ConvFwdVariant,
 ) -> Result<Dispatch, GpuError> {
-    forward(gpu, &format!("conv2d_forward {s}"), s, x, w, y, ep, variant)
-}
-
-/// [`conv2d_forward`] with its dispatch labelled `op` (the flipped backward data runs it).
-#[allow(clippy::too_many_arguments)]
-fn forward(
-    gpu: &Gpu,
-    op: &str,
-    s: &Conv2dShape,
-    x: &Tensor,
-    w: &Tensor,
-    y: &Tensor,
-    ep: &Epilogue,
-    variant: ConvFwdVariant,
-) -> Result<Dispatch, GpuError> {
-    let op = op.to_string();
+    let op = format!("conv2d_forward {s}");
     if ep.accumulate {
         return Err(GpuError::shape(&op, "the forward convolution does not accumulate"));
     }
@@ -488,9 +473,12 @@ pub fn conv2d_backward_data(
             let sp = spec(16, 16);
             let ep = Epilogue { bias: None, accumulate: false, relu: false };
             let fwd = if gpu.subgroups { ConvFwdVariant::SubgroupWide } else { ConvFwdVariant::Blocked };
+            // Both dispatches carry the backward data's name (profiles, errors).
+            let mut conv = conv2d_forward(gpu, &fs, dy, &flip, dx, &ep, fwd)?;
+            conv.name = op.clone();
             return Ok(vec![
                 gpu.prepare(&op, &SHADER, "conv_flip_weights", &sp, &[w], &[&flip], &p, groups)?,
-                forward(gpu, &op, &fs, dy, &flip, dx, &ep, fwd)?,
+                conv,
             ]);
         }
         (ConvBwdDataVariant::Flipped, None) => ConvBwdDataVariant::SubgroupWide,
