@@ -550,6 +550,9 @@ pub enum ConvBwdWeightVariant {
     /// `Rows` with the gradients loaded once per subgroup and shuffled to every lane
     /// (conv_wgrad_sg.wgsl); `Rows` itself on a device without subgroups.
     RowsSubgroup,
+    /// `RowsSubgroup` with 16 output channels per invocation instead of [`WGRAD_COB`]: each
+    /// gathered input feeds twice the multiply-adds, for twice the accumulators (16 x KW).
+    RowsSubgroup16,
     /// `RowsSubgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
     RowsSubgroupPartial,
 }
@@ -575,7 +578,7 @@ const TILE_MIN_POSITIONS: usize = 256;
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 9] {
+    pub fn all() -> [ConvBwdWeightVariant; 10] {
         [
             ConvBwdWeightVariant::Direct,
             ConvBwdWeightVariant::Split,
@@ -586,6 +589,7 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::Tiny,
             ConvBwdWeightVariant::TinyWide,
             ConvBwdWeightVariant::RowsSubgroup,
+            ConvBwdWeightVariant::RowsSubgroup16,
         ]
     }
     pub fn name(&self) -> &'static str {
@@ -599,13 +603,14 @@ impl ConvBwdWeightVariant {
             ConvBwdWeightVariant::Tiny => "shared32x32x16r4x4",
             ConvBwdWeightVariant::TinyWide => "shared32x32x16r2x2",
             ConvBwdWeightVariant::RowsSubgroup => "rows_subgroup",
+            ConvBwdWeightVariant::RowsSubgroup16 => "rows_subgroup16",
             ConvBwdWeightVariant::RowsSubgroupPartial => "rows_subgroup36",
         }
     }
     /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
     fn subgroup_wg(&self) -> Option<u32> {
         subgroup_wg(
-            *self == ConvBwdWeightVariant::RowsSubgroup,
+            matches!(self, ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroup16),
             *self == ConvBwdWeightVariant::RowsSubgroupPartial,
         )
     }
@@ -640,7 +645,12 @@ fn wgrad_spec(kw: u32) -> Spec {
 
 /// `wgrad_spec` on workgroups of `wg` invocations (the rows kernels).
 fn wgrad_wg_spec(wg: u32, kw: u32) -> Spec {
-    tiles(Spec::new().u("WG", wg).u("COB", WGRAD_COB).u("KW", kw), (1, 1, 4, 4, 4))
+    wgrad_cob_spec(wg, kw, WGRAD_COB)
+}
+
+/// `wgrad_wg_spec` with `cob` output channels per invocation.
+fn wgrad_cob_spec(wg: u32, kw: u32, cob: u32) -> Spec {
+    tiles(Spec::new().u("WG", wg).u("COB", cob).u("KW", kw), (1, 1, 4, 4, 4))
 }
 
 /// The weight-gradient shader's specialization for conv_bwd_weight_shared on `tiling`.
@@ -680,7 +690,12 @@ pub static WGRAD_SHADER_SG: ShaderDef = ShaderDef {
     entries: &[("conv_bwd_weight_rows_subgroup", 2, 1)],
     specs: || {
         let kws = || 1..=WGRAD_MAX_KW as u32;
-        [CONV_WG, PARTIAL_WG].iter().flat_map(|&wg| kws().map(move |kw| wgrad_wg_spec(wg, kw))).collect()
+        let sixteen = kws().map(|kw| wgrad_cob_spec(CONV_WG, kw, 16));
+        [CONV_WG, PARTIAL_WG]
+            .iter()
+            .flat_map(|&wg| kws().map(move |kw| wgrad_wg_spec(wg, kw)))
+            .chain(sixteen)
+            .collect()
     },
     unchecked: true,
     extension: Extension::Subgroups,
@@ -805,10 +820,11 @@ pub fn conv2d_backward_weight(
         (_, Some(wg)) => Some((wg, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup")),
         _ => None,
     } {
+        let cob = if variant == ConvBwdWeightVariant::RowsSubgroup16 { 16 } else { WGRAD_COB };
         let row_groups = (s.cin * s.kh).div_ceil(wg as usize);
         let mut groups = grid_1d(slices * row_groups, gpu.fold_width());
-        groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(WGRAD_COB as usize))?;
-        let sp = wgrad_wg_spec(wg, p.kw);
+        groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
+        let sp = wgrad_cob_spec(wg, p.kw, cob);
         gpu.prepare(&op, shader, entry, &sp, &[x, dy], &[&partial], &p, groups)?
     } else {
         let threads = slices * s.cout.div_ceil(4) * (s.cin * s.kh * s.kw).div_ceil(4);

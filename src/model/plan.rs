@@ -215,8 +215,8 @@ mod tests {
         for op in [Op::ConvFwd(s), Op::ConvData(s), Op::ConvWeight(s)] {
             let names = op.variants();
             let sg: Vec<&String> = names.iter().filter(|n| n.contains("subgroup")).collect();
-            // subgroup (and subgroup_wide for the forward and backward data), rows_subgroup.
-            let expect = if matches!(op, Op::ConvWeight(_)) { 1 } else { 2 };
+            // subgroup and subgroup_wide (forward, backward data), rows_subgroup and rows_subgroup16.
+            let expect = 2;
             assert_eq!(sg.len(), expect, "{}: {names:?}", op.signature());
             for v in sg {
                 assert!(op.runs_itself(&GemmDevice::ANY, v), "{} {v}", op.signature());
