@@ -131,8 +131,9 @@ const PARTIAL_WG: u32 = 36;
 /// Channel blocks (output channels per invocation in the blocked forward, input channels in the
 /// backward data): a block of 16 gives each gathered input 16 multiply-adds per load; fewer
 /// channels than that take the smallest block that covers them, so no lanes compute padding.
-/// (BENCHMARKS.md: 16 beat 8 by 15-25 % at FER sizes; 32 spilled registers.)
-const CHANNEL_BLOCKS: [u32; 3] = [4, 8, 16];
+/// (BENCHMARKS.md: 16 beat 8 by 15-25 % at FER sizes; 32 spilled registers. Blocks of 1 and 2:
+/// conv1's backward data has one input channel, and a block of 4 computed it four times.)
+const CHANNEL_BLOCKS: [u32; 5] = [1, 2, 4, 8, 16];
 
 fn channel_block(channels: usize) -> u32 {
     CHANNEL_BLOCKS.into_iter().find(|&b| b as usize >= channels).unwrap_or(16)
