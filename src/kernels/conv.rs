@@ -379,8 +379,8 @@ pub enum ConvBwdDataVariant {
     /// At stride 1 with each padding short of its kernel: the forward convolution of dy with the
     /// weights flipped ([`flipped_shape`]; conv.wgsl's conv_flip_weights writes them to a buffer
     /// of the weights' size), by the forward's `SubgroupWide` kernel (`Blocked` without
-    /// subgroups). Elsewhere `SubgroupWide`. On lavapipe the forward kernel ran the FER layers'
-    /// backward data 18-20 % faster than the backward kernel of the same blocking.
+    /// subgroups). Elsewhere `SubgroupWide`. On lavapipe it ran the FER layers' backward data
+    /// 11-36 % faster than `SubgroupWide` (paired; BENCHMARKS.md, session 12).
     Flipped,
     /// `Subgroup` on workgroups of [`PARTIAL_WG`] invocations: checked, never tuned.
     SubgroupPartial,
