@@ -485,26 +485,19 @@ pub fn conv2d_backward_data(
         (ConvBwdDataVariant::Flipped, None) => ConvBwdDataVariant::SubgroupWide,
         (v, _) => v,
     };
-    bwd_data(gpu, &op, s, &p, dy, w, dx, variant).map(|d| vec![d])
-}
-
-/// The backward data's own kernels (every variant but a `Flipped` that applies).
-#[allow(clippy::too_many_arguments)]
-fn bwd_data(
-    gpu: &Gpu,
-    op: &str,
-    s: &Conv2dShape,
-    p: &ConvParams,
-    dy: &Tensor,
-    w: &Tensor,
-    dx: &Tensor,
-    variant: ConvBwdDataVariant,
-) -> Result<Dispatch, GpuError> {
-    let (op, p) = (op.to_string(), *p);
     if let Some(tiling) = variant.tiling() {
         if let Some(groups) = shared_grid(gpu, &op, s.n * s.h * s.w, s.cin, tiling)? {
             let sp = tiled_spec(16, 16, tiling);
-            return gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups);
+            return Ok(vec![gpu.prepare(
+                &op,
+                &SHADER,
+                "conv_bwd_data_shared",
+                &sp,
+                &[dy, w],
+                &[dx],
+                &p,
+                groups,
+            )?]);
         }
     }
     let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
@@ -513,13 +506,14 @@ fn bwd_data(
     let cib = channel_block(s.cin);
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(px as usize), wg.unwrap_or(CONV_WG));
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
-    match wg {
+    let d = match wg {
         Some(wg) => {
             let sp = px_spec(wg, 16, cib, px);
-            gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)
+            gpu.prepare(&op, &SHADER_SG, "conv_bwd_data_subgroup", &sp, &[dy, w], &[dx], &p, groups)?
         }
-        None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups),
-    }
+        None => gpu.prepare(&op, &SHADER, "conv_bwd_data", &spec(16, cib), &[dy, w], &[dx], &p, groups)?,
+    };
+    Ok(vec![d])
 }
 
 /// Backward-weight variants; every one is covered by the tests.
