@@ -60,7 +60,13 @@ pub struct BenchRow {
     pub median_ms: f64,
     pub gflops: Option<f64>,
     pub gbps: Option<f64>,
+    /// Of `ceiling`.
     pub pct_of_ceiling: f64,
+    /// The ceiling the row is a share of: the FMA probe (GFLOP/s) for a row that counts
+    /// floating-point operations, the copy probe (GB/s) for one that counts bytes, measured beside
+    /// the row (one probe run after each of its timed runs); the run's first ceiling for a row
+    /// timed once.
+    pub ceiling: f64,
     /// "ok", or why the row was not timed.
     pub status: String,
     /// With tuning: the tuner's second choice for this op (the row times its first).
@@ -76,8 +82,8 @@ pub struct StepRow {
     pub median_ms: f64,
     pub images_per_sec: f64,
     pub gflops: f64,
-    /// Of the FMA ceiling measured again just before the step (`ceiling_gflops`), not the run's
-    /// first.
+    /// Of the FMA ceiling measured beside the step (`ceiling_gflops`: one probe run after each
+    /// timed step), not the run's first.
     pub pct_of_ceiling: f64,
     pub ceiling_gflops: f64,
     /// Share of the step not spent inside kernels (submission, dispatch and pass overhead): the
@@ -236,11 +242,26 @@ fn copies(bytes: usize) -> usize {
 /// The probe's run time below which it grows: long enough that launch and clock ramp are noise.
 const FMA_MIN_MS: f64 = 2.0;
 
+/// A ceiling probe built to run again beside a row ([`time_beside`]): its dispatch and the work
+/// one run does (floating-point operations or bytes).
+pub struct Probe {
+    set: Vec<Vec<Dispatch>>,
+    amount: f64,
+}
+
+impl Probe {
+    /// The rate (GFLOP/s or GB/s) of one run of `ms`.
+    fn rate(&self, ms: f64) -> f64 {
+        self.amount / (ms * 1e-3) / 1e9
+    }
+}
+
 /// The arithmetic ceiling: the best of the FMA probe's configurations, at a size that fills the
 /// device: 2^16 invocations to start (a run of several ms on lavapipe), four times more while a run
 /// takes under [`FMA_MIN_MS`], up to 2^24. (At 2^16 an H200 ran the probe in 18 µs with a quarter
-/// of its invocation slots filled, and the "ceiling" came out at 45 % of the chip's.)
-pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
+/// of its invocation slots filled, and the "ceiling" came out at 45 % of the chip's.) Returns the
+/// ceiling, the configuration that reached it, and that configuration as a [`Probe`].
+pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String, Probe), GpuError> {
     let seeds = gpu.upload(&[0.999_999, 1e-7], &[2])?;
     let iters = 256u32;
     let mut invocations = 1usize << 16;
@@ -252,29 +273,43 @@ pub fn fma_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, String), GpuError> {
         }
         invocations *= 4;
     };
-    let mut best = (0.0, String::new());
+    let mut best: Option<(f64, String, Probe)> = None;
     for wg in probe::FMA_WGS {
         for chains in probe::FMA_CHAINS {
             let d = probe::fma_probe(gpu, &seeds, &sink, iters, wg, chains)?;
-            let ms = time_groups(gpu, &[vec![d]], reps.min(5))?;
+            let set = vec![vec![d]];
+            let ms = time_groups(gpu, &set, reps.min(5))?;
             let flops = 2.0 * 4.0 * invocations as f64 * iters as f64 * chains as f64;
-            let g = flops / (ms * 1e-3) / 1e9;
-            if g > best.0 {
-                best = (g, format!("workgroup {wg}, {chains} chains, {invocations} invocations"));
+            let probe = Probe { set, amount: flops };
+            let g = probe.rate(ms);
+            if best.as_ref().is_none_or(|b| g > b.0) {
+                let config = format!("workgroup {wg}, {chains} chains, {invocations} invocations");
+                best = Some((g, config, probe));
             }
         }
     }
-    Ok(best)
+    best.ok_or_else(|| GpuError::Internal("no FMA probe configuration".into()))
 }
 
-/// The bandwidth ceiling: a vec4 copy of 64 MiB, bytes read plus written.
-pub fn copy_ceiling(gpu: &Gpu, reps: usize) -> Result<f64, GpuError> {
+/// The bandwidth ceiling: a vec4 copy of 64 MiB, bytes read plus written; with the copy as a
+/// [`Probe`].
+pub fn copy_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, Probe), GpuError> {
     let n = 16 << 20;
     let src = random(gpu, n, 1)?;
     let dst = gpu.empty(&[n], DType::F32)?;
-    let d = probe::copy_probe(gpu, &src, &dst)?;
-    let ms = time_groups(gpu, &[vec![d]], reps)?;
-    Ok(2.0 * 4.0 * n as f64 / (ms * 1e-3) / 1e9)
+    let set = vec![vec![probe::copy_probe(gpu, &src, &dst)?]];
+    let ms = time_groups(gpu, &set, reps)?;
+    let probe = Probe { set, amount: 2.0 * 4.0 * n as f64 };
+    Ok((probe.rate(ms), probe))
+}
+
+/// The median ms of `set` and the ceiling measured beside it: `reps` rounds that each run `set`
+/// once and `probe` once ([`time_sets`]), so both see the device at the same speed. lavapipe's
+/// speed follows the host's, which moved 2.5x within an hour on a shared machine: against a
+/// ceiling measured minutes earlier, the same kernel read anywhere from 22 % to 27 %.
+fn time_beside(gpu: &Gpu, set: &[Vec<Dispatch>], probe: &Probe, reps: usize) -> Result<(f64, f64), GpuError> {
+    let t = time_sets(gpu, &[set, &probe.set], reps)?;
+    Ok((t[0], probe.rate(t[1])))
 }
 
 fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
@@ -667,7 +702,7 @@ pub fn step_row(
     name: &str,
     batch: usize,
     reps: usize,
-    fma: f64,
+    fma: &Probe,
     plan: &crate::model::Plan,
 ) -> Result<StepRow, GpuError> {
     let cfg = preset(name).ok_or_else(|| GpuError::Internal(format!("no preset {name}")))?;
@@ -688,7 +723,9 @@ pub fn step_row(
     // Each step is followed at once by a pass timing each of its dispatches alone: the overhead
     // is the median over those pairs of (step - its dispatches) / step, so a device whose speed
     // drifts between a run of steps and a later profile (lavapipe on a shared machine: up to 2x
-    // within minutes) does not decide it.
+    // within minutes) does not decide it. Then one run of the FMA probe: the step's ceiling.
+    let mut probe = Rotor::new(&fma.set);
+    let mut probes = Vec::with_capacity(reps);
     let mut times = Vec::with_capacity(reps);
     let mut overheads = Vec::with_capacity(reps);
     let mut per_op: Vec<(String, Vec<f64>)> = Vec::new();
@@ -703,8 +740,10 @@ pub fn step_row(
         for (slot, (_, ms)) in per_op.iter_mut().zip(pass) {
             slot.1.push(ms);
         }
+        probes.push(probe.one(gpu)?);
     }
     let ms = median(times);
+    let ceiling = fma.rate(median(probes));
     let kernels: Vec<(String, f64)> = per_op.into_iter().map(|(n, t)| (n, median(t))).collect();
     let kernel_ms: f64 = kernels.iter().map(|k| k.1).sum();
     // Forward, data gradient and weight gradient each cost the forward's multiply-adds.
@@ -716,8 +755,8 @@ pub fn step_row(
         median_ms: ms,
         images_per_sec: batch as f64 / (ms * 1e-3),
         gflops,
-        pct_of_ceiling: 100.0 * gflops / fma,
-        ceiling_gflops: fma,
+        pct_of_ceiling: 100.0 * gflops / ceiling,
+        ceiling_gflops: ceiling,
         overhead_pct: (100.0 * median(overheads)).max(0.0),
         kernels: kernels.into_iter().map(|(n, t)| (n, t, 100.0 * t / kernel_ms.max(1e-12))).collect(),
     })
@@ -752,8 +791,8 @@ fn selects(filter: &str, job: &Job) -> bool {
 
 pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, GpuError> {
     let reps = opts.reps.max(10);
-    let (fma, fma_config) = fma_ceiling(gpu, reps)?;
-    let copy = copy_ceiling(gpu, reps)?;
+    let (fma, fma_config, fma_probe) = fma_ceiling(gpu, reps)?;
+    let (copy, copy_probe) = copy_ceiling(gpu, reps)?;
     progress(&format!("ceilings: {fma:.1} GFLOP/s ({fma_config}), copy {copy:.2} GB/s"));
     let mut rows = Vec::new();
     let mut tuner = crate::tune::Tuner::new(opts.tune, &mut |m| progress(&format!("warning: {m}")));
@@ -794,6 +833,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             gflops: None,
             gbps: None,
             pct_of_ceiling: f64::NAN,
+            ceiling: f64::NAN,
             status: "ok".into(),
             runner_up,
             runs: 0,
@@ -801,32 +841,31 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
         match (job.check)(gpu) {
             Ok(r) if r.passed() => {
                 let set = (job.build)(gpu)?;
+                let (probe, first_ceiling) = match job.work {
+                    Work::Flops(_) => (&fma_probe, fma),
+                    Work::Bytes(_) => (&copy_probe, copy),
+                };
                 // A quick look first: a variant over HOPELESS x the row's fastest is not worth the rest.
                 let first = if opts.variants { Some(time_groups(gpu, &set, 1)?) } else { None };
-                let ms = match first {
+                let (ms, ceiling) = match first {
                     Some(t) if screen.hopeless(&job.name, &job.shape, t) => {
                         row.runs = 1;
-                        t
+                        (t, first_ceiling)
                     }
                     _ => {
                         row.runs = reps;
-                        time_groups(gpu, &set, reps)?
+                        time_beside(gpu, &set, probe, reps)?
                     }
                 };
                 screen.record(&job.name, &job.shape, ms);
                 row.median_ms = ms;
+                row.ceiling = ceiling;
+                let rate = job.work.amount() / (ms * 1e-3) / 1e9;
                 match job.work {
-                    Work::Flops(f) => {
-                        let g = f / (ms * 1e-3) / 1e9;
-                        row.gflops = Some(g);
-                        row.pct_of_ceiling = 100.0 * g / fma;
-                    }
-                    Work::Bytes(b) => {
-                        let g = b / (ms * 1e-3) / 1e9;
-                        row.gbps = Some(g);
-                        row.pct_of_ceiling = 100.0 * g / copy;
-                    }
+                    Work::Flops(_) => row.gflops = Some(rate),
+                    Work::Bytes(_) => row.gbps = Some(rate),
                 }
+                row.pct_of_ceiling = 100.0 * rate / ceiling;
             }
             Ok(r) => row.status = format!("failed the reference check: {}", r.failure.unwrap_or_default()),
             Err(e) => row.status = format!("failed the reference check: {e}"),
@@ -845,11 +884,10 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
                     }
                 }
             }
-            // The ceiling again, just before the step: minutes of tuning and rows lie between, and a
-            // machine whose speed drifts (lavapipe on a shared host: up to 2x) would otherwise
-            // decide the step's percentage.
-            let (now, _) = fma_ceiling(gpu, reps)?;
-            let s = step_row(gpu, name, 256, r, now, &plan)?;
+            // The ceiling is measured beside the step, not taken from the run's start: minutes of
+            // tuning and rows lie between, and a machine whose speed drifts (lavapipe on a shared
+            // host: up to 2.5x) would otherwise decide the step's percentage.
+            let s = step_row(gpu, name, 256, r, &fma_probe, &plan)?;
             progress(&format!("step {name}: {:.1} ms, {:.1} images/s", s.median_ms, s.images_per_sec));
             steps.push(s);
         }
@@ -878,15 +916,16 @@ pub fn format_row(r: &BenchRow) -> String {
         status.push_str(&format!("  (runner-up {n})"));
     }
     format!(
-        "{:<18} {:<20} {:<38} {:>10.3} ms {rate} {:>6.1}%{status}",
-        r.name, r.variant, r.shape, r.median_ms, r.pct_of_ceiling
+        "{:<18} {:<20} {:<38} {:>10.3} ms {rate} {:>6.1}% {:>7.2}{status}",
+        r.name, r.variant, r.shape, r.median_ms, r.pct_of_ceiling, r.ceiling
     )
 }
 
 /// The report as the table `dlsvm bench` prints.
 pub fn table(rep: &BenchReport) -> String {
     let mut s = format!(
-        "adapter {} ({}, {}), timing by {}\nceilings: FMA {:.2} GFLOP/s ({}), copy {:.2} GB/s\n\n",
+        "adapter {} ({}, {}), timing by {}\nceilings at the start: FMA {:.2} GFLOP/s ({}), copy {:.2} GB/s\n\
+         each row's share is of the ceiling measured beside it (ceil: the FMA probe's GFLOP/s, or the copy's GB/s)\n\n",
         rep.adapter.name,
         rep.adapter.backend,
         rep.adapter.driver_info,
@@ -896,8 +935,8 @@ pub fn table(rep: &BenchReport) -> String {
         rep.ceilings.copy_gbps
     );
     s.push_str(&format!(
-        "{:<18} {:<20} {:<38} {:>13} {:>16} {:>7}\n",
-        "kernel", "variant", "shape", "median", "rate", "of ceil"
+        "{:<18} {:<20} {:<38} {:>13} {:>16} {:>7} {:>7}\n",
+        "kernel", "variant", "shape", "median", "rate", "of ceil", "ceil"
     ));
     for r in &rep.rows {
         s.push_str(&format_row(r));
@@ -905,7 +944,7 @@ pub fn table(rep: &BenchReport) -> String {
     }
     for st in &rep.steps {
         s.push_str(&format!(
-            "\ntraining step {} at batch {}: {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.1}% of the FMA ceiling, {:.1} GFLOP/s just before), overhead {:.1}%\n",
+            "\ntraining step {} at batch {}: {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.1}% of the FMA ceiling, {:.1} GFLOP/s beside it), overhead {:.1}%\n",
             st.net,
             st.batch,
             st.median_ms,

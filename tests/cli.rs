@@ -302,6 +302,13 @@ fn bench_reports_ceilings_and_rows_as_json() {
             "{r}"
         );
         assert!(r["pct_of_ceiling"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+        // The share is of the copy ceiling measured beside the row, not the run's first.
+        let (gbps, ceiling, pct) = (
+            r["gbps"].as_f64().unwrap(),
+            r["ceiling"].as_f64().unwrap(),
+            r["pct_of_ceiling"].as_f64().unwrap(),
+        );
+        assert!(ceiling > 0.0 && (pct - 100.0 * gbps / ceiling).abs() <= 1e-9 * pct, "{r}");
     }
 }
 
