@@ -98,7 +98,7 @@ failed (they are named), 2 when DIR holds no run directories.")]
     /// Time every kernel against this device's measured FMA and copy ceilings.
     Bench {
         /// Only rows whose kernel name, variant or shape contain every word of this text (e.g.
-        /// "gemm_nn 1024x"; "step" for the training steps).
+        /// "gemm_nn 1024x"; "step" for both training steps, "fer-small" for that one).
         #[arg(long)]
         filter: Option<String>,
         /// Time every kernel variant side by side.

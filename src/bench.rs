@@ -91,6 +91,10 @@ pub struct StepRow {
     pub overhead_pct: f64,
     /// (dispatch, ms, share of the kernel time)
     pub kernels: Vec<(String, f64, f64)>,
+    /// Ops of the step that ran their built-in default because the tuning cache had no choice for
+    /// them at this batch (`--tune cached` after `dlsvm tune` at another batch, or a spent tuning
+    /// budget); 0 with tuning off, where every op runs its default by request.
+    pub untuned: usize,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -593,7 +597,7 @@ fn jobs(variants: bool) -> Vec<Job> {
             }
         }
     }
-    let batch = 256;
+    let batch = STEP_BATCH;
     for (i, (inp, out)) in [(1600, 3072), (3072, 7)].into_iter().enumerate() {
         let [fwd, data, weight] = check::fc_gemms(batch, inp, out);
         for &v in &gemm_variants {
@@ -694,6 +698,9 @@ fn reduce_jobs(batch: usize) -> Vec<Job> {
     jobs
 }
 
+/// The batch of the training-step rows.
+pub const STEP_BATCH: usize = 256;
+
 /// The training step of preset `name` at `batch` with the variants of `plan`: median time over
 /// `reps` steps, each dispatch's share and the overhead (each step paired with a profile of its
 /// dispatches).
@@ -759,6 +766,7 @@ pub fn step_row(
         ceiling_gflops: ceiling,
         overhead_pct: (100.0 * median(overheads)).max(0.0),
         kernels: kernels.into_iter().map(|(n, t)| (n, t, 100.0 * t / kernel_ms.max(1e-12))).collect(),
+        untuned: 0,
     })
 }
 
@@ -786,6 +794,13 @@ impl Screen {
 /// kernel name, variant or shape (`"gemm_nn 1024x"`, `"fc1 subgroup"`).
 fn selects(filter: &str, job: &Job) -> bool {
     let row = format!("{} {} {}", job.name, job.variant, job.shape);
+    filter.split_whitespace().all(|w| row.contains(w))
+}
+
+/// Whether `--filter` text selects the training step of preset `name`: every word appears in
+/// "step train <name>" (`"step"` both steps, `"fer-small"` that one).
+fn selects_step(filter: &str, name: &str) -> bool {
+    let row = format!("step train {name}");
     filter.split_whitespace().all(|w| row.contains(w))
 }
 
@@ -874,20 +889,34 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
         rows.push(row);
     }
     let mut steps = Vec::new();
-    if !opts.no_steps && opts.filter.as_deref().is_none_or(|f| "step".contains(f) || f == "train") {
+    if !opts.no_steps {
         for (name, r) in [("fer-small", 10), ("fer", 3)] {
+            if !opts.filter.as_deref().is_none_or(|f| selects_step(f, name)) {
+                continue;
+            }
             let mut plan = crate::model::Plan::default();
+            let mut untuned = 0;
             if let Some(net) = preset(name).and_then(|c| Net::new(&c, 7).ok()) {
-                for (key, op) in crate::model::plan::ops(&net, 256) {
-                    if let Some(e) = tuner.entry(gpu, &op, &mut |m| progress(&m))? {
-                        plan.0.insert(key, e.choice);
+                for (key, op) in crate::model::plan::ops(&net, STEP_BATCH) {
+                    match tuner.entry(gpu, &op, &mut |m| progress(&m))? {
+                        Some(e) => {
+                            plan.0.insert(key, e.choice);
+                        }
+                        None if opts.tune != crate::tune::Mode::Off => untuned += 1,
+                        None => {}
                     }
                 }
+            }
+            if untuned > 0 {
+                progress(&format!(
+                    "warning: step {name}: {untuned} ops have no tuned choice at batch {STEP_BATCH} and run their \
+                     defaults (`dlsvm tune --preset {name} --batch {STEP_BATCH}` tunes them)"
+                ));
             }
             // The ceiling is measured beside the step, not taken from the run's start: minutes of
             // tuning and rows lie between, and a machine whose speed drifts (lavapipe on a shared
             // host: up to 2.5x) would otherwise decide the step's percentage.
-            let s = step_row(gpu, name, 256, r, &fma_probe, &plan)?;
+            let s = StepRow { untuned, ..step_row(gpu, name, STEP_BATCH, r, &fma_probe, &plan)? };
             progress(&format!("step {name}: {:.1} ms, {:.1} images/s", s.median_ms, s.images_per_sec));
             steps.push(s);
         }
@@ -944,7 +973,7 @@ pub fn table(rep: &BenchReport) -> String {
     }
     for st in &rep.steps {
         s.push_str(&format!(
-            "\ntraining step {} at batch {}: {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.1}% of the FMA ceiling, {:.1} GFLOP/s beside it), overhead {:.1}%\n",
+            "\ntraining step {} at batch {}: {:.1} ms, {:.1} images/s, {:.2} GFLOP/s ({:.1}% of the FMA ceiling, {:.1} GFLOP/s beside it), overhead {:.1}%{}\n",
             st.net,
             st.batch,
             st.median_ms,
@@ -952,7 +981,8 @@ pub fn table(rep: &BenchReport) -> String {
             st.gflops,
             st.pct_of_ceiling,
             st.ceiling_gflops,
-            st.overhead_pct
+            st.overhead_pct,
+            if st.untuned > 0 { format!("; {} ops untuned (their defaults)", st.untuned) } else { String::new() }
         ));
         let mut k = st.kernels.clone();
         k.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -966,6 +996,16 @@ pub fn table(rep: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_selects_a_step_by_every_word() {
+        for f in ["step", "train", "fer", "st"] {
+            assert!(selects_step(f, "fer") && selects_step(f, "fer-small"), "{f}");
+        }
+        assert!(selects_step("fer-small", "fer-small") && !selects_step("fer-small", "fer"));
+        assert!(selects_step("step fer-small", "fer-small") && !selects_step("step fer-small", "fer"));
+        assert!(!selects_step("conv1", "fer") && !selects_step("gemm_nn 1024x", "fer-small"));
+    }
 
     #[test]
     fn the_screen_compares_a_variant_with_its_own_row_only() {

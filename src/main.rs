@@ -873,8 +873,9 @@ fn bench(
         let (name, backend) = (&gpu.info.name, &gpu.info.backend);
         eprintln!("dlsvm: benchmarking on {name} ({backend}); each kernel is checked against the CPU reference first");
     }
+    // With --json only the warnings reach stderr (progress would be noise beside one object).
     let report = dlsvm::bench::run(&gpu, &opts, |line| {
-        if !json {
+        if !json || line.starts_with("warning:") {
             eprintln!("{line}");
         }
     })?;

@@ -189,6 +189,29 @@ fn bench_tunes_its_rows_ahead_each_once() {
     assert!(tuned.iter().max() < rows.iter().min(), "tuned after a row was timed: {err}");
 }
 
+/// A training-step row run with `--tune cached` says how many of its ops had no cached choice at
+/// the step's batch (the trap of `dlsvm tune --preset fer-small` at the preset's own batch), and
+/// how to tune them; `--filter fer-small` runs that step alone.
+#[test]
+fn bench_step_names_its_untuned_ops() {
+    let dir = TempDir::new("tune-step");
+    let cache = dir.join("tune.json");
+    let env = [("DLSVM_TUNE_CACHE", s(&cache))];
+    let o = dlsvm(&["bench", "--filter", "fer-small", "--tune", "cached", "--json"], &env);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["rows"].as_array().map(|r| r.len()), Some(0), "no kernel row matches: {v}");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{v}");
+    assert_eq!(steps[0]["net"], "fer-small");
+    let untuned = steps[0]["untuned"].as_u64().unwrap();
+    assert!(untuned > 10, "every op of an empty cache: {untuned}");
+    assert!(err.contains(&format!("{untuned} ops have no tuned choice at batch 256")), "{err}");
+    assert!(err.contains("dlsvm tune --preset fer-small --batch 256"), "{err}");
+    assert!(steps[0]["ceiling_gflops"].as_f64().is_some_and(|c| c > 0.0), "{v}");
+}
+
 /// `bench --report FILE` writes info, the check, this adapter's tuned choices and the bench into
 /// one JSON file.
 #[test]
