@@ -6,7 +6,8 @@
 //! The cache: `$DLSVM_TUNE_CACHE`, else `$XDG_CACHE_HOME/dlsvm/tune.json`, else
 //! `$HOME/.cache/dlsvm/tune.json`; written atomically; an unreadable or corrupt file is ignored with
 //! one warning (and replaced at the next save). Entries of another driver or dlsvm version are
-//! never used: their keys differ.
+//! never used: their keys differ; those of another build (dlsvm version or kernel fingerprint)
+//! tuned over a month ago are dropped at the next save ([`Cache::prune`]).
 //!
 //! One start tunes for at most [`BUDGET`]; ops left over keep their defaults until a later start.
 //!
@@ -96,6 +97,10 @@ pub struct Entry {
     pub finalists: Vec<String>,
     /// Variants not chosen for a reason other than speed (a failed check), with the reason.
     pub skipped: BTreeMap<String, String>,
+    /// When it was tuned, in seconds since the Unix epoch (0 in caches written before it was
+    /// recorded): [`Cache::prune`] drops another build's entries by it.
+    #[serde(default)]
+    pub tuned_at: u64,
 }
 
 /// The cache file's contents.
@@ -113,17 +118,28 @@ pub struct Cache {
 pub fn key(gpu: &Gpu, op: &Op) -> String {
     let i = &gpu.info;
     format!(
-        "{} | {}{}{} | {} {} | dlsvm {} kernels {:016x} | {}",
+        "{} | {}{}{} | {} {} | {} | {}",
         i.name,
         i.backend,
         if gpu.subgroups { "" } else { " (no subgroups)" },
         if gpu.webgpu_limits { " (WebGPU default limits)" } else { "" },
         i.driver,
         i.driver_info,
-        env!("CARGO_PKG_VERSION"),
-        kernels_fingerprint(),
+        build(),
         op.signature()
     )
+}
+
+/// This build's part of a cache key: the dlsvm version and the [`kernels_fingerprint`].
+pub fn build() -> String {
+    format!("dlsvm {} kernels {:016x}", env!("CARGO_PKG_VERSION"), kernels_fingerprint())
+}
+
+/// How long another build's entries stay in the cache after they were tuned ([`Cache::prune`]).
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// A 64-bit FNV-1a hash of the built-in shader sources and the kernels' host code
@@ -180,6 +196,20 @@ impl Cache {
         })
     }
 
+    /// Drops the entries this build cannot use (another dlsvm version or kernel fingerprint than
+    /// `build` names, on any adapter) that were tuned over [`STALE_AFTER`] before `now` (Unix
+    /// seconds; an entry without a time counts as old); returns how many. A build in use keeps
+    /// its entries: every build tuning on one machine within the month keeps its own, and a
+    /// cache that followed a month of upgrades or kernel changes does not keep them all (after
+    /// twelve development sessions one held hundreds of such entries).
+    pub fn prune(&mut self, build: &str, now: u64) -> usize {
+        let before = self.entries.len();
+        let mine = format!("| {build} |");
+        let keep_after = now.saturating_sub(STALE_AFTER.as_secs());
+        self.entries.retain(|k, e| k.contains(&mine) || e.tuned_at > keep_after);
+        before - self.entries.len()
+    }
+
     /// Writes the cache to `path` atomically (creating its folder).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -229,7 +259,8 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
     rest.sort_by(by_ms);
     ranked.extend(rest);
     let (choice, runner_up) = (ranked.first().map(|v| v.to_string()), ranked.get(1).map(|v| v.to_string()));
-    Ok(choice.map(|choice| Entry { choice, runner_up, ms, finalists, skipped }))
+    let tuned_at = unix_now();
+    Ok(choice.map(|choice| Entry { choice, runner_up, ms, finalists, skipped, tuned_at }))
 }
 
 /// Puts a screened variant `(v, t, x)` into `top`, the fastest screens so far, fastest first (a
@@ -385,6 +416,7 @@ impl Tuner {
     /// Saves the cache if anything was tuned; returns what was done.
     pub fn finish(mut self, warn: &mut dyn FnMut(String)) -> Report {
         if self.changed {
+            self.cache.prune(&build(), unix_now());
             if let Err(e) = self.cache.save(&self.path) {
                 warn(format!("could not save the tuning cache {}: {e}", self.path.display()));
             }
@@ -418,6 +450,38 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_drops_only_other_builds_entries_older_than_a_month() {
+        let entry = |tuned_at| Entry {
+            choice: "a".into(),
+            runner_up: None,
+            ms: BTreeMap::new(),
+            finalists: Vec::new(),
+            skipped: BTreeMap::new(),
+            tuned_at,
+        };
+        let now = 1_800_000_000;
+        let month = STALE_AFTER.as_secs();
+        let mine = build();
+        let key =
+            |adapter: &str, build: &str, op: &str| format!("{adapter} | Vulkan | drv 1 | {build} | {op}");
+        let mut c = Cache::default();
+        // This build: kept however old, on this adapter and on another.
+        c.entries.insert(key("gpu0", &mine, "gemm 1"), entry(0));
+        c.entries.insert(key("gpu1", &mine, "gemm 2"), entry(now - 2 * month));
+        // Another build: kept within the month, dropped after it or without a time.
+        c.entries
+            .insert(key("gpu0", "dlsvm 0.0.1 kernels 0000000000000001", "gemm 3"), entry(now - month + 60));
+        c.entries
+            .insert(key("gpu0", "dlsvm 0.0.1 kernels 0000000000000001", "gemm 4"), entry(now - month - 60));
+        c.entries.insert(key("gpu1", "dlsvm 0.0.1 kernels 0000000000000002", "gemm 5"), entry(0));
+        assert_eq!(c.prune(&mine, now), 2);
+        let mut ops: Vec<&str> = c.entries.keys().map(|k| k.rsplit(" | ").next().unwrap()).collect();
+        ops.sort();
+        assert_eq!(ops, ["gemm 1", "gemm 2", "gemm 3"]);
+        assert_eq!(c.prune(&mine, now), 0, "nothing left to drop");
+    }
 
     fn screen(times: &[(&str, f64)]) -> Vec<String> {
         let mut top = Vec::new();
