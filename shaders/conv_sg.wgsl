@@ -43,10 +43,8 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
     let full = subgroup_full(sg);
     let chunk = subgroup_chunk(full, sg);
     let mine = subgroup_mine(full, lane);
-    // Reduction step (ci, ky, kx), the same in every lane; the input row of (ci, ky).
-    var ci = 0u;
-    var ky = 0u;
-    var kx = 0u;
+    // Reduction step (kx, ky, ci) (counter_next), the same in every lane; the input row of (ci, ky).
+    var step = vec3<u32>(0u);
     var xrow = 0u;
     var row_ok = false;
     var xv: array<f32, PX>;
@@ -58,6 +56,9 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
             own[j] = wt[wbase[j] + kl];
         }
         for (var s = 0u; s < steps; s++) {
+            let kx = step.x;
+            let ky = step.y;
+            let ci = step.z;
             if (kx == 0u) {
                 let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
                 row_ok = iy >= 0 && iy < i32(p.h);
@@ -87,15 +88,7 @@ fn conv_fwd_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @built
                     acc[j * PX + t] += xv[t] * wv[j];
                 }
             }
-            kx += 1u;
-            if (kx == p.kw) {
-                kx = 0u;
-                ky += 1u;
-                if (ky == p.kh) {
-                    ky = 0u;
-                    ci += 1u;
-                }
-            }
+            step = counter_next(step, p.kw, p.kh);
         }
     }
     if (q < total) {
@@ -139,17 +132,13 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
     let full = subgroup_full(sg);
     let chunk = subgroup_chunk(full, sg);
     let mine = subgroup_mine(full, lane);
-    // This lane's step k0 + mine (ky, co, kx), stepped by the chunk without dividing (a division
-    // is a scalar one per lane on a SIMD device; the stepping loop runs about sg / kw times). The
-    // steps' own state likewise divides only on a new kernel row at a stride > 1.
-    var lkx = mine % p.kw;
-    var lco = (mine / p.kw) % p.cout;
-    var lky = mine / (p.kw * p.cout);
-    // Reduction step (ky, co, kx), the same in every lane; the output row of ky and the gradient
-    // row of (ky, co).
-    var ky = 0u;
-    var co = 0u;
-    var kx = 0u;
+    // This lane's step k0 + mine as (kx, co, ky), stepped a chunk at a time by counter_ahead (no
+    // division; subgroup.wgsl). The steps' own state likewise divides only on a new kernel row
+    // at a stride > 1.
+    var lstep = vec3<u32>(mine % p.kw, (mine / p.kw) % p.cout, mine / (p.kw * p.cout));
+    // Reduction step (kx, co, ky) (counter_next), the same in every lane; the output row of ky
+    // and the gradient row of (ky, co).
+    var step = vec3<u32>(0u);
     var oy = 0u;
     var oy_ok = false;
     var grow = 0u;
@@ -159,20 +148,15 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
         var own: array<f32, CIB>;
         // Weights wt[co, ci, ky, kx] of the block's channels (lanes past the end read ky's last
         // row; no step uses them).
-        let wb = lco * p.cin * kk + min(lky, p.kh - 1u) * p.kw + lkx;
+        let wb = lstep.y * p.cin * kk + min(lstep.z, p.kh - 1u) * p.kw + lstep.x;
         for (var j = 0u; j < CIB; j++) {
             own[j] = wt[wb + wci[j]];
         }
-        lkx += chunk;
-        while (lkx >= p.kw) {
-            lkx -= p.kw;
-            lco += 1u;
-            if (lco == p.cout) {
-                lco = 0u;
-                lky += 1u;
-            }
-        }
+        lstep = counter_ahead(lstep, chunk, p.kw, p.cout);
         for (var s = 0u; s < steps; s++) {
+            let kx = step.x;
+            let co = step.y;
+            let ky = step.z;
             if (kx == 0u) {
                 if (co == 0u) {
                     let tyn = i32(iy + p.pad_y) - i32(ky);
@@ -218,15 +202,7 @@ fn conv_bwd_data_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @
                     acc[j * PX + t] += gv[t] * wv[j];
                 }
             }
-            kx += 1u;
-            if (kx == p.kw) {
-                kx = 0u;
-                co += 1u;
-                if (co == p.cout) {
-                    co = 0u;
-                    ky += 1u;
-                }
-            }
+            step = counter_next(step, p.kw, p.cout);
         }
     }
     if (q < total) {

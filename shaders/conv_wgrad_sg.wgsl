@@ -52,37 +52,28 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
     let full = subgroup_full(sg);
     let chunk = subgroup_chunk(full, sg);
     let mine = subgroup_mine(full, lane);
-    // This lane's position k0 + mine of the slice, (b, oy, ox), stepped by the chunk without
-    // dividing (a division is a scalar one per lane on a SIMD device; the stepping loop runs about
-    // sg / ow times). Lanes past the slice's end read a clamped sample; no step uses them.
-    var lox = mine % p.ow;
+    // This lane's position k0 + mine of the slice as (ox, oy, b), stepped a chunk at a time by
+    // counter_ahead (no division; subgroup.wgsl). Lanes past the slice's end read a clamped
+    // sample; no step uses them.
     let lu = u0 + mine / p.ow;
-    var lb = lu / p.oh;
-    var loy = lu % p.oh;
-    // Output position (b, oy, ox), the same in every lane; the input row of (b, oy).
-    var b = u0 / p.oh;
-    var oy = u0 % p.oh;
-    var ox = 0u;
+    var lpos = vec3<u32>(mine % p.ow, lu % p.oh, lu / p.oh);
+    // Output position (ox, oy, b) (counter_next), the same in every lane; the input row of (b, oy).
+    var pos = vec3<u32>(0u, u0 % p.oh, u0 / p.oh);
     var xrow = 0u;
     var row_ok = false;
     var xv: array<f32, KW>;
     for (var k0 = 0u; k0 < count; k0 += chunk) {
         let steps = min(chunk, count - k0);
         var own: array<f32, COB>;
-        let o = (min(lb, p.n - 1u) * p.cout * p.oh + loy) * p.ow + lox;
+        let o = (min(lpos.z, p.n - 1u) * p.cout * p.oh + lpos.y) * p.ow + lpos.x;
         for (var j = 0u; j < COB; j++) {
             own[j] = dy[o + cbase[j]];
         }
-        lox += chunk;
-        while (lox >= p.ow) {
-            lox -= p.ow;
-            loy += 1u;
-            if (loy == p.oh) {
-                loy = 0u;
-                lb += 1u;
-            }
-        }
+        lpos = counter_ahead(lpos, chunk, p.ow, p.oh);
         for (var s = 0u; s < steps; s++) {
+            let ox = pos.x;
+            let oy = pos.y;
+            let b = pos.z;
             if (ox == 0u) {
                 let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
                 row_ok = iy >= 0 && iy < i32(p.h);
@@ -108,15 +99,7 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
                     acc[j * KW + kx] += gv[j] * xv[kx];
                 }
             }
-            ox += 1u;
-            if (ox == p.ow) {
-                ox = 0u;
-                oy += 1u;
-                if (oy == p.oh) {
-                    oy = 0u;
-                    b += 1u;
-                }
-            }
+            pos = counter_next(pos, p.ow, p.oh);
         }
     }
     if (row < rows) {

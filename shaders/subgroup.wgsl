@@ -22,3 +22,36 @@ fn subgroup_chunk(full: bool, sg: u32) -> u32 {
 fn subgroup_mine(full: bool, lane: u32) -> u32 {
     return select(0u, lane, full);
 }
+
+// The subgroup kernels walk their reduction steps (or output positions) one at a time, the same
+// in every lane, and each lane its own step a chunk ahead: a three-digit mixed-radix counter c
+// (c.x the fastest digit, counting to nx; c.y to ny; c.z unbounded), stepped without dividing (a
+// division is a scalar one per lane on a SIMD device).
+
+// c one step on.
+fn counter_next(c: vec3<u32>, nx: u32, ny: u32) -> vec3<u32> {
+    var r = vec3<u32>(c.x + 1u, c.y, c.z);
+    if (r.x == nx) {
+        r.x = 0u;
+        r.y += 1u;
+        if (r.y == ny) {
+            r.y = 0u;
+            r.z += 1u;
+        }
+    }
+    return r;
+}
+
+// c `by` steps on (a chunk ahead: the carry loop runs about by / nx times).
+fn counter_ahead(c: vec3<u32>, by: u32, nx: u32, ny: u32) -> vec3<u32> {
+    var r = vec3<u32>(c.x + by, c.y, c.z);
+    while (r.x >= nx) {
+        r.x -= nx;
+        r.y += 1u;
+        if (r.y == ny) {
+            r.y = 0u;
+            r.z += 1u;
+        }
+    }
+    return r;
+}
