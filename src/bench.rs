@@ -793,15 +793,18 @@ impl Screen {
 /// Whether `--filter` text selects `job`: every space-separated word of it appears in the row's
 /// kernel name, variant or shape (`"gemm_nn 1024x"`, `"fc1 subgroup"`).
 fn selects(filter: &str, job: &Job) -> bool {
-    let row = format!("{} {} {}", job.name, job.variant, job.shape);
+    every_word(filter, &format!("{} {} {}", job.name, job.variant, job.shape))
+}
+
+/// Whether every space-separated word of `filter` appears in `row`.
+fn every_word(filter: &str, row: &str) -> bool {
     filter.split_whitespace().all(|w| row.contains(w))
 }
 
 /// Whether `--filter` text selects the training step of preset `name`: every word appears in
 /// "step train <name>" (`"step"` both steps, `"fer-small"` that one).
 fn selects_step(filter: &str, name: &str) -> bool {
-    let row = format!("step train {name}");
-    filter.split_whitespace().all(|w| row.contains(w))
+    every_word(filter, &format!("step train {name}"))
 }
 
 pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Result<BenchReport, GpuError> {

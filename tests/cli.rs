@@ -302,7 +302,7 @@ fn bench_reports_ceilings_and_rows_as_json() {
             "{r}"
         );
         assert!(r["pct_of_ceiling"].as_f64().is_some_and(|p| p > 0.0), "{r}");
-        // The share is of the copy ceiling measured beside the row, not the run's first.
+        // The share is of the ceiling the row records (the copy probe measured beside it).
         let (gbps, ceiling, pct) = (
             r["gbps"].as_f64().unwrap(),
             r["ceiling"].as_f64().unwrap(),
