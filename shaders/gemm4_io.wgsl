@@ -1,5 +1,5 @@
 // The vec4 GEMM kernels' bindings and stores (gemm4.wgsl, gemm_sg4.wgsl): params; inputs a (as
-// vec4), b (gemm4_b.wgsl: a storage buffer; gemm4_btex.wgsl: a texture), bias; output c.
+// vec4), b (gemm4_b.wgsl: a storage buffer), bias; output c.
 
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;

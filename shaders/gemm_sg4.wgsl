@@ -20,7 +20,7 @@
 // Bindings: params; inputs a (as vec4), b (as vec4, or a texture in the texture variants), bias;
 // output c.
 
-// (Bindings, finish and store4: gemm4_io.wgsl; B and b4: gemm4_b.wgsl or gemm4_btex.wgsl.)
+// (Bindings, finish and store4: gemm4_io.wgsl; B and b4: gemm4_b.wgsl.)
 
 const RG: u32 = TM / 4u;
 

@@ -8,14 +8,18 @@
 //! timestamp queries where the adapter has them (wall clock around submit + wait otherwise);
 //! inputs rotate over up to four copies when they are small enough to sit in a cache.
 
-use crate::check::{self, CaseReport, Flags, Input, Values};
-use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
-use crate::kernels::{activation, conv, fill, gemm, loss, optim, pool, probe, reduce, Epilogue};
-use crate::model::plan::Op;
-use crate::model::{preset, GpuNet, Net, Top};
+use crate::check::{self, Input, Values};
+use crate::gpu::{DType, Dispatch, Gpu, GpuError};
+use crate::kernels::registry::{FamilyVariant, Op};
+use crate::kernels::{activation, conv, fill, gemm, loss, optim, pool, probe, reduce};
+use crate::measure::{
+    conv_job, copies, gemm_job, median, op_job, pool_job, random, time_groups, time_sets, warm_up, ConvDir,
+    Job, PoolDir, Rotor, Work,
+};
+use crate::model::{preset, GpuNet, Net, Plan, Top};
 use crate::rng::Rng;
-use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
-use std::time::{Duration, Instant};
+use crate::shapes::{GemmShape, Trans};
+use std::time::Instant;
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -106,143 +110,6 @@ pub struct BenchReport {
     pub steps: Vec<StepRow>,
 }
 
-enum Work {
-    Flops(f64),
-    Bytes(f64),
-}
-
-impl Work {
-    /// The floating-point operations or bytes, whichever the row counts.
-    fn amount(&self) -> f64 {
-        match self {
-            Work::Flops(v) | Work::Bytes(v) => *v,
-        }
-    }
-}
-
-type CheckFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError>>;
-type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
-
-struct Job {
-    name: String,
-    variant: String,
-    /// The training-step op the job times, where it is one the tuner chooses a variant for.
-    op: Option<Op>,
-    shape: String,
-    work: Work,
-    check: CheckFn,
-    build: BuildFn,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[v.len() / 2]
-}
-
-/// One warm-up batch lasts at least this long.
-const WARM_BATCH: Duration = Duration::from_millis(25);
-/// The warm-up lasts at least this long.
-const WARM_MIN: Duration = Duration::from_millis(200);
-/// The warm-up stops after this long even if the run time has not settled.
-const WARM_MAX: Duration = Duration::from_millis(1500);
-
-/// Runs `run` (one timed run, ms) until its time is steady: after a first run, batches of at
-/// least [`WARM_BATCH`] until a batch's median is within 5 % of the previous one's, for at least
-/// [`WARM_MIN`] and at most [`WARM_MAX`]; a first run of [`WARM_MIN`] or more is warm-up enough.
-/// A real GPU idles at a low clock and raises it only under sustained load: on an H200 the first
-/// runs after an idle spell (the CPU reference checks) were up to 4.5x slower than warm ones, a
-/// fixed two warm-up runs of a 20 µs kernel are no load at all, and with 25 ms of warm-up rows
-/// still came out up to 1.9x slower after a check than in a run of rows back to back (a plateau
-/// on the way up). On lavapipe a large kernel's first run outlasts the minimum: one run, where the
-/// old fixed warm-up took two.
-fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuError> {
-    let began = Instant::now();
-    let mut prev = run()?;
-    // One run that long is sustained load by itself (lavapipe at FER sizes): nothing to ramp.
-    if began.elapsed() >= WARM_MIN {
-        return Ok(());
-    }
-    loop {
-        let batch = Instant::now();
-        let mut t = Vec::new();
-        while t.is_empty() || batch.elapsed() < WARM_BATCH {
-            t.push(run()?);
-        }
-        let m = median(t);
-        let steady = (m - prev).abs() <= 0.05 * prev && began.elapsed() >= WARM_MIN;
-        if steady || began.elapsed() >= WARM_MAX {
-            return Ok(());
-        }
-        prev = m;
-    }
-}
-
-/// The dispatch groups of one timed set, run in turn one timed run at a time.
-struct Rotor<'a> {
-    refs: Vec<Vec<&'a Dispatch>>,
-    next: usize,
-}
-
-impl<'a> Rotor<'a> {
-    fn new(set: &'a [Vec<Dispatch>]) -> Rotor<'a> {
-        Rotor { refs: set.iter().map(|g| g.iter().collect()).collect(), next: 0 }
-    }
-
-    /// One run of the next group, in ms.
-    fn one(&mut self, gpu: &Gpu) -> Result<f64, GpuError> {
-        let t = gpu.time(&self.refs[self.next % self.refs.len()], 1)?;
-        self.next += 1;
-        Ok(t.first().copied().unwrap_or(f64::NAN))
-    }
-}
-
-/// Median ms of the dispatch groups in `set`, run round-robin after a [`warm_up`]. With
-/// `reps == 1` (the tuner's quick screen): the fastest of the runs within [`WARM_BATCH`] (at
-/// least one, so a slow variant on a slow device costs one run), which a cold clock cannot push
-/// past the screen's threshold as easily as one run.
-fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, GpuError> {
-    if reps > 1 {
-        return Ok(time_sets(gpu, &[set], reps)?[0]);
-    }
-    let mut rotor = Rotor::new(set);
-    let began = Instant::now();
-    let mut best = rotor.one(gpu)?;
-    while began.elapsed() < WARM_BATCH {
-        best = best.min(rotor.one(gpu)?);
-    }
-    Ok(best)
-}
-
-/// The median ms of each set: after a [`warm_up`] on the first, `reps` rounds that each run every
-/// set once (its next group), in turn.
-fn time_sets(gpu: &Gpu, sets: &[&[Vec<Dispatch>]], reps: usize) -> Result<Vec<f64>, GpuError> {
-    let mut rotors: Vec<Rotor> = sets.iter().map(|s| Rotor::new(s)).collect();
-    let Some(first) = rotors.first_mut() else {
-        return Ok(Vec::new());
-    };
-    warm_up(|| first.one(gpu))?;
-    let mut t = vec![Vec::with_capacity(reps); rotors.len()];
-    for _ in 0..reps.max(1) {
-        for (r, ti) in rotors.iter_mut().zip(t.iter_mut()) {
-            ti.push(r.one(gpu)?);
-        }
-    }
-    Ok(t.into_iter().map(median).collect())
-}
-
-fn random(gpu: &Gpu, len: usize, seed: u64) -> Result<Tensor, GpuError> {
-    let mut rng = Rng::new(seed);
-    gpu.upload(&rng.vec(len), &[len])
-}
-
-/// How many input copies to rotate: up to 4 while they total under 64 MiB.
-fn copies(bytes: usize) -> usize {
-    (64usize << 20).checked_div(bytes.max(1)).unwrap_or(1).clamp(1, 4)
-}
-
 /// The probe's run time below which it grows: long enough that launch and clock ramp are noise.
 const FMA_MIN_MS: f64 = 2.0;
 
@@ -314,188 +181,6 @@ pub fn copy_ceiling(gpu: &Gpu, reps: usize) -> Result<(f64, Probe), GpuError> {
 fn time_beside(gpu: &Gpu, set: &[Vec<Dispatch>], probe: &Probe, reps: usize) -> Result<(f64, f64), GpuError> {
     let t = time_sets(gpu, &[set, &probe.set], reps)?;
     Ok((t[0], probe.rate(t[1])))
-}
-
-fn gemm_job(name: &str, s: GemmShape, v: gemm::GemmVariant) -> Job {
-    // Smaller for the CPU reference, keeping each dimension's remainder mod 4 (and so the variant
-    // the full shape runs: vec4 kernels need aligned shapes) and partial tiles.
-    let shrink = |x: usize| if x <= 64 { x } else { 60 + x % 4 };
-    let small = GemmShape::new(shrink(s.m) + 4, shrink(s.n), shrink(s.k), s.trans);
-    Job {
-        op: Some(Op::Gemm(s)),
-        name: name.to_string(),
-        variant: v.name(),
-        shape: s.to_string(),
-        work: Work::Flops(2.0 * s.m as f64 * s.n as f64 * s.k as f64),
-        check: Box::new(move |g| check::gemm_case(g, small, v, Flags::NONE, Input::unit(1))),
-        build: Box::new(move |g| {
-            let c = g.empty(&[s.c_len()], DType::F32)?;
-            let mut set = Vec::new();
-            for i in 0..copies(4 * (s.a_len() + s.b_len())) {
-                let a = random(g, s.a_len(), 2 * i as u64)?;
-                let b = random(g, s.b_len(), 2 * i as u64 + 1)?;
-                set.push(gemm::gemm(g, &s, &a, &b, &c, &Epilogue::default(), v)?);
-            }
-            Ok(set)
-        }),
-    }
-}
-
-#[derive(Clone, Copy)]
-enum ConvDir {
-    Fwd(conv::ConvFwdVariant),
-    Data(conv::ConvBwdDataVariant),
-    Weight(conv::ConvBwdWeightVariant),
-}
-
-fn conv_job(name: &str, s: Conv2dShape, dir: ConvDir) -> Job {
-    let small = Conv2dShape { n: 2, ..s };
-    let macs = s.y_len() as f64 * (s.cin * s.kh * s.kw) as f64;
-    let (suffix, variant) = match dir {
-        ConvDir::Fwd(v) => ("fwd", v.name()),
-        ConvDir::Data(v) => ("bwd_data", v.name()),
-        ConvDir::Weight(v) => ("bwd_weight", v.name()),
-    };
-    let op = match dir {
-        ConvDir::Fwd(_) => Some(Op::ConvFwd(s)),
-        ConvDir::Data(_) => Some(Op::ConvData(s)),
-        ConvDir::Weight(_) => Some(Op::ConvWeight(s)),
-    };
-    Job {
-        op,
-        name: format!("{name}_{suffix}"),
-        variant: variant.to_string(),
-        shape: s.to_string(),
-        work: Work::Flops(2.0 * macs),
-        check: Box::new(move |g| match dir {
-            ConvDir::Fwd(v) => check::conv_fwd_case(g, small, v, Flags::BIAS_RELU, Input::unit(1)),
-            ConvDir::Data(v) => check::conv_bwd_data_case(g, small, v, Input::unit(1)),
-            ConvDir::Weight(v) => check::conv_bwd_weight_case(g, small, v, false, Input::unit(1)),
-        }),
-        build: Box::new(move |g| {
-            let (x, w, y) = (random(g, s.x_len(), 1)?, random(g, s.w_len(), 2)?, random(g, s.y_len(), 3)?);
-            let bias = random(g, s.cout, 4)?;
-            Ok(vec![match dir {
-                ConvDir::Fwd(v) => {
-                    let ep = Epilogue { bias: Some(&bias), accumulate: false, relu: true };
-                    vec![conv::conv2d_forward(g, &s, &x, &w, &y, &ep, v)?]
-                }
-                ConvDir::Data(v) => conv::conv2d_backward_data(g, &s, &y, &w, &x, v)?,
-                ConvDir::Weight(v) => conv::conv2d_backward_weight(g, &s, &x, &y, &w, false, v)?,
-            }])
-        }),
-    }
-}
-
-#[derive(Clone, Copy)]
-enum PoolDir {
-    Fwd(pool::PoolFwdVariant),
-    Bwd(pool::PoolBwdVariant),
-}
-
-fn pool_job(name: &str, s: Pool2dShape, max: bool, dir: PoolDir) -> Job {
-    let small = Pool2dShape { n: 2, ..s };
-    let bytes = 4.0 * (s.x_len() + s.y_len() * if max { 2 } else { 1 }) as f64;
-    let (suffix, v) = match dir {
-        PoolDir::Fwd(v) => ("fwd", v.name()),
-        PoolDir::Bwd(v) => ("bwd", v.name()),
-    };
-    let op = match dir {
-        PoolDir::Fwd(_) => Op::PoolFwd { shape: s, max },
-        PoolDir::Bwd(_) => Op::PoolBwd { shape: s, max },
-    };
-    Job {
-        op: Some(op),
-        name: format!("{name}_{suffix}"),
-        variant: format!("{} {v}", if max { "max" } else { "avg" }),
-        shape: s.to_string(),
-        work: Work::Bytes(bytes),
-        check: Box::new(move |g| match (max, dir) {
-            (true, PoolDir::Fwd(v)) => check::maxpool_fwd_case(g, small, v, Input::unit(1)),
-            (true, PoolDir::Bwd(v)) => check::maxpool_bwd_case(g, small, v, Input::unit(1)),
-            (false, PoolDir::Fwd(v)) => check::avgpool_fwd_case(g, small, v, Input::unit(1)),
-            (false, PoolDir::Bwd(v)) => check::avgpool_bwd_case(g, small, v, Input::unit(1)),
-        }),
-        build: Box::new(move |g| {
-            let (x, y) = (random(g, s.x_len(), 1)?, random(g, s.y_len(), 2)?);
-            let idx = g.upload(&vec![0; s.y_len()], &[s.y_len()])?;
-            let fwd = pool::PoolFwdVariant::DEFAULT;
-            if max && matches!(dir, PoolDir::Bwd(_)) {
-                // Real argmax indices: the backward's memory traffic depends on them.
-                g.run(&[&pool::maxpool_forward(g, &s, &x, &y, &idx, fwd)?])?;
-            }
-            Ok(vec![match (max, dir) {
-                (true, PoolDir::Fwd(v)) => vec![pool::maxpool_forward(g, &s, &x, &y, &idx, v)?],
-                (true, PoolDir::Bwd(v)) => pool::maxpool_backward(g, &s, &y, &idx, &x, v)?,
-                (false, PoolDir::Fwd(v)) => vec![pool::avgpool_forward(g, &s, &x, &y, v)?],
-                (false, PoolDir::Bwd(v)) => pool::avgpool_backward(g, &s, &y, &x, v)?,
-            }])
-        }),
-    }
-}
-
-/// The job that checks and times `variant` of a training step's op (for the tuner).
-fn op_job(op: &Op, variant: &str) -> Option<Job> {
-    Some(match *op {
-        Op::Gemm(s) => {
-            gemm_job("gemm", s, gemm::GemmVariant::all().into_iter().find(|v| v.name() == variant)?)
-        }
-        Op::ConvFwd(s) => {
-            let v = conv::ConvFwdVariant::all().into_iter().find(|v| v.name() == variant)?;
-            conv_job("conv", s, ConvDir::Fwd(v))
-        }
-        Op::ConvData(s) => {
-            let v = conv::ConvBwdDataVariant::all().into_iter().find(|v| v.name() == variant)?;
-            conv_job("conv", s, ConvDir::Data(v))
-        }
-        Op::ConvWeight(s) => {
-            let v = conv::ConvBwdWeightVariant::all().into_iter().find(|v| v.name() == variant)?;
-            conv_job("conv", s, ConvDir::Weight(v))
-        }
-        Op::PoolFwd { shape, max } => {
-            let v = pool::PoolFwdVariant::all().into_iter().find(|v| v.name() == variant)?;
-            pool_job("pool", shape, max, PoolDir::Fwd(v))
-        }
-        Op::PoolBwd { shape, max } => {
-            let v = pool::PoolBwdVariant::all().into_iter().find(|v| v.name() == variant)?;
-            pool_job("pool", shape, max, PoolDir::Bwd(v))
-        }
-    })
-}
-
-/// One variant of a tuner's op, checked against the CPU reference at a small size and built at
-/// the op's own shape, ready to time ([`prepare_op`]).
-pub struct Ready {
-    set: Vec<Vec<Dispatch>>,
-}
-
-impl Ready {
-    /// The tuner's quick screen: the fastest run within [`WARM_BATCH`] (at least one).
-    pub fn screen(&self, gpu: &Gpu) -> Result<f64, GpuError> {
-        time_groups(gpu, &self.set, 1)
-    }
-}
-
-/// Checks `variant` of `op` and, if it passes, builds its dispatches at the op's own shape:
-/// `Ok(Ready)`, or `Err(why)` when it failed its check or does not exist.
-pub fn prepare_op(gpu: &Gpu, op: &Op, variant: &str) -> Result<Result<Ready, String>, GpuError> {
-    let Some(job) = op_job(op, variant) else {
-        return Ok(Err(format!("no variant {variant:?} for {}", op.signature())));
-    };
-    match (job.check)(gpu) {
-        Ok(r) if r.passed() => {}
-        Ok(r) => return Ok(Err(format!("failed the reference check: {}", r.failure.unwrap_or_default()))),
-        Err(e) => return Ok(Err(format!("failed the reference check: {e}"))),
-    }
-    Ok(Ok(Ready { set: (job.build)(gpu)? }))
-}
-
-/// Times several variants of one op side by side ([`time_sets`]): the median of each. Interleaved,
-/// a device whose speed drifts (lavapipe's, up to 2x within minutes) slows every variant alike
-/// instead of deciding the choice.
-pub fn time_together(gpu: &Gpu, ready: &[Ready], reps: usize) -> Result<Vec<f64>, GpuError> {
-    let sets: Vec<&[Vec<Dispatch>]> = ready.iter().map(|r| r.set.as_slice()).collect();
-    time_sets(gpu, &sets, reps)
 }
 
 fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job> {
@@ -589,7 +274,15 @@ fn elementwise_jobs(n: usize, rows: usize, k: usize, weights: usize) -> Vec<Job>
 
 fn jobs(variants: bool) -> Vec<Job> {
     let mut jobs = Vec::new();
-    let gemm_variants = if variants { gemm::GemmVariant::all() } else { vec![gemm::GemmVariant::DEFAULT] };
+    // Every usable variant of a family, or its default alone.
+    fn of<V: FamilyVariant>(variants: bool) -> Vec<V> {
+        if variants {
+            V::usable()
+        } else {
+            vec![V::default_variant()]
+        }
+    }
+    let gemm_variants: Vec<gemm::GemmVariant> = of(variants);
     for t in Trans::ALL {
         for size in [256, 512, 1024, 2048] {
             for &v in &gemm_variants {
@@ -608,37 +301,22 @@ fn jobs(variants: bool) -> Vec<Job> {
     }
     for (i, s) in check::fer_convs(batch).into_iter().enumerate() {
         let name = format!("conv{}", i + 1);
-        let fwd =
-            if variants { conv::ConvFwdVariant::all().to_vec() } else { vec![conv::ConvFwdVariant::DEFAULT] };
-        for v in fwd {
+        for v in of::<conv::ConvFwdVariant>(variants) {
             jobs.push(conv_job(&name, s, ConvDir::Fwd(v)));
         }
-        let dv = if variants {
-            conv::ConvBwdDataVariant::all().to_vec()
-        } else {
-            vec![conv::ConvBwdDataVariant::DEFAULT]
-        };
-        for v in dv {
+        for v in of::<conv::ConvBwdDataVariant>(variants) {
             jobs.push(conv_job(&name, s, ConvDir::Data(v)));
         }
-        let wv = if variants {
-            conv::ConvBwdWeightVariant::all().to_vec()
-        } else {
-            vec![conv::ConvBwdWeightVariant::DEFAULT]
-        };
-        for v in wv {
+        for v in of::<conv::ConvBwdWeightVariant>(variants) {
             jobs.push(conv_job(&name, s, ConvDir::Weight(v)));
         }
     }
     for (i, s) in check::fer_pools(batch).into_iter().enumerate() {
         let name = format!("pool{}", i + 1);
-        let (f, d) = (pool::PoolFwdVariant::DEFAULT, pool::PoolBwdVariant::DEFAULT);
-        let fv = if variants { pool::PoolFwdVariant::all().to_vec() } else { vec![f] };
-        for v in fv {
+        for v in of::<pool::PoolFwdVariant>(variants) {
             jobs.push(pool_job(&name, s, i == 0, PoolDir::Fwd(v)));
         }
-        let pv = if variants { pool::PoolBwdVariant::all().to_vec() } else { vec![d] };
-        for v in pv {
+        for v in of::<pool::PoolBwdVariant>(variants) {
             jobs.push(pool_job(&name, s, i == 0, PoolDir::Bwd(v)));
         }
     }
@@ -710,7 +388,7 @@ pub fn step_row(
     batch: usize,
     reps: usize,
     fma: &Probe,
-    plan: &crate::model::Plan,
+    plan: &Plan,
 ) -> Result<StepRow, GpuError> {
     let cfg = preset(name).ok_or_else(|| GpuError::Internal(format!("no preset {name}")))?;
     let net = Net::new(&cfg, 7).map_err(|e| GpuError::Internal(e.to_string()))?;
@@ -836,11 +514,11 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
         // The default rows time the tuner's choice for their op.
         let mut runner_up = None;
         if let (false, Some(op)) = (opts.variants, job.op) {
-            if let Some(e) = tuner.entry(gpu, &op, &mut |m| progress(&m))? {
-                if let Some(chosen) = op_job(&op, &e.choice) {
+            if let Some(c) = tuner.choice(gpu, &op, &mut |m| progress(&m))? {
+                if let Some(chosen) = op_job(&op, c.variant) {
                     job = Job { name: job.name, ..chosen };
                 }
-                runner_up = e.runner_up;
+                runner_up = c.runner_up.map(|v| v.name().to_string());
             }
         }
         let mut row = BenchRow {
@@ -897,13 +575,13 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             if !opts.filter.as_deref().is_none_or(|f| selects_step(f, name)) {
                 continue;
             }
-            let mut plan = crate::model::Plan::default();
+            let mut plan = Plan::default();
             let mut untuned = 0;
             if let Some(net) = preset(name).and_then(|c| Net::new(&c, 7).ok()) {
                 for (key, op) in crate::model::plan::ops(&net, STEP_BATCH) {
-                    match tuner.entry(gpu, &op, &mut |m| progress(&m))? {
-                        Some(e) => {
-                            plan.0.insert(key, e.choice);
+                    match tuner.choice(gpu, &op, &mut |m| progress(&m))? {
+                        Some(c) => {
+                            plan.set(key, c.variant).map_err(GpuError::Internal)?;
                         }
                         None if opts.tune != crate::tune::Mode::Off => untuned += 1,
                         None => {}

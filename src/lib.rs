@@ -15,6 +15,7 @@ pub mod data;
 pub mod eval;
 pub mod gpu;
 pub mod kernels;
+pub mod measure;
 pub mod model;
 pub mod report;
 pub mod rng;

@@ -258,7 +258,7 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
         for r in rows.iter().filter(|r| !r.passed) {
             println!("  {}: {}", r.kernel, r.failure.as_deref().unwrap_or("?"));
         }
-        if !gpu.subgroups && rows.iter().any(|r| r.kernel.contains("subgroup")) {
+        if !gpu.subgroups && rows.iter().any(|r| r.subgroups) {
             println!(
                 "note: the device has no subgroups here: the subgroup variants' rows checked the kernels \
                  that run in their place (the tiled GEMM, the blocked and rows convolutions; no subgroup kernel \

@@ -24,9 +24,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::bench;
 use crate::gpu::{Gpu, GpuError};
-use crate::model::plan::{ops, Op};
+use crate::kernels::registry::{Caps, Op, Variant};
+use crate::measure::{self, Ready};
+use crate::model::plan::ops;
 use crate::model::{Net, Plan};
 
 /// The cache file's path (overrides the default location).
@@ -107,6 +108,12 @@ pub struct Entry {
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cache {
     pub entries: BTreeMap<String, Entry>,
+    /// Variants whose first run under the tuner never returned (the process died in it: a driver
+    /// crash), per device and build ([`device_key`]): the variant's name and the op it was tried
+    /// on. The tuner skips them on that device from then on ([`Tuner::new`] reads the markers a
+    /// dead process left, [`Trying`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub crashed: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The cache key of `op` on `gpu`'s adapter under this build of dlsvm: its version and
@@ -116,9 +123,15 @@ pub struct Cache {
 /// tiled kernel; so has one opened with WebGPU's default limits (`DLSVM_LIMITS=webgpu`), where
 /// some variants fall back.
 pub fn key(gpu: &Gpu, op: &Op) -> String {
+    format!("{} | {}", device_key(gpu), op.signature())
+}
+
+/// The part of a cache key that names the device, how it was opened, and this build: every key
+/// of `gpu` starts with it.
+pub fn device_key(gpu: &Gpu) -> String {
     let i = &gpu.info;
     format!(
-        "{} | {}{}{} | {} {} | {} | {}",
+        "{} | {}{}{} | {} {} | {}",
         i.name,
         i.backend,
         if gpu.subgroups { "" } else { " (no subgroups)" },
@@ -126,7 +139,6 @@ pub fn key(gpu: &Gpu, op: &Op) -> String {
         i.driver,
         i.driver_info,
         build(),
-        op.signature()
     )
 }
 
@@ -207,6 +219,8 @@ impl Cache {
         let mine = format!("| {build} |");
         let keep_after = now.saturating_sub(STALE_AFTER.as_secs());
         self.entries.retain(|k, e| k.contains(&mine) || e.tuned_at > keep_after);
+        // Another build's crashes are its own: its kernels may differ.
+        self.crashed.retain(|k, _| k.ends_with(&format!("| {build}")));
         before - self.entries.len()
     }
 
@@ -222,31 +236,59 @@ impl Cache {
 
 /// Checks and times every speed variant of `op` (the default first) and picks the fastest that
 /// passed its check; `None` when none passed. Two rounds: every variant is screened (one quick
-/// look, [`bench::Ready::screen`]); then the [`CONTENDERS`] fastest, where within [`CONTENDER`] x
-/// the best screen, are timed [`REPS`] times side by side ([`bench::time_together`]). Only the
+/// look, [`Ready::screen`]); then the [`CONTENDERS`] fastest, where within [`CONTENDER`] x the
+/// best screen, are timed [`REPS`] times side by side ([`measure::time_together`]). Only the
 /// contenders' dispatches are kept between the rounds.
-pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
+///
+/// `crashed` names variants to skip (they crashed the driver in an earlier start); `trying`, where
+/// given, records each variant before its first run here, so that a crash in it is known at the
+/// next start.
+pub fn tune_op(
+    gpu: &Gpu,
+    op: &Op,
+    crashed: &BTreeMap<String, String>,
+    mut trying: Option<&mut Trying>,
+) -> Result<Option<Entry>, GpuError> {
     let mut ms = BTreeMap::new();
     let mut skipped = BTreeMap::new();
     // The fastest screens so far, fastest first, with their dispatches.
-    let mut top: Vec<(String, f64, bench::Ready)> = Vec::new();
-    for v in speed_variants(gpu, op) {
-        let ready = match bench::prepare_op(gpu, op, &v)? {
+    let mut top: Vec<(String, f64, Ready)> = Vec::new();
+    for v in op.tuned_variants(&Caps::of(gpu)) {
+        let name = v.name().to_string();
+        if let Some(at) = crashed.get(&name) {
+            skipped.insert(name, format!("crashed the driver in an earlier start (tuning {at})"));
+            continue;
+        }
+        if let Some(t) = trying.as_deref_mut() {
+            t.set(&device_key(gpu), &op.signature(), &name);
+            if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
+                // The test of crash recovery: die as a driver crash would, in the variant's run.
+                std::process::abort();
+            }
+        }
+        let prepared = measure::prepare_op(gpu, op, v)?;
+        let screened = match prepared {
+            Ok(ready) => Ok((ready.screen(gpu)?, ready)),
+            Err(why) => Err(why),
+        };
+        if let Some(t) = trying.as_deref_mut() {
+            t.clear();
+        }
+        let ready = match screened {
             Ok(r) => r,
             Err(why) => {
-                skipped.insert(v, why);
+                skipped.insert(name, why);
                 continue;
             }
         };
-        let t = ready.screen(gpu)?;
-        ms.insert(v.clone(), t);
-        keep_fastest(&mut top, v, t, ready);
+        let (t, ready) = ready;
+        ms.insert(name.clone(), t);
+        keep_fastest(&mut top, name, t, ready);
     }
     cut_slow(&mut top);
-    let (finalists, ready): (Vec<String>, Vec<bench::Ready>) =
-        top.into_iter().map(|(v, _, r)| (v, r)).unzip();
+    let (finalists, ready): (Vec<String>, Vec<Ready>) = top.into_iter().map(|(v, _, r)| (v, r)).unzip();
     if ready.len() > 1 {
-        for (v, m) in finalists.iter().zip(bench::time_together(gpu, &ready, REPS)?) {
+        for (v, m) in finalists.iter().zip(measure::time_together(gpu, &ready, REPS)?) {
             ms.insert(v.clone(), m);
         }
     }
@@ -261,6 +303,97 @@ pub fn tune_op(gpu: &Gpu, op: &Op) -> Result<Option<Entry>, GpuError> {
     let (choice, runner_up) = (ranked.first().map(|v| v.to_string()), ranked.get(1).map(|v| v.to_string()));
     let tuned_at = unix_now();
     Ok(choice.map(|choice| Entry { choice, runner_up, ms, finalists, skipped, tuned_at }))
+}
+
+/// For the tests of crash recovery only: a variant name; the tuner aborts the process where it
+/// would first run that variant (after recording that it is trying it), as a driver crash would.
+pub const CRASH_ENV: &str = "DLSVM_TEST_TUNE_CRASH";
+
+/// A tuning process's marker file, `<cache>.trying.<pid>`, held under an exclusive OS lock for
+/// the process's life: before a variant first runs it names the device, the op and the variant,
+/// and it is emptied when the run returns. The kernel releases the lock when the process dies, so
+/// a marker that can be locked and still names a variant is a process that died in that variant's
+/// run (a driver crash, or a kill): [`take_crashes`] reads it at the next start.
+pub struct Trying {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Trying {
+    /// Creates and locks this process's marker beside the cache at `cache` (`None`, with the
+    /// reason, where the folder cannot hold it: tuning goes on without crash records).
+    pub fn open(cache: &Path) -> Result<Trying, String> {
+        let path = marker_path(cache, std::process::id());
+        let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let file = std::fs::File::create(&path).map_err(fail)?;
+        file.lock().map_err(fail)?;
+        Ok(Trying { file, path })
+    }
+
+    /// Records that `variant` of op `op` on device `device` is about to run (tab-separated).
+    pub fn set(&mut self, device: &str, op: &str, variant: &str) {
+        self.write(&format!("{device}\t{op}\t{variant}\n"));
+    }
+
+    /// The run returned.
+    pub fn clear(&mut self) {
+        self.write("");
+    }
+
+    fn write(&mut self, text: &str) {
+        use std::io::{Seek, Write};
+        // A process crash keeps what write() handed the kernel: no sync needed.
+        let _ = self.file.set_len(0);
+        let _ = self.file.seek(std::io::SeekFrom::Start(0));
+        let _ = self.file.write_all(text.as_bytes());
+    }
+}
+
+impl Drop for Trying {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn marker_path(cache: &Path, pid: u32) -> PathBuf {
+    let name = cache.file_name().map_or("tune.json".into(), |n| n.to_string_lossy().into_owned());
+    cache.with_file_name(format!("{name}.trying.{pid}"))
+}
+
+/// The crashes dead tuning processes left beside the cache at `cache` ([`Trying`]): each as
+/// (device key, op, variant). Their markers are deleted; live processes' are left alone.
+pub fn take_crashes(cache: &Path) -> Vec<(String, String, String)> {
+    let prefix = format!("{}.trying.", cache.file_name().map_or("tune.json".into(), |n| n.to_string_lossy()));
+    let dir = match cache.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let Ok(listing) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in listing.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(&prefix) {
+            continue;
+        }
+        let Ok(file) = std::fs::File::open(entry.path()) else {
+            continue;
+        };
+        // Held: a live process's. Free: its process is gone.
+        if file.try_lock().is_err() {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let mut parts = text.trim_end_matches('\n').splitn(3, '\t');
+        if let (Some(d), Some(o), Some(v)) = (parts.next(), parts.next(), parts.next()) {
+            found.push((d.to_string(), o.to_string(), v.to_string()));
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+    found
 }
 
 /// Puts a screened variant `(v, t, x)` into `top`, the fastest screens so far, fastest first (a
@@ -279,19 +412,6 @@ fn cut_slow<T>(top: &mut Vec<(String, f64, T)>) {
     top.retain(|(_, t, _)| *t <= CONTENDER * best);
 }
 
-/// The variants to time for `op`: all but the direct convolutions and those that would fall back
-/// to another variant's kernel on this shape; the default first, the simple fallbacks last (see
-/// the module's notes).
-fn speed_variants(gpu: &Gpu, op: &Op) -> Vec<String> {
-    let fallback = |v: &str| matches!(v, "naive" | "gather");
-    let default = op.default_variant();
-    let dev = crate::kernels::gemm::GemmDevice::of(gpu);
-    let mut v: Vec<String> =
-        op.variants().into_iter().filter(|v| v != "direct" && op.runs_itself(&dev, v)).collect();
-    v.sort_by_key(|v| (*v != default, fallback(v)));
-    v
-}
-
 /// What [`plan`] did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Report {
@@ -302,6 +422,15 @@ pub struct Report {
     /// Ops left at their default (mode off or cached and not in the cache, or nothing passed).
     pub defaults: usize,
     pub seconds: f64,
+}
+
+/// A tuned op's choice, typed.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub variant: Variant,
+    pub runner_up: Option<Variant>,
+    /// The cache entry it came from.
+    pub entry: Entry,
 }
 
 /// A tuning session: the cache loaded once, entries looked up or tuned, the cache saved once.
@@ -315,13 +444,37 @@ pub struct Tuner {
     /// Keys [`Tuner::tune_ahead`] tuned in this run, not yet asked for by [`Tuner::entry`] (which
     /// then counts them as tuned, not as cached).
     ahead: std::collections::HashSet<String>,
+    /// This process's marker of the variant it is trying (with [`Mode::Full`]).
+    trying: Option<Trying>,
 }
 
 impl Tuner {
     /// Opens the cache (not for [`Mode::Off`]); `warn` hears a corrupt file's warning.
+    /// Under [`Mode::Full`] it also takes the crashes a dead tuning process left ([`take_crashes`]):
+    /// each is recorded in the cache (saved at once) and `warn` hears one line per variant, which
+    /// this and later starts then skip on that device.
     pub fn new(mode: Mode, warn: &mut dyn FnMut(String)) -> Tuner {
         let path = cache_path();
-        let cache = if mode == Mode::Off { Cache::default() } else { Cache::load(&path, warn) };
+        let mut cache = if mode == Mode::Off { Cache::default() } else { Cache::load(&path, warn) };
+        let mut trying = None;
+        if mode == Mode::Full {
+            let crashes = take_crashes(&path);
+            for (device, op, variant) in &crashes {
+                warn(format!(
+                    "variant {variant} crashed while it was tuned for {op} in an earlier start on this device; \
+                     it is skipped here from now on (delete {} to try it again)",
+                    path.display()
+                ));
+                cache.crashed.entry(device.clone()).or_default().insert(variant.clone(), op.clone());
+            }
+            if !crashes.is_empty() {
+                if let Err(e) = cache.save(&path) {
+                    warn(format!("could not save the tuning cache {}: {e}", path.display()));
+                }
+            }
+            trying =
+                Trying::open(&path).map_err(|e| warn(format!("no crash records while tuning: {e}"))).ok();
+        }
         Tuner {
             mode,
             path,
@@ -330,6 +483,7 @@ impl Tuner {
             began: Instant::now(),
             report: Report::default(),
             ahead: Default::default(),
+            trying,
         }
     }
 
@@ -361,7 +515,8 @@ impl Tuner {
         progress: &mut dyn FnMut(String),
     ) -> Result<Option<Entry>, GpuError> {
         let t = Instant::now();
-        let e = tune_op(gpu, op)?;
+        let crashed = self.cache.crashed.get(&device_key(gpu)).cloned().unwrap_or_default();
+        let e = tune_op(gpu, op, &crashed, self.trying.as_mut())?;
         if let Some(e) = &e {
             let runner = e.runner_up.as_ref().map(|r| format!("; runner-up {r} {:.2} ms", e.ms[r]));
             progress(format!(
@@ -413,6 +568,35 @@ impl Tuner {
         Ok(found)
     }
 
+    /// `op`'s choice on `gpu` ([`Tuner::entry`]) as typed variants. An entry whose names this build
+    /// does not know (a cache edited by hand: this build's keys carry its kernels' fingerprint) is
+    /// ignored with a warning naming the cache file.
+    pub fn choice(
+        &mut self,
+        gpu: &Gpu,
+        op: &Op,
+        progress: &mut dyn FnMut(String),
+    ) -> Result<Option<Choice>, GpuError> {
+        let Some(e) = self.entry(gpu, op, progress)? else {
+            return Ok(None);
+        };
+        let parsed = op.parse(&e.choice).and_then(|v| {
+            let runner_up = e.runner_up.as_deref().map(|r| op.parse(r)).transpose()?;
+            Ok(Choice { variant: v, runner_up, entry: e.clone() })
+        });
+        match parsed {
+            Ok(c) => Ok(Some(c)),
+            Err(why) => {
+                progress(format!(
+                    "warning: {}: {}: {why}; using the default",
+                    self.path.display(),
+                    op.signature()
+                ));
+                Ok(None)
+            }
+        }
+    }
+
     /// Saves the cache if anything was tuned; returns what was done.
     pub fn finish(mut self, warn: &mut dyn FnMut(String)) -> Report {
         if self.changed {
@@ -438,9 +622,9 @@ pub fn plan(
 ) -> Result<(Plan, Report), GpuError> {
     let mut tuner = Tuner::new(mode, &mut |m| progress(format!("warning: {m}")));
     let mut plan = Plan::default();
-    for (name, op) in ops(net, batch) {
-        if let Some(e) = tuner.entry(gpu, &op, progress)? {
-            plan.0.insert(name, e.choice);
+    for (key, op) in ops(net, batch) {
+        if let Some(c) = tuner.choice(gpu, &op, progress)? {
+            plan.set(key, c.variant).map_err(GpuError::Internal)?;
         }
     }
     let report = tuner.finish(&mut |m| progress(format!("warning: {m}")));

@@ -74,14 +74,14 @@ fn check_json_reports_every_row() {
         [
             "maxpool fwd outputs",
             "maxpool fwd rows",
-            "maxpool bwd gather",
             "maxpool bwd passes",
             "maxpool bwd rows",
+            "maxpool bwd gather",
             "avgpool fwd outputs",
             "avgpool fwd rows",
-            "avgpool bwd gather",
             "avgpool bwd passes",
-            "avgpool bwd rows"
+            "avgpool bwd rows",
+            "avgpool bwd gather"
         ]
     );
     assert!(rows.iter().all(|r| r["passed"] == true && r["shapes"].as_u64() > Some(0)));

@@ -7,6 +7,7 @@ mod common;
 use common::{gpu, pass, pass_named};
 use dlsvm::check::shapes::{self, PRESET_BATCH};
 use dlsvm::check::{self, Flags, Input, Values};
+use dlsvm::kernels::registry::FamilyVariant;
 use dlsvm::kernels::{
     conv::ConvBwdDataVariant, conv::ConvBwdWeightVariant, conv::ConvFwdVariant, gemm::GemmVariant,
     pool::PoolBwdVariant, pool::PoolFwdVariant,
@@ -132,10 +133,10 @@ fn maxpool_every_variant_with_and_without_ties() {
     for (i, (name, s)) in pools().into_iter().enumerate() {
         for a in [Values::Unit, Values::Ties] {
             let input = Input { seed: i as u64, a, b: Values::Unit };
-            for v in PoolFwdVariant::all() {
+            for v in PoolFwdVariant::checked() {
                 pass_named(&name, check::maxpool_fwd_case(gpu(), s, v, input));
             }
-            for v in PoolBwdVariant::all() {
+            for v in PoolBwdVariant::checked() {
                 pass_named(&name, check::maxpool_bwd_case(gpu(), s, v, input));
             }
         }
@@ -145,10 +146,10 @@ fn maxpool_every_variant_with_and_without_ties() {
 #[test]
 fn avgpool_every_variant() {
     for (i, (name, s)) in pools().into_iter().enumerate() {
-        for v in PoolFwdVariant::all() {
+        for v in PoolFwdVariant::checked() {
             pass_named(&name, check::avgpool_fwd_case(gpu(), s, v, Input::unit(i as u64)));
         }
-        for v in PoolBwdVariant::all() {
+        for v in PoolBwdVariant::checked() {
             pass_named(&name, check::avgpool_bwd_case(gpu(), s, v, Input::unit(i as u64)));
         }
     }
@@ -160,7 +161,7 @@ fn maxpool_ties_pick_the_first_element() {
     let s = Pool2dShape::square(1, 1, 4, 2, 2, 0);
     let x = g.upload(&[1.0f32; 16], &[16]).unwrap();
     let y = g.empty(&[4], dlsvm::gpu::DType::F32).unwrap();
-    for v in PoolFwdVariant::all() {
+    for v in PoolFwdVariant::checked() {
         let idx = g.empty(&[4], dlsvm::gpu::DType::I32).unwrap();
         g.run(&[&dlsvm::kernels::pool::maxpool_forward(g, &s, &x, &y, &idx, v).unwrap()]).unwrap();
         assert_eq!(g.download::<i32>(&idx).unwrap(), vec![0, 2, 8, 10], "{}", v.name());

@@ -4,8 +4,9 @@
 mod common;
 
 use common::gpu;
+use dlsvm::kernels::registry::{Caps, Op};
 use dlsvm::model::cpu_net::{self, DropoutKey};
-use dlsvm::model::plan::{ops, Op};
+use dlsvm::model::plan::ops;
 use dlsvm::model::{preset, GpuNet, LayerSpec, Net, NetConfig, Plan, Top};
 use dlsvm::rng::Rng;
 
@@ -38,8 +39,12 @@ fn gpu_steps_match_cpu_with(name: &str, top: Top, steps: u64, choose: impl Fn(&O
     let net = Net::new(&cfg, 7).expect("network");
     let batch = 6;
     let init = net.init_params(3);
-    let chosen = ops(&net, batch).into_iter().filter_map(|(key, op)| Some((key, choose(&op)?.to_string())));
-    let plan = Plan(chosen.collect());
+    let mut plan = Plan::default();
+    for (key, op) in ops(&net, batch) {
+        if let Some(name) = choose(&op) {
+            plan.set(key, op.parse(name).expect("a variant of the op")).expect("its family");
+        }
+    }
     let gnet = GpuNet::with_plan(g, &net, batch, &init, 1.0, 77, &plan).expect("gpu network");
     let mut params = init.clone();
     let mut vel: Vec<Vec<f32>> = net.params.iter().map(|p| vec![0.0; p.len()]).collect();
@@ -104,7 +109,7 @@ fn gpu_steps_equal_cpu_reference_mlp_l1svm() {
 /// gradients and their slice sums) or a workgroup per output row (the top layer's dot kernel).
 #[test]
 fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
-    use dlsvm::kernels::gemm::{runs_itself, GemmDevice, GemmVariant, DOT_MAX_N};
+    use dlsvm::kernels::gemm::DOT_MAX_N;
     let gpu_class = |op: &Op| match op {
         Op::Gemm(s) if s.n <= DOT_MAX_N => Some("dot64r4"),
         Op::Gemm(_) => Some("split64x64x8r4x4"),
@@ -113,13 +118,13 @@ fn gpu_steps_equal_cpu_reference_with_the_gpu_class_variants() {
         Op::ConvWeight(_) => Some("shared32x32x16r4x4"),
         Op::PoolFwd { .. } | Op::PoolBwd { .. } => None,
     };
-    let split = GemmVariant::all().into_iter().find(|v| v.name() == "split64x64x8r4x4").unwrap();
     let mlp = Net::new(&config("mlp", Top::L2svm), 7).unwrap();
     let splitting = ops(&mlp, 6)
         .into_iter()
-        .filter(
-            |(_, op)| matches!(op, Op::Gemm(s) if s.n > DOT_MAX_N && runs_itself(s, split, &GemmDevice::ANY)),
-        )
+        .filter(|(_, op)| {
+            let split = op.parse("split64x64x8r4x4");
+            matches!(op, Op::Gemm(s) if s.n > DOT_MAX_N && op.runs_itself(split.unwrap(), &Caps::ANY))
+        })
         .count();
     assert_eq!(splitting, 3, "the mlp's two hidden forwards and one backward data split K");
     gpu_steps_match_cpu_with("mlp", Top::L2svm, 3, gpu_class);

@@ -43,8 +43,9 @@ use common::gpu;
 use dlsvm::check::{self, CaseReport, Flags, Input, Values};
 use dlsvm::gpu::{DType, Gpu, GpuError};
 use dlsvm::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
-use dlsvm::kernels::gemm::{runs_itself, vec4_aligned, GemmDevice, GemmVariant};
+use dlsvm::kernels::gemm::{vec4_aligned, GemmVariant};
 use dlsvm::kernels::pool::{MaxPoolBwdVariant, PoolFwdVariant};
+use dlsvm::kernels::registry::{Caps, FamilyVariant, Op, Variant};
 use dlsvm::kernels::{activation, loss};
 use dlsvm::model::Top;
 use dlsvm::rng::Rng;
@@ -481,7 +482,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             ));
             keys.push(format!("gemm flags {:?}", (flags.bias, flags.accumulate, flags.relu)));
             // The variants that fall back on some shapes: reached on their own kernel too.
-            if own_kernel_key(&v) && runs_itself(&s, v, &GemmDevice::of(g)) {
+            if own_kernel_key(&v) && Op::Gemm(s).runs_itself(Variant::Gemm(v), &Caps::of(g)) {
                 keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
             }
             if (sa, sb) != (1.0, 1.0) {
@@ -554,7 +555,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::conv_bwd_bias_case(g, s, accumulate, Input::scaled(sd, scale, 1.0))
         }
         Family::MaxpoolFwd => {
-            let all = PoolFwdVariant::all();
+            let all = PoolFwdVariant::checked();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             let values = match rng.below(4) {
@@ -570,7 +571,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::maxpool_fwd_case(g, s, v, Input::values(sd, values))
         }
         Family::MaxpoolBwd => {
-            let all = MaxPoolBwdVariant::all();
+            let all = MaxPoolBwdVariant::checked();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, &format!("maxpool bwd {}", v.name()));
@@ -582,14 +583,14 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             )
         }
         Family::AvgpoolFwd => {
-            let all = PoolFwdVariant::all();
+            let all = PoolFwdVariant::checked();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, &format!("avgpool fwd {}", v.name()));
             check::avgpool_fwd_case(g, s, v, Input::scaled(sd, scale_or(rng, &HUGE), 1.0))
         }
         Family::AvgpoolBwd => {
-            let all = MaxPoolBwdVariant::all();
+            let all = MaxPoolBwdVariant::checked();
             let v = all[ordinal % all.len()];
             let s = pool_shape(rng);
             pool_keys(&s, &mut keys, &format!("avgpool bwd {}", v.name()));
@@ -753,12 +754,10 @@ fn own_kernel_key(v: &GemmVariant) -> bool {
             | GemmVariant::Dot { .. }
             | GemmVariant::Subgroup { .. }
             | GemmVariant::Subgroup4 { .. }
-            | GemmVariant::Texture4 { .. }
-            | GemmVariant::SubgroupTexture4 { .. }
     )
 }
 
-fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
+fn required_keys(re: Regimes, dev: &Caps) -> Vec<String> {
     let mut keys = Vec::new();
     if re.subnormals {
         keys.extend(["gemm subnormal operand", "conv fwd subnormal operand"].map(String::from));
@@ -772,16 +771,7 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
     }
     for t in Trans::ALL {
         // (Subgroup variants only on a device with subgroups: elsewhere they run the tiled kernel.)
-        for v in GemmVariant::checked().into_iter().filter(|v| {
-            own_kernel_key(v)
-                && (dev.subgroups
-                    || !matches!(
-                        v,
-                        GemmVariant::Subgroup { .. }
-                            | GemmVariant::Subgroup4 { .. }
-                            | GemmVariant::SubgroupTexture4 { .. }
-                    ))
-        }) {
+        for v in GemmVariant::checked().into_iter().filter(|v| own_kernel_key(v) && v.subgroups_allow(dev)) {
             keys.push(format!("gemm {} {} on its own kernel", t.name(), v.name()));
         }
     }
@@ -820,10 +810,10 @@ fn required_keys(re: Regimes, dev: &GemmDevice) -> Vec<String> {
     keys.push("conv bwd_weight extreme scales".into());
     keys.extend(["conv bwd_bias accumulate=false", "conv bwd_bias accumulate=true"].map(String::from));
     let mut pools: Vec<String> = Vec::new();
-    pools.extend(PoolFwdVariant::all().map(|v| format!("maxpool fwd {}", v.name())));
-    pools.extend(PoolFwdVariant::all().map(|v| format!("avgpool fwd {}", v.name())));
-    pools.extend(MaxPoolBwdVariant::all().map(|v| format!("maxpool bwd {}", v.name())));
-    pools.extend(MaxPoolBwdVariant::all().map(|v| format!("avgpool bwd {}", v.name())));
+    pools.extend(PoolFwdVariant::checked().into_iter().map(|v| format!("maxpool fwd {}", v.name())));
+    pools.extend(PoolFwdVariant::checked().into_iter().map(|v| format!("avgpool fwd {}", v.name())));
+    pools.extend(MaxPoolBwdVariant::checked().into_iter().map(|v| format!("maxpool bwd {}", v.name())));
+    pools.extend(MaxPoolBwdVariant::checked().into_iter().map(|v| format!("avgpool bwd {}", v.name())));
     for fam in pools {
         for what in ["overlapping windows", "ceil mode", "padding"] {
             keys.push(format!("{fam} {what}"));
@@ -984,10 +974,8 @@ fn stress_every_kernel_against_the_reference() {
     if cfg.only.is_none() {
         assert!(ran >= cfg.min_cases, "ran {ran} cases, fewer than the minimum {}", cfg.min_cases);
         if ran >= 1000 {
-            let missing: Vec<String> = required_keys(re, &GemmDevice::of(g))
-                .into_iter()
-                .filter(|k| !covered.contains_key(k))
-                .collect();
+            let missing: Vec<String> =
+                required_keys(re, &Caps::of(g)).into_iter().filter(|k| !covered.contains_key(k)).collect();
             assert!(missing.is_empty(), "{ran} cases left uncovered (seed {:#x}): {missing:?}", cfg.seed);
         }
     }

@@ -221,24 +221,22 @@ fn resume_keeps_the_recorded_variants_and_stays_bit_exact() {
     use dlsvm::model::Plan;
     let src = synth::source(160, 32, 11);
     let cfg = small_config();
-    let p1 = Plan(
-        [("6.fc_fwd", "tiled16x16r4x4"), ("2.conv_weight", "split"), ("1.pool_bwd", "gather")]
+    let p1 = Plan::from_names(
+        &[("6.fc_fwd", "tiled16x16r4x4"), ("2.conv_weight", "split"), ("1.pool_bwd", "gather")]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-    );
+    )
+    .unwrap();
     let with = |out: &PathBuf, resume, stop, plan: &Plan| RunOptions {
         plan: Some(plan.clone()),
         ..opts(out.clone(), resume, stop)
     };
     let full = tmp("plan-full");
     let a = run(&cfg, &src, with(&full, false, None, &p1)).unwrap();
-    assert_eq!(a.variants.0["6.fc_fwd"], "tiled16x16r4x4");
-    assert_eq!(
-        a.variants.0["8.fc_fwd"],
-        dlsvm::kernels::gemm::GemmVariant::DEFAULT.name(),
-        "the rest default"
-    );
+    let names = a.variants.names();
+    assert_eq!(names["6.fc_fwd"], "tiled16x16r4x4");
+    assert_eq!(names["8.fc_fwd"], "vec4_8x8r4x8", "the rest default");
     let ck = checkpoint::load(&full.join("model.safetensors")).unwrap();
     assert_eq!(ck.plan.as_ref(), Some(&a.variants));
     assert!(ck.adapter.as_deref().is_some_and(|n| n.starts_with(&gpu().info.name)), "{:?}", ck.adapter);

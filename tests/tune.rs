@@ -147,7 +147,8 @@ fn runs_use_and_record_the_cached_choices() {
     assert_eq!(bits(&a), bits(&b), "same seed, adapter and cache: same weights");
     let (off, _) = train(&dir.join("c"), "off");
     for (op, variant) in off.as_object().unwrap() {
-        let default = dlsvm::kernels::gemm::GemmVariant::DEFAULT.name();
+        let key: dlsvm::model::plan::OpKey = op.parse().unwrap();
+        let default = key.kind.family().default_variant().name();
         assert_eq!(variant.as_str().unwrap(), default, "{op}");
     }
     let o = dlsvm(&["train", "--tune", "sometimes", "--steps", "1"], &env);
@@ -254,4 +255,57 @@ fn bench_variants_screens_hopeless_variants_after_one_run() {
         fastest = fastest.min(ms);
     }
     assert_eq!(rows[0]["runs"], 10, "the first variant has nothing to lose to");
+}
+
+/// A variant that crashes the driver while it is tuned must not make dlsvm unusable on that
+/// device: the tuner records each variant before it first runs it, so the next start finds the
+/// dead process's record, says in one line that it skips that variant, records it in the cache,
+/// and tunes without it; later starts skip it too (without the line again).
+#[test]
+fn a_variant_that_crashed_the_tuner_is_skipped_at_the_next_start() {
+    let dir = TempDir::new("tune-crash");
+    let cache = dir.join("tune.json");
+    let victim = "subgroup4_64r16x4";
+    // The simulated crash: the process aborts where it would first run the variant.
+    let env = [("DLSVM_TUNE_CACHE", s(&cache)), (dlsvm::tune::CRASH_ENV, victim)];
+    let o = dlsvm(&["tune", "--preset", "mlp", "--batch", "8", "--json"], &env);
+    assert!(!o.status.success(), "the simulated crash did not happen: {:?}", text(&o));
+    let markers: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tune.json.trying."))
+        .collect();
+    assert_eq!(markers.len(), 1, "the dead process's marker: {markers:?}");
+    // The next start: one line naming the variant, then a normal tuning without it.
+    let (after, err) = tune(&cache, &[]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(victim)).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("crashed") && lines[0].contains("skipped"), "{err}");
+    assert_eq!(report(&after, "tuned"), 8, "{after}");
+    for op in after["ops"].as_array().unwrap() {
+        let t = &op["tuned"];
+        assert_ne!(t["choice"].as_str(), Some(victim), "{op}");
+        assert!(t["ms"].get(victim).is_none(), "{victim} was timed: {op}");
+        // Every op that would have timed it says why it did not.
+        if let Some(why) = t["skipped"].get(victim) {
+            assert!(why.as_str().unwrap().contains("crashed"), "{op}");
+        }
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    let crashed = file["crashed"].as_object().expect("the cache records the crash");
+    assert!(crashed.values().any(|v| v.get(victim).is_some()), "{file}");
+    assert!(
+        !std::fs::read_dir(dir.path()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("trying")),
+        "a marker was left behind"
+    );
+    // A later start with a cold op set still skips it, silently.
+    std::fs::write(&cache, serde_json::json!({ "entries": {}, "crashed": file["crashed"] }).to_string())
+        .unwrap();
+    let (later, err) = tune(&cache, &[]);
+    assert!(!err.lines().any(|l| l.contains(victim) && l.contains("warning")), "{err}");
+    assert!(later["ops"].as_array().unwrap().iter().all(|op| op["tuned"]["choice"].as_str() != Some(victim)));
 }

@@ -8,6 +8,7 @@ use super::{widen, CaseReport, Comparison};
 use crate::cpu;
 use crate::gpu::{DType, Dispatch, Element, Gpu, GpuError, Tensor};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::registry::FamilyVariant;
 use crate::kernels::{self, gemm::GemmVariant, Epilogue};
 use crate::kernels::{
     pool::{PoolBwdVariant, PoolFwdVariant},

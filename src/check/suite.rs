@@ -9,6 +9,7 @@ use super::shapes::*;
 use super::CaseReport;
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
+use crate::kernels::registry::FamilyVariant;
 use crate::kernels::{
     gemm::GemmVariant,
     pool::{PoolBwdVariant, PoolFwdVariant},
@@ -22,6 +23,9 @@ type CaseFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError> + Send + Sync>;
 pub struct SuiteCase {
     /// The row it belongs to (kernel and direction).
     pub row: String,
+    /// Whether the row's variant is declared with subgroups (on a device without them it checks
+    /// its fallback's kernel).
+    pub subgroups: bool,
     pub run: CaseFn,
 }
 
@@ -38,6 +42,8 @@ pub struct Row {
     pub passed: bool,
     /// The first failure (or error) message, if any.
     pub failure: Option<String>,
+    /// Whether the row's variant is declared with subgroups ([`SuiteCase::subgroups`]).
+    pub subgroups: bool,
 }
 
 impl Row {
@@ -51,6 +57,7 @@ impl Row {
             tolerance: String::new(),
             passed: true,
             failure: None,
+            subgroups: false,
         }
     }
 
@@ -83,6 +90,8 @@ impl Row {
 struct Cases {
     cases: Vec<SuiteCase>,
     seed: u64,
+    /// Whether the cases added now check a variant declared with subgroups ([`Cases::variant`]).
+    subgroups: bool,
 }
 
 impl Cases {
@@ -93,7 +102,14 @@ impl Cases {
     ) {
         self.seed += 1;
         let seed = self.seed;
-        self.cases.push(SuiteCase { row, run: Box::new(move |g| run(g, seed)) });
+        self.cases.push(SuiteCase { row, subgroups: self.subgroups, run: Box::new(move |g| run(g, seed)) });
+    }
+
+    /// Adds (`add`) the cases of variant `v`, marked with whether it is declared with subgroups.
+    fn variant<V: FamilyVariant>(&mut self, v: V, add: impl FnOnce(&mut Cases)) {
+        let before = std::mem::replace(&mut self.subgroups, v.decl().subgroups.is_some());
+        add(self);
+        self.subgroups = before;
     }
 }
 
@@ -132,17 +148,19 @@ impl Cases {
 
 /// Every case of `dlsvm check`.
 pub fn suite() -> Vec<SuiteCase> {
-    let mut c = Cases { cases: Vec::new(), seed: 1 };
+    let mut c = Cases { cases: Vec::new(), seed: 1, subgroups: false };
 
     // GEMM: every transposition and variant on the named shapes; the presets' fc layers with the
     // variant training uses (vec4 where aligned, else the tiled fallback).
     for t in Trans::ALL {
         for v in GemmVariant::checked() {
-            let row = format!("gemm_{} {}", t.name(), v.name());
-            for (name, (m, n, k), flags) in gemm_shapes() {
-                let s = GemmShape::new(m, n, k, t);
-                c.named(row.clone(), &name, move |g, sd| gemm_case(g, s, v, flags, Input::unit(sd)));
-            }
+            c.variant(v, |c| {
+                let row = format!("gemm_{} {}", t.name(), v.name());
+                for (name, (m, n, k), flags) in gemm_shapes() {
+                    let s = GemmShape::new(m, n, k, t);
+                    c.named(row.clone(), &name, move |g, sd| gemm_case(g, s, v, flags, Input::unit(sd)));
+                }
+            });
         }
     }
     for (name, s) in preset_gemms(2).into_iter().chain(preset_gemms(PRESET_BATCH)) {
@@ -156,18 +174,24 @@ pub fn suite() -> Vec<SuiteCase> {
     // realistic batch with the variants training uses.
     for (name, s) in conv_shapes() {
         for v in ConvFwdVariant::checked() {
-            c.named(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
-                conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+            c.variant(v, |c| {
+                c.named(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
+                    conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+                });
             });
         }
         for v in ConvBwdDataVariant::checked() {
-            c.named(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
-                conv_bwd_data_case(g, s, v, Input::unit(sd))
+            c.variant(v, |c| {
+                c.named(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
+                    conv_bwd_data_case(g, s, v, Input::unit(sd))
+                });
             });
         }
         for v in ConvBwdWeightVariant::checked() {
-            c.named(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
-                conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+            c.variant(v, |c| {
+                c.named(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
+                    conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+                });
             });
         }
         c.named("conv2d bwd_bias".into(), &name, move |g, sd| {
@@ -196,23 +220,23 @@ pub fn suite() -> Vec<SuiteCase> {
     for (name, s) in pools {
         for values in [Values::Unit, Values::Ties] {
             let input = move |sd| Input { seed: sd, a: values, b: Values::Unit };
-            for v in PoolFwdVariant::all() {
+            for v in PoolFwdVariant::checked() {
                 c.named(format!("maxpool fwd {}", v.name()), &name, move |g, sd| {
                     maxpool_fwd_case(g, s, v, input(sd))
                 });
             }
-            for v in PoolBwdVariant::all() {
+            for v in PoolBwdVariant::checked() {
                 c.named(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
                     maxpool_bwd_case(g, s, v, input(sd))
                 });
             }
         }
-        for v in PoolFwdVariant::all() {
+        for v in PoolFwdVariant::checked() {
             c.named(format!("avgpool fwd {}", v.name()), &name, move |g, sd| {
                 avgpool_fwd_case(g, s, v, Input::unit(sd))
             });
         }
-        for v in PoolBwdVariant::all() {
+        for v in PoolBwdVariant::checked() {
             c.named(format!("avgpool bwd {}", v.name()), &name, move |g, sd| {
                 avgpool_bwd_case(g, s, v, Input::unit(sd))
             });
@@ -281,7 +305,7 @@ pub fn suite() -> Vec<SuiteCase> {
 
 /// The folded-grid cases of [`suite`] alone (the kernel tests run them).
 pub fn folded_suite() -> Vec<SuiteCase> {
-    let mut c = Cases { cases: Vec::new(), seed: 1 };
+    let mut c = Cases { cases: Vec::new(), seed: 1, subgroups: false };
     folded_cases(&mut c);
     c.cases
 }
@@ -291,18 +315,24 @@ pub fn folded_suite() -> Vec<SuiteCase> {
 fn folded_cases(c: &mut Cases) {
     for (name, s) in folded_convs() {
         for v in ConvFwdVariant::checked() {
-            c.folded(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
-                conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+            c.variant(v, |c| {
+                c.folded(format!("conv2d fwd {}", v.name()), &name, move |g, sd| {
+                    conv_fwd_case(g, s, v, Flags::BIAS_RELU, Input::unit(sd))
+                });
             });
         }
         for v in ConvBwdDataVariant::checked() {
-            c.folded(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
-                conv_bwd_data_case(g, s, v, Input::unit(sd))
+            c.variant(v, |c| {
+                c.folded(format!("conv2d bwd_data {}", v.name()), &name, move |g, sd| {
+                    conv_bwd_data_case(g, s, v, Input::unit(sd))
+                });
             });
         }
         for v in ConvBwdWeightVariant::checked() {
-            c.folded(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
-                conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+            c.variant(v, |c| {
+                c.folded(format!("conv2d bwd_weight {}", v.name()), &name, move |g, sd| {
+                    conv_bwd_weight_case(g, s, v, sd % 2 == 0, Input::unit(sd))
+                });
             });
         }
         c.folded("conv2d bwd_bias".into(), &name, move |g, sd| {
@@ -310,7 +340,7 @@ fn folded_cases(c: &mut Cases) {
         });
     }
     for (name, s) in folded_pools() {
-        for v in PoolFwdVariant::all() {
+        for v in PoolFwdVariant::checked() {
             c.folded(format!("maxpool fwd {}", v.name()), &name, move |g, sd| {
                 maxpool_fwd_case(g, s, v, Input::unit(sd))
             });
@@ -318,7 +348,7 @@ fn folded_cases(c: &mut Cases) {
                 avgpool_fwd_case(g, s, v, Input::unit(sd))
             });
         }
-        for v in PoolBwdVariant::all() {
+        for v in PoolBwdVariant::checked() {
             c.folded(format!("maxpool bwd {}", v.name()), &name, move |g, sd| {
                 maxpool_bwd_case(g, s, v, Input::unit(sd))
             });
@@ -385,7 +415,7 @@ pub fn run_suite(
         let i = match rows.iter().position(|r| r.kernel == case.row) {
             Some(i) => i,
             None => {
-                rows.push(Row::new(&case.row));
+                rows.push(Row { subgroups: case.subgroups, ..Row::new(&case.row) });
                 rows.len() - 1
             }
         };

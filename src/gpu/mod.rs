@@ -376,6 +376,13 @@ impl Gpu {
         &self.dummy
     }
 
+    /// The adapter's subgroup sizes `(min, max)` where the device runs subgroup kernels (opened
+    /// with the SUBGROUP feature), `None` where it does not.
+    pub fn subgroup_sizes(&self) -> Option<(u32, u32)> {
+        let info = self.adapter.get_info();
+        self.subgroups.then_some((info.subgroup_min_size, info.subgroup_max_size))
+    }
+
     /// Largest number of workgroups in one dispatch dimension.
     pub fn max_groups(&self) -> u32 {
         self.limits.max_compute_workgroups_per_dimension

@@ -2,6 +2,7 @@
 //! The bias gradient is [`super::reduce::channel_sum`]. Shaders: conv.wgsl (forward, backward data),
 //! conv_sg.wgsl (their subgroup variants), conv_wgrad.wgsl (weight gradient).
 
+use super::registry::{Caps, Decl, Family, FamilyVariant, Variant};
 use super::{check_len, grid_for, to_u32, Epilogue};
 use crate::gpu::{
     grid_1d, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
@@ -31,7 +32,7 @@ pub struct ConvParams {
     pub slices: u32,
 }
 
-/// Forward variants; every one is covered by the tests.
+/// Forward variants ([`FWD_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvFwdVariant {
     /// One output element per invocation: the fallback and oracle.
@@ -59,6 +60,75 @@ pub enum ConvFwdVariant {
     SubgroupPartial,
 }
 
+/// Every forward variant, declared once: the default first, then the tuned ones in the order the
+/// tuner screens them, the direct kernel (an oracle, never tuned) and the test-only twin.
+pub static FWD_VARIANTS: &[Decl<ConvFwdVariant>] = &[
+    Decl::tuned("blocked", ConvFwdVariant::Blocked),
+    Decl::tuned("shared64x64x8", ConvFwdVariant::Shared),
+    Decl::tuned("shared128x32x8", ConvFwdVariant::Narrow),
+    Decl::tuned("shared64x32x8", ConvFwdVariant::Small),
+    Decl::tuned("subgroup", ConvFwdVariant::Subgroup).subgroups(),
+    Decl::tuned("subgroup_wide", ConvFwdVariant::SubgroupWide).subgroups(),
+    Decl::untuned("direct", ConvFwdVariant::Direct),
+    Decl::test_only("subgroup36", ConvFwdVariant::SubgroupPartial).subgroups(),
+];
+
+/// Every backward-data variant, declared once (as [`FWD_VARIANTS`]).
+pub static DATA_VARIANTS: &[Decl<ConvBwdDataVariant>] = &[
+    Decl::tuned("blocked", ConvBwdDataVariant::Blocked),
+    Decl::tuned("shared64x64x8", ConvBwdDataVariant::Shared),
+    Decl::tuned("shared128x32x8", ConvBwdDataVariant::Narrow),
+    Decl::tuned("shared64x32x8", ConvBwdDataVariant::Small),
+    Decl::tuned("subgroup", ConvBwdDataVariant::Subgroup).subgroups(),
+    Decl::tuned("subgroup_wide", ConvBwdDataVariant::SubgroupWide).subgroups(),
+    // Its forward is subgroup_wide's kernel where the device has subgroups, blocked's elsewhere:
+    // it runs on every device.
+    Decl::tuned("flipped", ConvBwdDataVariant::Flipped),
+    Decl::test_only("subgroup36", ConvBwdDataVariant::SubgroupPartial).subgroups(),
+];
+
+/// Every weight-gradient variant, declared once (as [`FWD_VARIANTS`]).
+pub static WEIGHT_VARIANTS: &[Decl<ConvBwdWeightVariant>] = &[
+    Decl::tuned("rows", ConvBwdWeightVariant::Rows),
+    Decl::tuned("split", ConvBwdWeightVariant::Split),
+    Decl::tuned("shared64x64x8", ConvBwdWeightVariant::Shared),
+    Decl::tuned("split_fine", ConvBwdWeightVariant::SplitFine),
+    Decl::tuned("rows_fine", ConvBwdWeightVariant::RowsFine),
+    Decl::tuned("shared32x32x16r4x4", ConvBwdWeightVariant::Tiny),
+    Decl::tuned("shared32x32x16r2x2", ConvBwdWeightVariant::TinyWide),
+    Decl::tuned("rows_subgroup", ConvBwdWeightVariant::RowsSubgroup).subgroups(),
+    Decl::tuned("rows_subgroup16", ConvBwdWeightVariant::RowsSubgroup16).subgroups(),
+    Decl::untuned("direct", ConvBwdWeightVariant::Direct),
+    Decl::test_only("rows_subgroup36", ConvBwdWeightVariant::RowsSubgroupPartial).subgroups(),
+];
+
+/// The [`FamilyVariant`] impl of a convolution variant type.
+macro_rules! family_variant {
+    ($t:ty, $family:ident, $table:ident) => {
+        impl FamilyVariant for $t {
+            const FAMILY: Family = Family::$family;
+            fn decls() -> &'static [Decl<$t>] {
+                $table
+            }
+            fn default_variant() -> $t {
+                <$t>::DEFAULT
+            }
+            fn wrap(self) -> Variant {
+                Variant::$family(self)
+            }
+            fn unwrap(v: Variant) -> Option<$t> {
+                match v {
+                    Variant::$family(x) => Some(x),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+family_variant!(ConvFwdVariant, ConvFwd, FWD_VARIANTS);
+family_variant!(ConvBwdDataVariant, ConvData, DATA_VARIANTS);
+family_variant!(ConvBwdWeightVariant, ConvWeight, WEIGHT_VARIANTS);
+
 /// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl), (WX, WY, TM, TN, BK): a 16 x 16
 /// workgroup, 4 x 4 outputs per invocation, K-steps of 8: 64 x 64 tiles, 4 KiB of workgroup memory.
 const SHARED: (u32, u32, u32, u32, u32) = (16, 16, 4, 4, 8);
@@ -77,40 +147,6 @@ const IO: (&str, &str) = ("conv_io", include_str!("../../shaders/conv_io.wgsl"))
 
 impl ConvFwdVariant {
     pub const DEFAULT: ConvFwdVariant = ConvFwdVariant::Blocked;
-    pub fn all() -> [ConvFwdVariant; 7] {
-        [
-            ConvFwdVariant::Direct,
-            ConvFwdVariant::Blocked,
-            ConvFwdVariant::Shared,
-            ConvFwdVariant::Narrow,
-            ConvFwdVariant::Small,
-            ConvFwdVariant::Subgroup,
-            ConvFwdVariant::SubgroupWide,
-        ]
-    }
-    pub fn name(&self) -> &'static str {
-        match self {
-            ConvFwdVariant::Direct => "direct",
-            ConvFwdVariant::Blocked => "blocked",
-            ConvFwdVariant::Shared => "shared64x64x8",
-            ConvFwdVariant::Narrow => "shared128x32x8",
-            ConvFwdVariant::Small => "shared64x32x8",
-            ConvFwdVariant::Subgroup => "subgroup",
-            ConvFwdVariant::SubgroupWide => "subgroup_wide",
-            ConvFwdVariant::SubgroupPartial => "subgroup36",
-        }
-    }
-    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
-    fn subgroup_wg(&self) -> Option<u32> {
-        let sg = matches!(self, ConvFwdVariant::Subgroup | ConvFwdVariant::SubgroupWide);
-        subgroup_wg(sg, *self == ConvFwdVariant::SubgroupPartial)
-    }
-    /// [`ConvFwdVariant::all`] and the variant only the checks run (a subgroup partly empty).
-    pub fn checked() -> Vec<ConvFwdVariant> {
-        let mut v = ConvFwdVariant::all().to_vec();
-        v.push(ConvFwdVariant::SubgroupPartial);
-        v
-    }
     /// The workgroup-memory tiling of the implicit-GEMM variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
         match self {
@@ -164,16 +200,6 @@ fn px_spec(wg: u32, cob: u32, cib: u32, px: u32) -> Spec {
 /// and 42: 7; 10 and 20: 5; 16: 8).
 pub fn wide_px(width: usize) -> u32 {
     (5..=8u32).rev().min_by_key(|&px| width.div_ceil(px as usize) * px as usize - width).unwrap_or(4)
-}
-
-/// The workgroup size of a subgroup variant's own kernel: [`CONV_WG`], or [`PARTIAL_WG`] for
-/// its checked-only twin; `None` for a variant that is not a subgroup one.
-fn subgroup_wg(subgroup: bool, partial: bool) -> Option<u32> {
-    match (subgroup, partial) {
-        (true, _) => Some(CONV_WG),
-        (_, true) => Some(PARTIAL_WG),
-        _ => None,
-    }
 }
 
 fn tiled_spec(cob: u32, cib: u32, tiling: (u32, u32, u32, u32, u32)) -> Spec {
@@ -269,31 +295,62 @@ fn position_tiles(positions: usize, (_, wy, tm, _, _): (u32, u32, u32, u32, u32)
     positions.div_ceil((wy * tm) as usize)
 }
 
-/// Whether the shared-memory forward and backward data run on `s` themselves on every device:
-/// their position tiles fit the 65,535 workgroups per dimension every WebGPU device has (beyond
-/// the device's own limit they fall back to the blocked kernels). The 64-row tiles need the most.
-pub fn shared_fits(s: &Conv2dShape) -> bool {
-    position_tiles(s.n * s.oh() * s.ow(), SHARED) <= 65_535
-        && position_tiles(s.n * s.h * s.w, SHARED) <= 65_535
+/// The forward variant whose kernel computes `s` when `v` is asked for on `caps` (the family's one
+/// fallback rule, [`crate::kernels::registry::Op::resolve`]): the subgroup variants need subgroups
+/// of sizes they support, the implicit GEMMs their position tiles within the grid's workgroups per
+/// dimension; `Blocked` otherwise.
+pub fn resolve_fwd(s: &Conv2dShape, v: ConvFwdVariant, caps: &Caps) -> ConvFwdVariant {
+    let positions = s.n * s.oh() * s.ow();
+    match v.tiling() {
+        _ if !v.subgroups_allow(caps) => ConvFwdVariant::Blocked,
+        Some(t) if position_tiles(positions, t) > caps.max_groups => ConvFwdVariant::Blocked,
+        _ => v,
+    }
+}
+
+/// The backward-data variant whose kernel computes `s` when `v` is asked for on `caps`: `Flipped`
+/// at stride 1 with each padding short of its kernel ([`flipped_shape`]), `SubgroupWide`'s choice
+/// elsewhere; the others as [`resolve_fwd`]'s (over the input's positions).
+pub fn resolve_data(s: &Conv2dShape, v: ConvBwdDataVariant, caps: &Caps) -> ConvBwdDataVariant {
+    let positions = s.n * s.h * s.w;
+    match v.tiling() {
+        _ if v == ConvBwdDataVariant::Flipped && flipped_shape(s).is_none() => {
+            resolve_data(s, ConvBwdDataVariant::SubgroupWide, caps)
+        }
+        _ if !v.subgroups_allow(caps) => ConvBwdDataVariant::Blocked,
+        Some(t) if position_tiles(positions, t) > caps.max_groups => ConvBwdDataVariant::Blocked,
+        _ => v,
+    }
+}
+
+/// The weight-gradient variant whose kernel computes `s` when `v` is asked for on `caps`: the rows
+/// kernels are specialized for kernels at most [`WGRAD_MAX_KW`] wide (wider: `SplitFine` for
+/// `RowsFine`, `Split` for the others), the subgroup ones need subgroups of sizes they support
+/// (else `Rows`).
+pub fn resolve_weight(s: &Conv2dShape, v: ConvBwdWeightVariant, caps: &Caps) -> ConvBwdWeightVariant {
+    use ConvBwdWeightVariant as W;
+    let rows =
+        matches!(v, W::Rows | W::RowsFine | W::RowsSubgroup | W::RowsSubgroup16 | W::RowsSubgroupPartial);
+    match v {
+        W::RowsFine if s.kw > WGRAD_MAX_KW => W::SplitFine,
+        _ if rows && s.kw > WGRAD_MAX_KW => W::Split,
+        _ if !v.subgroups_allow(caps) => W::Rows,
+        _ => v,
+    }
 }
 
 /// The grid of an implicit GEMM with `tiling` over `positions` rows and `channels` columns
-/// (channel tiles on x, position tiles on y), or `None` when the position tiles exceed the
-/// device's workgroups per dimension (the caller falls back to its blocked kernel).
+/// (channel tiles on x, position tiles on y; the resolve functions keep the position tiles within
+/// the device's workgroups per dimension).
 fn shared_grid(
-    gpu: &Gpu,
     op: &str,
     positions: usize,
     channels: usize,
     tiling: (u32, u32, u32, u32, u32),
-) -> Result<Option<[u32; 3]>, GpuError> {
-    let tiles = position_tiles(positions, tiling);
-    if tiles > gpu.max_groups() as usize {
-        return Ok(None);
-    }
+) -> Result<[u32; 3], GpuError> {
     let (wx, _, _, tn, _) = tiling;
     let channel_tiles = to_u32(op, "channel tiles", channels.div_ceil((wx * tn) as usize))?;
-    Ok(Some([channel_tiles, to_u32(op, "position tiles", tiles)?, 1]))
+    Ok([channel_tiles, to_u32(op, "position tiles", position_tiles(positions, tiling))?, 1])
 }
 
 /// `y = conv(x, w) (+ bias) (then ReLU)`; see [`crate::cpu::conv2d_forward`].
@@ -318,47 +375,46 @@ pub fn conv2d_forward(
         check_len(&op, "bias", b, s.cout)?;
     }
     let bias = ep.bias.unwrap_or(gpu.dummy());
+    let variant = resolve_fwd(s, variant, &Caps::of(gpu));
     if let Some(tiling) = variant.tiling() {
-        if let Some(groups) = shared_grid(gpu, &op, s.n * s.oh() * s.ow(), s.cout, tiling)? {
-            let sp = tiled_spec(16, 16, tiling);
-            return gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups);
-        }
+        let groups = shared_grid(&op, s.n * s.oh() * s.ow(), s.cout, tiling)?;
+        let sp = tiled_spec(16, 16, tiling);
+        return gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups);
     }
-    match variant {
+    let (wg, px) = match variant {
         ConvFwdVariant::Direct => {
             let groups = grid_for(gpu, s.y_len(), CONV_WG);
-            gpu.prepare(&op, &SHADER, "conv_fwd_direct", &spec(16, 16), &[x, w, bias], &[y], &p, groups)
+            return gpu.prepare(
+                &op,
+                &SHADER,
+                "conv_fwd_direct",
+                &spec(16, 16),
+                &[x, w, bias],
+                &[y],
+                &p,
+                groups,
+            );
         }
-        // Blocked, the subgroup variants, and a shared variant whose position tiles exceed the grid.
-        _ => {
-            let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
-            let wide = wg.is_some() && variant == ConvFwdVariant::SubgroupWide;
-            let px = if wide { wide_px(s.ow()) } else { 4 };
-            let cob = channel_block(s.cout);
-            let mut groups =
-                grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(px as usize), wg.unwrap_or(CONV_WG));
-            groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
-            match wg {
-                Some(wg) => {
-                    let sp = px_spec(wg, cob, 16, px);
-                    gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
-                }
-                None => gpu.prepare(
-                    &op,
-                    &SHADER,
-                    "conv_fwd_blocked",
-                    &spec(cob, 16),
-                    &[x, w, bias],
-                    &[y],
-                    &p,
-                    groups,
-                ),
-            }
+        ConvFwdVariant::Subgroup => (Some(CONV_WG), 4),
+        ConvFwdVariant::SubgroupWide => (Some(CONV_WG), wide_px(s.ow())),
+        ConvFwdVariant::SubgroupPartial => (Some(PARTIAL_WG), 4),
+        _ => (None, 4),
+    };
+    let cob = channel_block(s.cout);
+    let mut groups = grid_for(gpu, s.n * s.oh() * s.ow().div_ceil(px as usize), wg.unwrap_or(CONV_WG));
+    groups[2] = to_u32(&op, "channel blocks", s.cout.div_ceil(cob as usize))?;
+    match wg {
+        Some(wg) => {
+            let sp = px_spec(wg, cob, 16, px);
+            gpu.prepare(&op, &SHADER_SG, "conv_fwd_subgroup", &sp, &[x, w, bias], &[y], &p, groups)
+        }
+        None => {
+            gpu.prepare(&op, &SHADER, "conv_fwd_blocked", &spec(cob, 16), &[x, w, bias], &[y], &p, groups)
         }
     }
 }
 
-/// Backward-data variants; both are covered by the tests.
+/// Backward-data variants ([`DATA_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvBwdDataVariant {
     /// Four neighbouring input pixels of a row x 4, 8 or 16 input channels per invocation.
@@ -407,40 +463,6 @@ pub fn flipped_shape(s: &Conv2dShape) -> Option<Conv2dShape> {
 
 impl ConvBwdDataVariant {
     pub const DEFAULT: ConvBwdDataVariant = ConvBwdDataVariant::Blocked;
-    pub fn all() -> [ConvBwdDataVariant; 7] {
-        [
-            ConvBwdDataVariant::Blocked,
-            ConvBwdDataVariant::Shared,
-            ConvBwdDataVariant::Narrow,
-            ConvBwdDataVariant::Small,
-            ConvBwdDataVariant::Subgroup,
-            ConvBwdDataVariant::SubgroupWide,
-            ConvBwdDataVariant::Flipped,
-        ]
-    }
-    pub fn name(&self) -> &'static str {
-        match self {
-            ConvBwdDataVariant::Blocked => "blocked",
-            ConvBwdDataVariant::Shared => "shared64x64x8",
-            ConvBwdDataVariant::Narrow => "shared128x32x8",
-            ConvBwdDataVariant::Small => "shared64x32x8",
-            ConvBwdDataVariant::Subgroup => "subgroup",
-            ConvBwdDataVariant::SubgroupWide => "subgroup_wide",
-            ConvBwdDataVariant::Flipped => "flipped",
-            ConvBwdDataVariant::SubgroupPartial => "subgroup36",
-        }
-    }
-    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
-    fn subgroup_wg(&self) -> Option<u32> {
-        let sg = matches!(self, ConvBwdDataVariant::Subgroup | ConvBwdDataVariant::SubgroupWide);
-        subgroup_wg(sg, *self == ConvBwdDataVariant::SubgroupPartial)
-    }
-    /// [`ConvBwdDataVariant::all`] and the variant only the checks run (a subgroup partly empty).
-    pub fn checked() -> Vec<ConvBwdDataVariant> {
-        let mut v = ConvBwdDataVariant::all().to_vec();
-        v.push(ConvBwdDataVariant::SubgroupPartial);
-        v
-    }
     /// The workgroup-memory tiling of the implicit-GEMM variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
         match self {
@@ -467,42 +489,34 @@ pub fn conv2d_backward_data(
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "weight", w, s.w_len())?;
     check_len(&op, "dx", dx, s.x_len())?;
-    let variant = match (variant, flipped_shape(s)) {
-        (ConvBwdDataVariant::Flipped, Some(fs)) => {
-            let flip = gpu.empty(&[s.w_len()], crate::gpu::DType::F32)?;
-            let groups = grid_for(gpu, s.w_len(), CONV_WG);
-            let sp = spec(16, 16);
-            let ep = Epilogue { bias: None, accumulate: false, relu: false };
-            let fwd = if gpu.subgroups { ConvFwdVariant::SubgroupWide } else { ConvFwdVariant::Blocked };
-            // Both dispatches carry the backward data's name (profiles, errors).
-            let mut conv = conv2d_forward(gpu, &fs, dy, &flip, dx, &ep, fwd)?;
-            conv.name = op.clone();
-            return Ok(vec![
-                gpu.prepare(&op, &SHADER, "conv_flip_weights", &sp, &[w], &[&flip], &p, groups)?,
-                conv,
-            ]);
-        }
-        (ConvBwdDataVariant::Flipped, None) => ConvBwdDataVariant::SubgroupWide,
-        (v, _) => v,
-    };
-    if let Some(tiling) = variant.tiling() {
-        if let Some(groups) = shared_grid(gpu, &op, s.n * s.h * s.w, s.cin, tiling)? {
-            let sp = tiled_spec(16, 16, tiling);
-            return Ok(vec![gpu.prepare(
-                &op,
-                &SHADER,
-                "conv_bwd_data_shared",
-                &sp,
-                &[dy, w],
-                &[dx],
-                &p,
-                groups,
-            )?]);
-        }
+    let caps = Caps::of(gpu);
+    let variant = resolve_data(s, variant, &caps);
+    if let (ConvBwdDataVariant::Flipped, Some(fs)) = (variant, flipped_shape(s)) {
+        let flip = gpu.empty(&[s.w_len()], crate::gpu::DType::F32)?;
+        let groups = grid_for(gpu, s.w_len(), CONV_WG);
+        let sp = spec(16, 16);
+        let ep = Epilogue { bias: None, accumulate: false, relu: false };
+        let fwd = resolve_fwd(&fs, ConvFwdVariant::SubgroupWide, &caps);
+        // Both dispatches carry the backward data's name (profiles, errors).
+        let mut conv = conv2d_forward(gpu, &fs, dy, &flip, dx, &ep, fwd)?;
+        conv.name = op.clone();
+        return Ok(vec![
+            gpu.prepare(&op, &SHADER, "conv_flip_weights", &sp, &[w], &[&flip], &p, groups)?,
+            conv,
+        ]);
     }
-    let wg = variant.subgroup_wg().filter(|_| gpu.subgroups);
-    let wide = wg.is_some() && variant == ConvBwdDataVariant::SubgroupWide;
-    let px = if wide { wide_px(s.w) } else { 4 };
+    if let Some(tiling) = variant.tiling() {
+        let groups = shared_grid(&op, s.n * s.h * s.w, s.cin, tiling)?;
+        let sp = tiled_spec(16, 16, tiling);
+        let d = gpu.prepare(&op, &SHADER, "conv_bwd_data_shared", &sp, &[dy, w], &[dx], &p, groups)?;
+        return Ok(vec![d]);
+    }
+    let (wg, px) = match variant {
+        ConvBwdDataVariant::Subgroup => (Some(CONV_WG), 4),
+        ConvBwdDataVariant::SubgroupWide => (Some(CONV_WG), wide_px(s.w)),
+        ConvBwdDataVariant::SubgroupPartial => (Some(PARTIAL_WG), 4),
+        _ => (None, 4),
+    };
     let cib = channel_block(s.cin);
     let mut groups = grid_for(gpu, s.n * s.h * s.w.div_ceil(px as usize), wg.unwrap_or(CONV_WG));
     groups[2] = to_u32(&op, "channel blocks", s.cin.div_ceil(cib as usize))?;
@@ -516,7 +530,7 @@ pub fn conv2d_backward_data(
     Ok(vec![d])
 }
 
-/// Backward-weight variants; every one is covered by the tests.
+/// Backward-weight variants ([`WEIGHT_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvBwdWeightVariant {
     /// One workgroup per weight, its invocations splitting the reduction: the fallback and oracle.
@@ -573,49 +587,6 @@ const TILE_MIN_POSITIONS: usize = 256;
 
 impl ConvBwdWeightVariant {
     pub const DEFAULT: ConvBwdWeightVariant = ConvBwdWeightVariant::Rows;
-    pub fn all() -> [ConvBwdWeightVariant; 10] {
-        [
-            ConvBwdWeightVariant::Direct,
-            ConvBwdWeightVariant::Split,
-            ConvBwdWeightVariant::Rows,
-            ConvBwdWeightVariant::Shared,
-            ConvBwdWeightVariant::SplitFine,
-            ConvBwdWeightVariant::RowsFine,
-            ConvBwdWeightVariant::Tiny,
-            ConvBwdWeightVariant::TinyWide,
-            ConvBwdWeightVariant::RowsSubgroup,
-            ConvBwdWeightVariant::RowsSubgroup16,
-        ]
-    }
-    pub fn name(&self) -> &'static str {
-        match self {
-            ConvBwdWeightVariant::Direct => "direct",
-            ConvBwdWeightVariant::Split => "split",
-            ConvBwdWeightVariant::Rows => "rows",
-            ConvBwdWeightVariant::Shared => "shared64x64x8",
-            ConvBwdWeightVariant::SplitFine => "split_fine",
-            ConvBwdWeightVariant::RowsFine => "rows_fine",
-            ConvBwdWeightVariant::Tiny => "shared32x32x16r4x4",
-            ConvBwdWeightVariant::TinyWide => "shared32x32x16r2x2",
-            ConvBwdWeightVariant::RowsSubgroup => "rows_subgroup",
-            ConvBwdWeightVariant::RowsSubgroup16 => "rows_subgroup16",
-            ConvBwdWeightVariant::RowsSubgroupPartial => "rows_subgroup36",
-        }
-    }
-    /// The workgroup size of a subgroup variant's kernel (`None`: not a subgroup variant).
-    fn subgroup_wg(&self) -> Option<u32> {
-        subgroup_wg(
-            matches!(self, ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroup16),
-            *self == ConvBwdWeightVariant::RowsSubgroupPartial,
-        )
-    }
-    /// [`ConvBwdWeightVariant::all`] and the variant only the checks run (a subgroup partly
-    /// empty).
-    pub fn checked() -> Vec<ConvBwdWeightVariant> {
-        let mut v = ConvBwdWeightVariant::all().to_vec();
-        v.push(ConvBwdWeightVariant::RowsSubgroupPartial);
-        v
-    }
     /// The workgroup-memory tiling of the tiled variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
         match self {
@@ -776,13 +747,7 @@ pub fn conv2d_backward_weight(
     check_len(&op, "x", x, s.x_len())?;
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "dw", dw, s.w_len())?;
-    let variant = match variant {
-        ConvBwdWeightVariant::Rows if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
-        ConvBwdWeightVariant::RowsFine if s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::SplitFine,
-        v if v.subgroup_wg().is_some() && s.kw > WGRAD_MAX_KW => ConvBwdWeightVariant::Split,
-        v if v.subgroup_wg().is_some() && !gpu.subgroups => ConvBwdWeightVariant::Rows,
-        v => v,
-    };
+    let variant = resolve_weight(s, variant, &Caps::of(gpu));
     if variant == ConvBwdWeightVariant::Direct {
         let groups = grid_1d(s.w_len(), gpu.fold_width());
         return Ok(vec![gpu.prepare(
@@ -808,11 +773,16 @@ pub fn conv2d_backward_weight(
         let groups = [to_u32(&op, "column tiles", cols)?, to_u32(&op, "channel tiles", chans)?, p.slices];
         let sp = wgrad_shared_spec(tiling);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
-    } else if let Some((wg, shader, entry)) = match (variant, variant.subgroup_wg()) {
-        (ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine, _) => {
+    } else if let Some((wg, shader, entry)) = match variant {
+        ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine => {
             Some((CONV_WG, &WGRAD_SHADER, "conv_bwd_weight_rows"))
         }
-        (_, Some(wg)) => Some((wg, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup")),
+        ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroup16 => {
+            Some((CONV_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
+        }
+        ConvBwdWeightVariant::RowsSubgroupPartial => {
+            Some((PARTIAL_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
+        }
         _ => None,
     } {
         let cob = if variant == ConvBwdWeightVariant::RowsSubgroup16 { 16 } else { WGRAD_COB };

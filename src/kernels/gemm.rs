@@ -1,9 +1,8 @@
 //! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
 
+use super::registry::{Caps, Decl, Family, FamilyVariant, Variant};
 use super::{check_len, to_u32, Epilogue};
-use crate::gpu::{
-    Bound, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
-};
+use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::{GemmShape, Trans};
 
 #[repr(C)]
@@ -19,7 +18,7 @@ pub struct GemmParams {
     pub pad: [u32; 2],
 }
 
-/// Kernel variants; every one is covered by the tests.
+/// Kernel variants ([`VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmVariant {
     /// One output per invocation: the fallback and oracle.
@@ -53,40 +52,57 @@ pub enum GemmVariant {
     /// (shaders/gemm_sg4.wgsl). Vec4-aligned shapes ([`vec4_aligned`]); others run `Subgroup` on
     /// the same tile, devices without subgroups [`GemmVariant::TILED`].
     Subgroup4 { wx: u32, tm: u32, tv: u32 },
-    /// `Vec4` with B read from an rgba32float texture (`textureLoad`, shaders/gemm4_btex.wgsl),
-    /// into which a first dispatch copies it (shaders/tex_pack.wgsl): for GPUs whose texture
-    /// path caches better than their buffer path. Shapes that are not vec4-aligned fall back as
-    /// `Vec4` does; a B wider or taller (in texels) than the device's 2-D textures runs `Vec4`.
-    Texture4 { wx: u32, wy: u32, tm: u32, tv: u32 },
-    /// `Subgroup4` with B read from a texture, as `Texture4`; where B does not fit a texture,
-    /// `Subgroup4` (and its fallbacks).
-    SubgroupTexture4 { wx: u32, tm: u32, tv: u32 },
 }
 
-/// What [`resolve`] needs of a device: workgroups per dimension, the values a binding holds, and
-/// whether it has subgroups.
-#[derive(Clone, Copy, Debug)]
-pub struct GemmDevice {
-    pub max_groups: usize,
-    pub cap: usize,
-    pub subgroups: bool,
-    /// Texels a side of a 2-D texture.
-    pub max_texture: usize,
-}
+/// Every GEMM variant, declared once: the default ([`GemmVariant::DEFAULT`]) and the tuned ones in
+/// the order the tuner screens them (the naive kernel last), then the test-only ones: subgroup
+/// kernels whose 36 invocations leave a subgroup of 8, 16 or 32 lanes partly empty, so their path
+/// for a subgroup that is not full is checked on the devices of those sizes, and the scalar
+/// subgroup kernels the vec4 ones fall back to on unaligned shapes (every variant [`resolve`] can
+/// return is declared). docs/DESIGN.md's
+/// variant table says what each is for and where it won.
+pub static VARIANTS: &[Decl<GemmVariant>] = &[
+    Decl::tuned("vec4_8x8r4x8", GemmVariant::DEFAULT),
+    Decl::tuned("tiled16x16r4x4", GemmVariant::TILED),
+    Decl::tuned("tiled8x8r8x4", GemmVariant::Tiled { wx: 8, wy: 8, tm: 8, tn: 4 }),
+    Decl::tuned("tiled16x4r2x2", GemmVariant::Tiled { wx: 16, wy: 4, tm: 2, tn: 2 }),
+    Decl::tuned("vec4_8x8r8x4", GemmVariant::Vec4 { wx: 8, wy: 8, tm: 8, tv: 1 }),
+    Decl::tuned("vec4_16x4r4x4", GemmVariant::Vec4 { wx: 16, wy: 4, tm: 4, tv: 1 }),
+    // 64x64x8, 128x64x16, 32x32x8 and 32x64x8 tiles: 4, 12, 2 and 3 KiB of workgroup memory; the
+    // last with a 16x8 workgroup (rows and columns strided differently).
+    Decl::tuned("shared64x64x8r4x4", GemmVariant::Shared { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 }),
+    Decl::tuned("shared128x64x16r8x4", GemmVariant::Shared { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16 }),
+    Decl::tuned("shared32x32x8r2x2", GemmVariant::Shared { wx: 16, wy: 16, tm: 2, tn: 2, bk: 8 }),
+    Decl::tuned("shared32x64x8r4x4", GemmVariant::Shared { wx: 16, wy: 8, tm: 4, tn: 4, bk: 8 }),
+    Decl::tuned("dot256r8", GemmVariant::Dot { wx: 256, tn: 8 }),
+    Decl::tuned("dot64r4", GemmVariant::Dot { wx: 64, tn: 4 }),
+    Decl::tuned("split64x64x8r4x4", GemmVariant::Split { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 }),
+    Decl::tuned("subgroup64r8x4", GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 }).subgroups(),
+    Decl::tuned("subgroup4_64r8x4", GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 }).subgroups(),
+    Decl::tuned("subgroup4_64r16x4", GemmVariant::Subgroup4 { wx: 64, tm: 16, tv: 1 }).subgroups(),
+    Decl::tuned("naive", GemmVariant::Naive),
+    Decl::test_only("subgroup36r2x2", GemmVariant::Subgroup { wx: 36, tm: 2, tn: 2 }).subgroups(),
+    Decl::test_only("subgroup4_36r4x4", GemmVariant::Subgroup4 { wx: 36, tm: 4, tv: 1 }).subgroups(),
+    // What the vec4 subgroup variants run on shapes that are not vec4-aligned ([`resolve`]).
+    Decl::test_only("subgroup64r16x4", GemmVariant::Subgroup { wx: 64, tm: 16, tn: 4 }).subgroups(),
+    Decl::test_only("subgroup36r4x4", GemmVariant::Subgroup { wx: 36, tm: 4, tn: 4 }).subgroups(),
+];
 
-impl GemmDevice {
-    /// Every device: 65,535 workgroups per dimension, no binding limit, subgroups, textures of
-    /// 8192 texels a side (WebGPU's default).
-    pub const ANY: GemmDevice =
-        GemmDevice { max_groups: 65_535, cap: usize::MAX, subgroups: true, max_texture: 8192 };
-
-    pub fn of(gpu: &Gpu) -> GemmDevice {
-        let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
-        GemmDevice {
-            max_groups: gpu.max_groups() as usize,
-            cap: usize::try_from(cap).unwrap_or(usize::MAX),
-            subgroups: gpu.subgroups,
-            max_texture: gpu.limits.max_texture_dimension_2d as usize,
+impl FamilyVariant for GemmVariant {
+    const FAMILY: Family = Family::Gemm;
+    fn decls() -> &'static [Decl<GemmVariant>] {
+        VARIANTS
+    }
+    fn default_variant() -> GemmVariant {
+        GemmVariant::DEFAULT
+    }
+    fn wrap(self) -> Variant {
+        Variant::Gemm(self)
+    }
+    fn unwrap(v: Variant) -> Option<GemmVariant> {
+        match v {
+            Variant::Gemm(g) => Some(g),
+            _ => None,
         }
     }
 }
@@ -116,62 +132,6 @@ impl GemmVariant {
     pub const TILED: GemmVariant = GemmVariant::Tiled { wx: 16, wy: 16, tm: 4, tn: 4 };
     pub const DEFAULT: GemmVariant = GemmVariant::Vec4 { wx: 8, wy: 8, tm: 4, tv: 2 };
 
-    /// Every variant the tests and `dlsvm check` exercise.
-    pub fn all() -> Vec<GemmVariant> {
-        vec![
-            GemmVariant::Naive,
-            GemmVariant::TILED,
-            GemmVariant::Tiled { wx: 8, wy: 8, tm: 8, tn: 4 },
-            GemmVariant::Tiled { wx: 16, wy: 4, tm: 2, tn: 2 },
-            GemmVariant::DEFAULT,
-            GemmVariant::Vec4 { wx: 8, wy: 8, tm: 8, tv: 1 },
-            GemmVariant::Vec4 { wx: 16, wy: 4, tm: 4, tv: 1 },
-            // 64x64x8, 128x64x16, 32x32x8 and 32x64x8 tiles: 4, 12, 2 and 3 KiB of workgroup
-            // memory; the last with a 16x8 workgroup (rows and columns strided differently).
-            GemmVariant::Shared { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 },
-            GemmVariant::Shared { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16 },
-            GemmVariant::Shared { wx: 16, wy: 16, tm: 2, tn: 2, bk: 8 },
-            GemmVariant::Shared { wx: 16, wy: 8, tm: 4, tn: 4, bk: 8 },
-            GemmVariant::Dot { wx: 256, tn: 8 },
-            GemmVariant::Dot { wx: 64, tn: 4 },
-            GemmVariant::Split { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 },
-            GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 },
-            GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 },
-            GemmVariant::Subgroup4 { wx: 64, tm: 16, tv: 1 },
-            GemmVariant::Texture4 { wx: 8, wy: 8, tm: 4, tv: 2 },
-            GemmVariant::SubgroupTexture4 { wx: 64, tm: 16, tv: 1 },
-        ]
-    }
-
-    /// [`GemmVariant::all`] and the variants only the checks run: subgroup kernels whose 36
-    /// invocations leave a subgroup of 8, 16 or 32 lanes partly empty, so their path for a
-    /// subgroup that is not full is checked on the devices of those sizes.
-    pub fn checked() -> Vec<GemmVariant> {
-        let mut v = GemmVariant::all();
-        v.push(GemmVariant::Subgroup { wx: 36, tm: 2, tn: 2 });
-        v.push(GemmVariant::Subgroup4 { wx: 36, tm: 4, tv: 1 });
-        v
-    }
-
-    pub fn name(&self) -> String {
-        match self {
-            GemmVariant::Naive => "naive".into(),
-            GemmVariant::Tiled { wx, wy, tm, tn } => format!("tiled{wx}x{wy}r{tm}x{tn}"),
-            GemmVariant::Vec4 { wx, wy, tm, tv } => format!("vec4_{wx}x{wy}r{tm}x{}", tv * 4),
-            GemmVariant::Shared { wx, wy, tm, tn, bk } => {
-                format!("shared{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
-            }
-            GemmVariant::Dot { wx, tn } => format!("dot{wx}r{tn}"),
-            GemmVariant::Split { wx, wy, tm, tn, bk } => {
-                format!("split{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
-            }
-            GemmVariant::Subgroup { wx, tm, tn } => format!("subgroup{wx}r{tm}x{tn}"),
-            GemmVariant::Subgroup4 { wx, tm, tv } => format!("subgroup4_{wx}r{tm}x{}", tv * 4),
-            GemmVariant::Texture4 { wx, wy, tm, tv } => format!("tex_vec4_{wx}x{wy}r{tm}x{}", tv * 4),
-            GemmVariant::SubgroupTexture4 { wx, tm, tv } => format!("tex_subgroup4_{wx}r{tm}x{}", tv * 4),
-        }
-    }
-
     fn spec(&self, trans: Trans) -> Spec {
         // Every file takes the layout and its workgroup width; the rest is the file's own.
         let layout = |wx: u32| {
@@ -187,12 +147,8 @@ impl GemmVariant {
             }
             GemmVariant::Dot { wx, tn } => (wx, 1, 1, tn, 4, 4, 4),
             GemmVariant::Subgroup { wx, tm, tn } => return layout(wx).u("TM", tm).u("TN", tn),
-            GemmVariant::Subgroup4 { wx, tm, tv } | GemmVariant::SubgroupTexture4 { wx, tm, tv } => {
-                return layout(wx).u("TM", tm).u("TV", tv)
-            }
-            GemmVariant::Vec4 { wx, wy, tm, tv } | GemmVariant::Texture4 { wx, wy, tm, tv } => {
-                return layout(wx).u("WY", wy).u("TM", tm).u("TV", tv)
-            }
+            GemmVariant::Subgroup4 { wx, tm, tv } => return layout(wx).u("TM", tm).u("TV", tv),
+            GemmVariant::Vec4 { wx, wy, tm, tv } => return layout(wx).u("WY", wy).u("TM", tm).u("TV", tv),
         };
         layout(wx).u("WY", wy).u("TM", tm).u("TN", tn).u("BM", bm).u("BN", bn).u("BK", bk)
     }
@@ -202,26 +158,13 @@ impl GemmVariant {
         match *self {
             GemmVariant::Naive => (16, 16),
             GemmVariant::Tiled { wx, wy, tm, tn } => (wy * tm, wx * tn),
-            GemmVariant::Vec4 { wx, wy, tm, tv } | GemmVariant::Texture4 { wx, wy, tm, tv } => {
-                (wy * tm, wx * tv * 4)
-            }
+            GemmVariant::Vec4 { wx, wy, tm, tv } => (wy * tm, wx * tv * 4),
             GemmVariant::Shared { wx, wy, tm, tn, .. } | GemmVariant::Split { wx, wy, tm, tn, .. } => {
                 (wy * tm, wx * tn)
             }
             GemmVariant::Dot { tn, .. } => (1, tn),
             GemmVariant::Subgroup { wx, tm, tn } => (tm, wx * tn),
-            GemmVariant::Subgroup4 { wx, tm, tv } | GemmVariant::SubgroupTexture4 { wx, tm, tv } => {
-                (tm, wx * tv * 4)
-            }
-        }
-    }
-
-    /// A texture variant's kernel with B in a storage buffer instead; `None` for the others.
-    pub fn buffer_twin(&self) -> Option<GemmVariant> {
-        match *self {
-            GemmVariant::Texture4 { wx, wy, tm, tv } => Some(GemmVariant::Vec4 { wx, wy, tm, tv }),
-            GemmVariant::SubgroupTexture4 { wx, tm, tv } => Some(GemmVariant::Subgroup4 { wx, tm, tv }),
-            _ => None,
+            GemmVariant::Subgroup4 { wx, tm, tv } => (tm, wx * tv * 4),
         }
     }
 }
@@ -230,42 +173,18 @@ impl GemmVariant {
 fn specs_of(keep: fn(&GemmVariant) -> bool) -> Vec<Spec> {
     Trans::ALL
         .iter()
-        .flat_map(|&t| GemmVariant::checked().into_iter().filter(keep).map(move |v| v.spec(t)))
+        .flat_map(|&t| VARIANTS.iter().map(|d| d.variant).filter(keep).map(move |v| v.spec(t)))
         .collect()
 }
 
 fn specs() -> Vec<Spec> {
     specs_of(|v| {
-        !matches!(
-            v,
-            GemmVariant::Vec4 { .. }
-                | GemmVariant::Subgroup { .. }
-                | GemmVariant::Subgroup4 { .. }
-                | GemmVariant::Texture4 { .. }
-                | GemmVariant::SubgroupTexture4 { .. }
-        )
+        !matches!(v, GemmVariant::Vec4 { .. } | GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. })
     })
 }
 
 fn specs4() -> Vec<Spec> {
     specs_of(|v| matches!(v, GemmVariant::Vec4 { .. }))
-}
-
-fn specs4_tex() -> Vec<Spec> {
-    specs_of(|v| matches!(v, GemmVariant::Texture4 { .. }))
-}
-
-fn specs_sg4_tex() -> Vec<Spec> {
-    specs_of(|v| matches!(v, GemmVariant::SubgroupTexture4 { .. }))
-}
-
-/// The packing kernel's specialization (only B's layout matters to it).
-fn pack_spec(trans: Trans) -> Spec {
-    Spec::new().b("TRANS_B", trans.b_transposed())
-}
-
-fn pack_specs() -> Vec<Spec> {
-    vec![pack_spec(Trans::NN), pack_spec(Trans::NT)]
 }
 
 fn specs_sg() -> Vec<Spec> {
@@ -284,9 +203,8 @@ impl KernelParams for GemmParams {
 const IO: (&str, &str) = ("gemm_io", include_str!("../../shaders/gemm_io.wgsl"));
 /// The vec4 kernels' bindings and stores, shared by gemm4.wgsl and gemm_sg4.wgsl.
 const IO4: (&str, &str) = ("gemm4_io", include_str!("../../shaders/gemm4_io.wgsl"));
-/// The vec4 kernels' B: a storage buffer, or (the texture variants) an rgba32float texture.
+/// The vec4 kernels' B operand (its binding and loads).
 const B4: (&str, &str) = ("gemm4_b", include_str!("../../shaders/gemm4_b.wgsl"));
-const B4_TEX: (&str, &str) = ("gemm4_btex", include_str!("../../shaders/gemm4_btex.wgsl"));
 /// The subgroup kernels' helpers.
 pub(crate) const SUBGROUP: (&str, &str) = ("subgroup", include_str!("../../shaders/subgroup.wgsl"));
 
@@ -321,32 +239,6 @@ pub static SHADER4: ShaderDef = ShaderDef {
     textures: &[],
 };
 
-/// gemm4.wgsl with B in a texture (binding 2).
-pub static SHADER4_TEX: ShaderDef = ShaderDef {
-    name: "gemm4+btex",
-    source: include_str!("../../shaders/gemm4.wgsl"),
-    parts: &[IO4, B4_TEX],
-    params: ParamsDecl::of::<GemmParams>(),
-    entries: &[("gemm_vec4", 3, 1)],
-    specs: specs4_tex,
-    unchecked: true,
-    extension: Extension::None,
-    textures: &[("gemm_vec4", 2)],
-};
-
-/// Copies B into the texture variants' texture.
-pub static PACK_SHADER: ShaderDef = ShaderDef {
-    name: "tex_pack",
-    source: include_str!("../../shaders/tex_pack.wgsl"),
-    parts: &[],
-    params: ParamsDecl::of::<GemmParams>(),
-    entries: &[("pack_b", 1, 1)],
-    specs: pack_specs,
-    unchecked: true,
-    extension: Extension::None,
-    textures: &[("pack_b", 2)],
-};
-
 pub static SHADER_SG: ShaderDef = ShaderDef {
     name: "gemm_sg",
     source: include_str!("../../shaders/gemm_sg.wgsl"),
@@ -371,64 +263,31 @@ pub static SHADER_SG4: ShaderDef = ShaderDef {
     textures: &[],
 };
 
-/// gemm_sg4.wgsl with B in a texture (binding 2).
-pub static SHADER_SG4_TEX: ShaderDef = ShaderDef {
-    name: "gemm_sg4+btex",
-    source: include_str!("../../shaders/gemm_sg4.wgsl"),
-    parts: &[IO4, B4_TEX, SUBGROUP],
-    params: ParamsDecl::of::<GemmParams>(),
-    entries: &[("gemm_subgroup4", 3, 1)],
-    specs: specs_sg4_tex,
-    unchecked: true,
-    extension: Extension::Subgroups,
-    textures: &[("gemm_subgroup4", 2)],
-};
-
-/// The variant that computes `s` when `variant` is asked for on `dev`: the vec4 kernels need
-/// vec4-aligned shapes, the dot kernel at most [`DOT_MAX_N`] columns and M within the grid, the
-/// subgroup kernels subgroups (else the tiled kernel); the vec4 subgroup kernel on a shape that is
-/// not vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is
-/// `Shared` on the same tiles; a texture variant runs its own kernel where its buffer twin does and
-/// B fits a texture, else what the twin runs.
-pub fn resolve(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> GemmVariant {
-    if let Some(twin) = variant.buffer_twin() {
-        // Its own kernel where the twin runs its own (alignment, subgroups) and B fits a texture.
-        let (w, h) = texture_size(s);
-        let twin_runs = resolve(s, twin, dev);
-        let fits = w <= dev.max_texture && h <= dev.max_texture;
-        return if twin_runs == twin && fits { variant } else { twin_runs };
-    }
+/// The variant that computes `s` when `variant` is asked for on `caps` (the family's one fallback
+/// rule, [`crate::kernels::registry::Op::resolve`]): the vec4 kernels need vec4-aligned shapes, the
+/// dot kernel at most [`DOT_MAX_N`] columns and M within the grid, the subgroup kernels subgroups
+/// of sizes they support (else the tiled kernel); the vec4 subgroup kernel on a shape that is not
+/// vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is
+/// `Shared` on the same tiles.
+pub fn resolve(s: &GemmShape, variant: GemmVariant, caps: &Caps) -> GemmVariant {
     match variant {
+        GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. } if !variant.subgroups_allow(caps) => {
+            GemmVariant::TILED
+        }
         GemmVariant::Vec4 { .. } if !vec4_aligned(s) => GemmVariant::TILED,
-        GemmVariant::Dot { .. } if s.m > dev.max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
-        GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. } if !dev.subgroups => GemmVariant::TILED,
+        GemmVariant::Dot { .. } if s.m > caps.max_groups || s.n > DOT_MAX_N => GemmVariant::TILED,
         GemmVariant::Subgroup4 { wx, tm, tv } if !vec4_aligned(s) => {
             GemmVariant::Subgroup { wx, tm, tn: 4 * tv }
         }
         GemmVariant::Split { wx, wy, tm, tn, bk } => {
             let tiles = s.m.div_ceil((wy * tm) as usize) * s.n.div_ceil((wx * tn) as usize);
-            match split_k(s, tiles, bk as usize, dev.cap).1 {
+            match split_k(s, tiles, bk as usize, caps.cap).1 {
                 1 => GemmVariant::Shared { wx, wy, tm, tn, bk },
                 _ => variant,
             }
         }
         v => v,
     }
-}
-
-/// The texture the texture variants read B from, (width, height) in texels: B as stored, a texel
-/// per vec4 of a row.
-pub fn texture_size(s: &GemmShape) -> (usize, usize) {
-    match s.trans {
-        Trans::NT => (s.k.div_ceil(4), s.n),
-        Trans::NN | Trans::TN => (s.n.div_ceil(4), s.k),
-    }
-}
-
-/// Whether `variant` runs its own kernel on `s` on `dev` rather than another variant's
-/// ([`resolve`]); with [`GemmDevice::ANY`], on every device that has what the variant needs.
-pub fn runs_itself(s: &GemmShape, variant: GemmVariant, dev: &GemmDevice) -> bool {
-    resolve(s, variant, dev) == variant
 }
 
 /// K per split and the number of splits of [`GemmVariant::Split`] with `tiles` workgroups per
@@ -471,8 +330,8 @@ pub fn gemm(
         splits: 0,
         pad: [0; 2],
     };
-    let dev = GemmDevice::of(gpu);
-    let variant = resolve(s, variant, &dev);
+    let caps = Caps::of(gpu);
+    let variant = resolve(s, variant, &caps);
     let (tr, tc) = variant.tile();
     let groups = [s.n.div_ceil(tc as usize), s.m.div_ceil(tr as usize), 1];
     let groups = [to_u32(&op, "column tiles", groups[0])?, to_u32(&op, "row tiles", groups[1])?, 1];
@@ -480,7 +339,7 @@ pub fn gemm(
     let sp = variant.spec(s.trans);
     if let GemmVariant::Split { bk, .. } = variant {
         // Several splits (resolve runs a single one as Shared), at most SPLIT_MAX: within the grid.
-        let (kc, splits) = split_k(s, groups[0] as usize * groups[1] as usize, bk as usize, dev.cap);
+        let (kc, splits) = split_k(s, groups[0] as usize * groups[1] as usize, bk as usize, caps.cap);
         params.kc = to_u32(&op, "K per split", kc)?;
         params.splits = to_u32(&op, "splits", splits)?;
         let partial = gpu.empty(&[splits, s.m, s.n], crate::gpu::DType::F32)?;
@@ -499,24 +358,8 @@ pub fn gemm(
         GemmVariant::Vec4 { .. } => (&SHADER4, "gemm_vec4"),
         GemmVariant::Subgroup { .. } => (&SHADER_SG, "gemm_subgroup"),
         GemmVariant::Subgroup4 { .. } => (&SHADER_SG4, "gemm_subgroup4"),
-        GemmVariant::Texture4 { .. } => (&SHADER4_TEX, "gemm_vec4"),
-        GemmVariant::SubgroupTexture4 { .. } => (&SHADER_SG4_TEX, "gemm_subgroup4"),
     };
-    if variant.buffer_twin().is_none() {
-        return Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?]);
-    }
-    // A texture variant (resolve keeps one only where B is vec4-aligned and fits a texture): copy
-    // B into a texture the dispatches keep alive, then the kernel reads it there.
-    let (w, h) = texture_size(s);
-    let texture = gpu.texture(&op, w, h)?;
-    let pack =
-        [to_u32(&op, "texture tiles", w.div_ceil(16))?, to_u32(&op, "texture tiles", h.div_ceil(16))?, 1];
-    let packed = [Bound::Buffer(b), Bound::Texture(&texture)];
-    let bound = [Bound::Buffer(a), Bound::Texture(&texture), Bound::Buffer(bias), Bound::Buffer(c)];
-    Ok(vec![
-        gpu.prepare_bound(&op, &PACK_SHADER, "pack_b", &pack_spec(s.trans), &packed, &params, pack)?,
-        gpu.prepare_bound(&op, shader, entry, &sp, &bound, &params, groups)?,
-    ])
+    Ok(vec![gpu.prepare(&op, shader, entry, &sp, &[a, b, bias], &[c], &params, groups)?])
 }
 
 #[cfg(test)]
@@ -538,54 +381,38 @@ mod tests {
         let ragged = GemmShape::new(64, 63, 64, Trans::NN);
         let sg = GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 };
         let sg4 = GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 };
-        let none = GemmDevice { subgroups: false, ..GemmDevice::ANY };
-        assert_eq!(resolve(&aligned, sg, &GemmDevice::ANY), sg);
-        assert_eq!(resolve(&aligned, sg4, &GemmDevice::ANY), sg4);
-        assert_eq!(resolve(&ragged, sg4, &GemmDevice::ANY), sg, "the scalar kernel on the same tile");
+        let (any, none) = (Caps::ANY, Caps::NO_SUBGROUPS);
+        assert_eq!(resolve(&aligned, sg, &any), sg);
+        assert_eq!(resolve(&aligned, sg4, &any), sg4);
+        assert_eq!(resolve(&ragged, sg4, &any), sg, "the scalar kernel on the same tile");
         for v in [sg, sg4] {
             assert_eq!(resolve(&aligned, v, &none), GemmVariant::TILED);
             assert_eq!(resolve(&ragged, v, &none), GemmVariant::TILED);
         }
-        // On a shape that is not aligned the vec4 subgroup kernel would rerun the scalar one.
-        assert!(!runs_itself(&ragged, sg4, &GemmDevice::ANY) && runs_itself(&ragged, sg, &GemmDevice::ANY));
     }
 
+    /// A GEMM variant's name spells its tiling: the declaration table writes each name out once,
+    /// and this says it is the right one.
     #[test]
-    fn texture_variants_fall_back_where_b_does_not_fit_a_texture() {
-        let tex = GemmVariant::Texture4 { wx: 8, wy: 8, tm: 4, tv: 2 };
-        let sg_tex = GemmVariant::SubgroupTexture4 { wx: 64, tm: 16, tv: 1 };
-        let dev = GemmDevice { max_texture: 256, ..GemmDevice::ANY };
-        // B [K,N] is N/4 texels wide and K high; [N,K] (NT) K/4 wide and N high.
-        assert_eq!(texture_size(&GemmShape::new(8, 1024, 256, Trans::NN)), (256, 256));
-        assert_eq!(texture_size(&GemmShape::new(8, 256, 1024, Trans::NT)), (256, 256));
-        assert_eq!(texture_size(&GemmShape::new(8, 1024, 256, Trans::TN)), (256, 256));
-        for t in Trans::ALL {
-            let fits = GemmShape::new(8, 256, 256, t);
-            let (wide, tall) = match t {
-                Trans::NT => (GemmShape::new(8, 256, 1028, t), GemmShape::new(8, 260, 256, t)),
-                _ => (GemmShape::new(8, 1028, 256, t), GemmShape::new(8, 256, 260, t)),
+    fn gemm_names_spell_their_tilings() {
+        for d in VARIANTS {
+            let want = match d.variant {
+                GemmVariant::Naive => "naive".to_string(),
+                GemmVariant::Tiled { wx, wy, tm, tn } => format!("tiled{wx}x{wy}r{tm}x{tn}"),
+                GemmVariant::Vec4 { wx, wy, tm, tv } => format!("vec4_{wx}x{wy}r{tm}x{}", tv * 4),
+                GemmVariant::Shared { wx, wy, tm, tn, bk } => {
+                    format!("shared{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
+                }
+                GemmVariant::Dot { wx, tn } => format!("dot{wx}r{tn}"),
+                GemmVariant::Split { wx, wy, tm, tn, bk } => {
+                    format!("split{}x{}x{bk}r{tm}x{tn}", wy * tm, wx * tn)
+                }
+                GemmVariant::Subgroup { wx, tm, tn } => format!("subgroup{wx}r{tm}x{tn}"),
+                GemmVariant::Subgroup4 { wx, tm, tv } => format!("subgroup4_{wx}r{tm}x{}", tv * 4),
             };
-            assert_eq!(resolve(&fits, tex, &dev), tex, "{fits}");
-            assert_eq!(resolve(&fits, sg_tex, &dev), sg_tex, "{fits}");
-            for s in [wide, tall] {
-                assert_eq!(resolve(&s, tex, &dev), tex.buffer_twin().unwrap(), "{s}");
-                assert_eq!(resolve(&s, sg_tex, &dev), sg_tex.buffer_twin().unwrap(), "{s}");
-            }
-            // Without subgroups the subgroup one falls back as Subgroup4 does; unaligned shapes
-            // as their buffer twins do.
-            let none = GemmDevice { subgroups: false, ..dev };
-            assert_eq!(resolve(&fits, sg_tex, &none), GemmVariant::TILED);
-            assert_eq!(resolve(&fits, tex, &none), tex);
-            let ragged = match t {
-                Trans::TN => GemmShape::new(7, 256, 256, t),
-                _ => GemmShape::new(8, 256, 255, t),
-            };
-            assert_eq!(resolve(&ragged, tex, &dev), GemmVariant::TILED, "{ragged}");
-            assert_eq!(
-                resolve(&ragged, sg_tex, &dev),
-                GemmVariant::Subgroup { wx: 64, tm: 16, tn: 4 },
-                "{ragged}"
-            );
+            assert_eq!(d.name, want);
+            let sg = matches!(d.variant, GemmVariant::Subgroup { .. } | GemmVariant::Subgroup4 { .. });
+            assert_eq!(d.subgroups.is_some(), sg, "{}", d.name);
         }
     }
 

@@ -11,6 +11,7 @@ pub mod optim;
 pub mod pool;
 pub mod probe;
 pub mod reduce;
+pub mod registry;
 
 use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Spec, Tensor};
 
@@ -20,9 +21,6 @@ pub static SHADERS: &[&ShaderDef] = &[
     &gemm::SHADER4,
     &gemm::SHADER_SG,
     &gemm::SHADER_SG4,
-    &gemm::SHADER4_TEX,
-    &gemm::SHADER_SG4_TEX,
-    &gemm::PACK_SHADER,
     &conv::SHADER,
     &conv::SHADER_SG,
     &conv::WGRAD_SHADER,
@@ -50,6 +48,7 @@ pub static HOST_SOURCES: &[&str] = &[
     include_str!("pool.rs"),
     include_str!("probe.rs"),
     include_str!("reduce.rs"),
+    include_str!("registry.rs"),
 ];
 
 /// Invocations per workgroup of the 1-D kernels (a power of two).

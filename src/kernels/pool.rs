@@ -1,5 +1,6 @@
 //! Max and average pooling, forward and backward (ceil-mode windows clipped to the image).
 
+use super::registry::{Decl, Family, FamilyVariant, Variant};
 use super::{check_len, grid_for, to_u32, wg_spec, WG};
 use crate::gpu::{
     DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
@@ -80,8 +81,8 @@ fn check_idx(op: &str, idx: &Tensor, want: usize) -> Result<(), GpuError> {
     Ok(())
 }
 
-/// Pool forward variants (max and average); each is covered by the tests, and they compute the
-/// same values (the same windows, summed in the same order).
+/// Pool forward variants (max and average; [`FWD_VARIANTS`] declares them); they compute the same
+/// values (the same windows, summed in the same order).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolFwdVariant {
     /// One invocation per output (pool_fwd): for GPUs.
@@ -93,13 +94,27 @@ pub enum PoolFwdVariant {
 
 impl PoolFwdVariant {
     pub const DEFAULT: PoolFwdVariant = PoolFwdVariant::Outputs;
-    pub fn all() -> [PoolFwdVariant; 2] {
-        [PoolFwdVariant::Outputs, PoolFwdVariant::Rows]
+}
+
+/// Every pooling forward variant, declared once, the default first.
+pub static FWD_VARIANTS: &[Decl<PoolFwdVariant>] =
+    &[Decl::tuned("outputs", PoolFwdVariant::Outputs), Decl::tuned("rows", PoolFwdVariant::Rows)];
+
+impl FamilyVariant for PoolFwdVariant {
+    const FAMILY: Family = Family::PoolFwd;
+    fn decls() -> &'static [Decl<PoolFwdVariant>] {
+        FWD_VARIANTS
     }
-    pub fn name(&self) -> &'static str {
-        match self {
-            PoolFwdVariant::Outputs => "outputs",
-            PoolFwdVariant::Rows => "rows",
+    fn default_variant() -> PoolFwdVariant {
+        PoolFwdVariant::DEFAULT
+    }
+    fn wrap(self) -> Variant {
+        Variant::PoolFwd(self)
+    }
+    fn unwrap(v: Variant) -> Option<PoolFwdVariant> {
+        match v {
+            Variant::PoolFwd(x) => Some(x),
+            _ => None,
         }
     }
 }
@@ -141,7 +156,7 @@ pub fn maxpool_forward(
     forward(gpu, &format!("maxpool_forward {s}"), s, x, y, Some(idx), variant)
 }
 
-/// Pool backward variants (max and average); each is covered by the tests.
+/// Pool backward variants (max and average; [`BWD_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PoolBwdVariant {
     /// One invocation per input element gathering from the windows that cover it.
@@ -160,14 +175,31 @@ pub type MaxPoolBwdVariant = PoolBwdVariant;
 
 impl PoolBwdVariant {
     pub const DEFAULT: PoolBwdVariant = PoolBwdVariant::Passes;
-    pub fn all() -> [PoolBwdVariant; 3] {
-        [PoolBwdVariant::Gather, PoolBwdVariant::Passes, PoolBwdVariant::Rows]
+}
+
+/// Every pooling backward variant, declared once: the default first, the gather (the simple
+/// fallback, screened last by the tuner) last.
+pub static BWD_VARIANTS: &[Decl<PoolBwdVariant>] = &[
+    Decl::tuned("passes", PoolBwdVariant::Passes),
+    Decl::tuned("rows", PoolBwdVariant::Rows),
+    Decl::tuned("gather", PoolBwdVariant::Gather),
+];
+
+impl FamilyVariant for PoolBwdVariant {
+    const FAMILY: Family = Family::PoolBwd;
+    fn decls() -> &'static [Decl<PoolBwdVariant>] {
+        BWD_VARIANTS
     }
-    pub fn name(&self) -> &'static str {
-        match self {
-            PoolBwdVariant::Gather => "gather",
-            PoolBwdVariant::Passes => "passes",
-            PoolBwdVariant::Rows => "rows",
+    fn default_variant() -> PoolBwdVariant {
+        PoolBwdVariant::DEFAULT
+    }
+    fn wrap(self) -> Variant {
+        Variant::PoolBwd(self)
+    }
+    fn unwrap(v: Variant) -> Option<PoolBwdVariant> {
+        match v {
+            Variant::PoolBwd(x) => Some(x),
+            _ => None,
         }
     }
 }

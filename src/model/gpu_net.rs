@@ -4,10 +4,10 @@
 //! update. Loss and accuracy accumulate on the GPU and are read back only when asked.
 
 use super::net::{dropout_seed, Layer, Net};
-use super::plan::Plan;
+use super::plan::{OpKey, OpKind, Plan};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::activation::{self, ActParams};
-use crate::kernels::conv::{self, ConvBwdWeightVariant};
+use crate::kernels::conv::{self, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::optim::{self, SgdParams};
 use crate::kernels::{gemm, loss, pool, reduce, Epilogue};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
@@ -322,18 +322,18 @@ impl GpuNet {
             Layer::Conv { shape, relu, weight, bias } => {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = Conv2dShape { n: batch, ..shape };
-                let v = self.plan.conv_fwd(&format!("{li}.conv_fwd"));
+                let v = self.plan.choice::<ConvFwdVariant>(OpKey::new(li, OpKind::ConvFwd));
                 conv::conv2d_forward(gpu, &s, a, &self.params[weight], y, &ep, v)?
             }
             Layer::MaxPool { shape } => {
                 let ix = self.pool_idx[li]
                     .as_ref()
                     .ok_or_else(|| GpuError::Internal("max-pool indices".into()))?;
-                let v = self.plan.pool_fwd(&format!("{li}.pool_fwd"));
+                let v = self.plan.choice::<pool::PoolFwdVariant>(OpKey::new(li, OpKind::PoolFwd));
                 pool::maxpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, ix, v)?
             }
             Layer::AvgPool { shape } => {
-                let v = self.plan.pool_fwd(&format!("{li}.pool_fwd"));
+                let v = self.plan.choice::<pool::PoolFwdVariant>(OpKey::new(li, OpKind::PoolFwd));
                 pool::avgpool_forward(gpu, &Pool2dShape { n: batch, ..shape }, a, y, v)?
             }
             Layer::Relu => activation::relu_forward(gpu, a, y)?,
@@ -344,7 +344,7 @@ impl GpuNet {
             Layer::Fc { inp, out, relu, weight, bias } => {
                 let ep = Epilogue { bias: Some(&self.params[bias]), accumulate: false, relu };
                 let s = GemmShape::new(batch, out, inp, Trans::NT);
-                let v = self.plan.gemm(&format!("{li}.fc_fwd"));
+                let v = self.plan.choice::<gemm::GemmVariant>(OpKey::new(li, OpKind::FcFwd));
                 return gemm::gemm(gpu, &s, a, &self.params[weight], y, &ep, v);
             }
         }])
@@ -373,7 +373,7 @@ impl GpuNet {
             Layer::Conv { shape, relu, weight, bias } => {
                 let s = Conv2dShape { n: batch, ..shape };
                 let t = fused(&mut ops, relu)?;
-                let v = self.plan.conv_weight(&format!("{li}.conv_weight"));
+                let v = self.plan.choice::<ConvBwdWeightVariant>(OpKey::new(li, OpKind::ConvWeight));
                 ops.extend(conv::conv2d_backward_weight(gpu, &s, a_in, t, &self.grads[weight], false, v)?);
                 ops.extend(reduce::channel_sum(
                     gpu,
@@ -385,21 +385,21 @@ impl GpuNet {
                     false,
                 )?);
                 if let Some(g_in) = g_in {
-                    let v = self.plan.conv_data(&format!("{li}.conv_data"));
+                    let v = self.plan.choice::<conv::ConvBwdDataVariant>(OpKey::new(li, OpKind::ConvData));
                     ops.extend(conv::conv2d_backward_data(gpu, &s, t, &self.params[weight], g_in, v)?);
                 }
             }
             Layer::MaxPool { shape } => {
                 if let (Some(g_in), Some(ix)) = (g_in, self.pool_idx[li].as_ref()) {
                     let s = Pool2dShape { n: batch, ..shape };
-                    let v = self.plan.pool_bwd(&format!("{li}.pool_bwd"));
+                    let v = self.plan.choice::<pool::PoolBwdVariant>(OpKey::new(li, OpKind::PoolBwd));
                     ops.extend(pool::maxpool_backward(gpu, &s, g_out, ix, g_in, v)?);
                 }
             }
             Layer::AvgPool { shape } => {
                 if let Some(g_in) = g_in {
                     let s = Pool2dShape { n: batch, ..shape };
-                    let v = self.plan.pool_bwd(&format!("{li}.pool_bwd"));
+                    let v = self.plan.choice::<pool::PoolBwdVariant>(OpKey::new(li, OpKind::PoolBwd));
                     ops.extend(pool::avgpool_backward(gpu, &s, g_out, g_in, v)?);
                 }
             }
@@ -424,12 +424,12 @@ impl GpuNet {
                 let t = fused(&mut ops, relu)?;
                 let none = Epilogue::default();
                 let dw = GemmShape::new(out, inp, batch, Trans::TN);
-                let v = self.plan.gemm(&format!("{li}.fc_weight"));
+                let v = self.plan.choice::<gemm::GemmVariant>(OpKey::new(li, OpKind::FcWeight));
                 ops.extend(gemm::gemm(gpu, &dw, t, a_in, &self.grads[weight], &none, v)?);
                 ops.extend(reduce::channel_sum(gpu, batch, out, 1, t, &self.grads[bias], false)?);
                 if let Some(g_in) = g_in {
                     let dx = GemmShape::new(batch, inp, out, Trans::NN);
-                    let v = self.plan.gemm(&format!("{li}.fc_data"));
+                    let v = self.plan.choice::<gemm::GemmVariant>(OpKey::new(li, OpKind::FcData));
                     ops.extend(gemm::gemm(gpu, &dx, t, &self.params[weight], g_in, &none, v)?);
                 }
             }

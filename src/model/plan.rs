@@ -2,132 +2,142 @@
 //! but may round differently, so a run records its plan (in its checkpoints) and a resumed run
 //! keeps it: same data, seed, plan and adapter, same weights, bit for bit.
 //!
-//! A plan maps an op key, `<layer index>.<op>` (the index in the resolved layer list, the op one of
-//! `fc_fwd`, `fc_data`, `fc_weight`, `conv_fwd`, `conv_data`, `conv_weight`, `pool_fwd`, `pool_bwd`), to a variant name. An
-//! op the plan does not name uses the built-in default.
+//! A plan maps an op of the step ([`OpKey`]: a layer's index in the resolved layer list and what
+//! the step computes there) to a typed [`Variant`] of that op's family. An op the plan does not
+//! name uses its family's default. Written out (checkpoints, `--json`), a plan is a map from
+//! `<layer index>.<op>` (`3.conv_fwd`) to the variant's name, parsed back once, here.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use super::net::{Layer, Net};
-use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
-use crate::kernels::gemm::{GemmDevice, GemmVariant};
-use crate::kernels::pool::{PoolBwdVariant, PoolFwdVariant};
+use crate::kernels::registry::{Family, FamilyVariant, Op, Variant};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Plan(pub BTreeMap<String, String>);
-
-/// One choice a step makes: what the op computes, at the step's batch.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Op {
-    Gemm(GemmShape),
-    ConvFwd(Conv2dShape),
-    ConvData(Conv2dShape),
-    ConvWeight(Conv2dShape),
-    /// A pooling layer's forward (max pooling when `max`).
-    PoolFwd {
-        shape: Pool2dShape,
-        max: bool,
-    },
-    /// A pooling layer's backward (max pooling when `max`).
-    PoolBwd {
-        shape: Pool2dShape,
-        max: bool,
-    },
+/// What a step computes at one layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpKind {
+    ConvFwd,
+    ConvWeight,
+    ConvData,
+    FcFwd,
+    FcData,
+    FcWeight,
+    PoolFwd,
+    PoolBwd,
 }
 
-impl Op {
-    /// The variants that compute this op, by name, the built-in default first.
-    pub fn variants(&self) -> Vec<String> {
-        let mut names: Vec<String> = match self {
-            Op::Gemm(_) => GemmVariant::all().iter().map(|v| v.name()).collect(),
-            Op::ConvFwd(_) => ConvFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::ConvData(_) => ConvBwdDataVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::ConvWeight(_) => ConvBwdWeightVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::PoolFwd { .. } => PoolFwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
-            Op::PoolBwd { .. } => PoolBwdVariant::all().iter().map(|v| v.name().to_string()).collect(),
+impl OpKind {
+    pub const ALL: [OpKind; 8] = [
+        OpKind::ConvFwd,
+        OpKind::ConvWeight,
+        OpKind::ConvData,
+        OpKind::FcFwd,
+        OpKind::FcData,
+        OpKind::FcWeight,
+        OpKind::PoolFwd,
+        OpKind::PoolBwd,
+    ];
+
+    /// Its name in a plan's keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::ConvFwd => "conv_fwd",
+            OpKind::ConvWeight => "conv_weight",
+            OpKind::ConvData => "conv_data",
+            OpKind::FcFwd => "fc_fwd",
+            OpKind::FcData => "fc_data",
+            OpKind::FcWeight => "fc_weight",
+            OpKind::PoolFwd => "pool_fwd",
+            OpKind::PoolBwd => "pool_bwd",
+        }
+    }
+
+    /// The family of the kernels that compute it.
+    pub fn family(self) -> Family {
+        match self {
+            OpKind::ConvFwd => Family::ConvFwd,
+            OpKind::ConvWeight => Family::ConvWeight,
+            OpKind::ConvData => Family::ConvData,
+            OpKind::FcFwd | OpKind::FcData | OpKind::FcWeight => Family::Gemm,
+            OpKind::PoolFwd => Family::PoolFwd,
+            OpKind::PoolBwd => Family::PoolBwd,
+        }
+    }
+}
+
+/// One op of a step: the layer's index in the resolved layer list and what is computed there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpKey {
+    pub layer: usize,
+    pub kind: OpKind,
+}
+
+impl OpKey {
+    pub fn new(layer: usize, kind: OpKind) -> OpKey {
+        OpKey { layer, kind }
+    }
+}
+
+impl fmt::Display for OpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.layer, self.kind.name())
+    }
+}
+
+/// A key is written out (JSON) as `<layer index>.<op>`.
+impl serde::Serialize for OpKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl FromStr for OpKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<OpKey, String> {
+        let bad = || {
+            let kinds: Vec<&str> = OpKind::ALL.iter().map(|k| k.name()).collect();
+            format!("op key {s:?} is not <layer index>.<op> with op one of {}", kinds.join(", "))
         };
-        let default = self.default_variant();
-        names.retain(|n| *n != default);
-        names.insert(0, default);
-        names
-    }
-
-    /// Whether `variant` runs its own kernel on this op's shape, rather than falling back to
-    /// another variant's (`kernels::gemm::resolve`: the vec4 GEMMs need vec4-aligned shapes, the
-    /// dot GEMM few columns, the split-K GEMM several splits, the subgroup GEMM a device with
-    /// subgroups (`dev`); the rows weight gradient a kernel at most `WGRAD_MAX_KW` wide; the
-    /// subgroup convolutions a device with subgroups; the flipped backward data stride 1 and each
-    /// padding short of its kernel).
-    pub fn runs_itself(&self, dev: &GemmDevice, variant: &str) -> bool {
-        match self {
-            Op::Gemm(s) => GemmVariant::all()
-                .into_iter()
-                .find(|v| v.name() == variant)
-                .is_none_or(|v| crate::kernels::gemm::runs_itself(s, v, dev)),
-            // The subgroup convolutions run the blocked (rows) kernel on a device without subgroups.
-            _ if variant.contains("subgroup") && !dev.subgroups => false,
-            Op::ConvWeight(s) => !variant.starts_with("rows") || s.kw <= crate::kernels::conv::WGRAD_MAX_KW,
-            Op::ConvFwd(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
-            // The flipped backward data is subgroup_wide's kernel where its forward does not apply.
-            Op::ConvData(s) if variant == "flipped" => crate::kernels::conv::flipped_shape(s).is_some(),
-            Op::ConvData(s) => !variant.starts_with("shared") || crate::kernels::conv::shared_fits(s),
-            _ => true,
-        }
-    }
-
-    /// The variant a step uses when the plan names none.
-    pub fn default_variant(&self) -> String {
-        match self {
-            Op::Gemm(_) => GemmVariant::DEFAULT.name(),
-            Op::ConvFwd(_) => ConvFwdVariant::DEFAULT.name().into(),
-            Op::ConvData(_) => ConvBwdDataVariant::DEFAULT.name().into(),
-            Op::ConvWeight(_) => ConvBwdWeightVariant::DEFAULT.name().into(),
-            Op::PoolFwd { .. } => PoolFwdVariant::DEFAULT.name().into(),
-            Op::PoolBwd { .. } => PoolBwdVariant::DEFAULT.name().into(),
-        }
-    }
-
-    /// What the op computes, as a cache key and for messages (e.g. `gemm 256x3072x1600 nt`).
-    pub fn signature(&self) -> String {
-        match self {
-            Op::Gemm(s) => format!("gemm {s}"),
-            Op::ConvFwd(s) => format!("conv_fwd {s}"),
-            Op::ConvData(s) => format!("conv_data {s}"),
-            Op::ConvWeight(s) => format!("conv_weight {s}"),
-            Op::PoolFwd { shape, max } => format!("{}pool_fwd {shape}", if *max { "max" } else { "avg" }),
-            Op::PoolBwd { shape, max } => format!("{}pool_bwd {shape}", if *max { "max" } else { "avg" }),
-        }
+        let (layer, kind) = s.split_once('.').ok_or_else(bad)?;
+        let layer = layer.parse().map_err(|_| bad())?;
+        let kind = *OpKind::ALL.iter().find(|k| k.name() == kind).ok_or_else(bad)?;
+        Ok(OpKey { layer, kind })
     }
 }
 
-/// Every choice a training step of `net` at `batch` makes, with its plan key, in execution order of
+/// The variant of each op of a step that names one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan(BTreeMap<OpKey, Variant>);
+
+/// Every choice a training step of `net` at `batch` makes, with its key, in execution order of
 /// the forward pass then the backward pass. Evaluation uses the forward ops only.
-pub fn ops(net: &Net, batch: usize) -> Vec<(String, Op)> {
+pub fn ops(net: &Net, batch: usize) -> Vec<(OpKey, Op)> {
     let mut v = Vec::new();
     for (li, l) in net.layers.iter().enumerate() {
+        let key = |kind| OpKey::new(li, kind);
         match *l {
             Layer::Conv { shape, .. } => {
                 let s = Conv2dShape { n: batch, ..shape };
-                v.push((format!("{li}.conv_fwd"), Op::ConvFwd(s)));
-                v.push((format!("{li}.conv_weight"), Op::ConvWeight(s)));
+                v.push((key(OpKind::ConvFwd), Op::ConvFwd(s)));
+                v.push((key(OpKind::ConvWeight), Op::ConvWeight(s)));
                 if li > 0 {
-                    v.push((format!("{li}.conv_data"), Op::ConvData(s)));
+                    v.push((key(OpKind::ConvData), Op::ConvData(s)));
                 }
             }
             Layer::Fc { inp, out, .. } => {
-                v.push((format!("{li}.fc_fwd"), Op::Gemm(GemmShape::new(batch, out, inp, Trans::NT))));
+                v.push((key(OpKind::FcFwd), Op::Gemm(GemmShape::new(batch, out, inp, Trans::NT))));
                 if li > 0 {
-                    v.push((format!("{li}.fc_data"), Op::Gemm(GemmShape::new(batch, inp, out, Trans::NN))));
+                    v.push((key(OpKind::FcData), Op::Gemm(GemmShape::new(batch, inp, out, Trans::NN))));
                 }
-                v.push((format!("{li}.fc_weight"), Op::Gemm(GemmShape::new(out, inp, batch, Trans::TN))));
+                v.push((key(OpKind::FcWeight), Op::Gemm(GemmShape::new(out, inp, batch, Trans::TN))));
             }
             Layer::MaxPool { shape } | Layer::AvgPool { shape } => {
                 let (shape, max) = (Pool2dShape { n: batch, ..shape }, matches!(l, Layer::MaxPool { .. }));
-                v.push((format!("{li}.pool_fwd"), Op::PoolFwd { shape, max }));
+                v.push((key(OpKind::PoolFwd), Op::PoolFwd { shape, max }));
                 if li > 0 {
-                    v.push((format!("{li}.pool_bwd"), Op::PoolBwd { shape, max }));
+                    v.push((key(OpKind::PoolBwd), Op::PoolBwd { shape, max }));
                 }
             }
             _ => {}
@@ -137,115 +147,141 @@ pub fn ops(net: &Net, batch: usize) -> Vec<(String, Op)> {
 }
 
 impl Plan {
+    /// Chooses `variant` for `key`; a variant of another family than the op's is refused.
+    pub fn set(&mut self, key: OpKey, variant: Variant) -> Result<(), String> {
+        if variant.family() != key.kind.family() {
+            return Err(format!(
+                "op {key}: {variant} is a {} variant, not a {} one",
+                variant.family().title(),
+                key.kind.family().title()
+            ));
+        }
+        self.0.insert(key, variant);
+        Ok(())
+    }
+
+    /// `key`'s choice, where the plan names one.
+    pub fn get(&self, key: OpKey) -> Option<Variant> {
+        self.0.get(&key).copied()
+    }
+
+    /// The choices, by key.
+    pub fn iter(&self) -> impl Iterator<Item = (OpKey, Variant)> + '_ {
+        self.0.iter().map(|(k, v)| (*k, *v))
+    }
+
+    /// The variant of family `V` the step runs for `key`: the plan's choice, else the default.
+    pub fn choice<V: FamilyVariant>(&self, key: OpKey) -> V {
+        self.get(key).and_then(V::unwrap).unwrap_or_else(V::default_variant)
+    }
+
     /// This plan for `net` at `batch`, every op named: the plan's own choice where it has one, the
-    /// default elsewhere. A name no variant of its op has (a plan from another dlsvm) is refused.
+    /// default elsewhere. A choice for an op the step does not have (a plan of another network) is
+    /// refused.
     pub fn complete(&self, net: &Net, batch: usize) -> Result<Plan, String> {
+        let ops = ops(net, batch);
+        if let Some(key) = self.0.keys().find(|k| !ops.iter().any(|(o, _)| o == *k)) {
+            return Err(format!("the plan names op {key}, which this network's step does not have"));
+        }
         let mut out = BTreeMap::new();
-        for (key, op) in ops(net, batch) {
-            let name = match self.0.get(&key) {
-                Some(n) if op.variants().contains(n) => n.clone(),
-                Some(n) => {
-                    let have = op.variants().join(", ");
-                    return Err(format!(
-                        "op {key} ({}): no variant {n:?} (this dlsvm has {have})",
-                        op.signature()
-                    ));
-                }
-                None => op.default_variant(),
-            };
-            out.insert(key, name);
+        for (key, op) in ops {
+            out.insert(key, self.get(key).unwrap_or_else(|| op.default_variant()));
         }
         Ok(Plan(out))
     }
 
-    fn named(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+    /// The ops whose variant differs between `self` and `other` (both complete).
+    pub fn differences(&self, other: &Plan) -> Vec<OpKey> {
+        self.0.iter().filter(|(k, v)| other.0.get(*k) != Some(v)).map(|(k, _)| *k).collect()
     }
 
-    pub fn gemm(&self, key: &str) -> GemmVariant {
-        let n = self.named(key);
-        GemmVariant::all().into_iter().find(|v| Some(v.name().as_str()) == n).unwrap_or(GemmVariant::DEFAULT)
+    /// The plan as written out: op key to variant name.
+    pub fn names(&self) -> BTreeMap<String, String> {
+        self.0.iter().map(|(k, v)| (k.to_string(), v.name().to_string())).collect()
     }
 
-    pub fn conv_fwd(&self, key: &str) -> ConvFwdVariant {
-        let n = self.named(key);
-        ConvFwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(ConvFwdVariant::DEFAULT)
+    /// The plan written out as `names`: every key and name parsed; the first that is not one of
+    /// this build's is a one-line error naming it and what this build has.
+    pub fn from_names(names: &BTreeMap<String, String>) -> Result<Plan, String> {
+        let mut plan = Plan::default();
+        for (k, name) in names {
+            let key: OpKey = k.parse()?;
+            let v = key.kind.family().parse(name).map_err(|e| format!("op {key}: {e}"))?;
+            plan.set(key, v)?;
+        }
+        Ok(plan)
     }
+}
 
-    pub fn conv_data(&self, key: &str) -> ConvBwdDataVariant {
-        let n = self.named(key);
-        ConvBwdDataVariant::all()
-            .into_iter()
-            .find(|v| Some(v.name()) == n)
-            .unwrap_or(ConvBwdDataVariant::DEFAULT)
+impl serde::Serialize for Plan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.names().serialize(s)
     }
+}
 
-    pub fn conv_weight(&self, key: &str) -> ConvBwdWeightVariant {
-        let n = self.named(key);
-        ConvBwdWeightVariant::all()
-            .into_iter()
-            .find(|v| Some(v.name()) == n)
-            .unwrap_or(ConvBwdWeightVariant::DEFAULT)
-    }
-
-    pub fn pool_fwd(&self, key: &str) -> PoolFwdVariant {
-        let n = self.named(key);
-        PoolFwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(PoolFwdVariant::DEFAULT)
-    }
-
-    pub fn pool_bwd(&self, key: &str) -> PoolBwdVariant {
-        let n = self.named(key);
-        PoolBwdVariant::all().into_iter().find(|v| Some(v.name()) == n).unwrap_or(PoolBwdVariant::DEFAULT)
-    }
-
-    /// The ops whose variant differs between `self` and `other` (both complete), by key.
-    pub fn differences(&self, other: &Plan) -> Vec<String> {
-        self.0.iter().filter(|(k, v)| other.0.get(*k) != Some(v)).map(|(k, _)| k.clone()).collect()
+impl<'de> serde::Deserialize<'de> for Plan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Plan, D::Error> {
+        let names = BTreeMap::<String, String>::deserialize(d)?;
+        Plan::from_names(&names).map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::conv::{ConvBwdDataVariant, ConvFwdVariant};
+    use crate::kernels::gemm::GemmVariant;
+    use crate::kernels::registry::Caps;
 
     #[test]
-    fn subgroup_convolutions_run_themselves_only_where_the_device_has_subgroups() {
-        let no_subgroups = GemmDevice { subgroups: false, ..GemmDevice::ANY };
-        let s = crate::check::shapes::fer_convs(8)[2];
-        for op in [Op::ConvFwd(s), Op::ConvData(s), Op::ConvWeight(s)] {
-            let names = op.variants();
-            let sg: Vec<&String> = names.iter().filter(|n| n.contains("subgroup")).collect();
-            // subgroup and subgroup_wide (forward, backward data), rows_subgroup and rows_subgroup16.
-            let expect = 2;
-            assert_eq!(sg.len(), expect, "{}: {names:?}", op.signature());
-            for v in sg {
-                assert!(op.runs_itself(&GemmDevice::ANY, v), "{} {v}", op.signature());
-                assert!(!op.runs_itself(&no_subgroups, v), "{} {v}", op.signature());
-            }
-            // The others do not depend on subgroups.
-            for n in names.iter().filter(|n| !n.contains("subgroup")) {
-                assert_eq!(op.runs_itself(&GemmDevice::ANY, n), op.runs_itself(&no_subgroups, n), "{n}");
-            }
+    fn keys_and_names_round_trip_and_the_unknown_are_refused() {
+        for kind in OpKind::ALL {
+            let key = OpKey::new(12, kind);
+            assert_eq!(key.to_string().parse::<OpKey>(), Ok(key));
         }
-        // The checked-only variants are never tuned.
-        assert!(!Op::ConvFwd(s).variants().contains(&"subgroup36".to_string()));
+        for bad in ["3", "x.conv_fwd", "3.conv", "3.conv_fwd.1", ""] {
+            let e = bad.parse::<OpKey>().unwrap_err();
+            assert!(e.contains("is not <layer index>.<op>") && e.contains("pool_bwd"), "{e}");
+        }
+        let (wide, naive) = (ConvFwdVariant::SubgroupWide.name(), GemmVariant::Naive.name());
+        let mut names = BTreeMap::new();
+        names.insert("0.conv_fwd".to_string(), wide.to_string());
+        names.insert("4.fc_data".to_string(), naive.to_string());
+        let plan = Plan::from_names(&names).unwrap();
+        assert_eq!(plan.names(), names);
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), plan);
+        // A name of another family's variant, or none of this build's: one line naming both.
+        names.insert("2.conv_data".to_string(), naive.to_string());
+        let e = Plan::from_names(&names).unwrap_err();
+        let want = format!("op 2.conv_data: no convolution backward data variant {naive:?} (this dlsvm has ");
+        assert!(e.starts_with(&want), "{e}");
+        assert!(e.contains(ConvBwdDataVariant::Flipped.name()), "{e}");
+        let mut plan = Plan::default();
+        assert!(plan
+            .set(OpKey::new(1, OpKind::FcFwd), Variant::ConvData(ConvBwdDataVariant::Flipped))
+            .is_err());
     }
 
     #[test]
     fn the_flipped_backward_data_runs_itself_at_stride_1_with_padding_short_of_the_kernel() {
-        let dev = GemmDevice::ANY;
+        let caps = Caps::ANY;
         let sq = Conv2dShape::square;
+        let flipped = Variant::ConvData(ConvBwdDataVariant::Flipped);
+        let wide = Variant::ConvData(ConvBwdDataVariant::SubgroupWide);
         // The FER layers (k4 p1, k5 p2), no padding, padding k - 1: the forward on flipped weights.
         for s in crate::check::shapes::fer_convs(8)
             .into_iter()
             .chain([sq(2, 3, 9, 4, 3, 1, 0), sq(2, 3, 9, 4, 3, 1, 2)])
         {
-            assert!(Op::ConvData(s).runs_itself(&dev, "flipped"), "{s}");
+            assert!(Op::ConvData(s).runs_itself(flipped, &caps), "{s}");
+            // Without subgroups too (its forward is then the blocked kernel).
+            assert!(Op::ConvData(s).runs_itself(flipped, &Caps::NO_SUBGROUPS), "{s}");
         }
         // Stride 2, or padding as wide as the kernel: subgroup_wide's kernel, not timed twice.
         for s in [sq(2, 3, 9, 4, 3, 2, 1), sq(2, 3, 9, 4, 3, 1, 3)] {
-            assert!(!Op::ConvData(s).runs_itself(&dev, "flipped"), "{s}");
-            assert!(Op::ConvData(s).runs_itself(&dev, "subgroup_wide"), "{s}");
+            assert!(!Op::ConvData(s).runs_itself(flipped, &caps), "{s}");
+            assert_eq!(Op::ConvData(s).resolve(flipped, &caps), wide, "{s}");
         }
     }
 }
