@@ -97,7 +97,6 @@ fn check_runs_every_kernel_family_and_direction() {
         "gemm_nn",
         "gemm_nt",
         "gemm_tn",
-        "conv2d fwd direct",
         "conv2d fwd blocked",
         "conv2d bwd_data",
         "conv2d bwd_weight",
@@ -125,6 +124,25 @@ fn check_runs_every_kernel_family_and_direction() {
         "network loss l1svm",
     ] {
         assert!(out.contains(row), "check has no row for {row}:\n{out}");
+    }
+    // Every declared variant of every family, in each of its directions and layouts.
+    use dlsvm::kernels::registry::Family;
+    let rows: Vec<&str> = out.lines().filter_map(|l| l.split("  ").next()).map(str::trim_end).collect();
+    for f in Family::ALL {
+        let prefixes: &[&str] = match f {
+            Family::Gemm => &["gemm_nn", "gemm_nt", "gemm_tn"],
+            Family::ConvFwd => &["conv2d fwd"],
+            Family::ConvData => &["conv2d bwd_data"],
+            Family::ConvWeight => &["conv2d bwd_weight"],
+            Family::PoolFwd => &["maxpool fwd", "avgpool fwd"],
+            Family::PoolBwd => &["maxpool bwd", "avgpool bwd"],
+        };
+        for d in f.decls() {
+            for p in prefixes {
+                let row = format!("{p} {}", d.name);
+                assert!(rows.contains(&row.as_str()), "check has no row {row:?}:\n{out}");
+            }
+        }
     }
     assert!(!out.contains("FAIL"), "{out}");
 }

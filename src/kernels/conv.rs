@@ -35,8 +35,6 @@ pub struct ConvParams {
 /// Forward variants ([`FWD_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvFwdVariant {
-    /// One output element per invocation: the fallback and oracle.
-    Direct,
     /// Four neighbouring output pixels x 4, 8 or 16 output channels per invocation.
     Blocked,
     /// Implicit GEMM on 64 (positions) x 64 (channels) x 8 workgroup-memory tiles, 4 x 4 per
@@ -69,17 +67,13 @@ pub static FWD_VARIANTS: &[Decl<ConvFwdVariant>] = &[
     Decl::tuned("shared64x32x8", ConvFwdVariant::Small),
     Decl::tuned("subgroup", ConvFwdVariant::Subgroup).subgroups(),
     Decl::tuned("subgroup_wide", ConvFwdVariant::SubgroupWide).subgroups(),
-    Decl::untuned("direct", ConvFwdVariant::Direct),
     Decl::test_only("subgroup36", ConvFwdVariant::SubgroupPartial).subgroups(),
 ];
 
 /// Every backward-data variant, declared once (as [`FWD_VARIANTS`]).
 pub static DATA_VARIANTS: &[Decl<ConvBwdDataVariant>] = &[
     Decl::tuned("blocked", ConvBwdDataVariant::Blocked),
-    Decl::tuned("shared64x64x8", ConvBwdDataVariant::Shared),
     Decl::tuned("shared128x32x8", ConvBwdDataVariant::Narrow),
-    Decl::tuned("shared64x32x8", ConvBwdDataVariant::Small),
-    Decl::tuned("subgroup", ConvBwdDataVariant::Subgroup).subgroups(),
     Decl::tuned("subgroup_wide", ConvBwdDataVariant::SubgroupWide).subgroups(),
     // Its forward is subgroup_wide's kernel where the device has subgroups, blocked's elsewhere:
     // it runs on every device.
@@ -92,13 +86,9 @@ pub static WEIGHT_VARIANTS: &[Decl<ConvBwdWeightVariant>] = &[
     Decl::tuned("rows", ConvBwdWeightVariant::Rows),
     Decl::tuned("split", ConvBwdWeightVariant::Split),
     Decl::tuned("shared64x64x8", ConvBwdWeightVariant::Shared),
-    Decl::tuned("split_fine", ConvBwdWeightVariant::SplitFine),
-    Decl::tuned("rows_fine", ConvBwdWeightVariant::RowsFine),
     Decl::tuned("shared32x32x16r4x4", ConvBwdWeightVariant::Tiny),
-    Decl::tuned("shared32x32x16r2x2", ConvBwdWeightVariant::TinyWide),
     Decl::tuned("rows_subgroup", ConvBwdWeightVariant::RowsSubgroup).subgroups(),
     Decl::tuned("rows_subgroup16", ConvBwdWeightVariant::RowsSubgroup16).subgroups(),
-    Decl::untuned("direct", ConvBwdWeightVariant::Direct),
     Decl::test_only("rows_subgroup36", ConvBwdWeightVariant::RowsSubgroupPartial).subgroups(),
 ];
 
@@ -324,15 +314,12 @@ pub fn resolve_data(s: &Conv2dShape, v: ConvBwdDataVariant, caps: &Caps) -> Conv
 }
 
 /// The weight-gradient variant whose kernel computes `s` when `v` is asked for on `caps`: the rows
-/// kernels are specialized for kernels at most [`WGRAD_MAX_KW`] wide (wider: `SplitFine` for
-/// `RowsFine`, `Split` for the others), the subgroup ones need subgroups of sizes they support
-/// (else `Rows`).
+/// kernels are specialized for kernels at most [`WGRAD_MAX_KW`] wide (wider: `Split`), the
+/// subgroup ones need subgroups of sizes they support (else `Rows`).
 pub fn resolve_weight(s: &Conv2dShape, v: ConvBwdWeightVariant, caps: &Caps) -> ConvBwdWeightVariant {
     use ConvBwdWeightVariant as W;
-    let rows =
-        matches!(v, W::Rows | W::RowsFine | W::RowsSubgroup | W::RowsSubgroup16 | W::RowsSubgroupPartial);
+    let rows = matches!(v, W::Rows | W::RowsSubgroup | W::RowsSubgroup16 | W::RowsSubgroupPartial);
     match v {
-        W::RowsFine if s.kw > WGRAD_MAX_KW => W::SplitFine,
         _ if rows && s.kw > WGRAD_MAX_KW => W::Split,
         _ if !v.subgroups_allow(caps) => W::Rows,
         _ => v,
@@ -382,19 +369,6 @@ pub fn conv2d_forward(
         return gpu.prepare(&op, &SHADER, "conv_fwd_shared", &sp, &[x, w, bias], &[y], &p, groups);
     }
     let (wg, px) = match variant {
-        ConvFwdVariant::Direct => {
-            let groups = grid_for(gpu, s.y_len(), CONV_WG);
-            return gpu.prepare(
-                &op,
-                &SHADER,
-                "conv_fwd_direct",
-                &spec(16, 16),
-                &[x, w, bias],
-                &[y],
-                &p,
-                groups,
-            );
-        }
         ConvFwdVariant::Subgroup => (Some(CONV_WG), 4),
         ConvFwdVariant::SubgroupWide => (Some(CONV_WG), wide_px(s.ow())),
         ConvFwdVariant::SubgroupPartial => (Some(PARTIAL_WG), 4),
@@ -419,18 +393,13 @@ pub fn conv2d_forward(
 pub enum ConvBwdDataVariant {
     /// Four neighbouring input pixels of a row x 4, 8 or 16 input channels per invocation.
     Blocked,
-    /// Implicit GEMM on 64 (positions) x 64 (input channels) x 8 workgroup-memory tiles
-    /// (conv_bwd_data_shared): for GPUs. Falls back to `Blocked` when the positions need more
-    /// than the grid's tiles in one dimension.
-    Shared,
-    /// The same kernel on 128 (positions) x 32 (input channels) x 8 tiles ([`NARROW`]).
+    /// Implicit GEMM on 128 (positions) x 32 (input channels) x 8 workgroup-memory tiles
+    /// ([`NARROW`], conv_bwd_data_shared): for GPUs. Falls back to `Blocked` when the positions
+    /// need more than the grid's tiles in one dimension.
     Narrow,
-    /// The same kernel on 64 x 32 x 8 tiles ([`SMALL`]).
-    Small,
-    /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane
-    /// (conv_sg.wgsl); `Blocked` itself on a device without subgroups.
-    Subgroup,
-    /// `Subgroup` with 5-8 pixels of a row per invocation (as [`ConvFwdVariant::SubgroupWide`]).
+    /// `Blocked` with the weights loaded once per subgroup and shuffled to every lane, 5-8 pixels
+    /// of a row per invocation (conv_sg.wgsl, as [`ConvFwdVariant::SubgroupWide`]); `Blocked`
+    /// itself on a device without subgroups.
     SubgroupWide,
     /// At stride 1 with each padding short of its kernel: the forward convolution of dy with the
     /// weights flipped ([`flipped_shape`]; conv.wgsl's conv_flip_weights writes them to a buffer
@@ -466,9 +435,7 @@ impl ConvBwdDataVariant {
     /// The workgroup-memory tiling of the implicit-GEMM variants.
     pub fn tiling(&self) -> Option<(u32, u32, u32, u32, u32)> {
         match self {
-            ConvBwdDataVariant::Shared => Some(SHARED),
             ConvBwdDataVariant::Narrow => Some(NARROW),
-            ConvBwdDataVariant::Small => Some(SMALL),
             _ => None,
         }
     }
@@ -512,7 +479,6 @@ pub fn conv2d_backward_data(
         return Ok(vec![d]);
     }
     let (wg, px) = match variant {
-        ConvBwdDataVariant::Subgroup => (Some(CONV_WG), 4),
         ConvBwdDataVariant::SubgroupWide => (Some(CONV_WG), wide_px(s.w)),
         ConvBwdDataVariant::SubgroupPartial => (Some(PARTIAL_WG), 4),
         _ => (None, 4),
@@ -533,8 +499,6 @@ pub fn conv2d_backward_data(
 /// Backward-weight variants ([`WEIGHT_VARIANTS`] declares them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConvBwdWeightVariant {
-    /// One workgroup per weight, its invocations splitting the reduction: the fallback and oracle.
-    Direct,
     /// Split-K implicit GEMM: 4x4 blocks per invocation over batch slices, then a fixed-order sum.
     Split,
     /// Split over batch slices, each invocation owning `WGRAD_COB` output channels x one kernel row,
@@ -545,17 +509,9 @@ pub enum ConvBwdWeightVariant {
     /// ([`SHARED`]) over slices sized for about [`TILE_GROUPS`] workgroups
     /// (conv_bwd_weight_shared): for GPUs.
     Shared,
-    /// `Split` on slices of a few output rows of one sample ([`fine_rows`]) instead of whole
-    /// samples: 10-30x the invocations, for GPUs (the FER layers at batch 256 gave `Split` 13k-77k
-    /// invocations, a tenth of what an H200 holds at once).
-    SplitFine,
-    /// `Rows` on the same fine slices.
-    RowsFine,
     /// `Shared` on 32 x 32 x 16 tiles of 64 invocations, 4 x 4 each ([`WGRAD_TINY`]): the FER
     /// layers' 32 x 25 and 32 x 512 gradients wasted most of a 64 x 64 tile.
     Tiny,
-    /// `Shared` on 32 x 32 x 16 tiles of 256 invocations, 2 x 2 each ([`WGRAD_TINY_WIDE`]).
-    TinyWide,
     /// `Rows` with the gradients loaded once per subgroup and shuffled to every lane
     /// (conv_wgrad_sg.wgsl); `Rows` itself on a device without subgroups.
     RowsSubgroup,
@@ -569,14 +525,12 @@ pub enum ConvBwdWeightVariant {
 /// The weight gradient's tilings besides [`SHARED`] (conv_tiles.wgsl's constants; the kernel
 /// needs THREADS a multiple of BK and BM·BK, BN·BK multiples of THREADS: [`wgrad_tiling_ok`]).
 pub const WGRAD_TINY: (u32, u32, u32, u32, u32) = (8, 8, 4, 4, 16);
-pub const WGRAD_TINY_WIDE: (u32, u32, u32, u32, u32) = (16, 16, 2, 2, 16);
 
 const fn wgrad_tiling_ok((wx, wy, tm, tn, bk): (u32, u32, u32, u32, u32)) -> bool {
     let (threads, bm, bn) = (wx * wy, wy * tm, wx * tn);
     threads.is_multiple_of(bk) && (bm * bk).is_multiple_of(threads) && (bn * bk).is_multiple_of(threads)
 }
-const _: () =
-    assert!(wgrad_tiling_ok(SHARED) && wgrad_tiling_ok(WGRAD_TINY) && wgrad_tiling_ok(WGRAD_TINY_WIDE));
+const _: () = assert!(wgrad_tiling_ok(SHARED) && wgrad_tiling_ok(WGRAD_TINY));
 
 /// The workgroups the tiled weight gradients' slices aim for (tiles x slices): a large GPU's
 /// multiprocessors a few workgroups each, at the FER layers' sizes.
@@ -592,7 +546,6 @@ impl ConvBwdWeightVariant {
         match self {
             ConvBwdWeightVariant::Shared => Some(SHARED),
             ConvBwdWeightVariant::Tiny => Some(WGRAD_TINY),
-            ConvBwdWeightVariant::TinyWide => Some(WGRAD_TINY_WIDE),
             _ => None,
         }
     }
@@ -639,7 +592,7 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
         ("conv_bwd_weight_shared", 2, 1),
     ],
     specs: || {
-        let tilings = [SHARED, WGRAD_TINY, WGRAD_TINY_WIDE].map(wgrad_shared_spec);
+        let tilings = [SHARED, WGRAD_TINY].map(wgrad_shared_spec);
         (1..=WGRAD_MAX_KW as u32).map(wgrad_spec).chain(tilings).collect()
     },
     unchecked: true,
@@ -674,27 +627,18 @@ fn samples_per_slice(s: &Conv2dShape) -> usize {
     1024usize.div_ceil(s.oh() * s.ow()).clamp(1, s.n)
 }
 
-/// The most partial sums the fine variants allocate (64 MiB), and never more than a binding of the
-/// device holds; beyond it they take coarser slices, down to the coarse variants' whole samples.
-const FINE_SCRATCH: usize = 16 << 20;
-
-/// Output rows per slice of the fine variants: about 128 output positions per invocation, within
-/// one sample, and no more slices than `cap` partial sums allow (`None`: not even one slice per
-/// sample fits; the coarse slicing then).
-fn fine_rows(s: &Conv2dShape, cap: usize) -> Option<usize> {
-    let (oh, ow) = (s.oh(), s.ow());
-    let per_sample = cap.min(FINE_SCRATCH) / s.w_len().max(1) / s.n.max(1);
-    (per_sample > 0).then(|| 128usize.div_ceil(ow).max(oh.div_ceil(per_sample)).clamp(1, oh))
-}
+/// The most partial sums the tiled variants allocate (64 MiB), and never more than a binding of
+/// the device holds; beyond it they take coarser slices.
+const TILE_SCRATCH: usize = 16 << 20;
 
 /// Output rows per slice of a tiled variant whose tiling covers the gradient with `tiles`
 /// workgroups: slices for about [`TILE_GROUPS`] workgroups, of at least [`TILE_MIN_POSITIONS`]
-/// positions, and no more partial sums than `cap` and [`FINE_SCRATCH`] allow.
+/// positions, and no more partial sums than `cap` and [`TILE_SCRATCH`] allow.
 fn tile_rows(s: &Conv2dShape, tiles: usize, cap: usize) -> usize {
     let rows = s.n * s.oh();
     let by_groups = rows.div_ceil(TILE_GROUPS.div_ceil(tiles.max(1)));
     let by_positions = TILE_MIN_POSITIONS.div_ceil(s.ow());
-    let by_scratch = rows.div_ceil((cap.min(FINE_SCRATCH) / s.w_len().max(1)).max(1));
+    let by_scratch = rows.div_ceil((cap.min(TILE_SCRATCH) / s.w_len().max(1)).max(1));
     by_groups.max(by_positions).max(by_scratch).clamp(1, rows)
 }
 
@@ -703,32 +647,24 @@ fn wgrad_tiles(s: &Conv2dShape, (wx, wy, tm, tn, _): (u32, u32, u32, u32, u32)) 
     ((s.cin * s.kh * s.kw).div_ceil((wx * tn) as usize), s.cout.div_ceil((wy * tm) as usize))
 }
 
-/// Output rows (b, oy) per slice of `variant` (0 for the direct kernel), the fine and tiled
-/// variants' within `cap` partial sums.
+/// Output rows (b, oy) per slice of `variant`: whole samples for the register-blocked kernels,
+/// the tiled variants' within `cap` partial sums.
 fn rows_per_slice(s: &Conv2dShape, variant: ConvBwdWeightVariant, cap: usize) -> usize {
-    let coarse = samples_per_slice(s) * s.oh();
-    if let Some(tiling) = variant.tiling() {
-        let (cols, chans) = wgrad_tiles(s, tiling);
-        return tile_rows(s, cols * chans, cap);
-    }
-    match variant {
-        ConvBwdWeightVariant::Direct => 0,
-        ConvBwdWeightVariant::SplitFine | ConvBwdWeightVariant::RowsFine => {
-            fine_rows(s, cap).map_or(coarse, |r| r.min(coarse))
+    match variant.tiling() {
+        Some(tiling) => {
+            let (cols, chans) = wgrad_tiles(s, tiling);
+            tile_rows(s, cols * chans, cap)
         }
-        _ => coarse,
+        None => samples_per_slice(s) * s.oh(),
     }
 }
 
 /// The values of the scratch buffer of partial sums `variant` allocates for `s` on a device whose
-/// bindings hold `cap` values (0 for the direct kernel): slices x weights. The coarse variants'
-/// is what a step's buffer plan counts: theirs do not depend on the device, and the fine ones stay
-/// within the binding limit by taking coarser slices.
+/// bindings hold `cap` values: slices x weights. The register-blocked variants' is what a step's
+/// buffer plan counts: theirs does not depend on the device, and the tiled ones stay within the
+/// binding limit by taking coarser slices.
 pub fn weight_grad_scratch(s: &Conv2dShape, variant: ConvBwdWeightVariant, cap: usize) -> usize {
-    match rows_per_slice(s, variant, cap) {
-        0 => 0,
-        rps => (s.n * s.oh()).div_ceil(rps) * s.w_len(),
-    }
+    (s.n * s.oh()).div_ceil(rows_per_slice(s, variant, cap)) * s.w_len()
 }
 
 /// `dw (+)= Σ dy · x`; see [`crate::cpu::conv2d_backward_weight`]. Returns the dispatches to run
@@ -748,20 +684,7 @@ pub fn conv2d_backward_weight(
     check_len(&op, "dy", dy, s.y_len())?;
     check_len(&op, "dw", dw, s.w_len())?;
     let variant = resolve_weight(s, variant, &Caps::of(gpu));
-    if variant == ConvBwdWeightVariant::Direct {
-        let groups = grid_1d(s.w_len(), gpu.fold_width());
-        return Ok(vec![gpu.prepare(
-            &op,
-            &WGRAD_SHADER,
-            "conv_bwd_weight",
-            &wgrad_spec(1),
-            &[x, dy],
-            &[dw],
-            &p,
-            groups,
-        )?]);
-    }
-    // The sliced variants: partial sums per slice of output rows, then their fixed-order sum.
+    // Partial sums per slice of output rows, then their fixed-order sum.
     let cap = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) / 4;
     let rps = rows_per_slice(s, variant, usize::try_from(cap).unwrap_or(usize::MAX));
     let slices = (s.n * s.oh()).div_ceil(rps);
@@ -774,9 +697,7 @@ pub fn conv2d_backward_weight(
         let sp = wgrad_shared_spec(tiling);
         gpu.prepare(&op, &WGRAD_SHADER, "conv_bwd_weight_shared", &sp, &[x, dy], &[&partial], &p, groups)?
     } else if let Some((wg, shader, entry)) = match variant {
-        ConvBwdWeightVariant::Rows | ConvBwdWeightVariant::RowsFine => {
-            Some((CONV_WG, &WGRAD_SHADER, "conv_bwd_weight_rows"))
-        }
+        ConvBwdWeightVariant::Rows => Some((CONV_WG, &WGRAD_SHADER, "conv_bwd_weight_rows")),
         ConvBwdWeightVariant::RowsSubgroup | ConvBwdWeightVariant::RowsSubgroup16 => {
             Some((CONV_WG, &WGRAD_SHADER_SG, "conv_bwd_weight_rows_subgroup"))
         }
@@ -832,14 +753,12 @@ mod tests {
     fn tiled_weight_gradient_slices_fill_the_grid_within_the_scratch() {
         let fer = crate::check::shapes::fer_convs(256);
         for (s, cap) in fer.iter().flat_map(|s| [(s, usize::MAX), (s, 1 << 20), (s, s.w_len())]) {
-            for v in
-                [ConvBwdWeightVariant::Shared, ConvBwdWeightVariant::Tiny, ConvBwdWeightVariant::TinyWide]
-            {
+            for v in [ConvBwdWeightVariant::Shared, ConvBwdWeightVariant::Tiny] {
                 let rps = rows_per_slice(s, v, cap);
                 let slices = (s.n * s.oh()).div_ceil(rps);
                 assert!(rps >= 1 && rps <= s.n * s.oh(), "{s} {}: {rps} rows a slice", v.name());
                 assert!(
-                    slices * s.w_len() <= cap.min(FINE_SCRATCH).max(s.w_len()),
+                    slices * s.w_len() <= cap.min(TILE_SCRATCH).max(s.w_len()),
                     "{s} {}: {slices}",
                     v.name()
                 );

@@ -68,13 +68,10 @@ pub static VARIANTS: &[Decl<GemmVariant>] = &[
     Decl::tuned("tiled16x4r2x2", GemmVariant::Tiled { wx: 16, wy: 4, tm: 2, tn: 2 }),
     Decl::tuned("vec4_8x8r8x4", GemmVariant::Vec4 { wx: 8, wy: 8, tm: 8, tv: 1 }),
     Decl::tuned("vec4_16x4r4x4", GemmVariant::Vec4 { wx: 16, wy: 4, tm: 4, tv: 1 }),
-    // 64x64x8, 128x64x16, 32x32x8 and 32x64x8 tiles: 4, 12, 2 and 3 KiB of workgroup memory; the
-    // last with a 16x8 workgroup (rows and columns strided differently).
+    // 64x64x8, 128x64x16 and 32x32x8 tiles: 4, 12 and 2 KiB of workgroup memory.
     Decl::tuned("shared64x64x8r4x4", GemmVariant::Shared { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 }),
     Decl::tuned("shared128x64x16r8x4", GemmVariant::Shared { wx: 16, wy: 16, tm: 8, tn: 4, bk: 16 }),
     Decl::tuned("shared32x32x8r2x2", GemmVariant::Shared { wx: 16, wy: 16, tm: 2, tn: 2, bk: 8 }),
-    Decl::tuned("shared32x64x8r4x4", GemmVariant::Shared { wx: 16, wy: 8, tm: 4, tn: 4, bk: 8 }),
-    Decl::tuned("dot256r8", GemmVariant::Dot { wx: 256, tn: 8 }),
     Decl::tuned("dot64r4", GemmVariant::Dot { wx: 64, tn: 4 }),
     Decl::tuned("split64x64x8r4x4", GemmVariant::Split { wx: 16, wy: 16, tm: 4, tn: 4, bk: 8 }),
     Decl::tuned("subgroup64r8x4", GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 }).subgroups(),
