@@ -96,16 +96,8 @@ fn ran(result: Result<(), CommandError>) -> Result<u8, Failure> {
 
 /// This invocation with `--resume` added, quoted for a POSIX shell.
 fn resume_command() -> String {
-    let quote = |a: String| {
-        let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
-        if plain {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
-        }
-    };
     let mut args: Vec<String> =
-        std::env::args_os().map(|a| quote(a.to_string_lossy().into_owned())).collect();
+        std::env::args_os().map(|a| dlsvm::slurm::quote(&a.to_string_lossy())).collect();
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
