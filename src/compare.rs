@@ -53,6 +53,43 @@ pub fn run_dir(out: &Path, top: Top, seed: u64) -> PathBuf {
     out.join(format!("seed{seed}")).join(top.name())
 }
 
+/// What a comparison trains, settled from its options before any data is read; `dlsvm compare`
+/// runs it here ([`CompareOptions`]) or writes it as a SLURM array ([`crate::slurm::compare_tasks`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// In `--tops` order: the first is the one the others' paired differences are taken against.
+    pub tops: Vec<Top>,
+    pub seeds: Vec<u64>,
+    /// `(k, only)` as in [`CompareOptions::folds`].
+    pub folds: Option<(usize, Option<usize>)>,
+    /// Each run trains [`DEFAULT_STEPS`]: neither `--steps` nor `--epochs` was given.
+    pub default_steps: bool,
+    /// The model every run starts from (`--warm-start`, else `--init-from`).
+    pub warm_start: Option<PathBuf>,
+    /// The comparison's directory; each run lands in [`run_dir`] within it.
+    pub out: PathBuf,
+}
+
+/// The tops of `--tops`: comma-separated names, each once, in the order given.
+pub fn parse_tops(list: &str) -> Result<Vec<Top>, String> {
+    let mut tops = Vec::new();
+    for t in list.split(',').map(str::trim) {
+        let top = Top::parse(t).ok_or_else(|| {
+            format!("--tops: unknown top {t:?}; choose from l2svm, softmax, l1svm (comma-separated)")
+        })?;
+        if tops.contains(&top) {
+            return Err(format!("--tops names {t} twice"));
+        }
+        tops.push(top);
+    }
+    Ok(tops)
+}
+
+/// The seeds of `n` runs per top: `first`, `first + 1`, ... (wrapping).
+pub fn seeds(first: u64, n: usize) -> Vec<u64> {
+    (0..n as u64).map(|i| first.wrapping_add(i)).collect()
+}
+
 /// One trained model (one fold of it, with `--folds`) and its numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
@@ -477,4 +514,25 @@ pub fn write(r: &CompareReport, out: &Path) -> Result<(), TrainError> {
         eprintln!("dlsvm: warning: could not write {}: {e}", png.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tops_are_named_once_each_in_their_order() {
+        assert_eq!(parse_tops("l1svm,softmax").unwrap(), [Top::L1svm, Top::Softmax]);
+        assert_eq!(parse_tops(" softmax , svm ").unwrap(), [Top::Softmax, Top::L2svm]);
+        assert_eq!(parse_tops("l2svm,svm").unwrap_err(), "--tops names svm twice");
+        let e = parse_tops("softmax,,l2svm").unwrap_err();
+        assert_eq!(e, "--tops: unknown top \"\"; choose from l2svm, softmax, l1svm (comma-separated)");
+    }
+
+    #[test]
+    fn seeds_count_up_from_the_first_and_wrap() {
+        assert_eq!(seeds(3, 3), [3, 4, 5]);
+        assert_eq!(seeds(u64::MAX, 2), [u64::MAX, 0]);
+        assert!(seeds(3, 0).is_empty());
+    }
 }

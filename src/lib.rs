@@ -4,11 +4,14 @@
 //! - [`gpu`]: adapter and device, tensors, pipeline cache, dispatch and timing;
 //! - [`kernels`]: one host module per shader family (`shaders/*.wgsl`);
 //! - [`cpu`]: the reference implementation of every op, forward and backward;
-//! - [`check`]: kernel-vs-reference comparisons, shared by `cargo test` and `dlsvm check`.
+//! - [`check`]: kernel-vs-reference comparisons, shared by `cargo test` and `dlsvm check`;
+//! - [`commands`]: the command line's grammar and the commands behind `dlsvm train`, `compare`
+//!   and `eval` (src/main.rs parses, calls one, maps its error to an exit code).
 
 pub mod bench;
 pub mod check;
 pub mod collect;
+pub mod commands;
 pub mod compare;
 pub mod cpu;
 pub mod data;

@@ -3,17 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod args;
-
-use args::{Cli, Command, CompareArgs, DataCommand, TrainArgs};
 use clap::Parser;
 use dlsvm::check::{self, Row};
-use dlsvm::data::{self, synth, DataSource};
-use dlsvm::eval::{self, EvalError, Model};
+use dlsvm::commands::args::{Cli, Command, DataCommand};
+use dlsvm::commands::{self, tune_mode, CommandError};
+use dlsvm::data::synth;
+use dlsvm::eval::{EvalError, Model};
 use dlsvm::gpu::{AdapterReport, Gpu, GpuError};
-use dlsvm::model::config::{ConfigProblem, InvalidValue, Overrides};
-use dlsvm::model::{self, NetConfig, Top};
-use dlsvm::train::{self, RunOptions, TrainError};
+use dlsvm::model::{self, NetConfig};
+use dlsvm::train::{self, TrainError};
 use dlsvm::tune::{self as tuning, Mode};
 
 /// Exit codes (README, "Exit codes").
@@ -75,18 +73,31 @@ impl From<EvalError> for Failure {
     }
 }
 
+impl From<CommandError> for Failure {
+    fn from(e: CommandError) -> Self {
+        match e {
+            CommandError::Input(m) => Failure::input(m),
+            CommandError::Gpu(g) => g.into(),
+            CommandError::Train(t) => t.into(),
+            CommandError::Eval(e) => e.into(),
+        }
+    }
+}
+
+/// Stdout, for a command's results.
+fn print(text: &str) {
+    print!("{text}");
+}
+
+/// A library command's result as a command's: exit 0, or its error's code.
+fn ran(result: Result<(), CommandError>) -> Result<u8, Failure> {
+    result.map(|()| 0).map_err(Failure::from)
+}
+
 /// This invocation with `--resume` added, quoted for a POSIX shell.
 fn resume_command() -> String {
-    let quote = |a: String| {
-        let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_-./=:,+@%".contains(c));
-        if plain {
-            a
-        } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
-        }
-    };
     let mut args: Vec<String> =
-        std::env::args_os().map(|a| quote(a.to_string_lossy().into_owned())).collect();
+        std::env::args_os().map(|a| dlsvm::slurm::quote(&a.to_string_lossy())).collect();
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
@@ -179,19 +190,24 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { json } => info(adapter, json),
         Command::Check { json, filter } => check(adapter, json, filter.as_deref()),
-        Command::Train(args) => train(adapter, *args),
-        Command::Compare(args) => compare(adapter, *args),
+        Command::Train(args) => {
+            ran(commands::train::train(adapter, &args, install_interrupt_handler, &mut print))
+        }
+        Command::Compare(args) => {
+            ran(commands::compare::compare(adapter, &args, install_interrupt_handler, &mut print))
+        }
         Command::Bench { filter, variants, reps, no_steps, tune, report, json } => {
             match tune_mode(&tune, Mode::Full) {
                 Ok(tune) => {
                     let opts = dlsvm::bench::BenchOptions { filter, variants, reps, no_steps, tune };
                     bench(adapter, opts, report.as_deref(), json)
                 }
-                Err(f) => Err(f),
+                Err(e) => Err(e.into()),
             }
         }
         Command::Eval { models, data, tta, out, tune, json } => {
-            evaluate(adapter, &models, data.as_deref(), tta, out.as_deref(), &tune, json)
+            let (data, out) = (data.as_deref(), out.as_deref());
+            ran(commands::eval::evaluate(adapter, &models, data, tta, out, &tune, json, &mut print))
         }
         Command::Tune { preset, config, batch, classes, json } => {
             tune(adapter, &preset, config.as_deref(), batch, classes, json)
@@ -283,410 +299,6 @@ fn print_rows(rows: &[Row]) {
     }
 }
 
-/// The data a command works on, warnings on stderr.
-fn load_data(
-    path: Option<&Path>,
-    size: usize,
-    channels: usize,
-    synth_count: usize,
-    seed: u64,
-) -> Result<DataSource, Failure> {
-    let mut warn = |m: String| eprintln!("dlsvm: warning: {m}");
-    data::load_or_synth(path, size, channels, synth_count, seed, &mut warn)
-        .map_err(|e| Failure::input(e.to_string()))
-}
-
-/// The tuning mode of `--tune` (else `DLSVM_TUNE`, else `default`).
-fn tune_mode(flag: &Option<String>, default: Mode) -> Result<Mode, Failure> {
-    Mode::choose(flag.as_deref(), default).map_err(|e| Failure::input(format!("--tune: {e}")))
-}
-
-/// One line for a value out of range: named by the option that set it, else by the file's key.
-fn invalid(e: &InvalidValue, overrides: &Overrides, origin: &str) -> Failure {
-    match overrides.flag_for(e.key) {
-        Some(flag) => Failure::input(format!("{flag} {} must be {}", e.value, e.want)),
-        None => Failure::input(format!("{origin}: {e}")),
-    }
-}
-
-/// The network of `train` and `compare`: the preset or file with the flags applied, every value
-/// and layer checked; with the name of where it came from.
-fn net_config(a: &TrainArgs) -> Result<(NetConfig, String), Failure> {
-    let (mut config, origin) = match &a.config {
-        Some(p) => (
-            NetConfig::from_toml_file(p).map_err(|e| Failure::input(e.to_string()))?,
-            p.display().to_string(),
-        ),
-        None => {
-            let choices = model::PRESETS.join(", ");
-            let unknown =
-                || Failure::input(format!("unknown preset {:?}; choose one of {choices}", a.preset));
-            (model::preset(&a.preset).ok_or_else(unknown)?, format!("--preset {}", a.preset))
-        }
-    };
-    let top = a.top.as_deref().map(parse_top).transpose()?;
-    let overrides = Overrides {
-        top,
-        steps: a.steps,
-        epochs: a.epochs,
-        batch: a.batch,
-        lr: a.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
-        svm_c: a.svm_c,
-        dropout: a.dropout,
-        seed: a.seed,
-        checkpoint_every: a.checkpoint_every,
-        log_every: a.log_every,
-        no_augment: a.no_augment,
-        noise_std: a.noise_std,
-    };
-    overrides.apply(&mut config).map_err(|e| invalid(&e, &overrides, &origin))?;
-    // --set KEY=VALUE: any [train] value, as a one-valued grid setting.
-    let sets = a
-        .set
-        .iter()
-        .map(|kv| {
-            let axis = train::grid::Axis::parse(kv).map_err(|m| m.replace("--grid", "--set"))?;
-            match axis.values.as_slice() {
-                [v] => Ok((axis.key, v.clone())),
-                _ => Err(format!("--set {kv}: expected KEY=VALUE (one value; --grid takes several)")),
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()
-        .map_err(Failure::input)?;
-    if !sets.is_empty() {
-        config =
-            train::grid::apply(&config, &sets).map_err(|m| Failure::input(m.replace("--grid", "--set")))?;
-    }
-    // Every value and layer checked before the (possibly long) data load.
-    match config.validate() {
-        Err(ConfigProblem::Value(e)) => return Err(invalid(&e, &overrides, &origin)),
-        Err(ConfigProblem::Shape(e)) => return Err(Failure::input(format!("{origin}: {e}"))),
-        Ok(()) => {}
-    }
-    Ok((config, origin))
-}
-
-fn parse_top(t: &str) -> Result<Top, Failure> {
-    Top::parse(t)
-        .ok_or_else(|| Failure::input(format!("unknown --top {t:?}; choose l2svm, softmax or l1svm")))
-}
-
-/// The data of `train` and `compare`, checked against the network and the fold options.
-fn train_data(a: &TrainArgs, config: &NetConfig, origin: &str) -> Result<DataSource, Failure> {
-    if a.data.is_none() {
-        synth::check_count(a.synth_count).map_err(|e| Failure::input(format!("--synth-count {e}")))?;
-    }
-    let source =
-        load_data(a.data.as_deref(), config.image_size, config.channels, a.synth_count, config.train.seed)?;
-    model::Net::new(config, source.classes())
-        .map_err(|e| Failure::input(format!("{origin}: {e} (data: {})", source.path)))?;
-    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
-    if let Some(k) = a.folds {
-        train::check_folds(train_set, &source.path, config.train.batch, k, a.fold)?;
-    }
-    Ok(source)
-}
-
-/// Refuses an `--init-from` (or `--warm-start`) model that cannot start this network, before
-/// the device is touched; the run repeats the check where it starts.
-fn check_init_from(path: Option<&Path>, config: &NetConfig, source: &DataSource) -> Result<(), Failure> {
-    let Some(p) = path else { return Ok(()) };
-    let net = model::Net::new(config, source.classes()).map_err(|e| Failure::input(e.to_string()))?;
-    train::warm::warm_start(p, &net, &source.class_names, config.train.seed)?;
-    Ok(())
-}
-
-/// The kernel variants for `config` on `gpu` (`mode` of tuning), with a line on what was tuned.
-fn tuned_plan(
-    gpu: &Gpu,
-    config: &NetConfig,
-    classes: usize,
-    mode: Mode,
-    quiet: bool,
-) -> Result<model::Plan, Failure> {
-    let net = model::Net::new(config, classes).map_err(|e| Failure::input(e.to_string()))?;
-    let (plan, rep) = tuning::plan(gpu, &net, config.train.batch, mode, &mut |m| {
-        if !quiet {
-            eprintln!("dlsvm: {m}")
-        }
-    })?;
-    if !quiet && rep.tuned > 0 {
-        eprintln!("dlsvm: tuned {} ops in {:.1} s ({} from the cache)", rep.tuned, rep.seconds, rep.cached);
-    }
-    Ok(plan)
-}
-
-fn train(adapter: Option<&str>, a: TrainArgs) -> Result<u8, Failure> {
-    let (config, origin) = net_config(&a)?;
-    let axes = a
-        .grid
-        .iter()
-        .map(|g| train::grid::Axis::parse(g))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Failure::input)?;
-    // Every setting checked before the data load.
-    for setting in train::grid::settings(&axes).map_err(Failure::input)? {
-        train::grid::apply(&config, &setting).map_err(Failure::input)?;
-    }
-    if a.slurm.is_some() {
-        let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-        let base = args_without(&[
-            ("--grid", true),
-            ("--folds", true),
-            ("--fold", true),
-            ("--resume", false),
-            ("--json", false),
-            ("--out", true),
-        ]);
-        let folds: Vec<Option<usize>> = match a.folds {
-            Some(k) if k >= 2 => a.fold.map_or((0..k).map(Some).collect(), |i| vec![Some(i)]),
-            Some(k) => return Err(Failure::input(format!("--folds {k} must be at least 2"))),
-            None => vec![None],
-        };
-        let mut tasks = Vec::new();
-        for setting in train::grid::settings(&axes).map_err(Failure::input)? {
-            let dir = if axes.is_empty() { out.clone() } else { out.join(train::grid::dir_name(&setting)) };
-            for fold in &folds {
-                let mut t: Vec<String> =
-                    std::iter::once("train".to_string()).chain(base.iter().cloned()).collect();
-                for (k, v) in &setting {
-                    t.extend(["--set".to_string(), format!("{k}={v}")]);
-                }
-                if let (Some(k), Some(i)) = (a.folds, fold) {
-                    t.extend(["--folds".to_string(), k.to_string(), "--fold".to_string(), i.to_string()]);
-                }
-                t.extend(["--resume".to_string(), "--out".to_string(), dir.display().to_string()]);
-                tasks.push(t);
-            }
-        }
-        return write_slurm(&a, &config.name, &out, tasks, vec!["collect".into(), out.display().to_string()]);
-    }
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
-    let existing = out.join("model.safetensors");
-    if a.resume && a.folds.is_none() && existing.exists() {
-        let ck = model::checkpoint::load(&existing).map_err(|e| Failure::input(e.to_string()))?;
-        ck.check_resumable(&existing, &config, None).map_err(Failure::input)?;
-    }
-    let source = train_data(&a, &config, &origin)?;
-    let train_set = source.train().map_err(|e| Failure::input(e.to_string()))?;
-    check_init_from(a.init_from.as_deref(), &config, &source)?;
-    let mode = tune_mode(&a.tune, Mode::Full)?;
-    let gpu = Gpu::new(adapter)?;
-    install_interrupt_handler();
-    // A resumed run keeps its checkpoint's variants: nothing to tune.
-    let mode = if a.resume && existing.exists() { Mode::Off } else { mode };
-    let plan = tuned_plan(&gpu, &config, source.classes(), mode, a.json)?;
-    let opts = RunOptions {
-        out,
-        resume: a.resume,
-        progress: !a.json,
-        fold: None,
-        stop_after: None,
-        plan: Some(plan),
-        init_from: a.init_from.clone(),
-    };
-    if !axes.is_empty() {
-        let report = train::grid::run_grid(
-            &gpu,
-            &config,
-            &source,
-            &axes,
-            a.folds.map(|k| (k, a.fold)),
-            &opts,
-            |row| {
-                if !a.json {
-                    let what = if row.std.is_some() { "held-out accuracy" } else { "test accuracy" };
-                    println!("{}: {what} {:.2}%", train::grid::dir_name(&row.setting), 100.0 * row.accuracy);
-                }
-            },
-        )?;
-        if a.json {
-            println!("{}", serde_json::to_string(&report).unwrap_or_default());
-        } else {
-            print!("{}", train::grid::markdown(&report));
-            println!(
-                "best: {}; table in {}",
-                train::grid::dir_name(&report.rows[report.best].setting),
-                opts.out.join("grid.md").display()
-            );
-        }
-        return Ok(0);
-    }
-    let Some(k) = a.folds else {
-        let s = train::run(&gpu, &config, &source, train_set, source.test(), &opts)?;
-        print_summary(&s, a.json);
-        return Ok(0);
-    };
-    let cv = train::cross_validate(&gpu, &config, &source, k, a.fold, &opts, |i, s| {
-        if !a.json {
-            println!(
-                "fold {i}: held-out accuracy {:.2}%",
-                100.0 * s.test.as_ref().map_or(f64::NAN, |m| m.accuracy)
-            );
-        }
-    })?;
-    if a.json {
-        println!("{}", serde_json::to_string(&cv).unwrap_or_default());
-    } else {
-        let (n, m, sd) = (cv.fold_accuracy.len(), 100.0 * cv.mean_accuracy, 100.0 * cv.std_accuracy);
-        println!("cross-validation: {n} folds, held-out accuracy {m:.2}% ± {sd:.2}%");
-        let first = opts.out.join("fold0").join("model.safetensors");
-        println!(
-            "average the fold models with: dlsvm eval --model {} --model ... --data PATH",
-            first.display()
-        );
-    }
-    Ok(0)
-}
-
-fn compare(adapter: Option<&str>, c: CompareArgs) -> Result<u8, Failure> {
-    let a = &c.train;
-    if a.top.is_some() {
-        return Err(Failure::input(
-            "--top does not apply to compare: it trains each top of --tops (e.g. --tops l2svm,softmax)",
-        ));
-    }
-    if !a.grid.is_empty() {
-        return Err(Failure::input("--grid does not apply to compare; use it with dlsvm train"));
-    }
-    let mut tops = Vec::new();
-    for t in c.tops.split(',').map(str::trim) {
-        let top = parse_top(t).map_err(|_| {
-            Failure::input(format!(
-                "--tops: unknown top {t:?}; choose from l2svm, softmax, l1svm (comma-separated)"
-            ))
-        })?;
-        if tops.contains(&top) {
-            return Err(Failure::input(format!("--tops names {t} twice")));
-        }
-        tops.push(top);
-    }
-    if c.seeds == 0 {
-        return Err(Failure::input("--seeds 0 must be at least 1"));
-    }
-    let (mut config, origin) = net_config(a)?;
-    if a.steps.is_none() && a.epochs.is_none() {
-        config.train.steps = dlsvm::compare::DEFAULT_STEPS;
-    }
-    let first = config.train.seed;
-    let seeds: Vec<u64> = (0..c.seeds as u64).map(|i| first.wrapping_add(i)).collect();
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", config.name)));
-    if a.slurm.is_some() {
-        let base = args_without(&[
-            ("--seeds", true),
-            ("--tops", true),
-            ("--seed", true),
-            ("--warm-start", true),
-            ("--init-from", true),
-            ("--folds", true),
-            ("--fold", true),
-            ("--resume", false),
-            ("--json", false),
-            ("--out", true),
-        ]);
-        let warm = c.warm_start.clone().or_else(|| a.init_from.clone());
-        let mut tasks = Vec::new();
-        for &seed in &seeds {
-            for top in &tops {
-                let folds: Vec<Option<usize>> = match a.folds {
-                    Some(k) => a.fold.map_or((0..k).map(Some).collect(), |i| vec![Some(i)]),
-                    None => vec![None],
-                };
-                for fold in folds {
-                    let mut t: Vec<String> =
-                        std::iter::once("train".to_string()).chain(base.iter().cloned()).collect();
-                    t.extend(["--top".into(), top.name().into(), "--seed".into(), seed.to_string()]);
-                    if a.steps.is_none() && a.epochs.is_none() {
-                        t.extend(["--steps".into(), dlsvm::compare::DEFAULT_STEPS.to_string()]);
-                    }
-                    if let Some(w) = &warm {
-                        t.extend(["--init-from".into(), w.display().to_string()]);
-                    }
-                    if let (Some(k), Some(i)) = (a.folds, fold) {
-                        t.extend(["--folds".into(), k.to_string(), "--fold".into(), i.to_string()]);
-                    }
-                    let dir = dlsvm::compare::run_dir(&out, *top, seed);
-                    t.extend(["--resume".into(), "--out".into(), dir.display().to_string()]);
-                    tasks.push(t);
-                }
-            }
-        }
-        // The collect job: the same comparison, resumed: every run is done, so it only evaluates.
-        let mut collect: Vec<String> = std::iter::once("compare".to_string())
-            .chain(args_without(&[("--resume", false), ("--json", false), ("--out", true)]))
-            .collect();
-        collect.extend(["--resume".into(), "--out".into(), out.display().to_string()]);
-        return write_slurm(a, &config.name, &out, tasks, collect);
-    }
-    let source = train_data(a, &config, &origin)?;
-    check_init_from(c.warm_start.as_deref().or(a.init_from.as_deref()), &config, &source)?;
-    let mode = tune_mode(&a.tune, Mode::Full)?;
-    let eval_tune = tune_mode(&None, Mode::Cached)?;
-    let gpu = Gpu::new(adapter)?;
-    install_interrupt_handler();
-    let plan = tuned_plan(&gpu, &config, source.classes(), mode, a.json)?;
-    let opts = dlsvm::compare::CompareOptions {
-        tops,
-        seeds,
-        folds: a.folds.map(|k| (k, a.fold)),
-        run: RunOptions {
-            out: out.clone(),
-            resume: a.resume,
-            progress: false,
-            fold: None,
-            stop_after: None,
-            plan: Some(plan),
-            init_from: c.warm_start.clone().or_else(|| a.init_from.clone()),
-        },
-        eval_tune,
-    };
-    if !a.json {
-        eprintln!(
-            "dlsvm: comparing {} on {} ({}) with {} seeds: {} runs in {}",
-            opts.tops.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
-            source.path,
-            gpu.info.name,
-            opts.seeds.len(),
-            opts.tops.len() * opts.seeds.len(),
-            out.display()
-        );
-    }
-    let report = dlsvm::compare::compare(&gpu, &config, &source, &opts, |p| match p {
-        dlsvm::compare::Progress::Starting { index, total, top, seed, dir } => {
-            eprintln!("dlsvm: run {index} of {total}: {}, seed {seed}, in {}", top.name(), dir.display())
-        }
-        dlsvm::compare::Progress::Finished { index, total, result: r } => {
-            let fold = r.fold.map(|f| format!(", fold {f}")).unwrap_or_default();
-            eprintln!(
-                "dlsvm: run {index} of {total}: {}, seed {}{fold}: test error {:.2}% ({:.1} s)",
-                r.top,
-                r.seed,
-                100.0 * r.test_error,
-                r.wall_s
-            )
-        }
-    })?;
-    dlsvm::compare::write(&report, &out)?;
-    if a.json {
-        let files = ["compare.json", "compare.md", "compare.png"].map(|f| out.join(f).display().to_string());
-        let v = serde_json::json!({
-            "net": report.net, "data": report.data, "tops": report.tops, "seeds": report.seeds,
-            "folds": report.folds, "steps": report.steps, "errors": report.errors, "paired": report.paired,
-            "table3": report.table3, "out": report.out, "files": files,
-        });
-        println!("{v}");
-    } else {
-        print!("{}", dlsvm::compare::markdown(&report, false));
-        println!(
-            "\nwritten: {}/compare.md, compare.json, compare.png (each run in its own directory there)",
-            out.display()
-        );
-    }
-    Ok(0)
-}
-
 fn collect(adapter: Option<&str>, dir: &Path, data: Option<&Path>, json: bool) -> Result<u8, Failure> {
     // The ensembles need a GPU; without one they say so and the rest is still collected.
     let gpu = Gpu::new(adapter).ok();
@@ -697,136 +309,6 @@ fn collect(adapter: Option<&str>, dir: &Path, data: Option<&Path>, json: bool) -
         print!("{}", dlsvm::collect::text(&c));
     }
     Ok(if c.incomplete.is_empty() { 0 } else { EXIT_FAILED })
-}
-
-/// The options a task of a `--slurm` array does not take from the command that wrote it.
-const SLURM_OPTIONS: [(&str, bool); 5] = [
-    ("--slurm", true),
-    ("--slurm-partition", true),
-    ("--slurm-time", true),
-    ("--slurm-gres", true),
-    ("--slurm-extra", true),
-];
-
-/// Writes the `--slurm` batch script of `tasks` (command lines after the binary) and `collect`;
-/// creates `<out>/slurm` for the task logs. One line on stdout says how to submit it.
-fn write_slurm(
-    a: &TrainArgs,
-    net: &str,
-    out: &Path,
-    tasks: Vec<Vec<String>>,
-    collect: Vec<String>,
-) -> Result<u8, Failure> {
-    let path = a.slurm.as_deref().ok_or_else(|| Failure::input("--slurm: no file"))?;
-    let exe = std::env::current_exe()
-        .map_err(|e| Failure::input(format!("--slurm: cannot find the dlsvm binary: {e}")))?;
-    let exe = exe.display().to_string();
-    let with_exe = |t: Vec<String>| std::iter::once(exe.clone()).chain(t).collect::<Vec<_>>();
-    let tasks: Vec<Vec<String>> = tasks.into_iter().map(with_exe).collect();
-    let o = dlsvm::slurm::SlurmOptions {
-        job_name: format!("dlsvm-{net}"),
-        partition: a.slurm_partition.clone(),
-        time: a.slurm_time.clone(),
-        gres: a.slurm_gres.clone(),
-        extra: a.slurm_extra.clone(),
-    };
-    let origin: Vec<String> = std::env::args().map(|w| dlsvm::slurm::quote(&w)).collect();
-    let text = dlsvm::slurm::script(&tasks, &with_exe(collect), out, &o, &origin.join(" "));
-    let logs = out.join("slurm");
-    std::fs::create_dir_all(&logs).map_err(|e| Failure::input(format!("{}: {e}", logs.display())))?;
-    std::fs::write(path, text).map_err(|e| Failure::input(format!("{}: {e}", path.display())))?;
-    println!(
-        "wrote {}: {} array tasks and a collect job; submit with: sbatch {}",
-        path.display(),
-        tasks.len(),
-        path.display()
-    );
-    Ok(0)
-}
-
-/// This invocation's arguments after the command name, without `drop`.
-fn args_without(drop: &[(&str, bool)]) -> Vec<String> {
-    let args: Vec<String> = std::env::args().skip(2).collect();
-    dlsvm::slurm::without(&dlsvm::slurm::without(&args, &SLURM_OPTIONS), drop)
-}
-
-fn print_summary(s: &train::Summary, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
-        return;
-    }
-    let (loss, acc) = (s.final_train_loss, 100.0 * s.final_train_accuracy);
-    println!(
-        "trained {} ({}) for {} steps of {} in {:.1} s ({:.0} images/s); final train loss {loss:.4}, train accuracy {acc:.2}%",
-        s.net, s.top, s.steps, s.batch, s.wall_s, s.images_per_sec
-    );
-    match &s.test {
-        Some(m) => {
-            println!("test accuracy {:.2}% on {} samples", 100.0 * m.accuracy, m.samples);
-            let per: Vec<String> = (s.class_names.iter().zip(&m.per_class))
-                .map(|(n, a)| format!("{n} {}", a.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v))))
-                .collect();
-            println!("per class: {}", per.join(", "));
-        }
-        None => println!("no test split in the data: no test accuracy"),
-    }
-    println!("run directory: {}", s.out);
-}
-
-fn evaluate(
-    adapter: Option<&str>,
-    paths: &[PathBuf],
-    data_path: Option<&Path>,
-    tta: usize,
-    out: Option<&Path>,
-    tune: &Option<String>,
-    json: bool,
-) -> Result<u8, Failure> {
-    let mode = tune_mode(tune, Mode::Cached)?;
-    let gpu = Gpu::new(adapter)?;
-    let models = paths.iter().map(|p| Model::load(&gpu, p, 128, mode)).collect::<Result<Vec<_>, _>>()?;
-    let first = &models[0].checkpoint;
-    let c = &first.config;
-    let source = load_data(data_path, c.image_size, c.channels, 4000, c.train.seed)?;
-    let results = eval::ensemble(&gpu, &models, &source, tta)?;
-    let out_dir = out
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| paths[0].parent().unwrap_or(Path::new(".")).to_path_buf());
-    let classes = &first.class_names;
-    let mut splits = serde_json::Map::new();
-    for r in &results {
-        let (name, m) = (&r.split, &r.metrics);
-        let png = out_dir.join(format!("confusion_{name}.png"));
-        let title = format!("{} models, {name}, tta {tta}", models.len());
-        if let Err(e) = dlsvm::report::confusion_png(&png, classes, &m.confusion, &title) {
-            eprintln!("dlsvm: warning: could not write {}: {e}", png.display());
-        }
-        if !json {
-            let (a, n, x, h) = (100.0 * m.accuracy, m.samples, m.cross_entropy, m.squared_hinge);
-            println!("{name}: accuracy {a:.2}% on {n} samples; cross-entropy {x:.4}, squared hinge {h:.4}");
-            println!("{}", dlsvm::report::confusion_table(classes, &m.confusion));
-        }
-        let mut v = serde_json::to_value(m).unwrap_or_default();
-        v["confusion_png"] = png.display().to_string().into();
-        splits.insert(name.clone(), v);
-    }
-    if json {
-        let accuracy: serde_json::Map<_, _> =
-            splits.iter().map(|(k, v)| (k.clone(), v["accuracy"].clone())).collect();
-        let first_split = splits.values().next().cloned().unwrap_or_default();
-        let mut obj = serde_json::json!({
-            "models": paths.iter().map(|m| m.display().to_string()).collect::<Vec<_>>(),
-            "tta": tta,
-            "classes": classes,
-            "accuracy": accuracy,
-            "splits": splits,
-        });
-        for key in ["per_class", "confusion", "cross_entropy", "squared_hinge"] {
-            obj[key] = first_split[key].clone();
-        }
-        println!("{obj}");
-    }
-    Ok(0)
 }
 
 fn predict(adapter: Option<&str>, model_path: &Path, images: &[PathBuf], json: bool) -> Result<u8, Failure> {

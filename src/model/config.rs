@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::net::{Net, ShapeError};
 use crate::data::augment::Augment;
 
 /// Which loss sits on top of the last fc layer.
@@ -299,7 +298,7 @@ impl TrainConfig {
     }
 
     /// The 32-bit seed of the dropout masks: the run's seed folded to 32 bits,
-    /// `(seed ^ (seed >> 32)) as u32` ([`crate::model::net::dropout_seed`] keys it per layer).
+    /// `(seed ^ (seed >> 32)) as u32` (the network's `dropout_seed` keys it per layer).
     pub fn mask_seed(&self) -> u32 {
         (self.seed ^ (self.seed >> 32)) as u32
     }
@@ -578,15 +577,6 @@ pub fn preset(name: &str) -> Option<NetConfig> {
 /// projection turns into the same std per component).
 const MNIST_PAPER_NOISE: f32 = 1.0;
 
-/// What [`NetConfig::validate`] finds wrong.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigProblem {
-    #[error(transparent)]
-    Value(InvalidValue),
-    #[error(transparent)]
-    Shape(ShapeError),
-}
-
 /// Errors reading a network file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -597,21 +587,6 @@ pub enum ConfigError {
 }
 
 impl NetConfig {
-    /// Checks the `[train]` values ([`TrainConfig::validate`]) and that every layer fits, before
-    /// any data is loaded: the top is resolved for the classes its `out` names, or for 2.
-    pub fn validate(&self) -> Result<(), ConfigProblem> {
-        self.train.validate().map_err(ConfigProblem::Value)?;
-        let top_out = self.layers.iter().rev().find_map(|l| match l {
-            LayerSpec::Fc { out, .. } => Some(*out),
-            _ => None,
-        });
-        let classes = match top_out {
-            Some(Some(o)) if o >= 2 => o,
-            _ => 2,
-        };
-        Net::new(self, classes).map(|_| ()).map_err(ConfigProblem::Shape)
-    }
-
     /// Reads a TOML network file; unknown keys and layer types are errors naming them.
     pub fn from_toml_file(path: &std::path::Path) -> Result<NetConfig, ConfigError> {
         let text = std::fs::read_to_string(path)

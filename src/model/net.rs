@@ -2,7 +2,7 @@
 //! fc layer before them, parameters named and laid out as PyTorch would (conv weight
 //! `[out, in, kh, kw]`, fc weight `[out, in]`, bias `[out]`).
 
-use super::config::{LayerSpec, NetConfig, Top};
+use super::config::{InvalidValue, LayerSpec, NetConfig, Top};
 use crate::rng::{mix, Rng};
 use crate::shapes::{Conv2dShape, Pool2dShape};
 
@@ -123,6 +123,34 @@ pub struct ShapeError {
     pub index: usize,
     pub kind: String,
     pub message: String,
+}
+
+/// What [`NetConfig::validate`] finds wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigProblem {
+    #[error(transparent)]
+    Value(InvalidValue),
+    #[error(transparent)]
+    Shape(ShapeError),
+}
+
+impl NetConfig {
+    /// Checks the `[train]` values ([`TrainConfig::validate`](super::TrainConfig::validate)) and
+    /// that every layer fits, before any data is loaded: the top is resolved for the classes its
+    /// `out` names, or for 2. (Here rather than in config.rs: a config is checked by resolving
+    /// it, and the network sits above its config.)
+    pub fn validate(&self) -> Result<(), ConfigProblem> {
+        self.train.validate().map_err(ConfigProblem::Value)?;
+        let top_out = self.layers.iter().rev().find_map(|l| match l {
+            LayerSpec::Fc { out, .. } => Some(*out),
+            _ => None,
+        });
+        let classes = match top_out {
+            Some(Some(o)) if o >= 2 => o,
+            _ => 2,
+        };
+        Net::new(self, classes).map(|_| ()).map_err(ConfigProblem::Shape)
+    }
 }
 
 fn kind(spec: &LayerSpec) -> &'static str {

@@ -1,5 +1,6 @@
-//! The command line's grammar: every command and option with its help text (clap). Used by
-//! src/main.rs only; the rules behind the options live in the library.
+//! The command line's grammar: every command and option with its help text (clap). src/main.rs
+//! parses with it and hands the options to a command ([`super`]); the rules behind the options
+//! live in the library.
 
 use std::path::PathBuf;
 
