@@ -2,7 +2,7 @@
 //! The bias gradient is [`super::reduce::channel_sum`]. Shaders: conv.wgsl (forward, backward data),
 //! conv_sg.wgsl (their subgroup variants), conv_wgrad.wgsl (weight gradient).
 
-use super::registry::{Caps, Decl, Family, FamilyVariant, Variant};
+use super::variant::{Caps, Decl, FamilyVariant};
 use super::{check_len, grid_for, to_u32, Epilogue};
 use crate::gpu::{
     grid_1d, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
@@ -94,30 +94,20 @@ pub static WEIGHT_VARIANTS: &[Decl<ConvBwdWeightVariant>] = &[
 
 /// The [`FamilyVariant`] impl of a convolution variant type.
 macro_rules! family_variant {
-    ($t:ty, $family:ident, $table:ident) => {
+    ($t:ty, $table:ident) => {
         impl FamilyVariant for $t {
-            const FAMILY: Family = Family::$family;
             fn decls() -> &'static [Decl<$t>] {
                 $table
             }
             fn default_variant() -> $t {
                 <$t>::DEFAULT
             }
-            fn wrap(self) -> Variant {
-                Variant::$family(self)
-            }
-            fn unwrap(v: Variant) -> Option<$t> {
-                match v {
-                    Variant::$family(x) => Some(x),
-                    _ => None,
-                }
-            }
         }
     };
 }
-family_variant!(ConvFwdVariant, ConvFwd, FWD_VARIANTS);
-family_variant!(ConvBwdDataVariant, ConvData, DATA_VARIANTS);
-family_variant!(ConvBwdWeightVariant, ConvWeight, WEIGHT_VARIANTS);
+family_variant!(ConvFwdVariant, FWD_VARIANTS);
+family_variant!(ConvBwdDataVariant, DATA_VARIANTS);
+family_variant!(ConvBwdWeightVariant, WEIGHT_VARIANTS);
 
 /// The implicit GEMMs' tiling (shaders/conv_tiles.wgsl), (WX, WY, TM, TN, BK): a 16 x 16
 /// workgroup, 4 x 4 outputs per invocation, K-steps of 8: 64 x 64 tiles, 4 KiB of workgroup memory.
@@ -286,7 +276,7 @@ fn position_tiles(positions: usize, (_, wy, tm, _, _): (u32, u32, u32, u32, u32)
 }
 
 /// The forward variant whose kernel computes `s` when `v` is asked for on `caps` (the family's one
-/// fallback rule, [`crate::kernels::registry::Op::resolve`]): the subgroup variants need subgroups
+/// fallback rule, `kernels::registry::Op::resolve`): the subgroup variants need subgroups
 /// of sizes they support, the implicit GEMMs their position tiles within the grid's workgroups per
 /// dimension; `Blocked` otherwise.
 pub fn resolve_fwd(s: &Conv2dShape, v: ConvFwdVariant, caps: &Caps) -> ConvFwdVariant {

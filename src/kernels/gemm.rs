@@ -1,6 +1,6 @@
 //! GEMM: `C[M,N] = op(A) · op(B)` with an optional bias / accumulate / ReLU epilogue.
 
-use super::registry::{Caps, Decl, Family, FamilyVariant, Variant};
+use super::variant::{Caps, Decl, FamilyVariant};
 use super::{check_len, to_u32, Epilogue};
 use crate::gpu::{Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor};
 use crate::shapes::{GemmShape, Trans};
@@ -86,21 +86,11 @@ pub static VARIANTS: &[Decl<GemmVariant>] = &[
 ];
 
 impl FamilyVariant for GemmVariant {
-    const FAMILY: Family = Family::Gemm;
     fn decls() -> &'static [Decl<GemmVariant>] {
         VARIANTS
     }
     fn default_variant() -> GemmVariant {
         GemmVariant::DEFAULT
-    }
-    fn wrap(self) -> Variant {
-        Variant::Gemm(self)
-    }
-    fn unwrap(v: Variant) -> Option<GemmVariant> {
-        match v {
-            Variant::Gemm(g) => Some(g),
-            _ => None,
-        }
     }
 }
 
@@ -261,7 +251,7 @@ pub static SHADER_SG4: ShaderDef = ShaderDef {
 };
 
 /// The variant that computes `s` when `variant` is asked for on `caps` (the family's one fallback
-/// rule, [`crate::kernels::registry::Op::resolve`]): the vec4 kernels need vec4-aligned shapes, the
+/// rule, `kernels::registry::Op::resolve`): the vec4 kernels need vec4-aligned shapes, the
 /// dot kernel at most [`DOT_MAX_N`] columns and M within the grid, the subgroup kernels subgroups
 /// of sizes they support (else the tiled kernel); the vec4 subgroup kernel on a shape that is not
 /// vec4-aligned is the scalar one on the same tile; the split-K kernel with a single split is

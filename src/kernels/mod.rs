@@ -12,6 +12,7 @@ pub mod pool;
 pub mod probe;
 pub mod reduce;
 pub mod registry;
+pub mod variant;
 
 use crate::gpu::{grid_1d, Gpu, GpuError, ShaderDef, Spec, Tensor};
 
@@ -49,6 +50,7 @@ pub static HOST_SOURCES: &[&str] = &[
     include_str!("probe.rs"),
     include_str!("reduce.rs"),
     include_str!("registry.rs"),
+    include_str!("variant.rs"),
 ];
 
 /// Invocations per workgroup of the 1-D kernels (a power of two).

@@ -1,6 +1,6 @@
 //! Max and average pooling, forward and backward (ceil-mode windows clipped to the image).
 
-use super::registry::{Decl, Family, FamilyVariant, Variant};
+use super::variant::{Decl, FamilyVariant};
 use super::{check_len, grid_for, to_u32, wg_spec, WG};
 use crate::gpu::{
     DType, Dispatch, Extension, Gpu, GpuError, KernelParams, ParamsDecl, ShaderDef, Spec, Tensor,
@@ -101,21 +101,11 @@ pub static FWD_VARIANTS: &[Decl<PoolFwdVariant>] =
     &[Decl::tuned("outputs", PoolFwdVariant::Outputs), Decl::tuned("rows", PoolFwdVariant::Rows)];
 
 impl FamilyVariant for PoolFwdVariant {
-    const FAMILY: Family = Family::PoolFwd;
     fn decls() -> &'static [Decl<PoolFwdVariant>] {
         FWD_VARIANTS
     }
     fn default_variant() -> PoolFwdVariant {
         PoolFwdVariant::DEFAULT
-    }
-    fn wrap(self) -> Variant {
-        Variant::PoolFwd(self)
-    }
-    fn unwrap(v: Variant) -> Option<PoolFwdVariant> {
-        match v {
-            Variant::PoolFwd(x) => Some(x),
-            _ => None,
-        }
     }
 }
 
@@ -186,21 +176,11 @@ pub static BWD_VARIANTS: &[Decl<PoolBwdVariant>] = &[
 ];
 
 impl FamilyVariant for PoolBwdVariant {
-    const FAMILY: Family = Family::PoolBwd;
     fn decls() -> &'static [Decl<PoolBwdVariant>] {
         BWD_VARIANTS
     }
     fn default_variant() -> PoolBwdVariant {
         PoolBwdVariant::DEFAULT
-    }
-    fn wrap(self) -> Variant {
-        Variant::PoolBwd(self)
-    }
-    fn unwrap(v: Variant) -> Option<PoolBwdVariant> {
-        match v {
-            Variant::PoolBwd(x) => Some(x),
-            _ => None,
-        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::net::{Layer, Net};
-use crate::kernels::registry::{Family, FamilyVariant, Op, Variant};
+use crate::kernels::registry::{Family, Member, Op, Variant};
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
 /// What a step computes at one layer.
@@ -171,7 +171,7 @@ impl Plan {
     }
 
     /// The variant of family `V` the step runs for `key`: the plan's choice, else the default.
-    pub fn choice<V: FamilyVariant>(&self, key: OpKey) -> V {
+    pub fn choice<V: Member>(&self, key: OpKey) -> V {
         self.get(key).and_then(V::unwrap).unwrap_or_else(V::default_variant)
     }
 
@@ -231,7 +231,7 @@ mod tests {
     use super::*;
     use crate::kernels::conv::{ConvBwdDataVariant, ConvFwdVariant};
     use crate::kernels::gemm::GemmVariant;
-    use crate::kernels::registry::Caps;
+    use crate::kernels::registry::{Caps, FamilyVariant};
 
     #[test]
     fn keys_and_names_round_trip_and_the_unknown_are_refused() {
