@@ -77,12 +77,14 @@ pub static VARIANTS: &[Decl<GemmVariant>] = &[
     Decl::tuned("subgroup64r8x4", GemmVariant::Subgroup { wx: 64, tm: 8, tn: 4 }).subgroups(),
     Decl::tuned("subgroup4_64r8x4", GemmVariant::Subgroup4 { wx: 64, tm: 8, tv: 1 }).subgroups(),
     Decl::tuned("subgroup4_64r16x4", GemmVariant::Subgroup4 { wx: 64, tm: 16, tv: 1 }).subgroups(),
+    Decl::tuned("subgroup4_32r16x4", GemmVariant::Subgroup4 { wx: 32, tm: 16, tv: 1 }).subgroups(),
     Decl::tuned("naive", GemmVariant::Naive),
     Decl::test_only("subgroup36r2x2", GemmVariant::Subgroup { wx: 36, tm: 2, tn: 2 }).subgroups(),
     Decl::test_only("subgroup4_36r4x4", GemmVariant::Subgroup4 { wx: 36, tm: 4, tv: 1 }).subgroups(),
     // What the vec4 subgroup variants run on shapes that are not vec4-aligned ([`resolve`]).
     Decl::test_only("subgroup64r16x4", GemmVariant::Subgroup { wx: 64, tm: 16, tn: 4 }).subgroups(),
     Decl::test_only("subgroup36r4x4", GemmVariant::Subgroup { wx: 36, tm: 4, tn: 4 }).subgroups(),
+    Decl::test_only("subgroup32r16x4", GemmVariant::Subgroup { wx: 32, tm: 16, tn: 4 }).subgroups(),
 ];
 
 impl FamilyVariant for GemmVariant {
