@@ -14,6 +14,23 @@ use dlsvm::kernels::{
 };
 use dlsvm::shapes::{Conv2dShape, GemmShape, Pool2dShape, Trans};
 
+/// `.ci/run` runs these tests again at other subgroup sizes (lavapipe's LP_NATIVE_VECTOR_WIDTH:
+/// 128 gives 4 lanes, as SwiftShader in Chrome, 512 gives 16, as Intel GPUs) and names the size it
+/// expects in `DLSVM_EXPECT_SUBGROUP_SIZE`: the run fails if the adapter has another, so a driver
+/// that ignored the setting cannot pass for a check at that size. Without it: a sane range.
+#[test]
+fn the_adapter_has_the_subgroup_size_the_run_expects() {
+    let g = gpu();
+    let sizes = g.subgroup_sizes();
+    if let Some((min, max)) = sizes {
+        assert!(min.is_power_of_two() && max.is_power_of_two() && min <= max, "subgroups {min}-{max}");
+    }
+    if let Ok(want) = std::env::var("DLSVM_EXPECT_SUBGROUP_SIZE") {
+        let want: u32 = want.trim().parse().expect("DLSVM_EXPECT_SUBGROUP_SIZE is a number");
+        assert_eq!(sizes, Some((want, want)), "the adapter's subgroup sizes, where {want} was expected");
+    }
+}
+
 // ------------------------------------------------------------------------------------------ GEMM
 
 #[test]

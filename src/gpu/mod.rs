@@ -66,6 +66,8 @@ pub struct AdapterReport {
     pub timing: &'static str,
     /// Whether the subgroup kernels run here, or their fallbacks (and why).
     pub subgroups: &'static str,
+    /// The adapter's subgroup sizes `[min, max]` where it has subgroups.
+    pub subgroup_sizes: Option<[u32; 2]>,
     pub adapters: Vec<AdapterSummary>,
 }
 
@@ -105,6 +107,10 @@ impl AdapterReport {
                 }
                 (false, false) => "not on this adapter (the subgroup kernels run their fallbacks)",
             },
+            subgroup_sizes: features.contains(wgpu::Features::SUBGROUP).then(|| {
+                let info = gpu.adapter.get_info();
+                [info.subgroup_min_size, info.subgroup_max_size]
+            }),
             adapters: list_adapters().iter().map(|a| AdapterSummary::of(&a.get_info())).collect(),
         }
     }
@@ -121,7 +127,11 @@ impl std::fmt::Display for AdapterReport {
         writeln!(f, "timing       {}", self.timing)?;
         let features = if self.features.is_empty() { "-".to_string() } else { self.features.join(" ") };
         writeln!(f, "features     {features}")?;
-        writeln!(f, "subgroups    {}", self.subgroups)?;
+        match self.subgroup_sizes {
+            Some([min, max]) if min == max => writeln!(f, "subgroups    {}, {min} lanes", self.subgroups)?,
+            Some([min, max]) => writeln!(f, "subgroups    {}, {min}-{max} lanes", self.subgroups)?,
+            None => writeln!(f, "subgroups    {}", self.subgroups)?,
+        }
         writeln!(f, "limits")?;
         for (k, v) in &self.limits {
             writeln!(f, "  {k:<40} {v}")?;
