@@ -6,21 +6,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use dlsvm::check::{self, Row};
 use dlsvm::commands::args::{Cli, Command, DataCommand};
-use dlsvm::commands::{self, tune_mode, CommandError};
+use dlsvm::commands::{self, signals, tune_mode, CommandError};
 use dlsvm::data::synth;
 use dlsvm::eval::{EvalError, Model};
 use dlsvm::gpu::{AdapterReport, Gpu, GpuError};
 use dlsvm::model::{self, NetConfig};
-use dlsvm::train::{self, TrainError};
+use dlsvm::train::TrainError;
 use dlsvm::tune::{self as tuning, Mode};
 
 /// Exit codes (README, "Exit codes").
 const EXIT_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 const EXIT_NO_ADAPTER: u8 = 3;
-/// `dlsvm train` stopped by Ctrl-C after writing a checkpoint (128 + SIGINT, as shells report it);
-/// other signals give 128 + their number ([`interrupted_code`]).
-const EXIT_INTERRUPTED: u8 = 130;
 
 /// An error for the user: one line, and the exit code it maps to.
 struct Failure {
@@ -57,7 +54,7 @@ impl From<TrainError> for Failure {
             | TrainError::DeviceLost { .. } => Failure { message: e.to_string(), code: EXIT_FAILED },
             TrainError::Interrupted { .. } => Failure {
                 message: format!("{e}; continue with: {}", resume_command()),
-                code: interrupted_code(),
+                code: signals::interrupted_code(),
             },
             other => Failure::input(other.to_string()),
         }
@@ -104,69 +101,6 @@ fn resume_command() -> String {
     args.join(" ")
 }
 
-/// The signal that stopped a run (its number; 0 when none came): the exit code is 128 + it.
-static SIGNAL: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// The exit code of a run stopped by a signal: 128 + its number, as shells report it (130 for
-/// Ctrl-C, 143 SIGTERM, 129 SIGHUP, 138 SIGUSR1).
-fn interrupted_code() -> u8 {
-    match SIGNAL.load(std::sync::atomic::Ordering::SeqCst) {
-        0 => EXIT_INTERRUPTED,
-        sig => (128 + sig).clamp(0, 255) as u8,
-    }
-}
-
-/// Ctrl-C (SIGINT) during training, and what a scheduler sends (SIGTERM on preemption or
-/// `scancel`, SIGHUP, SIGUSR1 as the warning before a time limit): the first asks the trainer to
-/// stop after the current step with a checkpoint ([`train::INTERRUPT`]); a second quits at once
-/// (checkpoint writes are atomic, so the one on disk stays whole).
-#[cfg(unix)]
-fn install_interrupt_handler() {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("dlsvm: warning: signals will stop training without a checkpoint: {e}");
-            return;
-        }
-    };
-    let spawned = std::thread::Builder::new().name("dlsvm-signals".into()).spawn(move || {
-        for sig in signals.forever() {
-            let name = match sig {
-                SIGINT => "interrupt (SIGINT)",
-                SIGTERM => "SIGTERM",
-                SIGHUP => "SIGHUP",
-                _ => "SIGUSR1",
-            };
-            if train::INTERRUPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                std::process::exit(128 + sig);
-            }
-            SIGNAL.store(sig, std::sync::atomic::Ordering::SeqCst);
-            eprintln!(
-                "dlsvm: {name}: stopping after the current step to write a checkpoint (a second signal quits at once)"
-            );
-        }
-    });
-    if let Err(e) = spawned {
-        eprintln!("dlsvm: warning: signals will stop training without a checkpoint: {e}");
-    }
-}
-
-/// Ctrl-C during training (where there are no Unix signals): as on Unix, the first stops after
-/// the current step with a checkpoint, a second quits at once.
-#[cfg(not(unix))]
-fn install_interrupt_handler() {
-    let result = ctrlc::set_handler(|| {
-        if train::INTERRUPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            std::process::exit(EXIT_INTERRUPTED as i32);
-        }
-        eprintln!("dlsvm: interrupt: stopping after the current step to write a checkpoint (Ctrl-C again quits at once)");
-    });
-    if let Err(e) = result {
-        eprintln!("dlsvm: warning: Ctrl-C will stop training without a checkpoint: {e}");
-    }
-}
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -191,12 +125,13 @@ fn main() -> ExitCode {
         Command::Info { json } => info(adapter, json),
         Command::Check { json, filter } => check(adapter, json, filter.as_deref()),
         Command::Train(args) => {
-            ran(commands::train::train(adapter, &args, install_interrupt_handler, &mut print))
+            ran(commands::train::train(adapter, &args, signals::install_interrupt_handler, &mut print))
         }
         Command::Compare(args) => {
-            ran(commands::compare::compare(adapter, &args, install_interrupt_handler, &mut print))
+            ran(commands::compare::compare(adapter, &args, signals::install_interrupt_handler, &mut print))
         }
         Command::Bench { filter, variants, reps, no_steps, tune, report, json } => {
+            signals::quit_on_signal_without_a_crash_record();
             match tune_mode(&tune, Mode::Full) {
                 Ok(tune) => {
                     let opts = dlsvm::bench::BenchOptions { filter, variants, reps, no_steps, tune };
@@ -210,6 +145,7 @@ fn main() -> ExitCode {
             ran(commands::eval::evaluate(adapter, &models, data, tta, out, &tune, json, &mut print))
         }
         Command::Tune { preset, config, batch, classes, json } => {
+            signals::quit_on_signal_without_a_crash_record();
             tune(adapter, &preset, config.as_deref(), batch, classes, json)
         }
         Command::Predict { model, images, json } => predict(adapter, &model, &images, json),

@@ -319,6 +319,19 @@ pub struct Trying {
     path: PathBuf,
 }
 
+/// The marker of this process's live [`Trying`], for [`forget_trying`].
+static ACTIVE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Empties this process's marker, if it has one: for a process that is about to exit on a signal
+/// (Ctrl-C, SIGTERM), so that the next start does not take the variant it was running for a
+/// driver crash. (A kill that gives no chance, SIGKILL, still reads as one: the next start says so
+/// in one line and how to try the variant again.)
+pub fn forget_trying() {
+    if let Some(path) = ACTIVE.lock().ok().and_then(|a| a.clone()) {
+        let _ = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0));
+    }
+}
+
 impl Trying {
     /// Creates and locks this process's marker beside the cache at `cache` (`None`, with the
     /// reason, where the folder cannot hold it: tuning goes on without crash records).
@@ -330,6 +343,9 @@ impl Trying {
         }
         let file = std::fs::File::create(&path).map_err(fail)?;
         file.lock().map_err(fail)?;
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = Some(path.clone());
+        }
         Ok(Trying { file, path })
     }
 
@@ -354,6 +370,9 @@ impl Trying {
 
 impl Drop for Trying {
     fn drop(&mut self) {
+        if let Ok(mut active) = ACTIVE.lock() {
+            *active = None;
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -461,8 +480,9 @@ impl Tuner {
             let crashes = take_crashes(&path);
             for (device, op, variant) in &crashes {
                 warn(format!(
-                    "variant {variant} crashed while it was tuned for {op} in an earlier start on this device; \
-                     it is skipped here from now on (delete {} to try it again)",
+                    "variant {variant} was running when an earlier start ended abruptly (a driver crash, or a \
+                     kill) while tuning {op} on this device; it is skipped here from now on (remove it from \
+                     \"crashed\" in {} to try it again)",
                     path.display()
                 ));
                 cache.crashed.entry(device.clone()).or_default().insert(variant.clone(), op.clone());

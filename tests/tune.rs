@@ -309,3 +309,33 @@ fn a_variant_that_crashed_the_tuner_is_skipped_at_the_next_start() {
     assert!(!err.lines().any(|l| l.contains(victim) && l.contains("warning")), "{err}");
     assert!(later["ops"].as_array().unwrap().iter().all(|op| op["tuned"]["choice"].as_str() != Some(victim)));
 }
+
+/// Ctrl-C (or a scheduler's SIGTERM) during tuning is not a driver crash: the process empties its
+/// marker before it quits, so the next start skips nothing.
+#[cfg(unix)]
+#[test]
+fn an_interrupted_tuning_is_not_taken_for_a_crash() {
+    let dir = TempDir::new("tune-interrupt");
+    let cache = dir.join("tune.json");
+    let mut child = common::bin()
+        .args(["tune", "--preset", "fer", "--batch", "64"])
+        .env("DLSVM_TUNE_CACHE", &cache)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it is running a variant (its marker names one).
+    let marker = dir.join(format!("tune.json.trying.{}", child.id()));
+    let began = std::time::Instant::now();
+    while std::fs::read_to_string(&marker).map_or(true, |t| t.is_empty()) {
+        assert!(began.elapsed().as_secs() < 60, "the tuner never marked a variant");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    let (after, err) = tune(&cache, &[]);
+    assert!(!err.contains("ended abruptly"), "an interruption was taken for a crash: {err}");
+    assert_eq!(report(&after, "tuned"), 8, "{after}");
+}

@@ -18,6 +18,7 @@ pub mod args;
 pub mod compare;
 pub mod eval;
 pub mod setup;
+pub mod signals;
 pub mod train;
 
 use std::path::Path;
