@@ -220,7 +220,8 @@ fn info(adapter: Option<&str>, json: bool) -> Result<u8, Failure> {
 }
 
 fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, Failure> {
-    let gpu = Gpu::new(adapter)?;
+    let mut gpu = Gpu::new(adapter)?;
+    gpu.enable_checks();
     if !json {
         eprintln!(
             "checking every kernel against the CPU reference on {} ({})",

@@ -6,6 +6,11 @@
 //!
 //! Outputs are poisoned with NaN before each kernel runs, so an element the kernel never writes
 //! fails the comparison (NaN is never within tolerance).
+//!
+//! The device is opened with [`crate::gpu::Gpu::enable_checks`]: every tensor is bound with NaN
+//! padding past its logical end, so a kernel that reads past an input's end computes NaN (a
+//! driver's robust access would have answered 0, which can pass) and one that writes past an
+//! output's end fails its download.
 
 mod cases;
 pub mod network;

@@ -19,6 +19,12 @@ pub enum GpuError {
     Shape { op: String, message: String },
     #[error("reading a buffer back failed: {0}")]
     Map(String),
+    #[error(
+        "a kernel wrote past the end of the {tensor}: element {index} of its NaN padding holds \
+         {bits:#010x} ({value:e} as f32)",
+        value = f32::from_bits(*bits)
+    )]
+    PastEnd { tensor: String, index: usize, bits: u32 },
     #[error("internal error: {0}")]
     Internal(String),
 }

@@ -12,7 +12,7 @@ mod tensor;
 
 pub use error::GpuError;
 pub use pipeline::{BindingKind, Extension, KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
-pub use tensor::{DType, Element, Tensor};
+pub use tensor::{DType, Element, Tensor, PAD_BITS};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -167,6 +167,8 @@ pub struct Gpu {
     /// Whether every shader keeps naga's runtime bounds checks ([`SHADER_CHECKS_ENV`] = 1), even
     /// those marked `unchecked`.
     pub shader_checks: bool,
+    /// Whether the device was opened for checking ([`Gpu::enable_checks`]).
+    checks: bool,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<Vec<BindingKind>, Arc<Layouts>>>,
     dummy: Tensor,
@@ -331,7 +333,7 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| GpuError::Device(format!("{}: {e}", info.name)))?;
-        let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32);
+        let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32, 0)?;
         let timing_resolve = timestamps.then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timing resolve"),
@@ -350,6 +352,7 @@ impl Gpu {
             subgroups,
             webgpu_limits,
             shader_checks: std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"),
+            checks: false,
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             dummy,
@@ -369,6 +372,23 @@ impl Gpu {
             v.push("WebGPU default limits");
         }
         v
+    }
+
+    /// Opens the device the way `dlsvm check` and the tests use it: every tensor allocated from
+    /// now on carries NaN padding past its logical end, bound with it ([`Tensor::padding`]), so a
+    /// kernel reading past an input's end reads NaN whether or not its shader has bounds checks
+    /// (without them the read lands in the padding; with them, naga leaves buffer accesses to the
+    /// driver's robust access where it has robustBufferAccess2, as lavapipe does, else clamps the
+    /// index to the binding, whose end is padding), and [`Gpu::download`] refuses an output whose
+    /// padding was written. Training never calls it: no padding, no extra memory.
+    pub fn enable_checks(&mut self) {
+        self.checks = true;
+    }
+
+    /// Whether the device was opened for checking ([`Gpu::enable_checks`]): new tensors get NaN
+    /// padding.
+    pub fn checks_enabled(&self) -> bool {
+        self.checks
     }
 
     /// A one-element placeholder bound where an optional input (such as a bias) is absent.

@@ -1,4 +1,5 @@
-//! Shared by the GPU test files: one device per test binary. A missing adapter FAILS the test
+//! Shared by the GPU test files: one device per test binary, opened as `dlsvm check` opens it
+//! (`Gpu::enable_checks`: NaN padding past every tensor's end). A missing adapter FAILS the test
 //! with the install hint; GPU tests never pass by skipping.
 
 #![allow(dead_code)]
@@ -13,7 +14,10 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         let filter = std::env::var("DLSVM_ADAPTER").ok();
         match Gpu::new(filter.as_deref()) {
-            Ok(g) => g,
+            Ok(mut g) => {
+                g.enable_checks();
+                g
+            }
             Err(e) => {
                 panic!("GPU tests need an adapter and none is usable: {e}\n{}", dlsvm::gpu::INSTALL_HINT)
             }
