@@ -1,7 +1,8 @@
 //! `dlsvm check` against kernels broken on purpose (`DLSVM_SHADER_DIR`: a copy of shaders/ with
 //! one kernel changed): a read one element past an input's end must fail its row (the inputs are
 //! bound with NaN padding; without it lavapipe answers such a read with 0, and the broken kernels
-//! here pass).
+//! here pass), and a kernel that never finishes must fail its row, by name, and stop the check
+//! within the limit of `DLSVM_CHECK_TIMEOUT` instead of hanging.
 
 mod common;
 
@@ -92,4 +93,33 @@ fn a_k_loop_one_step_too_long_fails_the_gemm_row_with_and_without_bounds_checks(
         assert_eq!(o.status.code(), Some(1), "DLSVM_SHADER_CHECKS={checks}\nstdout: {out}\nstderr: {err}");
         assert!(out.contains("gemm_nn naive") && out.contains("FAIL"), "{out}");
     }
+}
+
+/// The ReLU forward made to spin for ever: the first case's row fails, naming the kernel and its
+/// shape, the check stops with exit 1 within the limit (plus the start-up), and says why.
+#[test]
+fn a_kernel_that_never_finishes_fails_its_row_and_stops_the_check() {
+    let dir = broken_copy(
+        "relu-hang",
+        "activation.wgsl",
+        "        let v = x[i];\n        y[i] = select(0.0, v, v > 0.0);",
+        // A loop the compiler cannot remove: its exit depends on a uniform it cannot know.
+        "        var spin = 0u;\n        loop { spin += 1u; if (p.n == 0xffffffffu && spin == 7u) { break; } }\n        \
+         let v = x[i] + f32(spin);\n        y[i] = select(0.0, v, v > 0.0);",
+    );
+    let (o, took) = check(&dir, "relu", &[("DLSVM_CHECK_TIMEOUT", "2")], Duration::from_secs(120));
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout: {out}\nstderr: {err}");
+    let row =
+        out.lines().find(|l| l.starts_with("  relu fwd: ")).unwrap_or_else(|| panic!("no failed row: {out}"));
+    for want in ["relu_forward (activation::relu_fwd", "bindings [1] [1]", "did not finish within 2 s"] {
+        assert!(row.contains(want), "{want:?} not in {row:?}");
+    }
+    assert!(out.contains("the check stopped there"), "{out}");
+    assert!(!out.contains("relu bwd"), "nothing runs after the stuck kernel: {out}");
+    assert!(took < Duration::from_secs(60), "the check took {took:?} with a limit of 2 s");
+    // The limit is checked: a malformed one is refused before the device is touched.
+    let (o, _) = check(&dir, "relu", &[("DLSVM_CHECK_TIMEOUT", "soon")], PATIENCE);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert!(text(&o).1.contains("DLSVM_CHECK_TIMEOUT"), "{:?}", text(&o));
 }
