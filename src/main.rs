@@ -172,7 +172,10 @@ fn info(adapter: Option<&str>, json: bool) -> Result<u8, Failure> {
 }
 
 fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, Failure> {
-    let gpu = Gpu::new(adapter)?;
+    let wait_limit = check::wait_limit().map_err(Failure::input)?;
+    let mut gpu = Gpu::new(adapter)?;
+    gpu.enable_checks(wait_limit);
+    gpu.on_hang(check_blocked);
     if !json {
         eprintln!(
             "checking every kernel against the CPU reference on {} ({})",
@@ -199,6 +202,7 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
             "subgroups": gpu.subgroups,
             "rows": rows,
             "passed": failed == 0,
+            "stuck": gpu.stuck(),
         });
         println!("{json}");
     } else {
@@ -210,6 +214,14 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
         for r in rows.iter().filter(|r| !r.passed) {
             println!("  {}: {}", r.kernel, r.failure.as_deref().unwrap_or("?"));
         }
+        if gpu.stuck().is_some() {
+            println!(
+                "the check stopped there: a kernel never finished ({} set the limit to {} s) and the \
+                 device cannot run anything more; the cases after it were not run",
+                check::WAIT_LIMIT_ENV,
+                wait_limit.as_secs_f64()
+            );
+        }
         if !gpu.subgroups && rows.iter().any(|r| r.subgroups) {
             println!(
                 "note: the device has no subgroups here: the subgroup variants' rows checked the kernels \
@@ -219,6 +231,14 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
         }
     }
     Ok(if failed == 0 { 0 } else { EXIT_FAILED })
+}
+
+/// The watchdog's way out of `dlsvm check` when a call into the driver stays blocked behind a
+/// kernel that never finished (the bounded wait normally fails the case first, and the check
+/// prints its table): name the kernel and exit 1.
+fn check_blocked(e: &dlsvm::gpu::GpuError) {
+    eprintln!("dlsvm: check: {e}; stopping (the driver is blocked behind it)");
+    std::process::exit(EXIT_FAILED.into());
 }
 
 fn print_rows(rows: &[Row]) {

@@ -23,6 +23,39 @@ fn upload_download_roundtrip_every_dtype() {
     assert_eq!(g.download::<f32>(&empty).unwrap(), Vec::<f32>::new());
 }
 
+/// The tests' device is opened as `dlsvm check` opens it: every tensor carries NaN padding past its
+/// logical end, bound with it, which the length checks and the download leave out; a write into
+/// the padding (a kernel writing past an output's end) fails the download. A device opened as
+/// training opens it has no padding.
+#[test]
+fn tensors_carry_nan_padding_that_a_write_past_the_end_breaks() {
+    let g = gpu();
+    assert!(g.checks_enabled());
+    let data: Vec<f32> = (0..10).map(|i| i as f32).collect();
+    let t = g.upload(&data, &[2, 5]).unwrap();
+    assert_eq!((t.len(), t.bytes(), t.padding()), (10, 40, 64));
+    assert_eq!(t.buffer().size(), (10 + 64) * 4, "the padding is in the buffer a kernel is bound to");
+    // download reads the padding too and finds PAD_BITS there, or fails.
+    assert_eq!(g.download::<f32>(&t).unwrap(), data);
+    // A quarter of the length past 256 elements, in whole vec4s; empty tensors are padded too.
+    assert_eq!(g.empty(&[1001], DType::F32).unwrap().padding(), 252);
+    assert_eq!(g.upload::<i32>(&[], &[0]).unwrap().padding(), 64);
+    let e = g.empty(&[3], DType::I32).unwrap();
+    assert_eq!(g.download::<i32>(&e).unwrap(), vec![0; 3], "empty tensors stay zeroed");
+    g.poison(&t);
+    assert!(g.download::<f32>(&t).unwrap().iter().all(|v| v.is_nan()), "poison leaves the padding");
+    g.queue.write_buffer(t.buffer(), 4 * 13, bytemuck::bytes_of(&f32::NAN));
+    let err = g.download::<f32>(&t).expect_err("a NaN other than the padding's is a write past the end");
+    assert!(matches!(err, GpuError::PastEnd { index: 13, bits: 0x7fc0_0000, .. }), "{err}");
+    assert!(err.to_string().contains("past the end of the F32 tensor [2, 5]"), "{err}");
+
+    let plain = dlsvm::gpu::Gpu::new(std::env::var("DLSVM_ADAPTER").ok().as_deref()).unwrap();
+    assert!(!plain.checks_enabled());
+    let t = plain.upload(&data, &[2, 5]).unwrap();
+    assert_eq!((t.padding(), t.buffer().size()), (0, 40), "training allocates no padding");
+    assert_eq!(plain.download::<f32>(&t).unwrap(), data);
+}
+
 #[test]
 fn poison_fills_with_nan() {
     let g = gpu();

@@ -6,6 +6,12 @@
 //!
 //! Outputs are poisoned with NaN before each kernel runs, so an element the kernel never writes
 //! fails the comparison (NaN is never within tolerance).
+//!
+//! The device is opened with [`crate::gpu::Gpu::enable_checks`]: every tensor is bound with NaN
+//! padding past its logical end, so a kernel that reads past an input's end computes NaN (a
+//! driver's robust access would have answered 0, which can pass) and one that writes past an
+//! output's end fails its download; and a kernel that never finishes fails its case after
+//! [`wait_limit`] instead of hanging the check.
 
 mod cases;
 pub mod network;
@@ -19,6 +25,28 @@ pub use suite::{folded_suite, run_suite, suite, Row, SuiteCase};
 pub use tolerance::Tol;
 
 use std::fmt;
+use std::time::Duration;
+
+/// Seconds one kernel launch (one submission) of `dlsvm check` and the GPU tests may run before
+/// the device counts as stuck and the case fails ([`crate::gpu::GpuError::Hung`]); default
+/// [`DEFAULT_WAIT_LIMIT_S`].
+pub const WAIT_LIMIT_ENV: &str = "DLSVM_CHECK_TIMEOUT";
+
+/// The default of [`WAIT_LIMIT_ENV`]: far above any launch of the check or the tests (the whole
+/// check takes under a minute on lavapipe with two cores).
+pub const DEFAULT_WAIT_LIMIT_S: f64 = 60.0;
+
+/// How long one launch of the check may run: [`WAIT_LIMIT_ENV`] (seconds, > 0), else
+/// [`DEFAULT_WAIT_LIMIT_S`].
+pub fn wait_limit() -> Result<Duration, String> {
+    let Ok(text) = std::env::var(WAIT_LIMIT_ENV) else {
+        return Ok(Duration::from_secs_f64(DEFAULT_WAIT_LIMIT_S));
+    };
+    match text.trim().parse::<f64>() {
+        Ok(s) if s > 0.0 && s.is_finite() && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!("{WAIT_LIMIT_ENV}={text:?}: expected a number of seconds above 0")),
+    }
+}
 
 /// The outcome of one kernel run on one shape.
 #[derive(Clone, Debug)]

@@ -399,7 +399,8 @@ fn folded_cases(c: &mut Cases) {
     });
 }
 
-/// Runs the suite (cases whose row contains `filter`), calling `progress` after each case.
+/// Runs the suite (cases whose row contains `filter`), calling `progress` after each case. Stops
+/// after a case whose kernel never finished ([`GpuError::is_hang`]): nothing more can run.
 pub fn run_suite(
     gpu: &Gpu,
     filter: Option<&str>,
@@ -422,6 +423,9 @@ pub fn run_suite(
         match &result {
             Ok(r) => rows[i].add(r),
             Err(e) => rows[i].add_error(e),
+        }
+        if result.as_ref().is_err_and(GpuError::is_hang) {
+            break;
         }
     }
     rows

@@ -143,6 +143,10 @@ failed (they are named), 2 when DIR holds no run directories.")]
         json: bool,
     },
     /// Check every kernel against the CPU reference on this adapter.
+    ///
+    /// Every input is bound with NaN padding past its end, so a kernel that reads past it fails.
+    /// A kernel launch still running after DLSVM_CHECK_TIMEOUT seconds (default 60) fails its row
+    /// and stops the check (exit 1): nothing can run on the device after it.
     Check {
         /// Print one JSON object instead of the table.
         #[arg(long)]

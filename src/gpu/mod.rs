@@ -9,14 +9,15 @@
 mod error;
 mod pipeline;
 mod tensor;
+mod watch;
 
 pub use error::GpuError;
 pub use pipeline::{BindingKind, Extension, KernelParams, ParamsDecl, ShaderDef, Spec, PRELUDE};
-pub use tensor::{DType, Element, Tensor};
+pub use tensor::{DType, Element, Tensor, PAD_BITS};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pipeline::PipelineKey;
 
@@ -177,6 +178,10 @@ pub struct Gpu {
     /// Whether every shader keeps naga's runtime bounds checks ([`SHADER_CHECKS_ENV`] = 1), even
     /// those marked `unchecked`.
     pub shader_checks: bool,
+    /// Whether the device was opened for checking ([`Gpu::enable_checks`]).
+    checks: bool,
+    /// The submissions, and how long a wait for one may take ([`Gpu::enable_checks`]).
+    watch: Arc<Mutex<watch::Watch>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     layouts: Mutex<HashMap<Vec<BindingKind>, Arc<Layouts>>>,
     dummy: Tensor,
@@ -341,7 +346,7 @@ impl Gpu {
         };
         let (device, queue) = pollster::block_on(adapter.request_device(&desc))
             .map_err(|e| GpuError::Device(format!("{}: {e}", info.name)))?;
-        let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32);
+        let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32, 0)?;
         let timing_resolve = timestamps.then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("timing resolve"),
@@ -360,6 +365,8 @@ impl Gpu {
             subgroups,
             webgpu_limits,
             shader_checks: std::env::var(SHADER_CHECKS_ENV).is_ok_and(|v| v.trim() == "1"),
+            checks: false,
+            watch: Arc::default(),
             pipelines: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
             dummy,
@@ -379,6 +386,38 @@ impl Gpu {
             v.push("WebGPU default limits");
         }
         v
+    }
+
+    /// Opens the device the way `dlsvm check` and the tests use it: every tensor allocated from
+    /// now on carries NaN padding past its logical end, bound with it ([`Tensor::padding`]), so a
+    /// kernel reading past an input's end reads NaN whether or not its shader has bounds checks
+    /// (without them the read lands in the padding; with them, naga leaves buffer accesses to the
+    /// driver's robust access where it has robustBufferAccess2, as lavapipe does, else clamps the
+    /// index to the binding, whose end is padding), and [`Gpu::download`] refuses an output whose
+    /// padding was written; and a wait for the device that lasts longer than `wait_limit` fails
+    /// with [`GpuError::Hung`] instead of waiting for ever. Training never calls it: no padding,
+    /// no extra memory, no limit on a step.
+    pub fn enable_checks(&mut self, wait_limit: Duration) {
+        self.checks = true;
+        let before = watch::lock(&self.watch).limit.replace(wait_limit);
+        if before.is_none() {
+            watch::spawn(&self.watch, wait_limit);
+        }
+    }
+
+    /// Has the watchdog of [`Gpu::enable_checks`] call `hook` (which should end the process)
+    /// when a submission or a wait has been blocked inside the driver for twice the wait limit,
+    /// where no timeout can reach it: a thread that submits behind a kernel that never finishes
+    /// blocks there for ever (and blocks the other threads' waits). Without a hook the watchdog
+    /// does nothing.
+    pub fn on_hang(&mut self, hook: fn(&GpuError)) {
+        watch::lock(&self.watch).hook = Some(hook);
+    }
+
+    /// Whether the device was opened for checking ([`Gpu::enable_checks`]): new tensors get NaN
+    /// padding, waits are bounded.
+    pub fn checks_enabled(&self) -> bool {
+        self.checks
     }
 
     /// A one-element placeholder bound where an optional input (such as a bias) is absent.
@@ -647,16 +686,32 @@ impl Gpu {
             layout: &layout.0,
             entries: &entries,
         });
-        Ok(Dispatch { name: name.to_string(), pipeline, bind_group, params: params_buf, groups })
+        let tensors: Vec<String> = bound
+            .iter()
+            .map(|b| match b {
+                Bound::Buffer(t) => format!("{:?}", t.shape()),
+                Bound::Texture(_) => "texture".to_string(),
+            })
+            .collect();
+        let what = format!(
+            "{name} ({}::{entry}, workgroups {groups:?}, bindings {})",
+            shader.name,
+            tensors.join(" ")
+        );
+        Ok(Dispatch { name: name.to_string(), what, pipeline, bind_group, params: params_buf, groups })
     }
 
     /// Encodes `ops` in order into one compute pass (with timestamps at its start and end when
-    /// `timing` is given) and submits it, without waiting.
+    /// `timing` is given) and submits it, without waiting. On a stuck device ([`GpuError::Hung`])
+    /// it submits nothing (the driver could block on it for ever) and returns the stuck
+    /// submission, whose wait fails at once.
     pub fn submit<'a>(
         &self,
         ops: impl IntoIterator<Item = &'a Dispatch>,
         timing: Option<&wgpu::QuerySet>,
     ) -> wgpu::SubmissionIndex {
+        // Described only for the checks, whose errors name a launch that never finishes.
+        let mut what = String::new();
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("dlsvm") });
         {
@@ -669,6 +724,11 @@ impl Gpu {
                 enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes });
             for op in ops {
                 op.encode(&mut pass);
+                if self.checks {
+                    let then = if what.is_empty() { "" } else { ", then " };
+                    what.push_str(then);
+                    what.push_str(&op.what);
+                }
             }
         }
         if let Some(qs) = timing {
@@ -676,7 +736,27 @@ impl Gpu {
                 enc.resolve_query_set(qs, 0..2, resolve, 0);
             }
         }
-        self.queue.submit([enc.finish()])
+        self.submit_encoded(enc, what)
+    }
+
+    /// Submits `enc` (described by `what`), unless the device is stuck (see [`Gpu::submit`]).
+    fn submit_encoded(&self, enc: wgpu::CommandEncoder, what: String) -> wgpu::SubmissionIndex {
+        if let (Some(_), Some(index)) = {
+            let w = watch::lock(&self.watch);
+            (w.stuck.clone(), w.last_index.clone())
+        } {
+            return index;
+        }
+        // Not under the lock: a submission may block behind a kernel that never finishes, and the
+        // watchdog needs the lock to see it.
+        let index = {
+            let _busy = self.checks.then(|| watch::Busy::new(&self.watch));
+            self.queue.submit([enc.finish()])
+        };
+        let mut w = watch::lock(&self.watch);
+        w.last = what;
+        w.last_index = Some(index.clone());
+        index
     }
 
     /// Submits `ops` in one pass and waits for the device.
@@ -685,18 +765,54 @@ impl Gpu {
         self.wait()
     }
 
-    /// Blocks until every submitted command has finished.
+    /// Blocks until every submitted command has finished (for at most the limit of
+    /// [`Gpu::enable_checks`], where set).
     pub fn wait(&self) -> Result<(), GpuError> {
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(())
+        self.wait_on(None)
     }
 
-    /// Blocks until submission `sub` has finished.
+    /// Blocks until submission `sub` has finished (for at most the limit of
+    /// [`Gpu::enable_checks`], where set).
     pub fn wait_for(&self, sub: wgpu::SubmissionIndex) -> Result<(), GpuError> {
-        self.device
-            .poll(wgpu::PollType::Wait { submission_index: Some(sub), timeout: None })
-            .map_err(|e| GpuError::Device(e.to_string()))?;
-        Ok(())
+        self.wait_on(Some(sub))
+    }
+
+    fn wait_on(&self, sub: Option<wgpu::SubmissionIndex>) -> Result<(), GpuError> {
+        let limit = {
+            let w = watch::lock(&self.watch);
+            if w.stuck.is_some() {
+                return Err(w.hung());
+            }
+            w.limit
+        };
+        let polled = {
+            let _busy = self.checks.then(|| watch::Busy::new(&self.watch));
+            self.device.poll(wgpu::PollType::Wait { submission_index: sub, timeout: limit })
+        };
+        match polled {
+            Ok(_) => Ok(()),
+            Err(wgpu::PollError::Timeout) => {
+                // The device keeps running the kernel and would block every later submission
+                // behind it (src/gpu/watch.rs): nothing more is submitted, every later wait fails
+                // at once.
+                let mut w = watch::lock(&self.watch);
+                if w.stuck.is_none() {
+                    // Dropping the queue waits for the device to go idle, which it never does
+                    // now: keep a reference to the queue and the device for ever, so that
+                    // dropping this Gpu cannot block.
+                    std::mem::forget(self.queue.clone());
+                    std::mem::forget(self.device.clone());
+                    w.stuck = Some(w.last.clone());
+                }
+                Err(w.hung())
+            }
+            Err(e) => Err(GpuError::Device(e.to_string())),
+        }
+    }
+
+    /// What the device is stuck on, if a wait timed out ([`GpuError::Hung`]).
+    pub fn stuck(&self) -> Option<String> {
+        watch::lock(&self.watch).stuck.clone()
     }
 
     /// Times `reps` submissions of `ops` (one pass each), returning milliseconds per repetition.
@@ -744,7 +860,10 @@ impl Gpu {
         let mut enc =
             self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(buf, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
+        if self.stuck().is_some() {
+            return Err(watch::lock(&self.watch).hung());
+        }
+        self.submit_encoded(enc, format!("a readback of {size} bytes"));
         let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -768,6 +887,8 @@ impl Gpu {
 /// [`Dispatch::set_params`].
 pub struct Dispatch {
     pub name: String,
+    /// The name, shader, entry point, grid and bound shapes, for a launch that never finishes.
+    what: String,
     pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     params: wgpu::Buffer,

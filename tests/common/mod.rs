@@ -1,5 +1,6 @@
-//! Shared by the GPU test files: one device per test binary. A missing adapter FAILS the test
-//! with the install hint; GPU tests never pass by skipping.
+//! Shared by the GPU test files: one device per test binary, opened as `dlsvm check` opens it
+//! (`Gpu::enable_checks`: NaN padding past every tensor's end, a bounded wait for every launch). A
+//! missing adapter FAILS the test with the install hint; GPU tests never pass by skipping.
 
 #![allow(dead_code)]
 
@@ -13,12 +14,25 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| {
         let filter = std::env::var("DLSVM_ADAPTER").ok();
         match Gpu::new(filter.as_deref()) {
-            Ok(g) => g,
+            Ok(mut g) => {
+                g.enable_checks(dlsvm::check::wait_limit().unwrap_or_else(|e| panic!("{e}")));
+                g.on_hang(exit_on_hang);
+                g
+            }
             Err(e) => {
                 panic!("GPU tests need an adapter and none is usable: {e}\n{}", dlsvm::gpu::INSTALL_HINT)
             }
         }
     })
+}
+
+/// A kernel never finished: no test can use the device any more, and another test's thread may
+/// be blocked behind it for ever, so say which (on the real stderr: the harness captures a test's
+/// `eprintln!`) and end the test binary with exit 1.
+fn exit_on_hang(e: &GpuError) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "dlsvm tests: {e}; stopping the test binary");
+    std::process::exit(1);
 }
 
 /// Asserts a case ran and passed; the message names the kernel, shape, worst index and values.
