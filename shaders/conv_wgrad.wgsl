@@ -158,11 +158,13 @@ fn conv_bwd_weight_rows(id: Ids) {
 }
 
 // Direct: one workgroup per weight; its WG invocations split the reduction and combine it in
-// workgroup memory. The fallback and oracle.
+// workgroup memory. The fallback and oracle. It takes the workgroup's place (`Group`) and its local
+// id apart, so that its return on the weight index is uniform to every compiler's analysis
+// (common.wgsl).
 
 @compute @workgroup_size(WG, 1, 1)
-fn conv_bwd_weight(id: Ids) {
-    let widx = group_index(id);
+fn conv_bwd_weight(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let widx = workgroup_index(grp.id, grp.count);
     let total = p.cout * p.cin * p.kh * p.kw;
     // Uniform across the workgroup, so the barriers below stay in uniform control flow.
     if (widx >= total) {
@@ -175,7 +177,7 @@ fn conv_bwd_weight(id: Ids) {
     let plane = p.oh * p.ow;
     let count = p.n * plane;
     var acc = 0.0;
-    for (var r = id.local.x; r < count; r += WG) {
+    for (var r = lid.x; r < count; r += WG) {
         let ox = r % p.ow;
         let oy = (r / p.ow) % p.oh;
         let b = r / plane;
@@ -186,8 +188,8 @@ fn conv_bwd_weight(id: Ids) {
             acc += g * x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
         }
     }
-    let sum = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let sum = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
     }
 }

@@ -1,6 +1,6 @@
 // conv_wgrad.wgsl's rows kernel with the gradients loaded once per subgroup. Needs the adapter's
 // SUBGROUP feature (without it the host runs conv_bwd_weight_rows instead); no `enable
-// subgroups;` directive (naga 30 refuses it).
+// subgroups;` directive (naga 30 refuses it; the host adds it for the browser's compiler).
 //
 // In conv_bwd_weight_rows every invocation of a workgroup reads the same COB gradients per output
 // position (it differs from its neighbours only in its kernel row), an address lavapipe gathers
@@ -19,17 +19,32 @@
 // conv_wgrad_io.wgsl. Writes partial sums per slice, dw[slice, co, ci, ky, kx], as the rows
 // kernel; slice_sum adds them in a fixed order.
 // Grid: x/y fold (row group, slice) with the row groups fastest; z: output-channel blocks.
+//
+// Uniformity (what the browsers' compiler checks; naga checks none): the kernel takes the
+// workgroup's place (`Group`) and its local id apart, so the return on the slice is uniform to
+// WGSL's analysis, and the ballot of subgroup_full and the subgroupAll come before any return
+// that is not. The subgroup exit after them is uniform within each subgroup (every lane of a
+// subgroup leaves, or none), but the analysis knows only workgroup uniformity: the shuffles after
+// it go through `shuffle_kept`, which turns its subgroup check off.
 @compute @workgroup_size(WG, 1, 1)
-fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane: u32, @builtin(subgroup_size) sg: u32) {
+fn conv_bwd_weight_rows_subgroup(
+    grp: Group,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sg: u32,
+) {
     let rows = p.cin * p.kh;
     let row_groups = (rows + WG - 1u) / WG;
-    let g = group_index(id);
+    let g = workgroup_index(grp.id, grp.count);
     let slice = g / row_groups;
     // The same for the whole workgroup: no subgroup is split by this return.
     if (slice >= p.slices) {
         return;
     }
-    let row = (g % row_groups) * WG + id.local.x;
+    // Every lane of the subgroup is here (the return below keeps whole subgroups, so `full` holds
+    // after it as well).
+    let full = subgroup_full(sg);
+    let row = (g % row_groups) * WG + lid.x;
     // A subgroup with no kernel row leaves (a layer with few input channels, e.g. 5 rows of 64
     // at cin 1); one with some keeps every lane, each loading its share of the gradients.
     if (subgroupAll(row >= rows)) {
@@ -38,7 +53,7 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
     let rc = min(row, rows - 1u);
     let ci = rc / p.kh;
     let ky = rc % p.kh;
-    let co0 = id.group.z * COB;
+    let co0 = grp.id.z * COB;
     let plane_in = p.h * p.w;
     let plane_out = p.oh * p.ow;
     var cbase: array<u32, COB>;
@@ -49,7 +64,6 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
     let u0 = slice * p.rps;
     let u1 = min(u0 + p.rps, p.n * p.oh);
     let count = (u1 - u0) * p.ow;
-    let full = subgroup_full(sg);
     let chunk = subgroup_chunk(full, sg);
     let mine = subgroup_mine(full, lane);
     // This lane's position k0 + mine of the slice as (ox, oy, b), stepped a chunk at a time by
@@ -92,7 +106,7 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
             }
             var gv: array<f32, COB>;
             for (var j = 0u; j < COB; j++) {
-                gv[j] = select(own[j], subgroupShuffle(own[j], s), full);
+                gv[j] = select(own[j], shuffle_kept(own[j], s), full);
             }
             for (var j = 0u; j < COB; j++) {
                 for (var kx = 0u; kx < KW; kx++) {
@@ -114,4 +128,13 @@ fn conv_bwd_weight_rows_subgroup(id: Ids, @builtin(subgroup_invocation_id) lane:
             }
         }
     }
+}
+
+// subgroupShuffle for the lanes left after the kernel's subgroup exit: every lane of their
+// subgroup is there, but WGSL's uniformity analysis cannot see it (it has no notion of uniform
+// within a subgroup), so its subgroup_uniformity check is off here, and only here. (naga takes the
+// rule as one it does not know, with a warning at most.)
+@diagnostic(off, subgroup_uniformity)
+fn shuffle_kept(v: f32, src: u32) -> f32 {
+    return subgroupShuffle(v, src);
 }

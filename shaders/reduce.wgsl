@@ -1,7 +1,9 @@
 // Reductions training needs: the sum of a vector (the loss), sums over the slices of a partial
 // result (the convolution weight gradients), per-channel sums (the bias gradients), the argmax of
 // each row and the count of correct predictions. Every sum adds in a fixed order, so results do
-// not depend on scheduling. Specialization: WG (a power of two, at most MAX_WG).
+// not depend on scheduling. The kernels with barriers take the workgroup's place (`Group`) and
+// their local id apart, so that a return on the workgroup's index is uniform to every compiler's
+// analysis (common.wgsl). Specialization: WG (a power of two, at most MAX_WG).
 // Bindings: params; then per kernel below.
 
 @group(0) @binding(0) var<uniform> p: ReduceParams;
@@ -25,13 +27,13 @@
 
 // One workgroup: out[0] = sum of x[0..n).
 @compute @workgroup_size(WG, 1, 1)
-fn sum_all(id: Ids) {
+fn sum_all(@builtin(local_invocation_id) lid: vec3<u32>) {
     var acc = 0.0;
-    for (var i = id.local.x; i < p.n; i += WG) {
+    for (var i = lid.x; i < p.n; i += WG) {
         acc += x[i];
     }
-    let total = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let total = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         out[0] = epilogue(total, 0.0, out[0], p.flags);
     }
 }
@@ -43,26 +45,26 @@ fn sum_all(id: Ids) {
 const SLICE_COLS: u32 = 8u;
 
 @compute @workgroup_size(WG, 1, 1)
-fn slice_sum(id: Ids) {
-    let g = group_index(id);
+fn slice_sum(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(grp.id, grp.count);
     // Uniform across the workgroup, so the barriers below stay in uniform control flow.
     if (g * SLICE_COLS >= p.n) {
         return;
     }
     let lanes = WG / SLICE_COLS;
-    let col = id.local.x % SLICE_COLS;
-    let lane = id.local.x / SLICE_COLS;
+    let col = lid.x % SLICE_COLS;
+    let lane = lid.x / SLICE_COLS;
     let e = g * SLICE_COLS + col;
     let ec = min(e, p.n - 1u);
     var v = 0.0;
     for (var s = lane; s < p.k; s += lanes) {
         v += x[s * p.n + ec];
     }
-    wg_sums[id.local.x] = v;
+    wg_sums[lid.x] = v;
     workgroupBarrier();
     for (var half = lanes / 2u; half > 0u; half = half / 2u) {
         if (lane < half) {
-            wg_sums[id.local.x] += wg_sums[id.local.x + half * SLICE_COLS];
+            wg_sums[lid.x] += wg_sums[lid.x + half * SLICE_COLS];
         }
         workgroupBarrier();
     }
@@ -140,15 +142,15 @@ fn channel_walk4(ch: u32, first: u32, end: u32) -> f32 {
 // out[ch] = Σ over (o, i) of x[o, ch, i], x being [outer, c, inner]; one workgroup per channel
 // (folded over x and y).
 @compute @workgroup_size(WG, 1, 1)
-fn channel_sum(id: Ids) {
-    let ch = group_index(id);
+fn channel_sum(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ch = workgroup_index(grp.id, grp.count);
     // Uniform across the workgroup, so the barriers of workgroup_sum stay in uniform control flow.
     if (ch >= p.c) {
         return;
     }
-    let acc = channel_walk(ch, id.local.x, p.outer * p.inner);
-    let total = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let acc = channel_walk(ch, lid.x, p.outer * p.inner);
+    let total = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         out[ch] = epilogue(total, 0.0, out[ch], p.flags);
     }
 }
@@ -157,8 +159,8 @@ fn channel_sum(id: Ids) {
 // g / c of channel g % c, the (o, i) positions [chunk·k, min(chunk·k + k, outer·inner)), into
 // out[g] (partial sums [n chunks, c]; slice_sum then adds the chunks of each channel in order).
 @compute @workgroup_size(WG, 1, 1)
-fn channel_part(id: Ids) {
-    let g = group_index(id);
+fn channel_part(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(grp.id, grp.count);
     // Uniform across the workgroup, as in channel_sum.
     if (g >= p.n * p.c) {
         return;
@@ -166,9 +168,9 @@ fn channel_part(id: Ids) {
     let ch = g % p.c;
     let begin = (g / p.c) * p.k;
     let end = min(begin + p.k, p.outer * p.inner);
-    let acc = channel_walk(ch, begin + id.local.x, end);
-    let total = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let acc = channel_walk(ch, begin + lid.x, end);
+    let total = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         out[g] = total;
     }
 }
@@ -176,30 +178,30 @@ fn channel_part(id: Ids) {
 // channel_sum and channel_part over x as vec4s (channel_walk4): p.inner a multiple of 4; p.k, the
 // chunk of channel_part4, in vec4s.
 @compute @workgroup_size(WG, 1, 1)
-fn channel_sum4(id: Ids) {
-    let ch = group_index(id);
+fn channel_sum4(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let ch = workgroup_index(grp.id, grp.count);
     if (ch >= p.c) {
         return;
     }
-    let acc = channel_walk4(ch, id.local.x, p.outer * (p.inner / 4u));
-    let total = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let acc = channel_walk4(ch, lid.x, p.outer * (p.inner / 4u));
+    let total = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         out[ch] = epilogue(total, 0.0, out[ch], p.flags);
     }
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn channel_part4(id: Ids) {
-    let g = group_index(id);
+fn channel_part4(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let g = workgroup_index(grp.id, grp.count);
     if (g >= p.n * p.c) {
         return;
     }
     let ch = g % p.c;
     let begin = (g / p.c) * p.k;
     let end = min(begin + p.k, p.outer * (p.inner / 4u));
-    let acc = channel_walk4(ch, begin + id.local.x, end);
-    let total = workgroup_sum(acc, id.local.x, WG);
-    if (id.local.x == 0u) {
+    let acc = channel_walk4(ch, begin + lid.x, end);
+    let total = workgroup_sum(acc, lid.x, WG);
+    if (lid.x == 0u) {
         out[g] = total;
     }
 }
@@ -224,16 +226,16 @@ fn argmax_rows(id: Ids) {
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn count_correct(id: Ids) {
+fn count_correct(@builtin(local_invocation_id) lid: vec3<u32>) {
     var hits = 0.0;
-    for (var i = id.local.x; i < p.n; i += WG) {
+    for (var i = lid.x; i < p.n; i += WG) {
         let y = labels[i];
         if (y >= 0 && predicted[i] == y) {
             hits += 1.0;
         }
     }
-    let total = u32(workgroup_sum(hits, id.local.x, WG));
-    if (id.local.x == 0u) {
+    let total = u32(workgroup_sum(hits, lid.x, WG));
+    if (lid.x == 0u) {
         count[0] = select(total, total + count[0], (p.flags & FLAG_ACC) != 0u);
     }
 }

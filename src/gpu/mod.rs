@@ -545,7 +545,7 @@ impl Gpu {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(p.clone());
         }
-        let source = shader.source_with(spec);
+        let source = shader.source_for(spec, self.adapter.get_info().backend);
         let layout = self.layout(&kinds);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let label = format!("{}::{} {}", shader.name, entry, key.spec.replace('\n', " "));

@@ -59,8 +59,22 @@ pub enum Extension {
     None,
     /// The subgroup built-ins and functions: the adapter's SUBGROUP feature (`Gpu::subgroups`).
     /// The WGSL standard asks for `enable subgroups;`, which naga 30 refuses as not implemented
-    /// (it takes subgroup operations without it): the shaders leave the directive out.
+    /// (it takes subgroup operations without it): the shaders leave the directive out, and
+    /// [`Extension::directive`] adds it where the browser compiles the source.
     Subgroups,
+}
+
+impl Extension {
+    /// The WGSL directive a shader needing this extension must begin with where `backend` compiles
+    /// it: `enable subgroups;` for the browser's own compiler (wgpu's WebGPU backend hands the
+    /// source to the browser, whose compiler asks for it), nothing where naga compiles it (naga 30
+    /// refuses the directive).
+    pub fn directive(self, backend: wgpu::Backend) -> &'static str {
+        match (self, backend) {
+            (Extension::Subgroups, wgpu::Backend::BrowserWebGpu) => "enable subgroups;\n",
+            _ => "",
+        }
+    }
 }
 
 /// One WGSL file and everything that belongs to it: its source, its params struct, its entry
@@ -158,6 +172,12 @@ impl ShaderDef {
         }
         out
     }
+
+    /// The source `backend` compiles for `spec`: [`ShaderDef::source_with`] after the directive
+    /// the shader's extension needs there ([`Extension::directive`]).
+    pub fn source_for(&self, spec: &Spec, backend: wgpu::Backend) -> String {
+        format!("{}{}", self.extension.directive(backend), self.source_with(spec))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -165,4 +185,42 @@ pub(super) struct PipelineKey {
     pub shader: &'static str,
     pub entry: &'static str,
     pub spec: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subgroup_directive_only_for_the_browser() {
+        use wgpu::Backend::*;
+        for backend in [Noop, Vulkan, Metal, Dx12, Gl] {
+            assert_eq!(Extension::Subgroups.directive(backend), "", "{backend:?}");
+            assert_eq!(Extension::None.directive(backend), "", "{backend:?}");
+        }
+        assert_eq!(Extension::Subgroups.directive(BrowserWebGpu), "enable subgroups;\n");
+        assert_eq!(Extension::None.directive(BrowserWebGpu), "");
+    }
+
+    #[test]
+    fn the_directive_opens_the_browser_source() {
+        let def = ShaderDef {
+            name: "t",
+            source: "fn f() {}\n",
+            parts: &[],
+            params: ParamsDecl { wgsl: "P", size: 0 },
+            entries: &[],
+            specs: Vec::new,
+            unchecked: false,
+            extension: Extension::Subgroups,
+            textures: &[],
+        };
+        let spec = Spec::new().u("WG", 64);
+        let native = def.source_for(&spec, wgpu::Backend::Vulkan);
+        assert_eq!(native, def.source_with(&spec));
+        let browser = def.source_for(&spec, wgpu::Backend::BrowserWebGpu);
+        assert_eq!(browser, format!("enable subgroups;\n{native}"));
+        let core = ShaderDef { extension: Extension::None, ..def };
+        assert_eq!(core.source_for(&spec, wgpu::Backend::BrowserWebGpu), core.source_with(&spec));
+    }
 }
