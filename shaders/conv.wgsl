@@ -14,37 +14,6 @@
 
 // (Bindings and `finish`: conv_io.wgsl.)
 
-// The simplest correct kernel: one output element per invocation. Fallback and oracle.
-@compute @workgroup_size(WG, 1, 1)
-fn conv_fwd_direct(id: Ids) {
-    let idx = thread_index(id, WG);
-    if (idx >= p.n * p.cout * p.oh * p.ow) {
-        return;
-    }
-    let ox = idx % p.ow;
-    let oy = (idx / p.ow) % p.oh;
-    let co = (idx / (p.ow * p.oh)) % p.cout;
-    let b = idx / (p.ow * p.oh * p.cout);
-    var acc = 0.0;
-    for (var ci = 0u; ci < p.cin; ci++) {
-        for (var ky = 0u; ky < p.kh; ky++) {
-            let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
-            if (iy < 0 || iy >= i32(p.h)) {
-                continue;
-            }
-            for (var kx = 0u; kx < p.kw; kx++) {
-                let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
-                if (ix < 0 || ix >= i32(p.w)) {
-                    continue;
-                }
-                let xv = x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-                acc += xv * wt[((co * p.cin + ci) * p.kh + ky) * p.kw + kx];
-            }
-        }
-    }
-    finish(idx, co, acc);
-}
-
 // Register-blocked: 4 neighbouring output pixels of a row x COB output channels per invocation.
 // Each (ci, ky, kx) step loads 4 inputs (1 at stride 1: the window slides) and COB weights (the
 // same for the whole workgroup, so broadcast) for 4·COB multiply-adds. Grid: 4-pixel groups folded

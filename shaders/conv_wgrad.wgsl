@@ -1,11 +1,11 @@
 // 2-D convolution weight gradient, NCHW:
 // dw[co, ci, ky, kx] = Σ over (b, oy, ox) of dy[b, co, oy, ox] · x[b, ci, oy·sy + ky − py, ox·sx + kx − px].
 //
-// Four kernels. conv_bwd_weight (direct) writes dw itself; conv_bwd_weight_split,
-// conv_bwd_weight_rows and conv_bwd_weight_shared write partial sums per slice, dw[slice, co, ci,
-// ky, kx], which reduce.wgsl's slice_sum adds in a fixed order. A slice is `rps` consecutive output
-// rows u = b·oh + oy of the batch: whole samples (rps a multiple of oh) for lavapipe's few
-// threads, a few rows of one sample for a GPU's many.
+// Three kernels, conv_bwd_weight_split, conv_bwd_weight_rows and conv_bwd_weight_shared, each
+// writing partial sums per slice, dw[slice, co, ci, ky, kx], which reduce.wgsl's slice_sum adds in a
+// fixed order. A slice is `rps` consecutive output rows u = b·oh + oy of the batch: whole samples
+// (rps a multiple of oh) for the register-blocked kernels, enough rows for about 1024 workgroups
+// for the tiled one.
 // Specialization: WG (invocations per workgroup, a power of two); rows also COB (output channels
 // per invocation) and KW (the kernel width it is specialized for); shared the tiling of
 // conv_tiles.wgsl (WX, WY, TM, TN, BM, BN, BK; placeholders for the others).
@@ -154,43 +154,6 @@ fn conv_bwd_weight_rows(id: Ids) {
                 dw[base + kx] = acc[j * KW + kx];
             }
         }
-    }
-}
-
-// Direct: one workgroup per weight; its WG invocations split the reduction and combine it in
-// workgroup memory. The fallback and oracle. It takes the workgroup's place (`Group`) and its local
-// id apart, so that its return on the weight index is uniform to every compiler's analysis
-// (common.wgsl).
-
-@compute @workgroup_size(WG, 1, 1)
-fn conv_bwd_weight(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let widx = workgroup_index(grp.id, grp.count);
-    let total = p.cout * p.cin * p.kh * p.kw;
-    // Uniform across the workgroup, so the barriers below stay in uniform control flow.
-    if (widx >= total) {
-        return;
-    }
-    let kx = widx % p.kw;
-    let ky = (widx / p.kw) % p.kh;
-    let ci = (widx / (p.kw * p.kh)) % p.cin;
-    let co = widx / (p.kw * p.kh * p.cin);
-    let plane = p.oh * p.ow;
-    let count = p.n * plane;
-    var acc = 0.0;
-    for (var r = lid.x; r < count; r += WG) {
-        let ox = r % p.ow;
-        let oy = (r / p.ow) % p.oh;
-        let b = r / plane;
-        let iy = i32(oy * p.stride_y + ky) - i32(p.pad_y);
-        let ix = i32(ox * p.stride_x + kx) - i32(p.pad_x);
-        if (in_image(iy, ix)) {
-            let g = dy[((b * p.cout + co) * p.oh + oy) * p.ow + ox];
-            acc += g * x[((b * p.cin + ci) * p.h + u32(iy)) * p.w + u32(ix)];
-        }
-    }
-    let sum = workgroup_sum(acc, lid.x, WG);
-    if (lid.x == 0u) {
-        dw[widx] = epilogue(sum, 0.0, dw[widx], p.flags);
     }
 }
 

@@ -65,23 +65,6 @@ fn every_entry_point_binds_params_then_inputs_then_outputs() {
                     }
                     naga::AddressSpace::Storage { .. } => BindingKind::Read,
                     naga::AddressSpace::Uniform => BindingKind::Uniform,
-                    naga::AddressSpace::Handle => match &module.types[var.ty].inner {
-                        naga::TypeInner::Image {
-                            dim: naga::ImageDimension::D2,
-                            arrayed: false,
-                            class: naga::ImageClass::Sampled { kind: naga::ScalarKind::Float, multi: false },
-                        } => BindingKind::Texture,
-                        naga::TypeInner::Image {
-                            dim: naga::ImageDimension::D2,
-                            arrayed: false,
-                            class:
-                                naga::ImageClass::Storage {
-                                    format: naga::StorageFormat::Rgba32Float,
-                                    access: naga::StorageAccess::STORE,
-                                },
-                        } => BindingKind::StorageTexture,
-                        other => panic!("{}::{entry}: unexpected resource {other:?}", def.name),
-                    },
                     other => panic!("{}::{entry}: unexpected address space {other:?}", def.name),
                 };
                 used.push((binding.binding, kind));

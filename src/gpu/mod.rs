@@ -204,24 +204,6 @@ impl Drop for NarrowFolds {
     }
 }
 
-/// The format of every texture the kernels use: four floats a texel.
-pub const TEXTURE_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Float;
-
-/// One binding of a kernel launch besides its params: a storage buffer or a texture view.
-pub enum Bound<'a> {
-    Buffer(&'a Tensor),
-    Texture(&'a wgpu::TextureView),
-}
-
-impl std::fmt::Debug for Bound<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Bound::Buffer(t) => write!(f, "buffer {:?}", t.shape()),
-            Bound::Texture(_) => write!(f, "texture"),
-        }
-    }
-}
-
 /// A bind-group layout and the pipeline layout built on it.
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 
@@ -319,8 +301,6 @@ impl Gpu {
         req.max_compute_workgroups_per_dimension = have.max_compute_workgroups_per_dimension;
         req.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size;
         req.max_buffer_size = have.max_buffer_size;
-        // The texture variants of the GEMM read an operand of up to this many texels a side.
-        req.max_texture_dimension_2d = have.max_texture_dimension_2d;
         let webgpu_limits = std::env::var(LIMITS_ENV).is_ok_and(|v| v.trim() == "webgpu");
         if webgpu_limits {
             // Exactly what a browser gives every page: the floor every kernel must work on.
@@ -474,16 +454,6 @@ impl Gpu {
                             BindingKind::Uniform => buffer(wgpu::BufferBindingType::Uniform),
                             BindingKind::Read => storage(true),
                             BindingKind::Write => storage(false),
-                            BindingKind::Texture => wgpu::BindingType::Texture {
-                                sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                                view_dimension: wgpu::TextureViewDimension::D2,
-                                multisampled: false,
-                            },
-                            BindingKind::StorageTexture => wgpu::BindingType::StorageTexture {
-                                access: wgpu::StorageTextureAccess::WriteOnly,
-                                format: TEXTURE_FORMAT,
-                                view_dimension: wgpu::TextureViewDimension::D2,
-                            },
                         },
                         count: None,
                     })
@@ -501,30 +471,6 @@ impl Gpu {
                 Arc::new((bgl, pl))
             })
             .clone()
-    }
-
-    /// A 2-D rgba32float texture of `width` x `height` texels that kernels write as a storage
-    /// texture and read with `textureLoad`, or `TooLarge` beyond the device's 2-D texture size.
-    pub fn texture(&self, op: &str, width: usize, height: usize) -> Result<wgpu::TextureView, GpuError> {
-        let max = self.limits.max_texture_dimension_2d as usize;
-        if width > max || height > max || width == 0 || height == 0 {
-            return Err(GpuError::TooLarge {
-                op: op.to_string(),
-                what: format!("texture of {width} x {height} texels"),
-                limit: max as u64,
-            });
-        }
-        let texture = self.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(op),
-            size: wgpu::Extent3d { width: width as u32, height: height as u32, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: TEXTURE_FORMAT,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::TEXTURE_BINDING,
-            view_formats: &[],
-        });
-        Ok(texture.create_view(&wgpu::TextureViewDescriptor::default()))
     }
 
     /// The compute pipeline for `entry` of `shader` specialized by `spec`, built once.
@@ -609,23 +555,7 @@ impl Gpu {
                 outputs.len()
             )));
         }
-        let bound: Vec<Bound> = inputs.iter().chain(outputs).map(|t| Bound::Buffer(t)).collect();
-        self.prepare_bound(name, shader, entry, spec, &bound, params, groups)
-    }
-
-    /// [`Gpu::prepare`] with textures among the bindings: `bound` holds the inputs then the
-    /// outputs, each a buffer or a texture as the shader declares ([`ShaderDef::textures`]).
-    #[allow(clippy::too_many_arguments)]
-    pub fn prepare_bound<P: KernelParams>(
-        &self,
-        name: &str,
-        shader: &'static ShaderDef,
-        entry: &'static str,
-        spec: &Spec,
-        bound: &[Bound],
-        params: &P,
-        groups: [u32; 3],
-    ) -> Result<Dispatch, GpuError> {
+        let bound: Vec<&Tensor> = inputs.iter().chain(outputs).copied().collect();
         let kinds = shader.kinds(entry)?;
         if P::WGSL != shader.params.wgsl {
             return Err(GpuError::Internal(format!(
@@ -634,13 +564,11 @@ impl Gpu {
                 P::WGSL
             )));
         }
-        let texture = |k: &BindingKind| matches!(k, BindingKind::Texture | BindingKind::StorageTexture);
-        if bound.len() + 1 != kinds.len()
-            || bound.iter().zip(&kinds[1..]).any(|(b, k)| matches!(b, Bound::Texture(_)) != texture(k))
-        {
+        if bound.len() + 1 != kinds.len() {
             return Err(GpuError::Internal(format!(
-                "{name}: {entry} binds {:?}, got {bound:?}",
-                &kinds[1..]
+                "{name}: {entry} binds {:?}, got {} tensors",
+                &kinds[1..],
+                bound.len()
             )));
         }
         let max = self.max_groups();
@@ -651,15 +579,13 @@ impl Gpu {
                 limit: max as u64,
             });
         }
-        for b in bound {
-            if let Bound::Buffer(t) = b {
-                if t.bytes() > self.limits.max_storage_buffer_binding_size {
-                    return Err(GpuError::TooLarge {
-                        op: name.to_string(),
-                        what: format!("tensor {:?} of {} bytes", t.shape(), t.bytes()),
-                        limit: self.limits.max_storage_buffer_binding_size,
-                    });
-                }
+        for t in &bound {
+            if t.bytes() > self.limits.max_storage_buffer_binding_size {
+                return Err(GpuError::TooLarge {
+                    op: name.to_string(),
+                    what: format!("tensor {:?} of {} bytes", t.shape(), t.bytes()),
+                    limit: self.limits.max_storage_buffer_binding_size,
+                });
             }
         }
         let pipeline = self.pipeline(shader, entry, spec)?;
@@ -673,12 +599,9 @@ impl Gpu {
         self.queue.write_buffer(&params_buf, 0, bytemuck::bytes_of(params));
         let entries: Vec<wgpu::BindGroupEntry> =
             std::iter::once(wgpu::BindGroupEntry { binding: 0, resource: params_buf.as_entire_binding() })
-                .chain(bound.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry {
+                .chain(bound.iter().enumerate().map(|(i, t)| wgpu::BindGroupEntry {
                     binding: i as u32 + 1,
-                    resource: match b {
-                        Bound::Buffer(t) => t.buffer().as_entire_binding(),
-                        Bound::Texture(v) => wgpu::BindingResource::TextureView(v),
-                    },
+                    resource: t.buffer().as_entire_binding(),
                 }))
                 .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -686,13 +609,7 @@ impl Gpu {
             layout: &layout.0,
             entries: &entries,
         });
-        let tensors: Vec<String> = bound
-            .iter()
-            .map(|b| match b {
-                Bound::Buffer(t) => format!("{:?}", t.shape()),
-                Bound::Texture(_) => "texture".to_string(),
-            })
-            .collect();
+        let tensors: Vec<String> = bound.iter().map(|t| format!("{:?}", t.shape())).collect();
         let what = format!(
             "{name} ({}::{entry}, workgroups {groups:?}, bindings {})",
             shader.name,

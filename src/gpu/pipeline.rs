@@ -100,10 +100,6 @@ pub struct ShaderDef {
     /// What the shader needs of the device beyond WebGPU's core; a device without it never builds
     /// the shader (its kernels' hosts fall back to a core variant).
     pub extension: Extension,
-    /// The bindings that are textures, `(entry point, binding)`: an input binding is a sampled
-    /// `texture_2d<f32>` of rgba32float, an output a write-only `texture_storage_2d<rgba32float,
-    /// write>`; every other binding is a storage buffer.
-    pub textures: &'static [(&'static str, usize)],
 }
 
 /// What a binding of an entry point holds (the params uniform at 0, then inputs, then outputs).
@@ -114,10 +110,6 @@ pub enum BindingKind {
     Read,
     /// A read-write storage buffer.
     Write,
-    /// A sampled rgba32float texture, read with `textureLoad`.
-    Texture,
-    /// A write-only rgba32float storage texture.
-    StorageTexture,
 }
 
 impl ShaderDef {
@@ -128,26 +120,19 @@ impl ShaderDef {
             .map(|e| (e.1, e.2))
             .ok_or_else(|| GpuError::Internal(format!("shader {} has no entry point {entry}", self.name)))
     }
-    /// The WGSL file of the shader: its name up to a `+`. A name `file+what` is the same file with
-    /// other parts (the GEMM kernels with their B operand in a texture: `gemm4+btex`), a shader of
-    /// its own with its own pipelines.
+    /// The WGSL file of the shader (`shaders/<name>.wgsl`).
     pub fn file(&self) -> &'static str {
-        self.name.split('+').next().unwrap_or(self.name)
+        self.name
     }
 
     /// The kinds of `entry`'s bindings, binding 0 (the params uniform) first.
     pub fn kinds(&self, entry: &str) -> Result<Vec<BindingKind>, GpuError> {
         let (inputs, outputs) = self.bindings(entry)?;
         Ok((0..=inputs + outputs)
-            .map(|b| {
-                let texture = self.textures.iter().any(|t| t.0 == entry && t.1 == b);
-                match (b, b <= inputs, texture) {
-                    (0, _, _) => BindingKind::Uniform,
-                    (_, true, false) => BindingKind::Read,
-                    (_, false, false) => BindingKind::Write,
-                    (_, true, true) => BindingKind::Texture,
-                    (_, false, true) => BindingKind::StorageTexture,
-                }
+            .map(|b| match b {
+                0 => BindingKind::Uniform,
+                _ if b <= inputs => BindingKind::Read,
+                _ => BindingKind::Write,
             })
             .collect())
     }
@@ -213,7 +198,6 @@ mod tests {
             specs: Vec::new,
             unchecked: false,
             extension: Extension::Subgroups,
-            textures: &[],
         };
         let spec = Spec::new().u("WG", 64);
         let native = def.source_for(&spec, wgpu::Backend::Vulkan);

@@ -37,7 +37,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
-    textures: &[],
 };
 
 fn same_len(op: &str, a: &Tensor, b: &Tensor) -> Result<u32, GpuError> {

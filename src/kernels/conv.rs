@@ -206,7 +206,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     parts: &[TILES, IO],
     params: ParamsDecl::of::<ConvParams>(),
     entries: &[
-        ("conv_fwd_direct", 3, 1),
         ("conv_fwd_blocked", 3, 1),
         ("conv_fwd_shared", 3, 1),
         ("conv_bwd_data", 2, 1),
@@ -220,7 +219,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// The blocked forward and backward data with their weights shuffled within a subgroup.
@@ -241,7 +239,6 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::Subgroups,
-    textures: &[],
 };
 
 fn params(op: &str, s: &Conv2dShape, flags: u32) -> Result<ConvParams, GpuError> {
@@ -576,7 +573,6 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     parts: &[TILES, WGRAD_IO],
     params: ParamsDecl::of::<ConvParams>(),
     entries: &[
-        ("conv_bwd_weight", 2, 1),
         ("conv_bwd_weight_split", 2, 1),
         ("conv_bwd_weight_rows", 2, 1),
         ("conv_bwd_weight_shared", 2, 1),
@@ -587,7 +583,6 @@ pub static WGRAD_SHADER: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// The rows weight gradient with its gradients shuffled within a subgroup.
@@ -608,7 +603,6 @@ pub static WGRAD_SHADER_SG: ShaderDef = ShaderDef {
     },
     unchecked: true,
     extension: Extension::Subgroups,
-    textures: &[],
 };
 
 /// Batch samples per slice of the split weight gradient: about 1024 output positions per

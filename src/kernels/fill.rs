@@ -25,7 +25,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// Every element of the f32 tensor `out` set to `value` (four an invocation when its length is a

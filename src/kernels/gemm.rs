@@ -213,7 +213,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 pub static SHADER4: ShaderDef = ShaderDef {
@@ -225,7 +224,6 @@ pub static SHADER4: ShaderDef = ShaderDef {
     specs: specs4,
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 pub static SHADER_SG: ShaderDef = ShaderDef {
@@ -237,7 +235,6 @@ pub static SHADER_SG: ShaderDef = ShaderDef {
     specs: specs_sg,
     unchecked: true,
     extension: Extension::Subgroups,
-    textures: &[],
 };
 
 pub static SHADER_SG4: ShaderDef = ShaderDef {
@@ -249,7 +246,6 @@ pub static SHADER_SG4: ShaderDef = ShaderDef {
     specs: specs_sg4,
     unchecked: true,
     extension: Extension::Subgroups,
-    textures: &[],
 };
 
 /// The variant that computes `s` when `variant` is asked for on `caps` (the family's one fallback

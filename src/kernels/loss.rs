@@ -43,7 +43,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
     unchecked: false,
     extension: Extension::None,
-    textures: &[],
 };
 
 #[allow(clippy::too_many_arguments)]

@@ -35,7 +35,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// `v = momentum·v − lr·(g + wd·w); w += v`; see [`crate::cpu::sgd_momentum`]. Change the learning

@@ -50,7 +50,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     // Indices are clamped or guarded; the argmax read by max pooling's passes is range-checked.
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 fn params(op: &str, s: &Pool2dShape) -> Result<PoolParams, GpuError> {

@@ -37,7 +37,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs,
     unchecked: true,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// `invocations` invocations each running `iters` x `chains` fused multiply-adds (2 flops each).

@@ -43,7 +43,6 @@ pub static SHADER: ShaderDef = ShaderDef {
     specs: wg_specs,
     unchecked: false,
     extension: Extension::None,
-    textures: &[],
 };
 
 /// `out[0] (+)= Σ x` (one workgroup); see [`crate::cpu::sum`].
