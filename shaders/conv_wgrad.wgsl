@@ -126,16 +126,7 @@ fn conv_bwd_weight_rows(id: Ids) {
         var xv: array<f32, KW>;
         for (var ox = 0u; ox < p.ow; ox++) {
             let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
-            if (p.stride_x == 1u && ox > 0u) {
-                for (var kx = 0u; kx + 1u < KW; kx++) {
-                    xv[kx] = xv[kx + 1u];
-                }
-                xv[KW - 1u] = row_input(xrow, ix0 + i32(KW) - 1, row_ok);
-            } else {
-                for (var kx = 0u; kx < KW; kx++) {
-                    xv[kx] = row_input(xrow, ix0 + i32(kx), row_ok);
-                }
-            }
+            row_window(&xv, xrow, ix0, ox, row_ok);
             let o = gb + oy * p.ow + ox;
             for (var j = 0u; j < COB; j++) {
                 let gv = dy[o + min(co0 + j, p.cout - 1u) * plane_out];
@@ -145,16 +136,7 @@ fn conv_bwd_weight_rows(id: Ids) {
             }
         }
     }
-    let cols = p.cin * p.kh * KW;
-    for (var j = 0u; j < COB; j++) {
-        let co = co0 + j;
-        if (co < p.cout) {
-            let base = (slice * p.cout + co) * cols + row * KW;
-            for (var kx = 0u; kx < KW; kx++) {
-                dw[base + kx] = acc[j * KW + kx];
-            }
-        }
-    }
+    store_partials(&acc, slice, co0, row);
 }
 
 // Backward weight as a split-K implicit GEMM on workgroup-memory tiles (conv_tiles.wgsl), for

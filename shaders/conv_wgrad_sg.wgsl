@@ -94,16 +94,7 @@ fn conv_bwd_weight_rows_subgroup(
                 xrow = (b * p.cin + ci) * plane_in + u32(clamp(iy, 0, i32(p.h) - 1)) * p.w;
             }
             let ix0 = i32(ox * p.stride_x) - i32(p.pad_x);
-            if (p.stride_x == 1u && ox > 0u) {
-                for (var kx = 0u; kx + 1u < KW; kx++) {
-                    xv[kx] = xv[kx + 1u];
-                }
-                xv[KW - 1u] = row_input(xrow, ix0 + i32(KW) - 1, row_ok);
-            } else {
-                for (var kx = 0u; kx < KW; kx++) {
-                    xv[kx] = row_input(xrow, ix0 + i32(kx), row_ok);
-                }
-            }
+            row_window(&xv, xrow, ix0, ox, row_ok);
             var gv: array<f32, COB>;
             for (var j = 0u; j < COB; j++) {
                 gv[j] = select(own[j], shuffle_kept(own[j], s), full);
@@ -117,16 +108,7 @@ fn conv_bwd_weight_rows_subgroup(
         }
     }
     if (row < rows) {
-        let cols = p.cin * p.kh * KW;
-        for (var j = 0u; j < COB; j++) {
-            let co = co0 + j;
-            if (co < p.cout) {
-                let base = (slice * p.cout + co) * cols + row * KW;
-                for (var kx = 0u; kx < KW; kx++) {
-                    dw[base + kx] = acc[j * KW + kx];
-                }
-            }
-        }
+        store_partials(&acc, slice, co0, row);
     }
 }
 

@@ -87,20 +87,7 @@ fn gemm_vec4(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
                     av[s * 4u + e] = a[min(rg[s] * 4u + e, p.m - 1u) * k4 + kb];
                 }
             }
-            // B's four rows of these steps first; then each accumulator takes its four products
-            // in K's order (nn_step, gemm4_io.wgsl).
-            var bq: array<vec4<f32>, TV * 4u>;
-            for (var t = 0u; t < TV; t++) {
-                for (var u = 0u; u < 4u; u++) {
-                    bq[t * 4u + u] = b4(kb * 4u + u, cv[t]);
-                }
-            }
-            for (var r = 0u; r < TM; r++) {
-                for (var t = 0u; t < TV; t++) {
-                    let q = t * 4u;
-                    acc[r * TV + t] = nn_step(acc[r * TV + t], av[r], bq[q], bq[q + 1u], bq[q + 2u], bq[q + 3u]);
-                }
-            }
+            nn_quad(&acc, &av, &cv, kb);
         }
     }
     for (var s = 0u; s < RG; s++) {

@@ -35,3 +35,26 @@ fn nn_step(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f3
     r += a.w * b3;
     return r;
 }
+
+// NN: vec4 step kq of K for every accumulator of the invocation (TM rows x TV vec4 columns cv):
+// B's four rows kq·4 .. kq·4 + 3 at those columns first, then each accumulator takes its four
+// products in K's order (nn_step). av holds A's vec4 of the step for each of the TM rows.
+fn nn_quad(
+    acc: ptr<function, array<vec4<f32>, TM * TV>>,
+    av: ptr<function, array<vec4<f32>, TM>>,
+    cv: ptr<function, array<u32, TV>>,
+    kq: u32,
+) {
+    var bq: array<vec4<f32>, TV * 4u>;
+    for (var t = 0u; t < TV; t++) {
+        for (var u = 0u; u < 4u; u++) {
+            bq[t * 4u + u] = b4(kq * 4u + u, (*cv)[t]);
+        }
+    }
+    for (var r = 0u; r < TM; r++) {
+        for (var t = 0u; t < TV; t++) {
+            let q = t * 4u;
+            (*acc)[r * TV + t] = nn_step((*acc)[r * TV + t], (*av)[r], bq[q], bq[q + 1u], bq[q + 2u], bq[q + 3u]);
+        }
+    }
+}
