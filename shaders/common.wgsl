@@ -21,20 +21,14 @@ fn group_index(id: Ids) -> u32 {
     return id.group.y * id.groups.x + id.group.x;
 }
 
-// The workgroup's place in the grid alone: the same for every invocation of the workgroup. A
-// kernel with barriers or subgroup operations takes it, and its @builtin(local_invocation_id)
-// apart, instead of `Ids`: the uniformity analysis of WGSL (Tint's, which browsers run; naga does
-// none) takes a struct argument as one value, non-uniform when any member is, so an index derived
-// from `Ids` is non-uniform to it, and a barrier or subgroup operation after a branch on one is
-// rejected.
-struct Group {
-    @builtin(workgroup_id) id: vec3<u32>,
-    @builtin(num_workgroups) count: vec3<u32>,
-}
-
-// group_index of a `Group` g, as workgroup_index(g.id, g.count). (Its two vectors, not the struct:
-// with a struct parameter here, lavapipe (Mesa 25.0.7, 512 bits) crashed running the texture GEMM,
-// gemm4+btex, which never calls it.)
+// group_index of a workgroup whose kernel takes @builtin(workgroup_id) `id` and
+// @builtin(num_workgroups) `count` as builtins of their own, beside its
+// @builtin(local_invocation_id): what a kernel with barriers or subgroup operations does instead of
+// taking `Ids`. The uniformity analysis of WGSL (Tint's, which browsers run; naga does none) takes
+// a struct argument as one value, non-uniform when any member is, so an index derived from `Ids` is
+// non-uniform to it, and a barrier or subgroup operation after a branch on one is rejected. (Not a
+// struct of the two either: with one, lavapipe ran the pairwise slice_sum 1.4x slower, and crashed
+// the texture GEMM of session 13 when a helper took one.)
 fn workgroup_index(id: vec3<u32>, count: vec3<u32>) -> u32 {
     return id.y * count.x + id.x;
 }

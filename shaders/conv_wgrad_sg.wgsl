@@ -21,21 +21,23 @@
 // Grid: x/y fold (row group, slice) with the row groups fastest; z: output-channel blocks.
 //
 // Uniformity (what the browsers' compiler checks; naga checks none): the kernel takes the
-// workgroup's place (`Group`) and its local id apart, so the return on the slice is uniform to
+// workgroup's place (workgroup_id, num_workgroups) and its local id as separate builtins
+// (common.wgsl, workgroup_index), so the return on the slice is uniform to
 // WGSL's analysis, and the ballot of subgroup_full and the subgroupAll come before any return
 // that is not. The subgroup exit after them is uniform within each subgroup (every lane of a
 // subgroup leaves, or none), but the analysis knows only workgroup uniformity: the shuffles after
 // it go through `shuffle_kept`, which turns its subgroup check off.
 @compute @workgroup_size(WG, 1, 1)
 fn conv_bwd_weight_rows_subgroup(
-    grp: Group,
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(subgroup_invocation_id) lane: u32,
     @builtin(subgroup_size) sg: u32,
 ) {
     let rows = p.cin * p.kh;
     let row_groups = (rows + WG - 1u) / WG;
-    let g = workgroup_index(grp.id, grp.count);
+    let g = workgroup_index(wid, nwg);
     let slice = g / row_groups;
     // The same for the whole workgroup: no subgroup is split by this return.
     if (slice >= p.slices) {
@@ -53,7 +55,7 @@ fn conv_bwd_weight_rows_subgroup(
     let rc = min(row, rows - 1u);
     let ci = rc / p.kh;
     let ky = rc % p.kh;
-    let co0 = grp.id.z * COB;
+    let co0 = wid.z * COB;
     let plane_in = p.h * p.w;
     let plane_out = p.oh * p.ow;
     var cbase: array<u32, COB>;

@@ -1,9 +1,10 @@
 // Reductions training needs: the sum of a vector (the loss), sums over the slices of a partial
 // result (the convolution weight gradients), per-channel sums (the bias gradients), the argmax of
 // each row and the count of correct predictions. Every sum adds in a fixed order, so results do
-// not depend on scheduling. The kernels with barriers take the workgroup's place (`Group`) and
-// their local id apart, so that a return on the workgroup's index is uniform to every compiler's
-// analysis (common.wgsl). Specialization: WG (a power of two, at most MAX_WG).
+// not depend on scheduling. The kernels with barriers take the workgroup's place (workgroup_id,
+// num_workgroups) and their local id as separate builtins, so that a return on the workgroup's
+// index is uniform to every compiler's analysis (common.wgsl, workgroup_index). Specialization: WG
+// (a power of two, at most MAX_WG).
 // Bindings: params; then per kernel below.
 
 @group(0) @binding(0) var<uniform> p: ReduceParams;
@@ -45,8 +46,12 @@ fn sum_all(@builtin(local_invocation_id) lid: vec3<u32>) {
 const SLICE_COLS: u32 = 8u;
 
 @compute @workgroup_size(WG, 1, 1)
-fn slice_sum(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = workgroup_index(grp.id, grp.count);
+fn slice_sum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let g = workgroup_index(wid, nwg);
     // Uniform across the workgroup, so the barriers below stay in uniform control flow.
     if (g * SLICE_COLS >= p.n) {
         return;
@@ -142,8 +147,12 @@ fn channel_walk4(ch: u32, first: u32, end: u32) -> f32 {
 // out[ch] = Σ over (o, i) of x[o, ch, i], x being [outer, c, inner]; one workgroup per channel
 // (folded over x and y).
 @compute @workgroup_size(WG, 1, 1)
-fn channel_sum(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = workgroup_index(grp.id, grp.count);
+fn channel_sum(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = workgroup_index(wid, nwg);
     // Uniform across the workgroup, so the barriers of workgroup_sum stay in uniform control flow.
     if (ch >= p.c) {
         return;
@@ -159,8 +168,12 @@ fn channel_sum(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
 // g / c of channel g % c, the (o, i) positions [chunk·k, min(chunk·k + k, outer·inner)), into
 // out[g] (partial sums [n chunks, c]; slice_sum then adds the chunks of each channel in order).
 @compute @workgroup_size(WG, 1, 1)
-fn channel_part(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = workgroup_index(grp.id, grp.count);
+fn channel_part(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let g = workgroup_index(wid, nwg);
     // Uniform across the workgroup, as in channel_sum.
     if (g >= p.n * p.c) {
         return;
@@ -178,8 +191,12 @@ fn channel_part(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
 // channel_sum and channel_part over x as vec4s (channel_walk4): p.inner a multiple of 4; p.k, the
 // chunk of channel_part4, in vec4s.
 @compute @workgroup_size(WG, 1, 1)
-fn channel_sum4(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let ch = workgroup_index(grp.id, grp.count);
+fn channel_sum4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let ch = workgroup_index(wid, nwg);
     if (ch >= p.c) {
         return;
     }
@@ -191,8 +208,12 @@ fn channel_sum4(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
 }
 
 @compute @workgroup_size(WG, 1, 1)
-fn channel_part4(grp: Group, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let g = workgroup_index(grp.id, grp.count);
+fn channel_part4(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
+    let g = workgroup_index(wid, nwg);
     if (g >= p.n * p.c) {
         return;
     }
