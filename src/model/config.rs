@@ -598,12 +598,30 @@ impl NetConfig {
     /// Parses a network from TOML. An error is one line: where (line and column, the layer, the key),
     /// what was found and what was expected.
     pub fn from_toml(text: &str) -> Result<NetConfig, String> {
-        toml::from_str(text).map_err(|e| describe_toml_error(text, &e))
+        let config: NetConfig = toml::from_str(text).map_err(|e| describe_toml_error(text, &e))?;
+        if !plain_name(&config.name) {
+            return Err(format!(
+                "`name` is {:?}: a network's name must be a plain name (letters, digits, -, _ and ., not \
+                 starting with ., at most 64 characters): it names the default run directory",
+                config.name
+            ));
+        }
+        Ok(config)
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize the config: {e}\n"))
     }
+}
+
+/// Whether `name` may become part of a path: letters, digits, `-`, `_`, `.`, not starting with `.`,
+/// at most 64 characters. A network's name names its default run directory, and a network file is
+/// something people share and download: it must not choose where files are written.
+pub fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 /// Keys whose value must be a whole number >= 0: of a layer, of the top level, of `[train]`.

@@ -43,6 +43,17 @@ pub fn settings(axes: &[Axis]) -> Result<Vec<Setting>, String> {
         if axes[..i].iter().any(|b| b.key == a.key) {
             return Err(format!("--grid names {} twice; give its values in one --grid", a.key));
         }
+        // Each value names a directory (`<out>/key=value`): it must be a plain name.
+        for v in &a.values {
+            let bare = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(v);
+            if !crate::model::config::plain_name(bare) {
+                return Err(format!(
+                    "--grid {}={v}: a grid value names its run's directory, so it must be a plain name \
+                     (letters, digits, -, _ and ., not starting with ., at most 64 characters)",
+                    a.key
+                ));
+            }
+        }
     }
     let mut out: Vec<Setting> = vec![Vec::new()];
     for a in axes {
