@@ -26,6 +26,9 @@ pub enum RunState {
     /// Neither a summary nor a readable checkpoint (the run failed before its first checkpoint, or
     /// its files are damaged): `why` says which.
     Failed { why: String },
+    /// A process is writing there now (it holds the directory's lock, [`crate::rundir`]): `by`
+    /// names it (pid and host).
+    Running { by: String },
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -90,6 +93,9 @@ fn run_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 fn state_of(dir: &Path) -> RunState {
+    if let Some(by) = crate::rundir::holder(dir) {
+        return RunState::Running { by };
+    }
     if let Ok(text) = std::fs::read_to_string(dir.join("summary.json")) {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
             return RunState::Finished {
@@ -309,6 +315,7 @@ pub fn text(c: &Collected) -> String {
                 s += &format!("unfinished: {} (step {step} of {total}; resumable)\n", r.name)
             }
             RunState::Failed { why } => s += &format!("failed: {} ({why})\n", r.name),
+            RunState::Running { by } => s += &format!("running: {} (by dlsvm, {by})\n", r.name),
             RunState::Finished { .. } => {}
         }
     }

@@ -22,6 +22,7 @@ pub mod measure;
 pub mod model;
 pub mod report;
 pub mod rng;
+pub mod rundir;
 pub mod shapes;
 pub mod slurm;
 pub mod train;

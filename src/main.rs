@@ -98,6 +98,11 @@ fn resume_command() -> String {
     if !args.iter().any(|a| a == "--resume") {
         args.push("--resume".into());
     }
+    // A directory chosen by default (runs/<name>-2, ...) is named: the resume goes there.
+    let named = args.iter().any(|a| a == "--out" || a.starts_with("--out="));
+    if let (false, Some(dir)) = (named, commands::RUN_DIR.get()) {
+        args.extend(["--out".to_string(), dlsvm::slurm::quote(&dir.to_string_lossy())]);
+    }
     args.join(" ")
 }
 

@@ -216,7 +216,8 @@ fn fer_csv_with_crlf_and_bom_trains() {
         [("CRLF", crlf.clone().into_bytes()), ("UTF-8 BOM", bom(&unix)), ("BOM and CRLF", bom(&crlf))]
     {
         let csv = dir.write("faces.csv", &bytes);
-        let o = train(&csv, &dir.join("run"), &[]);
+        // A run directory per case (one that holds a run is refused).
+        let o = train(&csv, &dir.join(format!("run {case}")), &[]);
         let (out, err) = assert_success(case, &o);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
             panic!("case `{case}`: the summary is one JSON object ({e}): {out}\nstderr: {err}")

@@ -37,7 +37,7 @@ fn small_config() -> NetConfig {
 }
 
 fn opts(out: PathBuf, resume: bool, stop_after: Option<u64>) -> RunOptions {
-    RunOptions { out, resume, progress: false, fold: None, stop_after, plan: None, init_from: None }
+    RunOptions { resume, stop_after, ..RunOptions::new(out) }
 }
 
 #[test]

@@ -189,7 +189,8 @@ pub struct TrainArgs {
     /// fer2013-style CSV, image-folder root, or IDX folder (default: built-in synthetic faces).
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// The run directory (default: runs/<network name>).
+    /// The run directory (default: runs/<network name>, or runs/<network name>-2, -3, ... where
+    /// that exists). One that holds a run is refused without --resume or --overwrite.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// The top: l2svm (the paper's), softmax (its baseline) or l1svm (the standard hinge);
@@ -259,9 +260,14 @@ pub struct TrainArgs {
     /// With --slurm: an extra #SBATCH option, e.g. --slurm-extra=--mem=16G; repeatable.
     #[arg(long, requires = "slurm", allow_hyphen_values = true)]
     pub slurm_extra: Vec<String>,
-    /// Continue from the run directory's checkpoint.
-    #[arg(long)]
+    /// Continue the run in the run directory from its checkpoint (without --out: the newest of
+    /// runs/<network name>, runs/<network name>-2, ...).
+    #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// Replace the run that --out holds (it is deleted once the new run writes its first
+    /// checkpoint; a start that fails before that leaves it as it was).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Start from another model's weights (a model.safetensors): every layer whose index and
     /// shape match, with fresh momentum; the top may differ from the model's. A --resume with a
     /// checkpoint continues that instead.

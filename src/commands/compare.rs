@@ -40,7 +40,14 @@ pub fn plan(c: &CompareArgs) -> Result<(NetConfig, String, Plan), CommandError> 
         folds: a.folds.map(|k| (k, a.fold)),
         default_steps,
         warm_start: c.warm_start.clone().or_else(|| a.init_from.clone()),
-        out: a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-compare", config.name))),
+        out: a.out.clone().unwrap_or_else(|| {
+            let base = PathBuf::from("runs").join(format!("{}-compare", config.name));
+            if a.resume {
+                crate::rundir::latest(&base)
+            } else {
+                crate::rundir::fresh(&base)
+            }
+        }),
     };
     Ok((config, origin, plan))
 }
@@ -56,6 +63,9 @@ pub fn compare(adapter: Option<&str>, c: &CompareArgs, on_train: fn(), out: Out)
         let collect = crate::slurm::compare_collect(&argv, &plan.out);
         return write_slurm(a, &config.name, &plan.out, &argv, tasks, collect, out);
     }
+    // The comparison's directory, as --resume and --overwrite say, locked from here on (each run
+    // below it locks its own too).
+    let (_claim, on_checkpoint) = super::claim(&plan.out, a.resume, a.overwrite)?;
     let source = train_data(a, &config, &origin)?;
     check_init_from(plan.warm_start.as_deref(), &config, &source)?;
     let mode = tune_mode(&a.tune, Mode::Full)?;
@@ -76,6 +86,8 @@ pub fn compare(adapter: Option<&str>, c: &CompareArgs, on_train: fn(), out: Out)
             stop_after: None,
             plan: Some(run_plan),
             init_from: plan.warm_start,
+            locked: Some(dir.clone()),
+            on_checkpoint: Some(on_checkpoint),
         },
         eval_tune,
     };
@@ -149,7 +161,7 @@ mod tests {
         assert!(p.default_steps);
         assert_eq!(config.train.steps, compare::DEFAULT_STEPS);
         assert_eq!((p.folds, p.warm_start.as_deref()), (None, None));
-        assert_eq!(p.out, Path::new("runs/mlp-compare"));
+        assert_eq!(p.out, crate::rundir::fresh(Path::new("runs/mlp-compare")));
 
         let words = ["--preset", "mlp", "--tops", "softmax, l1svm,svm", "--seeds", "1", "--steps", "40"];
         let (config, _, p) =

@@ -54,6 +54,37 @@ impl CommandError {
 }
 
 /// The data a command works on, warnings on stderr.
+/// The directory this invocation's `train` or `compare` writes to, once chosen: what a resume
+/// command line names with `--out` when the invocation chose it by default.
+pub static RUN_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// A run directory a command writes to, claimed as its options say ([`crate::rundir::claim`]) and
+/// locked until this drops; a replaced run comes back if it drops before the first checkpoint.
+pub struct Claimed(#[allow(dead_code)] std::sync::Arc<std::sync::Mutex<crate::rundir::Claim>>);
+
+/// Claims `dir` (`--resume`, `--overwrite` or neither), with the hook that commits the claim at
+/// the first checkpoint. A refusal is bad input (exit 2).
+pub fn claim(
+    dir: &Path,
+    resume: bool,
+    overwrite: bool,
+) -> Result<(Claimed, crate::train::CheckpointHook), CommandError> {
+    use crate::rundir::Intent;
+    let intent = match (resume, overwrite) {
+        (true, _) => Intent::Resume,
+        (false, true) => Intent::Overwrite,
+        (false, false) => Intent::New,
+    };
+    let claim = crate::rundir::claim(dir, intent).map_err(CommandError::Input)?;
+    let _ = RUN_DIR.set(dir.to_path_buf());
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(claim));
+    let target = shared.clone();
+    let hook = crate::train::CheckpointHook(std::sync::Arc::new(move || {
+        target.lock().unwrap_or_else(|e| e.into_inner()).commit();
+    }));
+    Ok((Claimed(shared), hook))
+}
+
 pub fn load_data(
     path: Option<&Path>,
     size: usize,

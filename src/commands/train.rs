@@ -27,20 +27,33 @@ pub fn train(adapter: Option<&str>, a: &TrainArgs, on_train: fn(), out: Out) -> 
     for setting in &settings {
         train::grid::apply(&config, setting).map_err(CommandError::Input)?;
     }
+    let base = PathBuf::from("runs").join(&config.name);
     if a.slurm.is_some() {
-        let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+        let dir = a.out.clone().unwrap_or_else(|| crate::rundir::fresh(&base));
         let argv: Vec<String> = std::env::args().collect();
         let tasks = crate::slurm::train_tasks(&argv, &dir, &settings, a.folds, a.fold)
             .map_err(CommandError::Input)?;
         let collect = vec!["collect".into(), dir.display().to_string()];
         return write_slurm(a, &config.name, &dir, &argv, tasks, collect, out);
     }
-    let dir = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    let dir = match (&a.out, a.resume) {
+        (Some(d), _) => d.clone(),
+        (None, true) => crate::rundir::latest(&base),
+        (None, false) => crate::rundir::fresh(&base),
+    };
     let existing = dir.join("model.safetensors");
     if a.resume && a.folds.is_none() && existing.exists() {
         let ck = model::checkpoint::load(&existing).map_err(|e| CommandError::input(e.to_string()))?;
         ck.check_resumable(&existing, &config, None).map_err(CommandError::Input)?;
     }
+    // The directory, as --resume and --overwrite say, locked for this process from here on.
+    // A single fold of a cross-validation (`--folds K --fold I`, as a SLURM array's tasks run them
+    // side by side) writes only <out>/fold<I>: that is the directory it claims.
+    let claimed = match (a.folds, a.fold, a.grid.is_empty()) {
+        (Some(_), Some(i), true) => dir.join(format!("fold{i}")),
+        _ => dir.clone(),
+    };
+    let (_claim, on_checkpoint) = super::claim(&claimed, a.resume, a.overwrite)?;
     let source = train_data(a, &config, &origin)?;
     let train_set = source.train().map_err(|e| CommandError::input(e.to_string()))?;
     check_init_from(a.init_from.as_deref(), &config, &source)?;
@@ -51,13 +64,15 @@ pub fn train(adapter: Option<&str>, a: &TrainArgs, on_train: fn(), out: Out) -> 
     let mode = if a.resume && existing.exists() { Mode::Off } else { mode };
     let plan = tuned_plan(&gpu, &config, source.classes(), mode, a.json)?;
     let opts = RunOptions {
-        out: dir,
+        out: dir.clone(),
         resume: a.resume,
         progress: !a.json,
         fold: None,
         stop_after: None,
         plan: Some(plan),
         init_from: a.init_from.clone(),
+        locked: Some(claimed),
+        on_checkpoint: Some(on_checkpoint),
     };
     if !axes.is_empty() {
         let report = train::grid::run_grid(

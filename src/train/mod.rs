@@ -84,6 +84,41 @@ pub struct RunOptions {
     /// Start from this model's weights ([`warm::warm_start`]) when the run starts fresh (a resumed
     /// run continues its own checkpoint).
     pub init_from: Option<PathBuf>,
+    /// The directory whose lock the caller holds ([`crate::rundir::claim`]): a run in `out` locks
+    /// `out` itself ([`crate::rundir::RunLock`]) unless it is this one.
+    pub locked: Option<PathBuf>,
+    /// Called after every checkpoint the run writes (a replaced run is deleted at the first,
+    /// [`crate::rundir::Claim::commit`]).
+    pub on_checkpoint: Option<CheckpointHook>,
+}
+
+/// A function [`RunOptions::on_checkpoint`] calls; shared by the runs of a set (folds, a grid, a
+/// comparison).
+#[derive(Clone)]
+pub struct CheckpointHook(pub std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for CheckpointHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckpointHook")
+    }
+}
+
+impl RunOptions {
+    /// Options for a run into `out` with the defaults: no resume, no progress, the default
+    /// variants.
+    pub fn new(out: PathBuf) -> RunOptions {
+        RunOptions {
+            out,
+            resume: false,
+            progress: false,
+            fold: None,
+            stop_after: None,
+            plan: None,
+            init_from: None,
+            locked: None,
+            on_checkpoint: None,
+        }
+    }
 }
 
 /// The outcome of one run.
@@ -347,6 +382,11 @@ pub fn run(
         (None, Some(p)) => Some(warm::warm_start(p, &net, &source.class_names, t.seed)?),
         _ => None,
     };
+    // One process per run directory, for the run's whole life.
+    let _lock = match opts.locked.as_deref() == Some(out.as_path()) {
+        true => None,
+        false => Some(crate::rundir::RunLock::acquire(out).map_err(TrainError::Input)?),
+    };
     std::fs::create_dir_all(out).map_err(io(out))?;
     checkpointer::remove_stale_temps(out);
     checkpointer::remove_stale_temps(&out.join("checkpoints"));
@@ -464,6 +504,9 @@ pub fn run(
             if save {
                 gpu.wait()?;
                 ckpt.save(gpu, &gnet, done, &log.last_loss())?;
+                if let Some(hook) = &opts.on_checkpoint {
+                    (hook.0)();
+                }
             }
             if stopping {
                 return Err(TrainError::Interrupted {
@@ -477,6 +520,9 @@ pub fn run(
         if start >= total {
             // Nothing left to run (a finished run resumed): keep its checkpoint as it is.
             ckpt.save(gpu, &gnet, total, &log.last_loss())?;
+            if let Some(hook) = &opts.on_checkpoint {
+                (hook.0)();
+            }
         }
         Ok(())
     })();
