@@ -534,7 +534,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             runner_up,
             runs: 0,
         };
-        match (job.check)(gpu) {
+        match pollster::block_on((job.check)(gpu)) {
             Ok(r) if r.passed() => {
                 let set = (job.build)(gpu)?;
                 let (probe, first_ceiling) = match job.work {

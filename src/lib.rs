@@ -8,22 +8,32 @@
 //! - [`commands`]: the command line's grammar and the commands behind `dlsvm train`, `compare`
 //!   and `eval` (src/main.rs parses, calls one, maps its error to an exit code).
 
+#[cfg(not(target_arch = "wasm32"))]
 pub mod bench;
 pub mod check;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod collect;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod commands;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod compare;
 pub mod cpu;
 pub mod data;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod gpu;
 pub mod kernels;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod measure;
 pub mod model;
 pub mod report;
 pub mod rng;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod rundir;
 pub mod shapes;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod slurm;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod train;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod tune;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use dlsvm::check::{self, Row};
+use dlsvm::check;
 use dlsvm::commands::args::{Cli, Command, DataCommand};
 use dlsvm::commands::{self, signals, tune_mode, CommandError};
 use dlsvm::data::synth;
@@ -211,29 +211,8 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
         });
         println!("{json}");
     } else {
-        print_rows(&rows);
-        match failed {
-            0 => println!("all {} kernels pass on {}", rows.len(), gpu.info.name),
-            _ => println!("{failed} of {} kernels FAILED on {}", rows.len(), gpu.info.name),
-        }
-        for r in rows.iter().filter(|r| !r.passed) {
-            println!("  {}: {}", r.kernel, r.failure.as_deref().unwrap_or("?"));
-        }
-        if gpu.stuck().is_some() {
-            println!(
-                "the check stopped there: a kernel never finished ({} set the limit to {} s) and the \
-                 device cannot run anything more; the cases after it were not run",
-                check::WAIT_LIMIT_ENV,
-                wait_limit.as_secs_f64()
-            );
-        }
-        if !gpu.subgroups && rows.iter().any(|r| r.subgroups) {
-            println!(
-                "note: the device has no subgroups here: the subgroup variants' rows checked the kernels \
-                 that run in their place (the tiled GEMM, the blocked and rows convolutions; no subgroup kernel \
-                 was checked)"
-            );
-        }
+        print!("{}", check::table(&rows));
+        print!("{}", check::summary(&rows, &gpu, wait_limit));
     }
     Ok(if failed == 0 { 0 } else { EXIT_FAILED })
 }
@@ -244,20 +223,6 @@ fn check(adapter: Option<&str>, json: bool, filter: Option<&str>) -> Result<u8, 
 fn check_blocked(e: &dlsvm::gpu::GpuError) {
     eprintln!("dlsvm: check: {e}; stopping (the driver is blocked behind it)");
     std::process::exit(EXIT_FAILED.into());
-}
-
-fn print_rows(rows: &[Row]) {
-    let w = rows.iter().map(|r| r.kernel.len()).max().unwrap_or(6).max(6);
-    let head = ("kernel", "shapes", "max abs", "max rel", "of tol", "tolerance (|diff| <= ...)");
-    println!(
-        "{:<w$}  {:>6}  {:>9}  {:>9}  {:>7}  {:<34}  result",
-        head.0, head.1, head.2, head.3, head.4, head.5
-    );
-    for r in rows {
-        let result = if r.passed { "pass" } else { "FAIL" };
-        let (k, n, a, m, o, t) = (&r.kernel, r.shapes, r.max_abs, r.max_rel, r.worst_ratio, &r.tolerance);
-        println!("{k:<w$}  {n:>6}  {a:>9.2e}  {m:>9.2e}  {o:>7.3}  {t:<34}  {result}");
-    }
 }
 
 fn collect(adapter: Option<&str>, dir: &Path, data: Option<&Path>, json: bool) -> Result<u8, Failure> {

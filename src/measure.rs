@@ -3,7 +3,7 @@
 //! the jobs that check a variant of an op against the CPU reference at a small size and build it
 //! at the op's own shape ([`prepare_op`]).
 
-use crate::check::{self, CaseReport, Flags, Input};
+use crate::check::{self, CaseFuture, Flags, Input};
 use crate::gpu::{DType, Dispatch, Gpu, GpuError, Tensor};
 use crate::kernels::registry::{FamilyVariant, Op, Variant};
 use crate::kernels::{conv, gemm, pool, Epilogue};
@@ -25,7 +25,7 @@ impl Work {
     }
 }
 
-pub(crate) type CheckFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError>>;
+pub(crate) type CheckFn = Box<dyn Fn(&Gpu) -> CaseFuture<'_>>;
 pub(crate) type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
 
 /// A kernel to check against the CPU reference at a small size and to time at its own shape.
@@ -301,7 +301,7 @@ pub fn prepare_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<Result<Ready, 
     let Some(job) = op_job(op, variant) else {
         return Ok(Err(format!("{variant} is not a variant of {}", op.signature())));
     };
-    match (job.check)(gpu) {
+    match pollster::block_on((job.check)(gpu)) {
         Ok(r) if r.passed() => {}
         Ok(r) => return Ok(Err(format!("failed the reference check: {}", r.failure.unwrap_or_default()))),
         Err(e) => return Ok(Err(format!("failed the reference check: {e}"))),

@@ -420,6 +420,6 @@ fn network_loss_is_pinned_to_its_definition() {
     // Hinge terms: row 0: 0.5 + 0.5 + 3 = 4; row 1: 1 + 1 + 1 = 3; C/N = 1/2.
     assert_eq!(loss_by_definition(Top::L1svm, &scores, &LABELS, 1.0), 3.5);
     for (top, c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0), (Top::L1svm, 1.0)] {
-        pass(network_loss_case(gpu(), top, c));
+        pass(Box::pin(network_loss_case(gpu(), top, c)));
     }
 }

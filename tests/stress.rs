@@ -742,7 +742,7 @@ fn run_case(g: &Gpu, re: Regimes, family: Family, ordinal: usize, rng: &mut Rng)
             check::count_correct_case(g, n, k, accumulate, sd)
         }
     };
-    Outcome { keys, result }
+    Outcome { keys, result: pollster::block_on(result) }
 }
 
 /// Coverage every full run must reach: each family, variant, layout, epilogue and value regime.

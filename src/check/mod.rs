@@ -21,11 +21,21 @@ pub mod tolerance;
 
 pub use cases::*;
 pub use shapes::{fc_gemms, fer_convs, fer_pools};
-pub use suite::{folded_suite, run_suite, suite, Row, SuiteCase};
+#[cfg(not(target_arch = "wasm32"))]
+pub use suite::run_suite;
+pub use suite::{folded_suite, run_suite_async, suite, summary, table, Row, SuiteCase};
 pub use tolerance::Tol;
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
+
+use crate::gpu::GpuError;
+
+/// A case of the check, running: the GPU work, the read-backs (awaited: a browser cannot block
+/// on them) and the comparison. Native callers block on it (`pollster::FutureExt::block_on`).
+pub type CaseFuture<'g> = Pin<Box<dyn Future<Output = Result<CaseReport, GpuError>> + 'g>>;
 
 /// Seconds one kernel launch (one submission) of `dlsvm check` and the GPU tests may run before
 /// the device counts as stuck and the case fails ([`crate::gpu::GpuError::Hung`]); default

@@ -63,13 +63,13 @@ pub fn loss_by_definition(top: Top, scores: &[[f64; 3]], labels: &[i32], svm_c: 
 
 /// One training step of [`tiny_net`] at learning rate 0 on the GPU: the loss it reads back
 /// against [`loss_by_definition`] with SVM constant `svm_c`.
-pub fn network_loss_case(gpu: &Gpu, top: Top, svm_c: f64) -> Result<CaseReport, GpuError> {
+pub async fn network_loss_case(gpu: &Gpu, top: Top, svm_c: f64) -> Result<CaseReport, GpuError> {
     let net = tiny_net(top);
     let params = vec![WEIGHTS.to_vec(), vec![0.0; 3]];
     let g = GpuNet::new(gpu, &net, 2, &params, svm_c, 1)?;
     let sub = g.train_step(gpu, &INPUTS, &LABELS, 0, 0.0, 0.0)?;
     gpu.wait_for(sub)?;
-    let (loss, _) = g.read_metrics(gpu)?;
+    let (loss, _) = g.read_metrics_async(gpu).await?;
     let scores = [[0.5, -0.5, 2.0], [0.0, 0.0, 0.0]];
     let want = loss_by_definition(top, &scores, &LABELS, svm_c);
     // One f32 rounding of a few-term sum.

@@ -6,7 +6,7 @@
 use super::cases::*;
 use super::network::network_loss_case;
 use super::shapes::*;
-use super::CaseReport;
+use super::{CaseFuture, CaseReport};
 use crate::gpu::{Gpu, GpuError};
 use crate::kernels::conv::{ConvBwdDataVariant, ConvBwdWeightVariant, ConvFwdVariant};
 use crate::kernels::registry::FamilyVariant;
@@ -17,7 +17,7 @@ use crate::kernels::{
 use crate::model::Top;
 use crate::shapes::{GemmShape, Trans};
 
-type CaseFn = Box<dyn Fn(&Gpu) -> Result<CaseReport, GpuError> + Send + Sync>;
+type CaseFn = Box<dyn Fn(&Gpu) -> CaseFuture<'_> + Send + Sync>;
 
 /// One comparison of the suite.
 pub struct SuiteCase {
@@ -95,11 +95,7 @@ struct Cases {
 }
 
 impl Cases {
-    fn add(
-        &mut self,
-        row: String,
-        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
-    ) {
+    fn add(&mut self, row: String, run: impl Fn(&Gpu, u64) -> CaseFuture<'_> + Send + Sync + 'static) {
         self.seed += 1;
         let seed = self.seed;
         self.cases.push(SuiteCase { row, subgroups: self.subgroups, run: Box::new(move |g| run(g, seed)) });
@@ -119,13 +115,16 @@ impl Cases {
         &mut self,
         row: String,
         name: &str,
-        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
+        run: impl Fn(&Gpu, u64) -> CaseFuture<'_> + Send + Sync + 'static,
     ) {
         let name = name.to_string();
         self.add(row, move |g, sd| {
-            run(g, sd).map(|mut r| {
-                r.shape = format!("{name}: {}", r.shape);
-                r
+            let (case, name) = (run(g, sd), name.clone());
+            Box::pin(async move {
+                case.await.map(|mut r| {
+                    r.shape = format!("{name}: {}", r.shape);
+                    r
+                })
             })
         });
     }
@@ -137,11 +136,15 @@ impl Cases {
         &mut self,
         row: String,
         name: &str,
-        run: impl Fn(&Gpu, u64) -> Result<CaseReport, GpuError> + Send + Sync + 'static,
+        run: impl Fn(&Gpu, u64) -> CaseFuture<'_> + Send + Sync + 'static,
     ) {
         self.named(row, &format!("grid folded {FOLD_WIDTH} wide, {name}"), move |g, sd| {
-            let _narrow = g.narrow_folds(FOLD_WIDTH);
-            run(g, sd)
+            // The grids are folded when the case prepares its kernels, as it runs.
+            let case = run(g, sd);
+            Box::pin(async move {
+                let _narrow = g.narrow_folds(FOLD_WIDTH);
+                case.await
+            })
         });
     }
 }
@@ -298,7 +301,7 @@ pub fn suite() -> Vec<SuiteCase> {
 
     // The loss of a whole network, against the paper's formula.
     for (top, svm_c) in [(Top::L2svm, 1.0), (Top::L2svm, 0.5), (Top::Softmax, 1.0), (Top::L1svm, 1.0)] {
-        c.add(format!("network loss {}", top.name()), move |g, _| network_loss_case(g, top, svm_c));
+        c.add(format!("network loss {}", top.name()), move |g, _| Box::pin(network_loss_case(g, top, svm_c)));
     }
     c.cases
 }
@@ -399,9 +402,19 @@ fn folded_cases(c: &mut Cases) {
     });
 }
 
+/// [`run_suite_async`], blocking (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn run_suite(
+    gpu: &Gpu,
+    filter: Option<&str>,
+    progress: impl FnMut(&str, &Result<CaseReport, GpuError>),
+) -> Vec<Row> {
+    pollster::block_on(run_suite_async(gpu, filter, progress))
+}
+
 /// Runs the suite (cases whose row contains `filter`), calling `progress` after each case. Stops
 /// after a case whose kernel never finished ([`GpuError::is_hang`]): nothing more can run.
-pub fn run_suite(
+pub async fn run_suite_async(
     gpu: &Gpu,
     filter: Option<&str>,
     mut progress: impl FnMut(&str, &Result<CaseReport, GpuError>),
@@ -411,7 +424,7 @@ pub fn run_suite(
         if filter.is_some_and(|f| !case.row.contains(f)) {
             continue;
         }
-        let result = (case.run)(gpu);
+        let result = (case.run)(gpu).await;
         progress(&case.row, &result);
         let i = match rows.iter().position(|r| r.kernel == case.row) {
             Some(i) => i,
@@ -429,4 +442,52 @@ pub fn run_suite(
         }
     }
     rows
+}
+
+/// The table `dlsvm check` prints (and the browser page shows): one line per row.
+pub fn table(rows: &[Row]) -> String {
+    use std::fmt::Write;
+    let w = rows.iter().map(|r| r.kernel.len()).max().unwrap_or(6).max(6);
+    let head = ("kernel", "shapes", "max abs", "max rel", "of tol", "tolerance (|diff| <= ...)");
+    let mut s = format!(
+        "{:<w$}  {:>6}  {:>9}  {:>9}  {:>7}  {:<34}  result\n",
+        head.0, head.1, head.2, head.3, head.4, head.5
+    );
+    for r in rows {
+        let result = if r.passed { "pass" } else { "FAIL" };
+        let (k, n, a, m, o, t) = (&r.kernel, r.shapes, r.max_abs, r.max_rel, r.worst_ratio, &r.tolerance);
+        let _ = writeln!(s, "{k:<w$}  {n:>6}  {a:>9.2e}  {m:>9.2e}  {o:>7.3}  {t:<34}  {result}");
+    }
+    s
+}
+
+/// What `dlsvm check` says under its table: the verdict, each failure, and why rows may stand
+/// for other kernels (a stuck device, no subgroups).
+pub fn summary(rows: &[Row], gpu: &Gpu, wait_limit: std::time::Duration) -> String {
+    use std::fmt::Write;
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    let mut s = match failed {
+        0 => format!("all {} kernels pass on {}\n", rows.len(), gpu.info.name),
+        _ => format!("{failed} of {} kernels FAILED on {}\n", rows.len(), gpu.info.name),
+    };
+    for r in rows.iter().filter(|r| !r.passed) {
+        let _ = writeln!(s, "  {}: {}", r.kernel, r.failure.as_deref().unwrap_or("?"));
+    }
+    if gpu.stuck().is_some() {
+        let _ = writeln!(
+            s,
+            "the check stopped there: a kernel never finished ({} set the limit to {} s) and the \
+             device cannot run anything more; the cases after it were not run",
+            super::WAIT_LIMIT_ENV,
+            wait_limit.as_secs_f64()
+        );
+    }
+    if !gpu.subgroups && rows.iter().any(|r| r.subgroups) {
+        s.push_str(
+            "note: the device has no subgroups here: the subgroup variants' rows checked the kernels \
+             that run in their place (the tiled GEMM, the blocked and rows convolutions; no subgroup kernel \
+             was checked)\n",
+        );
+    }
+    s
 }

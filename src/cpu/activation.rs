@@ -28,7 +28,7 @@ pub fn relu_backward<T: Real>(y: &[T], dy: &[T], dx: &mut [T]) {
 fn apply_dropout<T: Real>(what: &str, x: &[T], y: &mut [T], p: f32, seed: u32, step: u32) {
     check_len(&format!("{what} output"), y.len(), x.len());
     assert!((0.0..1.0).contains(&p), "{what}: drop probability {p} must be in [0, 1)");
-    assert!(x.len() <= u32::MAX as usize + 1, "{what}: {} elements do not fit u32 indices", x.len());
+    assert!(x.len() as u64 <= u32::MAX as u64 + 1, "{what}: {} elements do not fit u32 indices", x.len());
     let scale = dropout_scale(p) as f64;
     for (i, (yv, xv)) in y.iter_mut().zip(x).enumerate() {
         let keep = dropout_keep(seed, step, i as u32, p);

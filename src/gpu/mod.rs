@@ -17,7 +17,8 @@ pub use tensor::{DType, Element, Tensor, PAD_BITS};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 use pipeline::PipelineKey;
 
@@ -112,7 +113,11 @@ impl AdapterReport {
                 let info = gpu.adapter.get_info();
                 [info.subgroup_min_size, info.subgroup_max_size]
             }),
+            #[cfg(not(target_arch = "wasm32"))]
             adapters: list_adapters().iter().map(|a| AdapterSummary::of(&a.get_info())).collect(),
+            // A page sees the one adapter the browser gave it.
+            #[cfg(target_arch = "wasm32")]
+            adapters: vec![AdapterSummary::of(&gpu.adapter.get_info())],
         }
     }
 }
@@ -187,6 +192,10 @@ pub struct Gpu {
     dummy: Tensor,
     /// Where [`Gpu::submit`] resolves a pass's two timestamps (when the adapter has them).
     timing_resolve: Option<wgpu::Buffer>,
+    /// In a browser, the error scopes of the pipelines built since the last read-back, with
+    /// each pipeline's label ([`Gpu::pipeline`]).
+    #[cfg(target_arch = "wasm32")]
+    pending_scopes: Mutex<Vec<(String, ErrorScope)>>,
 }
 
 thread_local! {
@@ -203,6 +212,10 @@ impl Drop for NarrowFolds {
         FOLD_WIDTH.with(|f| f.set(self.0));
     }
 }
+
+/// A pipeline's error scope, popped: what the browser answers about it.
+#[cfg(target_arch = "wasm32")]
+type ErrorScope = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
 
 /// A bind-group layout and the pipeline layout built on it.
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
@@ -223,17 +236,32 @@ fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, backend)
 }
 
-/// Every adapter the instance can see (honours `WGPU_BACKEND`).
-pub fn list_adapters() -> Vec<wgpu::Adapter> {
+/// Every adapter the instance can see (honours `WGPU_BACKEND`). In a browser: the one adapter
+/// `navigator.gpu` gives the page.
+pub async fn adapters() -> Vec<wgpu::Adapter> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    instance.enumerate_adapters(wgpu::Backends::all()).await
+}
+
+/// [`adapters`], blocking (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters() -> Vec<wgpu::Adapter> {
+    pollster::block_on(adapters())
 }
 
 impl Gpu {
     /// Opens the adapter whose name contains `filter` (case-insensitive), or else the one with the
     /// highest performance class (discrete > integrated > virtual > CPU; native APIs before GL).
+    /// [`Gpu::open_async`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(filter: Option<&str>) -> Result<Gpu, GpuError> {
-        let adapters = list_adapters();
+        pollster::block_on(Self::open_async(filter))
+    }
+
+    /// Opens the adapter as [`Gpu::new`] does: the one path of both targets (the browser awaits
+    /// it, native commands block on it).
+    pub async fn open_async(filter: Option<&str>) -> Result<Gpu, GpuError> {
+        let adapters = adapters().await;
         if adapters.is_empty() {
             return Err(GpuError::NoAdapter);
         }
@@ -255,10 +283,10 @@ impl Gpu {
             }
             None => adapters.into_iter().max_by_key(|a| rank(&a.get_info())).ok_or(GpuError::NoAdapter)?,
         };
-        Self::open(adapter)
+        Self::open(adapter).await
     }
 
-    fn open(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
+    async fn open(adapter: wgpu::Adapter) -> Result<Gpu, GpuError> {
         let info = adapter.get_info();
         let have = adapter.limits();
         let short = |what: &str, need: u64, got: u64| GpuError::AdapterTooSmall {
@@ -324,7 +352,9 @@ impl Gpu {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc))
+        let (device, queue) = adapter
+            .request_device(&desc)
+            .await
             .map_err(|e| GpuError::Device(format!("{}: {e}", info.name)))?;
         let dummy = Tensor::new_raw(&device, "dummy", &[1], DType::F32, 0)?;
         let timing_resolve = timestamps.then(|| {
@@ -351,6 +381,8 @@ impl Gpu {
             layouts: Mutex::new(HashMap::new()),
             dummy,
             timing_resolve,
+            #[cfg(target_arch = "wasm32")]
+            pending_scopes: Mutex::default(),
         })
     }
 
@@ -380,9 +412,13 @@ impl Gpu {
     pub fn enable_checks(&mut self, wait_limit: Duration) {
         self.checks = true;
         let before = watch::lock(&self.watch).limit.replace(wait_limit);
+        // (A page has no threads: it never blocks in the driver either.)
+        #[cfg(not(target_arch = "wasm32"))]
         if before.is_none() {
             watch::spawn(&self.watch, wait_limit);
         }
+        #[cfg(target_arch = "wasm32")]
+        let _ = before;
     }
 
     /// Has the watchdog of [`Gpu::enable_checks`] call `hook` (which should end the process)
@@ -520,9 +556,15 @@ impl Gpu {
             },
             cache: None,
         });
+        #[cfg(not(target_arch = "wasm32"))]
         if let Some(err) = pollster::block_on(scope.pop()) {
             return Err(GpuError::Shader { kernel: label, message: err.to_string() });
         }
+        // A browser cannot block for the error scope: the next read-back awaits it
+        // ([`Gpu::read_buffer_async`]) and fails with its error; until then the pipeline is
+        // invalid and its launches write nothing.
+        #[cfg(target_arch = "wasm32")]
+        self.pending_scopes.lock().unwrap_or_else(|e| e.into_inner()).push((label, Box::pin(scope.pop())));
         let pipeline = Arc::new(pipeline);
         self.pipelines.lock().unwrap_or_else(|e| e.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
@@ -727,6 +769,20 @@ impl Gpu {
         }
     }
 
+    /// In a browser: the error scopes of the pipelines built since the last call, awaited; the
+    /// first error (see [`Gpu::pipeline`]).
+    #[cfg(target_arch = "wasm32")]
+    async fn pipeline_errors(&self) -> Result<(), GpuError> {
+        let pending = std::mem::take(&mut *self.pending_scopes.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut first = None;
+        for (kernel, scope) in pending {
+            if let Some(err) = scope.await {
+                first.get_or_insert(GpuError::Shader { kernel, message: err.to_string() });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
     /// What the device is stuck on, if a wait timed out ([`GpuError::Hung`]).
     pub fn stuck(&self) -> Option<String> {
         watch::lock(&self.watch).stuck.clone()
@@ -734,7 +790,31 @@ impl Gpu {
 
     /// Times `reps` submissions of `ops` (one pass each), returning milliseconds per repetition.
     /// Uses timestamp queries when the adapter has them, else wall clock around submit + wait.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn time(&self, ops: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
+        pollster::block_on(self.time_async(ops, reps))
+    }
+
+    /// Until the device has finished everything submitted: natively [`Gpu::wait`]; in a browser
+    /// (where polling does nothing) when the queue reports the work done.
+    pub async fn idle(&self) -> Result<(), GpuError> {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.wait();
+        #[cfg(target_arch = "wasm32")]
+        {
+            let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+            self.queue.on_submitted_work_done(move || {
+                let _ = tx.send(());
+            });
+            rx.receive()
+                .await
+                .ok_or_else(|| GpuError::Device("the queue never reported its work done".into()))
+        }
+    }
+
+    /// [`Gpu::time`], awaiting the device (the one path of both targets; the wall clock is the
+    /// browser's where it runs).
+    pub async fn time_async(&self, ops: &[&Dispatch], reps: usize) -> Result<Vec<f64>, GpuError> {
         let mut out = Vec::with_capacity(reps);
         let timing = match (self.timestamps, self.timing_resolve.as_ref()) {
             (true, Some(resolve)) => Some((
@@ -753,12 +833,13 @@ impl Gpu {
             match &timing {
                 Some((qs, resolve)) => {
                     self.submit(ops.iter().copied(), Some(qs));
-                    let bytes = self.read_buffer(resolve, 16)?;
+                    let bytes = self.read_buffer_async(resolve, 16).await?;
                     let t: &[u64] = bytemuck::cast_slice(&bytes);
                     out.push(t[1].saturating_sub(t[0]) as f64 * period * 1e-6);
                 }
                 None => {
-                    self.run(ops)?;
+                    self.submit(ops.iter().copied(), None);
+                    self.idle().await?;
                     out.push(start.elapsed().as_secs_f64() * 1e3);
                 }
             }
@@ -766,8 +847,9 @@ impl Gpu {
         Ok(out)
     }
 
-    /// Copies `size` bytes of `buf` through a staging buffer and maps them for reading.
-    pub(crate) fn read_buffer(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
+    /// Copies `size` bytes of `buf` through a staging buffer and maps them for reading: natively
+    /// after waiting for the device, in a browser when its event loop has run the map's callback.
+    pub(crate) async fn read_buffer_async(&self, buf: &wgpu::Buffer, size: u64) -> Result<Vec<u8>, GpuError> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("staging"),
             size: size.max(4),
@@ -785,8 +867,12 @@ impl Gpu {
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
+        #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
-        match pollster::block_on(rx.receive()) {
+        #[cfg(target_arch = "wasm32")]
+        self.pipeline_errors().await?;
+        let mapped = rx.receive().await;
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(GpuError::Map(e.to_string())),
             None => return Err(GpuError::Map("the map callback never ran".into())),

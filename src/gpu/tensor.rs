@@ -198,9 +198,16 @@ impl Gpu {
         }
     }
 
-    /// A tensor's contents, read back (waits for the device). A padded tensor's padding is read
-    /// too: anything but [`PAD_BITS`] there means a kernel wrote past the tensor's end, an error.
+    /// [`Gpu::download_async`], blocking (native only).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn download<T: Element>(&self, t: &Tensor) -> Result<Vec<T>, GpuError> {
+        pollster::block_on(self.download_async(t))
+    }
+
+    /// A tensor's contents, read back (after the device has run what reads it). A padded
+    /// tensor's padding is read too: anything but [`PAD_BITS`] there means a kernel wrote past
+    /// the tensor's end, an error.
+    pub async fn download_async<T: Element>(&self, t: &Tensor) -> Result<Vec<T>, GpuError> {
         if t.dtype != T::DTYPE {
             return Err(GpuError::Internal(format!(
                 "download: {:?} tensor {:?} read as {:?}",
@@ -210,7 +217,7 @@ impl Gpu {
             )));
         }
         let len = t.len();
-        let bytes = self.read_buffer(&t.buf, ((len + t.padding) * 4).max(4) as u64)?;
+        let bytes = self.read_buffer_async(&t.buf, ((len + t.padding) * 4).max(4) as u64).await?;
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
         if let Some(i) = (len..len + t.padding).find(|&i| words[i] != PAD_BITS) {
             return Err(GpuError::PastEnd {

@@ -14,8 +14,11 @@
 
 use super::GpuError;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use web_time::Instant;
 
 /// The submissions, and how long a wait for one may take.
 #[derive(Default)]
@@ -73,6 +76,7 @@ impl Drop for Busy<'_> {
 
 /// Starts the watchdog of `watch`: it ends with the last strong reference to `watch`, or after
 /// calling the hook.
+#[cfg(not(target_arch = "wasm32"))]
 pub(super) fn spawn(watch: &Arc<Mutex<Watch>>, limit: Duration) {
     let weak: Weak<Mutex<Watch>> = Arc::downgrade(watch);
     let tick = (limit / 8).clamp(Duration::from_millis(20), Duration::from_secs(1));

@@ -142,7 +142,7 @@ impl GpuNet {
         while fits(hi) {
             lo = hi;
             match hi.checked_mul(2) {
-                Some(h) if h <= 1 << 40 => hi = h,
+                Some(h) if (h as u64) <= 1 << 40 => hi = h,
                 _ => return lo,
             }
         }
@@ -492,9 +492,15 @@ impl GpuNet {
 
     /// The loss summed over steps since the last reset (each step adds its batch mean) and the
     /// number of correct predictions.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_metrics(&self, gpu: &Gpu) -> Result<(f64, u64), GpuError> {
-        let loss = gpu.download::<f32>(&self.loss_acc)?[0] as f64;
-        let correct = gpu.download::<u32>(&self.correct_acc)?[0] as u64;
+        pollster::block_on(self.read_metrics_async(gpu))
+    }
+
+    /// [`GpuNet::read_metrics`], awaiting the read-back.
+    pub async fn read_metrics_async(&self, gpu: &Gpu) -> Result<(f64, u64), GpuError> {
+        let loss = gpu.download_async::<f32>(&self.loss_acc).await?[0] as f64;
+        let correct = gpu.download_async::<u32>(&self.correct_acc).await?[0] as u64;
         Ok((loss, correct))
     }
 
@@ -504,7 +510,13 @@ impl GpuNet {
     }
 
     /// Scores `[batch, classes]` of one evaluation batch (no dropout). Short batches are padded.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn scores(&self, gpu: &Gpu, x: &[f32], rows: usize) -> Result<Vec<f32>, GpuError> {
+        pollster::block_on(self.scores_async(gpu, x, rows))
+    }
+
+    /// [`GpuNet::scores`], awaiting the read-back.
+    pub async fn scores_async(&self, gpu: &Gpu, x: &[f32], rows: usize) -> Result<Vec<f32>, GpuError> {
         let per = self.net.input_len();
         if rows == 0 || rows > self.batch || x.len() != rows * per {
             return Err(GpuError::shape(
@@ -522,15 +534,26 @@ impl GpuNet {
         };
         gpu.write(self.input(), input)?;
         gpu.wait_for(gpu.submit(&self.eval_ops, None))?;
-        let mut s = gpu.download::<f32>(&self.acts[self.acts.len() - 1])?;
+        let mut s = gpu.download_async::<f32>(&self.acts[self.acts.len() - 1]).await?;
         s.truncate(rows * self.net.classes);
         Ok(s)
     }
 
     /// Parameters and momentum buffers, read back.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn download(&self, gpu: &Gpu) -> Result<(Tensors, Tensors), GpuError> {
-        let p = self.params.iter().map(|t| gpu.download::<f32>(t)).collect::<Result<_, _>>()?;
-        let v = self.velocity.iter().map(|t| gpu.download::<f32>(t)).collect::<Result<_, _>>()?;
+        pollster::block_on(self.download_async(gpu))
+    }
+
+    /// [`GpuNet::download`], awaiting the read-backs.
+    pub async fn download_async(&self, gpu: &Gpu) -> Result<(Tensors, Tensors), GpuError> {
+        let (mut p, mut v) = (Vec::new(), Vec::new());
+        for t in &self.params {
+            p.push(gpu.download_async::<f32>(t).await?);
+        }
+        for t in &self.velocity {
+            v.push(gpu.download_async::<f32>(t).await?);
+        }
         Ok((p, v))
     }
 
@@ -547,10 +570,16 @@ impl GpuNet {
 
     /// Median time in ms of every dispatch of a training step, each timed on its own over `reps`
     /// runs (with the buffers of the last step), in execution order.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn profile(&self, gpu: &Gpu, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
+        pollster::block_on(self.profile_async(gpu, reps))
+    }
+
+    /// [`GpuNet::profile`], awaiting the device.
+    pub async fn profile_async(&self, gpu: &Gpu, reps: usize) -> Result<Vec<(String, f64)>, GpuError> {
         let mut out = Vec::new();
         for op in &self.train_ops {
-            let mut t = gpu.time(&[op], reps.max(1))?;
+            let mut t = gpu.time_async(&[op], reps.max(1)).await?;
             t.sort_by(f64::total_cmp);
             out.push((op.name.clone(), t[t.len() / 2]));
         }

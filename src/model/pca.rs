@@ -65,7 +65,19 @@ impl Pca {
     /// Fits `k` components to the `n` inputs of `d` values in `x` (row-major): the covariance on
     /// the GPU, the eigendecomposition on the CPU. Needs `2 <= n` and `1 <= k <= d <= MAX_INPUT`.
     /// Returns the stage and the fraction of the variance its components keep.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn fit(gpu: &Gpu, x: &[f32], n: usize, d: usize, k: usize) -> Result<(Pca, f64), GpuError> {
+        pollster::block_on(Self::fit_async(gpu, x, n, d, k))
+    }
+
+    /// [`Pca::fit`], awaiting the read-back (the one path of both targets).
+    pub async fn fit_async(
+        gpu: &Gpu,
+        x: &[f32],
+        n: usize,
+        d: usize,
+        k: usize,
+    ) -> Result<(Pca, f64), GpuError> {
         if n < 2 || d == 0 || d > MAX_INPUT || k == 0 || k > d || x.len() != n * d {
             return Err(GpuError::shape(
                 "pca",
@@ -84,7 +96,7 @@ impl Pca {
         let mean: Vec<f32> = mean.into_iter().map(|m| m as f32).collect();
         let centred: Vec<f32> =
             x.chunks(d).flat_map(|row| row.iter().zip(&mean).map(|(&v, &m)| v - m)).collect();
-        let cov = covariance(gpu, &centred, n, d)?;
+        let cov = covariance_async(gpu, &centred, n, d).await?;
         let (components, values) = leading_eigenvectors(&cov, d, k);
         let total: f64 = values.iter().map(|v| v.max(0.0)).sum();
         let kept: f64 = values[..k].iter().map(|v| v.max(0.0)).sum();
@@ -108,7 +120,13 @@ impl Pca {
 
 /// `XcᵀXc/(n − 1)` of `n` centred rows of `d` values, `[d, d]`, by the GEMM kernel (TN) on the
 /// GPU, in chunks of rows that fit one binding (each chunk's product accumulated onto the last).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn covariance(gpu: &Gpu, centred: &[f32], n: usize, d: usize) -> Result<Vec<f64>, GpuError> {
+    pollster::block_on(covariance_async(gpu, centred, n, d))
+}
+
+/// [`covariance`], awaiting the read-back.
+pub async fn covariance_async(gpu: &Gpu, centred: &[f32], n: usize, d: usize) -> Result<Vec<f64>, GpuError> {
     let c = gpu.empty(&[d * d], crate::gpu::DType::F32)?;
     let limit = gpu.limits.max_storage_buffer_binding_size.min(gpu.limits.max_buffer_size) as usize;
     let chunk = (limit / (4 * d)).clamp(1, n);
@@ -122,7 +140,7 @@ pub fn covariance(gpu: &Gpu, centred: &[f32], n: usize, d: usize) -> Result<Vec<
         gpu.run(&ops.iter().collect::<Vec<_>>())?;
         start += rows;
     }
-    let raw = gpu.download::<f32>(&c)?;
+    let raw = gpu.download_async::<f32>(&c).await?;
     // Symmetrized: the kernel's two triangles are the same sums in other orders.
     let mut cov = vec![0.0f64; d * d];
     for i in 0..d {

@@ -6,7 +6,7 @@
 
 use std::sync::OnceLock;
 
-use dlsvm::check::CaseReport;
+use dlsvm::check::{CaseFuture, CaseReport};
 use dlsvm::gpu::{Gpu, GpuError};
 
 pub fn gpu() -> &'static Gpu {
@@ -37,8 +37,8 @@ fn exit_on_hang(e: &GpuError) {
 
 /// Asserts a case ran and passed; the message names the kernel, shape, worst index and values.
 #[track_caller]
-pub fn pass(result: Result<CaseReport, GpuError>) -> CaseReport {
-    let report = result.unwrap_or_else(|e| panic!("kernel failed to run: {e}"));
+pub fn pass(case: CaseFuture<'_>) -> CaseReport {
+    let report = pollster::block_on(case).unwrap_or_else(|e| panic!("kernel failed to run: {e}"));
     assert!(report.passed(), "{report}");
     assert!(report.elements > 0, "{report}: nothing was compared");
     report
@@ -46,8 +46,8 @@ pub fn pass(result: Result<CaseReport, GpuError>) -> CaseReport {
 
 /// [`pass`] for a case on the named shape `name`: a failure says which.
 #[track_caller]
-pub fn pass_named(name: &str, result: Result<CaseReport, GpuError>) -> CaseReport {
-    let report = result.unwrap_or_else(|e| panic!("{name}: kernel failed to run: {e}"));
+pub fn pass_named(name: &str, case: CaseFuture<'_>) -> CaseReport {
+    let report = pollster::block_on(case).unwrap_or_else(|e| panic!("{name}: kernel failed to run: {e}"));
     assert!(report.passed(), "{name}: {report}");
     assert!(report.elements > 0, "{name}: {report}: nothing was compared");
     report
