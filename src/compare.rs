@@ -18,6 +18,7 @@ use crate::eval::{self, Metrics, Model};
 use crate::gpu::Gpu;
 use crate::model::{Net, NetConfig, Top};
 use crate::report::{self, ErrorCurve};
+use crate::select::{self, SelectSpec, Selection};
 use crate::train::{self, RunOptions, TrainError};
 
 /// How many steps a comparison trains each run when neither `--steps` nor `--epochs` is given: it
@@ -38,6 +39,8 @@ pub struct CompareOptions {
     pub run: RunOptions,
     /// The kernel-variant mode for evaluating the final models (as `dlsvm eval` would).
     pub eval_tune: crate::tune::Mode,
+    /// `--select`: each top's setting chosen per seed on folds of the training split first.
+    pub select: Option<SelectSpec>,
 }
 
 /// The config of the run of `top` with `seed`: `base` with only these two changed.
@@ -68,6 +71,8 @@ pub struct Plan {
     pub warm_start: Option<PathBuf>,
     /// The comparison's directory; each run lands in [`run_dir`] within it.
     pub out: PathBuf,
+    /// `--select` (checked against the network).
+    pub select: Option<SelectSpec>,
 }
 
 /// The tops of `--tops`: comma-separated names, each once, in the order given.
@@ -176,13 +181,41 @@ pub struct CompareReport {
     pub paired: Vec<Paired>,
     pub table3: Vec<Table3Column>,
     pub runs: Vec<RunResult>,
+    /// With `--select`: the choice per top and seed (empty without).
+    pub selection: Vec<Selection>,
+    /// With `--select`: its K.
+    pub select_folds: Option<usize>,
     pub out: String,
 }
 
 /// What [`compare`] tells its caller as it goes.
 pub enum Progress<'a> {
-    Starting { index: usize, total: usize, top: Top, seed: u64, dir: &'a Path },
-    Finished { index: usize, total: usize, result: &'a RunResult },
+    Starting {
+        index: usize,
+        total: usize,
+        top: Top,
+        seed: u64,
+        dir: &'a Path,
+    },
+    Finished {
+        index: usize,
+        total: usize,
+        result: &'a RunResult,
+    },
+    /// One selection run done (`--select`) for the run `index` of `total`.
+    Selecting {
+        index: usize,
+        total: usize,
+        top: Top,
+        seed: u64,
+        step: select::Step<'a>,
+    },
+    /// The setting chosen for the run `index` of `total`.
+    Selected {
+        index: usize,
+        total: usize,
+        selection: &'a Selection,
+    },
 }
 
 /// Trains every top with every seed, evaluates the final models and makes the tables.
@@ -200,7 +233,18 @@ pub fn compare(
     let train_set = source.train()?;
     if let Some((k, only)) = opts.folds {
         train::check_folds(train_set, &source.path, base.train.batch, k, only)?;
-    } else if source.test().is_none_or(|d| d.is_empty()) {
+    }
+    if let Some(spec) = &opts.select {
+        if opts.folds.is_some() {
+            return Err(TrainError::Input(
+                "--select chooses on folds of the training split and --folds replaces the test split by \
+                 folds: use one of them (--select needs data with a test split)"
+                    .into(),
+            ));
+        }
+        train::check_folds(train_set, &source.path, base.train.batch, spec.folds, None)?;
+    }
+    if opts.folds.is_none() && source.test().is_none_or(|d| d.is_empty()) {
         return Err(TrainError::Input(format!(
             "{}: no test split to compare the tops on; use data with a test split or --folds K",
             source.path
@@ -208,11 +252,21 @@ pub fn compare(
     }
     let total = opts.tops.len() * opts.seeds.len();
     let mut runs = Vec::new();
+    let mut selections = Vec::new();
     let mut index = 0;
     for &seed in &opts.seeds {
         for &top in &opts.tops {
             index += 1;
-            let config = run_config(base, top, seed);
+            let mut config = run_config(base, top, seed);
+            if let Some(spec) = &opts.select {
+                let (selection, chosen) =
+                    select::select(gpu, &config, source, train_set, spec, (top, seed), &opts.run, |step| {
+                        progress(Progress::Selecting { index, total, top, seed, step })
+                    })?;
+                progress(Progress::Selected { index, total, selection: &selection });
+                selections.push(selection);
+                config = chosen;
+            }
             let dir = run_dir(&opts.run.out, top, seed);
             progress(Progress::Starting { index, total, top, seed, dir: &dir });
             let mut ropts = RunOptions { out: dir.clone(), progress: false, ..opts.run.clone() };
@@ -260,6 +314,8 @@ pub fn compare(
         paired,
         table3,
         runs,
+        selection: selections,
+        select_folds: opts.select.as_ref().map(|s| s.folds),
         out: opts.run.out.display().to_string(),
     })
 }
@@ -480,6 +536,7 @@ pub fn markdown(r: &CompareReport, runs: bool) -> String {
             r.table3.iter().map(|c| if is_pct { pct(f(c)) } else { format!("{:.4}", f(c)) }).collect();
         s += &format!("| {name} | {} |\n", cells.join(" | "));
     }
+    s += &select::markdown(&r.selection, r.select_folds.unwrap_or(0));
     if !runs {
         return s;
     }

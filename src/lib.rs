@@ -30,6 +30,8 @@ pub mod report;
 pub mod rng;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod rundir;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod select;
 pub mod shapes;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod slurm;

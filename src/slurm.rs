@@ -352,6 +352,7 @@ mod tests {
             default_steps: false,
             warm_start: None,
             out: "o".into(),
+            select: None,
         };
         let task = |top: &str, seed: u64| {
             format!("train --lr 0.1 --top {top} --seed {seed} --resume --out o/seed{seed}/{top}")

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{dlsvm, text, TempDir};
+use common::{dlsvm, s, text, TempDir};
 
 #[test]
 fn info_names_the_adapter_and_limits() {
@@ -352,6 +352,58 @@ fn train_help_explains_every_option() {
     {
         assert!(out.contains(want), "train --help lacks {want:?}:\n{out}");
     }
+}
+
+/// The help says what each command takes: `compare --help` lists no option compare refuses (--top,
+/// --grid) and lists --select; `train --help` names every data format `--data` reads.
+#[test]
+fn help_lists_what_each_command_takes() {
+    let (compare, _) = text(&dlsvm(&["compare", "--help"], &[]));
+    for line in compare.lines().map(str::trim_start) {
+        assert!(!line.starts_with("--top ") && !line.starts_with("--grid "), "compare --help lists {line}");
+    }
+    assert!(compare.contains("--tops") && compare.contains("--select") && compare.contains("--select-folds"));
+    let (train, _) = text(&dlsvm(&["train", "--help"], &[]));
+    for want in ["CSV", "image-folder", "IDX", "CIFAR-10"] {
+        assert!(train.contains(want), "train --help's --data lacks {want}:\n{train}");
+    }
+}
+
+/// A network file may leave out `top` (an L2-SVM, the paper's); one without a required key names
+/// the file and the key (not "line 1, column 1").
+#[test]
+fn a_network_file_without_top_trains_an_l2svm_and_a_missing_key_is_named() {
+    let dir = TempDir::new("notop");
+    let o = dlsvm(&["train", "--preset", "mlp", "--steps", "1", "--out", s(&dir.join("first"))], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let config = std::fs::read_to_string(dir.join("first/config.toml")).unwrap();
+    let without: String =
+        config.lines().filter(|l| !l.starts_with("top = ")).map(|l| format!("{l}\n")).collect();
+    assert!(!without.contains("top = "), "{without}");
+    let file = dir.write("net.toml", &without);
+    let out = dir.join("second");
+    let o = dlsvm(&["train", "--config", s(&file), "--steps", "1", "--json", "--out", s(&out)], &[]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["top"], "l2svm");
+    let no_name: String =
+        without.lines().filter(|l| !l.starts_with("name = ")).map(|l| format!("{l}\n")).collect();
+    let file = dir.write("noname.toml", &no_name);
+    let o = dlsvm(&["train", "--config", s(&file), "--steps", "1", "--out", s(&dir.join("third"))], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(s(&file)) && err.contains("no `name`") && !err.contains("line 1, column 1"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // --set takes one KEY=VALUE; without `=` it says so (not the grid's wording).
+    let o =
+        dlsvm(&["train", "--preset", "mlp", "--steps", "1", "--set", "lr", "--out", s(&dir.join("x"))], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--set lr: expected KEY=VALUE") && !err.contains("V1,V2"), "{err}");
 }
 
 /// `--no-augment` and `--noise-std` reach the run: its config.toml has the identity augmentation

@@ -167,6 +167,11 @@ fn compare_refuses_bad_options() {
         ("a top twice", vec!["--tops", "softmax,softmax"], "--tops names softmax twice"),
         ("no seeds", vec!["--seeds", "0"], "--seeds 0 must be at least 1"),
         ("--top", vec!["--top", "softmax"], "--top does not apply to compare"),
+        ("--select without =", vec!["--select", "lr"], "--select lr: expected KEY=V1,V2"),
+        ("--select of an unknown key", vec!["--select", "speed=1,2"], "--select speed=1"),
+        ("--select of a bad value", vec!["--select", "lr=fast,0.1"], "--select lr=fast"),
+        ("--select with --folds", vec!["--select", "lr=0.1,0.2", "--folds", "3"], "use one of them"),
+        ("one select fold", vec!["--select", "lr=0.1,0.2", "--select-folds", "1"], "at least 2 folds"),
     ] {
         let mut args = vec!["compare", "--preset", "mlp", "--data", MNIST, "--steps", "2", "--out", s(&out)];
         args.extend(extra);
@@ -177,4 +182,105 @@ fn compare_refuses_bad_options() {
         assert!(err.contains(want), "{what}: {err}");
         assert!(!out.exists(), "{what}: nothing may be written");
     }
+}
+
+/// The `[train] lr` a run directory's config.toml holds.
+fn run_lr(dir: &std::path::Path) -> f64 {
+    let text = std::fs::read_to_string(dir.join("config.toml")).unwrap();
+    let t: toml::Table = text.parse().unwrap();
+    t["train"]["lr"].as_float().unwrap()
+}
+
+/// `--select lr=...`: per top and seed, every candidate trained on K-1 folds of the training split
+/// and scored on the held-out fold; the lowest mean held-out error chosen; the comparison's run of
+/// that top and seed trained with it (its config.toml says so); `selection` in the JSON and a
+/// Selection table in compare.md.
+#[test]
+fn compare_select_chooses_each_tops_setting_on_held_out_folds() {
+    let dir = TempDir::new("compare-select");
+    let out = dir.join("cmp");
+    let args = ["compare", "--preset", "mlp", "--data", MNIST, "--seeds", "2", "--steps", "30"];
+    let select = ["--select", "lr=0.003,0.03", "--select-folds", "2", "--json", "--out", s(&out)];
+    let o = dlsvm(&[&args[..], &select[..]].concat(), &[]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let summary: Value = serde_json::from_str(stdout.trim()).expect("--json prints one object");
+    let selection = summary["selection"].as_array().expect("a selection list");
+    assert_eq!(selection.len(), 4, "two tops x two seeds: {selection:?}");
+    for (sel, (top, seed)) in
+        selection.iter().zip([("l2svm", 1), ("softmax", 1), ("l2svm", 2), ("softmax", 2)])
+    {
+        assert_eq!((sel["top"].as_str().unwrap(), sel["seed"].as_u64().unwrap()), (top, seed));
+        let candidates = sel["candidates"].as_array().unwrap();
+        let lrs: Vec<f64> = candidates.iter().map(|c| c["setting"]["lr"].as_f64().unwrap()).collect();
+        assert_eq!(lrs, [0.003, 0.03], "the candidates in the order given");
+        let mut best = (f64::INFINITY, 0.0);
+        for c in candidates {
+            let folds: Vec<f64> =
+                c["fold_errors"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            assert_eq!(folds.len(), 2);
+            let mean = (folds[0] + folds[1]) / 2.0;
+            assert!(close(c["validation_error"].as_f64().unwrap(), mean), "{c}");
+            if mean < best.0 {
+                best = (mean, c["setting"]["lr"].as_f64().unwrap());
+            }
+            // Each selection run is an ordinary run directory.
+            for f in 0..2 {
+                let run = out.join(format!("select/seed{seed}/{top}/lr={}/fold{f}", c["setting"]["lr"]));
+                assert!(run.join("model.safetensors").is_file(), "{}", run.display());
+                assert_eq!(run_lr(&run), c["setting"]["lr"].as_f64().unwrap());
+            }
+        }
+        let chosen = sel["chosen"]["lr"].as_f64().unwrap();
+        assert_eq!(chosen, best.1, "the lowest mean held-out error: {sel}");
+        assert!(close(sel["validation_error"].as_f64().unwrap(), best.0));
+        // What the reported run trained with.
+        assert_eq!(run_lr(&out.join(format!("seed{seed}/{top}"))), chosen, "{top} seed {seed}");
+    }
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("## Selection") && md.contains("lr=0.03"), "{md}");
+    assert_eq!(json_file(&out.join("compare.json"))["selection"], summary["selection"]);
+}
+
+/// Copies data/mnist-5k to `to`, its test images changed by `f` (pixel by pixel).
+fn mnist_with_test_images(to: &std::path::Path, f: fn(u8) -> u8) {
+    use std::io::{Read, Write};
+    std::fs::create_dir_all(to).unwrap();
+    for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+        std::fs::copy(std::path::Path::new(MNIST).join(name), to.join(name)).unwrap();
+    }
+    let name = "t10k-images-idx3-ubyte.gz";
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(std::path::Path::new(MNIST).join(name)).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    for b in &mut raw[16..] {
+        *b = f(*b);
+    }
+    let mut gz =
+        flate2::write::GzEncoder::new(std::fs::File::create(to.join(name)).unwrap(), Default::default());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap();
+}
+
+/// The selection never reads the test split: with the test images inverted, every held-out error
+/// and every choice is the same, bit for bit, while the final models' test errors change.
+#[test]
+fn selection_never_reads_the_test_split() {
+    let dir = TempDir::new("compare-select-test");
+    let (plain, inverted) = (dir.join("plain"), dir.join("inverted"));
+    mnist_with_test_images(&plain, |b| b);
+    mnist_with_test_images(&inverted, |b| 255 - b);
+    let run = |data: &std::path::Path, out: &str| {
+        let args = ["compare", "--preset", "mlp", "--tops", "l2svm", "--seeds", "1", "--steps", "20"];
+        let select = ["--select", "lr=0.01,0.1", "--select-folds", "2", "--json"];
+        let o =
+            dlsvm(&[&args[..], &select[..], &["--data", s(data), "--out", s(&dir.join(out))]].concat(), &[]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+        serde_json::from_str::<Value>(text(&o).0.trim()).unwrap()
+    };
+    let (a, b) = (run(&plain, "a"), run(&inverted, "b"));
+    assert_eq!(a["selection"], b["selection"], "the selection saw the test split");
+    let error = |v: &Value| v["errors"][0]["mean"].as_f64().unwrap();
+    assert!(error(&a) != error(&b), "the inverted test images changed nothing: {} {}", error(&a), error(&b));
 }

@@ -42,13 +42,15 @@ weights, data order, augmentation and dropout masks. Without --steps or --epochs
 steps. Every run is a train run in <out>/seed<S>/<top> (with --folds: .../fold<I>); --resume continues \
 each. Writes compare.json, compare.md (the tables) and compare.png (test error against steps) in --out \
 (default runs/<network>-compare).")]
+    #[command(mut_arg("top", |a| a.hide(true)), mut_arg("grid", |a| a.hide(true)))]
     Compare(Box<CompareArgs>),
     /// Evaluate one model, or an ensemble of several, on a data set.
     Eval {
         /// A model.safetensors from `dlsvm train`; repeat to average an ensemble.
         #[arg(long = "model", required = true)]
         models: Vec<PathBuf>,
-        /// fer2013-style CSV, image-folder root, or IDX folder (default: the built-in synthetic faces).
+        /// fer2013-style CSV, image-folder root, IDX folder (MNIST family) or CIFAR-10 binary
+        /// batches folder (default: the built-in synthetic faces).
         #[arg(long)]
         data: Option<PathBuf>,
         /// Average this many jittered copies per image (1: the centre crop only).
@@ -186,7 +188,8 @@ pub struct TrainArgs {
     /// A network file (TOML) instead of a preset; `config.toml` in a run directory is one.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// fer2013-style CSV, image-folder root, or IDX folder (default: built-in synthetic faces).
+    /// fer2013-style CSV, image-folder root, IDX folder (MNIST family) or CIFAR-10 binary batches
+    /// folder (default: built-in synthetic faces).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The run directory (default: runs/<network name>, or runs/<network name>-2, -3, ... where
@@ -308,4 +311,12 @@ pub struct CompareArgs {
     /// starts at its test error.
     #[arg(long, value_name = "MODEL", conflicts_with = "init_from")]
     pub warm_start: Option<PathBuf>,
+    /// Choose each top's own value of a [train] key per seed, on held-out folds of the training
+    /// split (never the test split), before its run: e.g. --select lr=0.003,0.01,0.03; repeat
+    /// for more keys (every combination is tried).
+    #[arg(long, value_name = "KEY=V1,V2")]
+    pub select: Vec<String>,
+    /// The folds --select chooses on: each candidate trains on K-1 of them, scored on the other.
+    #[arg(long, value_name = "K", default_value_t = crate::select::DEFAULT_FOLDS)]
+    pub select_folds: usize,
 }

@@ -9,6 +9,7 @@ use super::{tune_mode, write_slurm, CommandError, Out};
 use crate::compare::{self, CompareOptions, Plan, Progress};
 use crate::gpu::Gpu;
 use crate::model::NetConfig;
+use crate::select::SelectSpec;
 use crate::train::RunOptions;
 use crate::tune::Mode;
 
@@ -34,7 +35,34 @@ pub fn plan(c: &CompareArgs) -> Result<(NetConfig, String, Plan), CommandError> 
     if default_steps {
         config.train.steps = compare::DEFAULT_STEPS;
     }
+    let select = match c.select.is_empty() {
+        true => None,
+        false => {
+            if a.folds.is_some() {
+                return Err(CommandError::input(
+                    "--select chooses on folds of the training split and --folds replaces the test split \
+                     by folds: use one of them (--select needs data with a test split)",
+                ));
+            }
+            if a.slurm.is_some() {
+                return Err(CommandError::input(
+                    "--select does not write SLURM arrays yet: run the comparison with --select here, \
+                     or --slurm without it",
+                ));
+            }
+            let axes = c
+                .select
+                .iter()
+                .map(|s| crate::train::grid::Axis::parse(s).map_err(|m| m.replace("--grid", "--select")))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(CommandError::Input)?;
+            let spec = SelectSpec { axes, folds: c.select_folds, fold_seed: config.train.seed };
+            spec.check(&config).map_err(CommandError::Input)?;
+            Some(spec)
+        }
+    };
     let plan = Plan {
+        select,
         tops,
         seeds: compare::seeds(config.train.seed, c.seeds),
         folds: a.folds.map(|k| (k, a.fold)),
@@ -90,6 +118,7 @@ pub fn compare(adapter: Option<&str>, c: &CompareArgs, on_train: fn(), out: Out)
             on_checkpoint: Some(on_checkpoint),
         },
         eval_tune,
+        select: plan.select,
     };
     if !a.json {
         eprintln!(
@@ -105,6 +134,26 @@ pub fn compare(adapter: Option<&str>, c: &CompareArgs, on_train: fn(), out: Out)
     let report = compare::compare(&gpu, &config, &source, &opts, |p| match p {
         Progress::Starting { index, total, top, seed, dir } => {
             eprintln!("dlsvm: run {index} of {total}: {}, seed {seed}, in {}", top.name(), dir.display())
+        }
+        Progress::Selecting { index, total, top, seed, step } => {
+            eprintln!(
+                "dlsvm: run {index} of {total}: {}, seed {seed}: selecting: {}, fold {} of {}: held-out error {:.2}%",
+                top.name(),
+                crate::train::grid::dir_name(step.setting),
+                step.fold + 1,
+                step.folds,
+                100.0 * step.error
+            )
+        }
+        Progress::Selected { index, total, selection: s } => {
+            let chosen: Vec<String> = s.chosen.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            eprintln!(
+                "dlsvm: run {index} of {total}: {}, seed {}: chose {} (held-out error {:.2}%)",
+                s.top,
+                s.seed,
+                chosen.join(", "),
+                100.0 * s.validation_error
+            )
         }
         Progress::Finished { index, total, result: r } => {
             let fold = r.fold.map(|f| format!(", fold {f}")).unwrap_or_default();
@@ -123,7 +172,7 @@ pub fn compare(adapter: Option<&str>, c: &CompareArgs, on_train: fn(), out: Out)
         let v = serde_json::json!({
             "net": report.net, "data": report.data, "tops": report.tops, "seeds": report.seeds,
             "folds": report.folds, "steps": report.steps, "errors": report.errors, "paired": report.paired,
-            "table3": report.table3, "out": report.out, "files": files,
+            "table3": report.table3, "selection": report.selection, "out": report.out, "files": files,
         });
         outln!(out, "{v}");
     } else {

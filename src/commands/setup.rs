@@ -61,6 +61,9 @@ pub fn net_config(a: &TrainArgs) -> Result<(NetConfig, String), CommandError> {
         .set
         .iter()
         .map(|kv| {
+            if !kv.contains('=') {
+                return Err(format!("--set {kv}: expected KEY=VALUE (e.g. --set lr=0.01)"));
+            }
             let axis = train::grid::Axis::parse(kv).map_err(|m| m.replace("--grid", "--set"))?;
             match axis.values.as_slice() {
                 [v] => Ok((axis.key, v.clone())),

@@ -5,10 +5,11 @@ use serde::{Deserialize, Serialize};
 use crate::data::augment::Augment;
 
 /// Which loss sits on top of the last fc layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Top {
-    /// One-vs-rest linear SVMs trained with the squared hinge (Tang 2013).
+    /// One-vs-rest linear SVMs trained with the squared hinge (Tang 2013): the default.
+    #[default]
     L2svm,
     /// Softmax with cross-entropy: the paper's baseline.
     Softmax,
@@ -119,6 +120,8 @@ pub struct NetConfig {
     /// components, fitted on the training split, before the first layer (which must be fc).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pca: Option<usize>,
+    /// The loss on top (default `l2svm`).
+    #[serde(default)]
     pub top: Top,
     pub layers: Vec<LayerSpec>,
     #[serde(default)]
@@ -669,6 +672,13 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
                 bad_whole_number(spec.as_table(), LAYER_WHOLE_KEYS).unwrap_or_else(|| one_line(le.message()));
             return format!("{line}layer {i} ({kind}): {what}");
         }
+    }
+    // A missing key has no place in the file: say which, and what a file must have.
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        return format!(
+            "no `{field}`: a network file needs name, image_size, input_size and [[layers]] (the other \
+             keys have defaults)"
+        );
     }
     let place = match e.span() {
         Some(span) => {
