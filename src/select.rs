@@ -56,8 +56,12 @@ pub struct Candidate {
     pub setting: serde_json::Map<String, serde_json::Value>,
     /// The mean over the K folds of the held-out error, a fraction.
     pub validation_error: f64,
-    /// The held-out error of each fold, in fold order.
+    /// The held-out error of each fold, in fold order (up to a fold whose run diverged).
     pub fold_errors: Vec<f64>,
+    /// Why the candidate is out, when a run of it diverged (its error then counts as 1: it is
+    /// never chosen while another candidate trains).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diverged: Option<String>,
 }
 
 /// The choice for one top and seed.
@@ -126,23 +130,43 @@ pub fn select(
     for setting in &settings {
         let cfg = grid::apply(config, setting).map_err(TrainError::Input)?;
         let mut fold_errors = Vec::with_capacity(spec.folds);
+        let mut diverged = None;
         for i in 0..spec.folds {
             let (tr, held) = train::fold_split(train_set, spec.folds, i, spec.fold_seed);
             let dir = run_dir(&opts.out, top, seed, setting, i);
             let ropts =
                 RunOptions { out: dir.clone(), progress: false, fold: Some((i, spec.folds)), ..opts.clone() };
-            let s = train::run(gpu, &cfg, source, &tr, Some(&held), &ropts)?;
-            let error = s.test.as_ref().map_or(f64::NAN, |m| 1.0 - m.accuracy);
+            let (error, why) = match train::run(gpu, &cfg, source, &tr, Some(&held), &ropts) {
+                Ok(s) => (s.test.as_ref().map_or(1.0, |m| 1.0 - m.accuracy), None),
+                // A setting that diverges is a bad candidate, not a failed comparison.
+                Err(e @ TrainError::Diverged { .. }) => (1.0, Some(format!("fold {i}: {e}"))),
+                Err(e) => return Err(e),
+            };
             step(Step { setting, fold: i, folds: spec.folds, error, dir: &dir });
             fold_errors.push(error);
+            if why.is_some() {
+                diverged = why;
+                break;
+            }
         }
-        let validation_error = fold_errors.iter().sum::<f64>() / fold_errors.len() as f64;
-        candidates.push(Candidate { setting: as_map(setting), validation_error, fold_errors });
+        let validation_error = match diverged {
+            Some(_) => 1.0,
+            None => fold_errors.iter().sum::<f64>() / fold_errors.len() as f64,
+        };
+        candidates.push(Candidate { setting: as_map(setting), validation_error, fold_errors, diverged });
+    }
+    if candidates.iter().all(|c| c.diverged.is_some()) {
+        return Err(TrainError::Input(format!(
+            "--select: every candidate diverged for {} with seed {seed} (the first: {}); try smaller values",
+            top.name(),
+            candidates[0].diverged.as_deref().unwrap_or("?")
+        )));
     }
     // The lowest mean held-out error; the first of equals (a NaN never wins).
+    let out = |c: &Candidate| c.diverged.is_some() || c.validation_error.is_nan();
     let best = (0..candidates.len()).fold(0, |b, i| {
-        let (e, eb) = (candidates[i].validation_error, candidates[b].validation_error);
-        if e < eb || (eb.is_nan() && !e.is_nan()) {
+        let (c, cb) = (&candidates[i], &candidates[b]);
+        if (out(cb) && !out(c)) || (!out(c) && c.validation_error < cb.validation_error) {
             i
         } else {
             b
@@ -179,7 +203,10 @@ pub fn markdown(selections: &[Selection], folds: usize) -> String {
         let all: Vec<String> = sel
             .candidates
             .iter()
-            .map(|c| format!("{}: {}", setting(&c.setting), pct(c.validation_error)))
+            .map(|c| match c.diverged {
+                Some(_) => format!("{}: diverged", setting(&c.setting)),
+                None => format!("{}: {}", setting(&c.setting), pct(c.validation_error)),
+            })
             .collect();
         s += &format!(
             "| {} | {} | {} | {} | {} |\n",

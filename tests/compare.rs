@@ -284,3 +284,29 @@ fn selection_never_reads_the_test_split() {
     let error = |v: &Value| v["errors"][0]["mean"].as_f64().unwrap();
     assert!(error(&a) != error(&b), "the inverted test images changed nothing: {} {}", error(&a), error(&b));
 }
+
+/// A candidate whose run diverges is out (noted, its error counted as 1), not the end of the
+/// comparison; when every candidate diverges the comparison says so in one line.
+#[test]
+fn a_diverging_candidate_is_out_not_fatal() {
+    let dir = TempDir::new("compare-select-diverge");
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    let args =
+        ["compare", "--preset", "mlp", "--data", MNIST, "--tops", "l2svm", "--seeds", "1", "--steps", "20"];
+    let select = ["--select", "lr=0.01,1000", "--select-folds", "2", "--json", "--out", s(&a)];
+    let o = dlsvm(&[&args[..], &select[..]].concat(), &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let sel = &v["selection"][0];
+    assert_eq!(sel["chosen"]["lr"].as_f64(), Some(0.01), "{sel}");
+    let bad = &sel["candidates"][1];
+    assert!(bad["diverged"].as_str().is_some_and(|d| d.contains("diverged")), "{bad}");
+    assert_eq!(bad["validation_error"].as_f64(), Some(1.0));
+    assert!(sel["candidates"][0]["diverged"].is_null());
+    let select = ["--select", "lr=1000,5000", "--select-folds", "2", "--out", s(&b)];
+    let o = dlsvm(&[&args[..], &select[..]].concat(), &[]);
+    let (_, err) = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("every candidate diverged"), "{err}");
+}
