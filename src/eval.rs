@@ -1,6 +1,8 @@
 //! Evaluation: scores of a data split under one or more models (an ensemble averages them),
 //! optional test-time augmentation, the metrics the paper reports, and prediction of single
-//! images.
+//! images. In the browser build only `scores_async` and `metrics` exist (the models a page
+//! trains are scored in place; loading files, ensembles and the blocking calls are native).
+#![cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +29,7 @@ pub struct Model {
     pub net: GpuNet,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 impl Model {
     /// Loads the checkpoint at `path` to score `batch` images at a time, or fewer where the
     /// device's buffers need it (evaluation's batch does not change its results), with the kernel
@@ -76,6 +79,7 @@ pub struct SplitMetrics {
 /// Evaluates the average of the models' scores (one model: its own) on every labelled split of
 /// `source`. The models must share their classes and image size, and the data must have as many
 /// classes.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn ensemble(
     gpu: &Gpu,
     models: &[Model],
@@ -207,8 +211,25 @@ pub fn metrics(scores: &[f32], labels: &[i32], k: usize) -> Metrics {
 
 /// Scores `[n, classes]` of standardized images `[n, h, w]` (centre crops), or with `tta > 1` the
 /// mean over `tta` jittered copies (copy 0 is the centre crop).
+#[cfg(not(target_arch = "wasm32"))]
 #[allow(clippy::too_many_arguments)]
 pub fn scores(
+    gpu: &Gpu,
+    net: &GpuNet,
+    images: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    tta: usize,
+    augment: &Augment,
+    seed: u64,
+) -> Result<Vec<f32>, GpuError> {
+    pollster::block_on(scores_async(gpu, net, images, n, h, w, tta, augment, seed))
+}
+
+/// [`scores`], awaiting each batch's read-back (the one path of both targets).
+#[allow(clippy::too_many_arguments)]
+pub async fn scores_async(
     gpu: &Gpu,
     net: &GpuNet,
     images: &[f32],
@@ -227,7 +248,7 @@ pub fn scores(
     if tta <= 1 {
         for b in batch::eval_batches(images, &labels, c, h, w, size, size, net.batch) {
             let rows = b.y.len();
-            let s = net.scores(gpu, &b.x, rows)?;
+            let s = net.scores_async(gpu, &b.x, rows).await?;
             let first = b.indices[0];
             out[first * k..(first + rows) * k].copy_from_slice(&s);
         }
@@ -253,7 +274,7 @@ pub fn scores(
                     &mut x[r * per..(r + 1) * per],
                 );
             }
-            let s = net.scores(gpu, &x[..rows * per], rows)?;
+            let s = net.scores_async(gpu, &x[..rows * per], rows).await?;
             for (o, v) in out[start * k..(start + rows) * k].iter_mut().zip(&s) {
                 *o += v / tta as f32;
             }

@@ -19,7 +19,6 @@ pub mod commands;
 pub mod compare;
 pub mod cpu;
 pub mod data;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod eval;
 pub mod gpu;
 pub mod kernels;

@@ -87,3 +87,70 @@ fn the_check_passes_in_the_browser() {
     // Every row of the suite ran (the same count natively: the suite is one list).
     assert!(passed >= 100, "only {passed} rows ran:\n{table}");
 }
+
+/// Standard base64 (the page's `btoa`), decoded.
+fn unbase64(s: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s.bytes().filter(|&c| c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let v: Vec<u32> = chunk.iter().map(|&c| value(c) as u32).collect();
+        let n = v.iter().enumerate().fold(0u32, |n, (i, &x)| n | x << (18 - 6 * i));
+        out.extend(n.to_be_bytes()[1..chunk.len()].iter());
+    }
+    out
+}
+
+/// `?run=train&steps=100` trains fer-small on the synthetic faces in the page: the loss falls, the
+/// test accuracy is above chance (1/7), and the model the page offers is a `model.safetensors`
+/// that native `dlsvm eval` reads and scores as the page did.
+#[test]
+fn training_in_the_browser_learns_and_its_model_is_dlsvms() {
+    let report = run_page("run=train&steps=100", Duration::from_secs(900));
+    if let Some(fatal) = report["fatal"].as_str() {
+        panic!("the page could not train: {fatal}");
+    }
+    let losses: Vec<(u64, f64)> = report["losses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_u64().unwrap(), r[1].as_f64().unwrap()))
+        .collect();
+    let accuracy = report["test_accuracy"].as_f64().unwrap();
+    println!(
+        "{} steps in {:.1} s ({:.0} images/s), test accuracy {:.2} %, losses {losses:?}",
+        report["steps"],
+        report["seconds"].as_f64().unwrap(),
+        report["images_per_sec"].as_f64().unwrap(),
+        100.0 * accuracy
+    );
+    assert_eq!(report["steps"], 100);
+    assert_eq!(losses.last().unwrap().0, 100, "the last step is logged");
+    let (first, last) = (losses[0].1, losses.last().unwrap().1);
+    assert!(last < 0.8 * first, "the loss did not fall: {losses:?}");
+    assert!(accuracy > 0.20, "test accuracy {accuracy} is not above chance (1/7)");
+
+    let dir = std::env::temp_dir().join(format!("dlsvm-web-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.safetensors");
+    std::fs::write(&model, unbase64(report["model_base64"].as_str().expect("the model"))).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dlsvm"))
+        .args(["eval", "--model", model.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "dlsvm eval of the page's model: {err}");
+    let e: Value = serde_json::from_str(out.trim()).unwrap();
+    let native = e["splits"]["test"]["accuracy"].as_f64().unwrap();
+    // The same weights and test faces; other kernels and adapter: a face or two may land the
+    // other way (800 faces: 0.125 % each).
+    assert!((native - accuracy).abs() <= 0.005, "native eval {native}, the page {accuracy}");
+}

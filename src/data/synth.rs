@@ -43,6 +43,13 @@ pub fn faces(count: usize, seed: u64) -> Dataset {
     let area = SIZE * SIZE;
     let mut pixels = vec![0f32; count * area];
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    if threads == 1 {
+        // One at a time, in this thread (a page has no threads to spawn): the same faces.
+        for (i, (img, &label)) in pixels.chunks_mut(area).zip(&labels).enumerate() {
+            draw_face(label as usize, mix(seed, i as u64), img);
+        }
+        return Dataset { c: 1, h: SIZE, w: SIZE, pixels, labels };
+    }
     let per = count.div_ceil(threads).max(1);
     std::thread::scope(|scope| {
         for (c, (chunk, labs)) in pixels.chunks_mut(per * area).zip(labels.chunks(per)).enumerate() {

@@ -151,7 +151,16 @@ pub const PCA_MEAN: &str = "input.pca.mean";
 pub const PCA_COMPONENTS: &str = "input.pca.components";
 
 pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
-    let fail = |message: String| CheckpointError::Format { path: path.display().to_string(), message };
+    let bytes = to_bytes(ck)
+        .map_err(|message| CheckpointError::Format { path: path.display().to_string(), message })?;
+    write_atomic(path, &bytes)
+        .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+}
+
+/// The bytes of `model.safetensors` for `ck` (what [`save`] writes; the browser page offers them
+/// as a download).
+pub fn to_bytes(ck: &Checkpoint) -> Result<Vec<u8>, String> {
+    let fail = |message: String| message;
     let net = ck.net().map_err(fail)?;
     if ck.params.len() != net.params.len() {
         return Err(fail(format!(
@@ -201,9 +210,7 @@ pub fn save(path: &Path, ck: &Checkpoint) -> Result<(), CheckpointError> {
             views.push((name.to_string(), view));
         }
     }
-    let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
-    write_atomic(path, &bytes)
-        .map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })
+    safetensors::tensor::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {

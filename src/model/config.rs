@@ -612,6 +612,21 @@ impl NetConfig {
         Ok(config)
     }
 
+    /// How the training batches of this network are cut: its batch size, crops of its input
+    /// size, augmented unless the augmentation is the identity (`--no-augment`), seeded by its
+    /// seed.
+    pub fn batch_spec(&self) -> crate::data::batch::BatchSpec {
+        let t = &self.train;
+        crate::data::batch::BatchSpec {
+            batch: t.batch,
+            channels: self.channels,
+            out_h: self.input_size,
+            out_w: self.input_size,
+            augment: (!t.augment.is_identity()).then_some(t.augment),
+            seed: t.seed,
+        }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not serialize the config: {e}\n"))
     }

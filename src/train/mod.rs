@@ -162,15 +162,7 @@ fn plan(config: &NetConfig, train: &Dataset) -> (u64, u64) {
 /// How the training batches of `config` are cut: its batch size, crops of its input size,
 /// augmented unless the augmentation is the identity (`--no-augment`), seeded by its seed.
 pub fn batch_spec(config: &NetConfig) -> batch::BatchSpec {
-    let t = &config.train;
-    batch::BatchSpec {
-        batch: t.batch,
-        channels: config.channels,
-        out_h: config.input_size,
-        out_w: config.input_size,
-        augment: (!t.augment.is_identity()).then_some(t.augment),
-        seed: t.seed,
-    }
+    config.batch_spec()
 }
 
 /// Everything about `config` and the data that can be refused before the GPU is touched.

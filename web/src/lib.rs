@@ -77,3 +77,113 @@ pub async fn run_check(
     });
     Ok(report.to_string())
 }
+
+thread_local! {
+    /// The last model the page trained, as `model.safetensors` bytes ([`model`]).
+    static MODEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `model.safetensors` of the last [`run_train`]: the file native `dlsvm eval` and `predict`
+/// read (empty before a run).
+#[wasm_bindgen]
+pub fn model() -> Vec<u8> {
+    MODEL.with(|m| m.borrow().clone())
+}
+
+/// Trains `fer-small` on the built-in synthetic faces for `steps` steps (its schedule spanning
+/// them), as `dlsvm train --steps N` does on the default data (the same faces, batches,
+/// augmentation, initial weights and schedule; the kernels' default variants, no tuning in the
+/// page). `on_log(step, loss, accuracy, images_per_sec)` hears every `log_every` steps (the mean
+/// loss and training accuracy since the last call). Answers JSON: the steps, images/s, the
+/// losses logged, the test accuracy and confusion matrix; [`model`] then holds the model.
+#[wasm_bindgen]
+pub async fn run_train(
+    name: String,
+    steps: u32,
+    log_every: u32,
+    on_log: js_sys::Function,
+) -> Result<String, JsValue> {
+    use dlsvm::data::{batch, normalize::Normalizer, synth};
+    use dlsvm::model::{checkpoint, config, GpuNet, Net};
+    let gpu = open(&name).await?;
+    let mut cfg = config::preset("fer-small").ok_or_else(|| js_error("no fer-small preset"))?;
+    cfg.train.steps = steps.max(1) as u64;
+    let t = cfg.train.clone();
+    // The README's first command's data: 4,000 training faces, 800 test faces, the run's seed.
+    let source = synth::source(4000, 800, t.seed);
+    let (train, test) =
+        (source.train().map_err(js_error)?, source.test().ok_or_else(|| js_error("no test split"))?);
+    let net = Net::new(&cfg, source.classes()).map_err(js_error)?;
+    let normalizer = Normalizer::fit(train, t.per_image_norm, t.norm);
+    let (train_x, test_x) = (normalizer.apply(train), normalizer.apply(test));
+    let init = net.init_params(t.seed);
+    let gnet = GpuNet::new(&gpu, &net, t.batch, &init, t.svm_c, t.mask_seed()).map_err(js_error)?;
+    let spec = cfg.batch_spec();
+    let total = t.steps;
+    let log_every = log_every.max(1) as u64;
+    let (mut losses, mut window) = (Vec::new(), (0u64, js_sys::Date::now()));
+    let began = js_sys::Date::now();
+    for step in 0..total {
+        let b = batch::make_batch(&train_x, &train.labels, train.h, train.w, &spec, step);
+        gnet.train_step(&gpu, &b.x, &b.y, step, t.lr_at(step, total), t.momentum_at(step))
+            .map_err(js_error)?;
+        window.0 += 1;
+        let done = step + 1;
+        if done % log_every == 0 || done == total {
+            let (loss_sum, correct) = gnet.read_metrics_async(&gpu).await.map_err(js_error)?;
+            gnet.reset_metrics(&gpu);
+            let samples = window.0 * t.batch as u64;
+            let loss = loss_sum / window.0 as f64;
+            let accuracy = correct as f64 / samples as f64;
+            let rate = samples as f64 / ((js_sys::Date::now() - window.1) / 1e3).max(1e-9);
+            losses.push((done, loss, accuracy));
+            let args = js_sys::Array::of4(
+                &JsValue::from_f64(done as f64),
+                &JsValue::from_f64(loss),
+                &JsValue::from_f64(accuracy),
+                &JsValue::from_f64(rate),
+            );
+            let _ = on_log.apply(&JsValue::NULL, &args);
+            if !loss.is_finite() {
+                return Err(js_error(format!("the loss is {loss} at step {done}: the run diverged")));
+            }
+            window = (0, js_sys::Date::now());
+        }
+    }
+    let seconds = (js_sys::Date::now() - began) / 1e3;
+    let scores =
+        dlsvm::eval::scores_async(&gpu, &gnet, &test_x, test.len(), test.h, test.w, 1, &t.augment, t.seed)
+            .await
+            .map_err(js_error)?;
+    let metrics = dlsvm::eval::metrics(&scores, &test.labels, net.classes);
+    let (params, velocity) = gnet.download_async(&gpu).await.map_err(js_error)?;
+    let ck = checkpoint::Checkpoint {
+        config: cfg.clone(),
+        class_names: source.class_names.clone(),
+        normalizer,
+        step: total,
+        total_steps: total,
+        params,
+        velocity: Some(velocity),
+        plan: Some(gnet.plan().clone()),
+        adapter: Some(format!("{} ({})", gpu.info.name, gpu.info.backend)),
+        pca: None,
+    };
+    let bytes = checkpoint::to_bytes(&ck).map_err(js_error)?;
+    MODEL.with(|m| *m.borrow_mut() = bytes);
+    let report = serde_json::json!({
+        "net": cfg.name,
+        "top": cfg.top.name(),
+        "steps": total,
+        "batch": t.batch,
+        "seconds": seconds,
+        "images_per_sec": (total * t.batch as u64) as f64 / seconds.max(1e-9),
+        "losses": losses,
+        "test_accuracy": metrics.accuracy,
+        "test_samples": metrics.samples,
+        "confusion": metrics.confusion,
+        "classes": source.class_names,
+        "adapter": gpu.info,
+    });
+    Ok(report.to_string())
+}
