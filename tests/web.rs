@@ -154,3 +154,21 @@ fn training_in_the_browser_learns_and_its_model_is_dlsvms() {
     // other way (800 faces: 0.125 % each).
     assert!((native - accuracy).abs() <= 0.005, "native eval {native}, the page {accuracy}");
 }
+
+/// `?run=bench` times a fer-small step in the page: every dispatch of the step has a row with a
+/// positive time, and the step's median is at least the slowest dispatch alone.
+#[test]
+fn the_benchmark_times_a_step_in_the_browser() {
+    let report = run_page("run=bench&net=fer-small&batch=64&reps=3", Duration::from_secs(600));
+    if let Some(fatal) = report["fatal"].as_str() {
+        panic!("the page could not benchmark: {fatal}");
+    }
+    let rows = report["rows"].as_array().unwrap();
+    println!("{} ms a step ({}), {} rows: {rows:?}", report["median_ms"], report["timing"], rows.len());
+    assert!(rows.len() >= 15, "a fer-small step has more dispatches: {rows:?}");
+    let slowest = rows.iter().map(|r| r[1].as_f64().unwrap()).fold(0.0, f64::max);
+    assert!(rows.iter().all(|r| r[1].as_f64().unwrap() > 0.0), "{rows:?}");
+    let median = report["median_ms"].as_f64().unwrap();
+    assert!(median >= slowest, "a step ({median} ms) faster than one of its dispatches ({slowest} ms)");
+    assert_eq!(report["step_ms"].as_array().unwrap().len(), 3);
+}

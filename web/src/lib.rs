@@ -187,3 +187,50 @@ pub async fn run_train(
     });
     Ok(report.to_string())
 }
+
+/// Times a training step of the preset `net_name` (at `batch`) on the page's adapter, with the
+/// kernels' default variants (no tuning in the page yet): the whole step (`reps` times, after
+/// two warm-up steps) and each of its dispatches on its own (`GpuNet::profile_async`, the rows of
+/// `dlsvm bench`'s step breakdown). Answers JSON: `step_ms` (each repetition), `median_ms`,
+/// `images_per_sec`, `rows` ([name, median ms]), `timing` (timestamp queries or the wall clock).
+#[wasm_bindgen]
+pub async fn run_bench(name: String, net_name: String, batch: u32, reps: u32) -> Result<String, JsValue> {
+    use dlsvm::data::{batch as batches, normalize::Normalizer, synth};
+    use dlsvm::model::{config, GpuNet, Net};
+    let gpu = open(&name).await?;
+    let cfg = config::preset(&net_name).ok_or_else(|| js_error(format!("no preset {net_name}")))?;
+    let (batch, reps) = (batch.max(1) as usize, reps.max(1) as usize);
+    let t = &cfg.train;
+    let net = Net::new(&cfg, dlsvm::data::FER_CLASSES.len()).map_err(js_error)?;
+    let init = net.init_params(t.seed);
+    let gnet = GpuNet::new(&gpu, &net, batch, &init, t.svm_c, t.mask_seed()).map_err(js_error)?;
+    // A batch of faces at the network's image size, cut as training cuts it.
+    let faces = synth::faces(batch, t.seed).resized(cfg.image_size);
+    let x = Normalizer::fit(&faces, t.per_image_norm, t.norm).apply(&faces);
+    let spec = dlsvm::data::batch::BatchSpec { batch, ..cfg.batch_spec() };
+    let b = batches::make_batch(&x, &faces.labels, faces.h, faces.w, &spec, 0);
+    let mut step_ms = Vec::with_capacity(reps);
+    for step in 0..reps as u64 + 2 {
+        let began = js_sys::Date::now();
+        gnet.train_step(&gpu, &b.x, &b.y, step, 1e-4, 0.9).map_err(js_error)?;
+        gpu.idle().await.map_err(js_error)?;
+        if step >= 2 {
+            step_ms.push(js_sys::Date::now() - began);
+        }
+    }
+    let rows = gnet.profile_async(&gpu, reps).await.map_err(js_error)?;
+    let mut sorted = step_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let report = serde_json::json!({
+        "net": net_name,
+        "batch": batch,
+        "step_ms": step_ms,
+        "median_ms": median,
+        "images_per_sec": batch as f64 / (median / 1e3).max(1e-9),
+        "rows": rows,
+        "timing": if gpu.timestamps { "timestamp queries" } else { "wall clock around submit and the queue's done" },
+        "adapter": gpu.info,
+    });
+    Ok(report.to_string())
+}
