@@ -171,4 +171,7 @@ fn the_benchmark_times_a_step_in_the_browser() {
     let median = report["median_ms"].as_f64().unwrap();
     assert!(median >= slowest, "a step ({median} ms) faster than one of its dispatches ({slowest} ms)");
     assert_eq!(report["step_ms"].as_array().unwrap().len(), 3);
+    // A run that cannot start says why (on the page, the console and the report).
+    let report = run_page("run=bench&net=nope&batch=8&reps=1", Duration::from_secs(120));
+    assert!(report["fatal"].as_str().is_some_and(|f| f.contains("no preset nope")), "{report}");
 }
