@@ -236,11 +236,7 @@ pub fn compare(
     }
     if let Some(spec) = &opts.select {
         if opts.folds.is_some() {
-            return Err(TrainError::Input(
-                "--select chooses on folds of the training split and --folds replaces the test split by \
-                 folds: use one of them (--select needs data with a test split)"
-                    .into(),
-            ));
+            return Err(TrainError::Input(select::NOT_WITH_FOLDS.into()));
         }
         train::check_folds(train_set, &source.path, base.train.batch, spec.folds, None)?;
     }

@@ -20,6 +20,12 @@ use crate::model::{NetConfig, Top};
 use crate::train::grid::{self, Axis, Setting};
 use crate::train::{self, RunOptions, TrainError};
 
+/// Why `--select` is refused with compare's `--folds` (said by the command line before the data
+/// is read, and by [`crate::compare::compare`] for other callers).
+pub const NOT_WITH_FOLDS: &str =
+    "--select chooses on folds of the training split and --folds replaces the test split \
+     by folds: use one of them (--select needs data with a test split)";
+
 /// The default of `--select-folds`.
 pub const DEFAULT_FOLDS: usize = 3;
 

@@ -348,7 +348,6 @@ fn dropout_key_is_the_file_index_whatever_the_fusions() {
 #[test]
 fn differing_tops_share_everything_but_the_top_gradient() {
     use dlsvm::compare::run_config;
-    use dlsvm::train::batch_spec;
     let g = gpu();
     let base = preset("fer-small").expect("preset");
     let cfgs: Vec<NetConfig> = Top::ALL.iter().map(|&t| run_config(&base, t, 5)).collect();
@@ -358,7 +357,7 @@ fn differing_tops_share_everything_but_the_top_gradient() {
     let below_top = nets[0].params.len() - 2;
     for i in 1..cfgs.len() {
         assert!(inits[i] == inits[0], "{:?}: other initial weights", cfgs[i].top);
-        assert_eq!(batch_spec(&cfgs[i]), batch_spec(&cfgs[0]), "{:?}", cfgs[i].top);
+        assert_eq!(cfgs[i].batch_spec(), cfgs[0].batch_spec(), "{:?}", cfgs[i].top);
         assert_eq!(cfgs[i].train.mask_seed(), cfgs[0].train.mask_seed());
         for (p, q) in nets[i].params[..below_top].iter().zip(&nets[0].params) {
             assert_eq!((p.weight_decay, p.lr_scale), (q.weight_decay, q.lr_scale), "{}", p.name);

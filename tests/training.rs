@@ -194,10 +194,10 @@ fn no_augment_gives_the_unaugmented_batch() {
     let x = Normalizer::fit(train_set, true, 150.0).apply(train_set);
     let mut cfg = preset("fer-small").unwrap();
     cfg.train.batch = 8;
-    let augmented = make_batch(&x, &train_set.labels, 48, 48, &train::batch_spec(&cfg), 3);
+    let augmented = make_batch(&x, &train_set.labels, 48, 48, &cfg.batch_spec(), 3);
     Overrides { no_augment: true, ..Overrides::default() }.apply(&mut cfg).unwrap();
     assert!(cfg.train.augment.is_identity());
-    let plain = make_batch(&x, &train_set.labels, 48, 48, &train::batch_spec(&cfg), 3);
+    let plain = make_batch(&x, &train_set.labels, 48, 48, &cfg.batch_spec(), 3);
     assert_eq!(plain.indices, augmented.indices, "the same samples");
     let mut want = vec![0.0f32; 42 * 42];
     for (p, &i) in plain.indices.iter().enumerate() {
@@ -207,7 +207,7 @@ fn no_augment_gives_the_unaugmented_batch() {
     assert_ne!(plain.x, augmented.x, "the preset's augmentation changes the batch");
     // --noise-std alone adds noise to the centre crops.
     Overrides { noise_std: Some(0.5), ..Overrides::default() }.apply(&mut cfg).unwrap();
-    let noisy = make_batch(&x, &train_set.labels, 48, 48, &train::batch_spec(&cfg), 3);
+    let noisy = make_batch(&x, &train_set.labels, 48, 48, &cfg.batch_spec(), 3);
     let diff = noisy.x.iter().zip(&plain.x).map(|(a, b)| (a - b) as f64).map(|d| d * d).sum::<f64>();
     let std = (diff / plain.x.len() as f64).sqrt();
     assert!((0.45..0.55).contains(&std), "noise std {std}");

@@ -39,10 +39,7 @@ pub fn plan(c: &CompareArgs) -> Result<(NetConfig, String, Plan), CommandError> 
         true => None,
         false => {
             if a.folds.is_some() {
-                return Err(CommandError::input(
-                    "--select chooses on folds of the training split and --folds replaces the test split \
-                     by folds: use one of them (--select needs data with a test split)",
-                ));
+                return Err(CommandError::input(crate::select::NOT_WITH_FOLDS));
             }
             if a.slurm.is_some() {
                 return Err(CommandError::input(

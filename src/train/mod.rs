@@ -159,12 +159,6 @@ fn plan(config: &NetConfig, train: &Dataset) -> (u64, u64) {
     (spe, total)
 }
 
-/// How the training batches of `config` are cut: its batch size, crops of its input size,
-/// augmented unless the augmentation is the identity (`--no-augment`), seeded by its seed.
-pub fn batch_spec(config: &NetConfig) -> batch::BatchSpec {
-    config.batch_spec()
-}
-
 /// Everything about `config` and the data that can be refused before the GPU is touched.
 fn check_inputs(config: &NetConfig, source: &DataSource, train: &Dataset) -> Result<Net, TrainError> {
     config.train.validate().map_err(|e| TrainError::Input(e.to_string()))?;
@@ -442,7 +436,7 @@ pub fn run(
     );
     let mut log = TrainLog::open(out, resumed.as_ref().map(|c| c.step))?;
     let labels = Arc::new(train.labels.clone());
-    let spec = batch_spec(config);
+    let spec = config.batch_spec();
     let batches =
         batch::spawn(train_x, labels, train.h, train.w, spec, start, end, t.loader_threads.max(1), 4);
     let bar = progress_bar(opts.progress, total, start);
