@@ -506,6 +506,7 @@ pub fn run(gpu: &Gpu, opts: &BenchOptions, mut progress: impl FnMut(&str)) -> Re
             .filter_map(|j| j.op.map(|op| (j.name.starts_with("gemm_"), j.work.amount(), op)))
             .collect();
         order.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        tuner.prepare(gpu, &order.iter().map(|o| o.2).collect::<Vec<_>>(), &mut |m| progress(&m));
         for (_, _, op) in order {
             tuner.tune_ahead(gpu, &op, &mut |m| progress(&m))?;
         }

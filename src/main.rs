@@ -363,7 +363,13 @@ fn tune(
     let gpu = Gpu::new(adapter)?;
     let mut tuner = tuning::Tuner::new(Mode::Full, &mut |m| eprintln!("dlsvm: warning: {m}"));
     let mut rows = Vec::new();
-    for (key, op) in model::plan::ops(&net, batch) {
+    let ops = model::plan::ops(&net, batch);
+    tuner.prepare(&gpu, &ops.iter().map(|(_, op)| *op).collect::<Vec<_>>(), &mut |m| {
+        if !json {
+            eprintln!("dlsvm: {m}")
+        }
+    });
+    for (key, op) in ops {
         let entry = tuner.entry(&gpu, &op, &mut |m| {
             if !json {
                 eprintln!("dlsvm: {m}")

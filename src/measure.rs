@@ -295,17 +295,35 @@ impl Ready {
     }
 }
 
-/// Checks `variant` of `op` and, if it passes, builds its dispatches at the op's own shape:
-/// `Ok(Ready)`, or `Err(why)` when it failed its check or does not exist.
-pub fn prepare_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<Result<Ready, String>, GpuError> {
+/// Checks `variant` of `op` against the CPU reference at a small size: `Ok(())`, or `Err(why)`
+/// when it failed or is not a variant of `op`. (It builds the variant's pipeline, whose
+/// specialization is the shape's layout, not its size: the pipeline [`prepare_op`] then uses.)
+pub fn check_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<(), String> {
+    let Some(job) = op_job(op, variant) else {
+        return Err(format!("{variant} is not a variant of {}", op.signature()));
+    };
+    match pollster::block_on((job.check)(gpu)) {
+        Ok(r) if r.passed() => Ok(()),
+        Ok(r) => Err(format!("failed the reference check: {}", r.failure.unwrap_or_default())),
+        Err(e) => Err(format!("failed the reference check: {e}")),
+    }
+}
+
+/// Checks `variant` of `op` ([`check_op`]; `checked` is that check's outcome where it already
+/// ran) and, if it passes, builds its dispatches at the op's own shape: `Ok(Ready)`, or
+/// `Err(why)` when it failed its check or does not exist.
+pub fn prepare_op(
+    gpu: &Gpu,
+    op: &Op,
+    variant: Variant,
+    checked: Option<Result<(), String>>,
+) -> Result<Result<Ready, String>, GpuError> {
+    if let Err(why) = checked.unwrap_or_else(|| check_op(gpu, op, variant)) {
+        return Ok(Err(why));
+    }
     let Some(job) = op_job(op, variant) else {
         return Ok(Err(format!("{variant} is not a variant of {}", op.signature())));
     };
-    match pollster::block_on((job.check)(gpu)) {
-        Ok(r) if r.passed() => {}
-        Ok(r) => return Ok(Err(format!("failed the reference check: {}", r.failure.unwrap_or_default()))),
-        Err(e) => return Ok(Err(format!("failed the reference check: {e}"))),
-    }
     Ok(Ok(Ready { set: (job.build)(gpu)? }))
 }
 

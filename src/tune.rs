@@ -10,6 +10,9 @@
 //! tuned over a month ago are dropped at the next save ([`Cache::prune`]).
 //!
 //! One start tunes for at most [`BUDGET`]; ops left over keep their defaults until a later start.
+//! The variants' reference checks run first, on several devices at once ([`Tuner::prepare`]: a
+//! driver that compiles on its queue's thread compiles in parallel), the timing after them, on
+//! one device.
 //!
 //! Every variant is timed but one that would run another's kernel on the op's shape (a vec4 GEMM
 //! on an unaligned shape) and the direct convolutions: each is checked and screened with one quick
@@ -114,6 +117,12 @@ pub struct Cache {
     /// dead process left, [`Trying`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub crashed: BTreeMap<String, BTreeMap<String, String>>,
+    /// Variants that were among several running at once ([`Tuner::prepare`]'s checks) when a
+    /// tuning process died, per device and build, as in [`Cache::crashed`]: any of them may have
+    /// crashed the driver, so each is checked alone, outside the parallel checks, until it has
+    /// run once without a crash (then it leaves this list, or a crash in it names it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub suspects: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The cache key of `op` on `gpu`'s adapter under this build of dlsvm: its version and
@@ -221,6 +230,7 @@ impl Cache {
         self.entries.retain(|k, e| k.contains(&mine) || e.tuned_at > keep_after);
         // Another build's crashes are its own: its kernels may differ.
         self.crashed.retain(|k, _| k.ends_with(&format!("| {build}")));
+        self.suspects.retain(|k, v| k.ends_with(&format!("| {build}")) && !v.is_empty());
         before - self.entries.len()
     }
 
@@ -240,13 +250,15 @@ impl Cache {
 /// best screen, are timed [`REPS`] times side by side ([`measure::time_together`]). Only the
 /// contenders' dispatches are kept between the rounds.
 ///
-/// `crashed` names variants to skip (they crashed the driver in an earlier start); `trying`, where
-/// given, records each variant before its first run here, so that a crash in it is known at the
-/// next start.
+/// `crashed` names variants to skip (they crashed the driver in an earlier start); `checked` holds
+/// the outcomes of checks already run ([`Tuner::prepare`]), by variant; `trying`, where given,
+/// records each variant before its first run here, so that a crash in it is known at the next
+/// start.
 pub fn tune_op(
     gpu: &Gpu,
     op: &Op,
     crashed: &BTreeMap<String, String>,
+    checked: &BTreeMap<String, Result<(), String>>,
     mut trying: Option<&mut Trying>,
 ) -> Result<Option<Entry>, GpuError> {
     let mut ms = BTreeMap::new();
@@ -260,19 +272,16 @@ pub fn tune_op(
             continue;
         }
         if let Some(t) = trying.as_deref_mut() {
-            t.set(&device_key(gpu), &op.signature(), &name);
-            if std::env::var(CRASH_ENV).is_ok_and(|v| v == name) {
-                // The test of crash recovery: die as a driver crash would, in the variant's run.
-                std::process::abort();
-            }
+            t.set(0, &device_key(gpu), &op.signature(), &name);
+            crash_here(&name);
         }
-        let prepared = measure::prepare_op(gpu, op, v)?;
+        let prepared = measure::prepare_op(gpu, op, v, checked.get(&name).cloned())?;
         let screened = match prepared {
             Ok(ready) => Ok((ready.screen(gpu)?, ready)),
             Err(why) => Err(why),
         };
         if let Some(t) = trying.as_deref_mut() {
-            t.clear();
+            t.clear(0);
         }
         let ready = match screened {
             Ok(r) => r,
@@ -309,6 +318,29 @@ pub fn tune_op(
 /// would first run that variant (after recording that it is trying it), as a driver crash would.
 pub const CRASH_ENV: &str = "DLSVM_TEST_TUNE_CRASH";
 
+/// The test of crash recovery ([`CRASH_ENV`]): dies as a driver crash would, in `variant`'s run.
+fn crash_here(variant: &str) {
+    if std::env::var(CRASH_ENV).is_ok_and(|v| v == variant) {
+        std::process::abort();
+    }
+}
+
+/// How many devices [`Tuner::prepare`] checks on at once (overrides the default, the number of
+/// CPU cores up to [`MAX_WORKERS`]); 1 checks each variant just before timing it, on one device.
+pub const WORKERS_ENV: &str = "DLSVM_TUNE_WORKERS";
+/// The most devices [`Tuner::prepare`] opens by default.
+pub const MAX_WORKERS: usize = 4;
+
+/// The devices [`Tuner::prepare`] checks on at once: [`WORKERS_ENV`], else the CPU cores (the
+/// driver compiles on the CPU), at most [`MAX_WORKERS`].
+pub fn workers() -> usize {
+    std::env::var(WORKERS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)))
+        .max(1)
+}
+
 /// A tuning process's marker file, `<cache>.trying.<pid>`, held under an exclusive OS lock for
 /// the process's life: before a variant first runs it names the device, the op and the variant,
 /// and it is emptied when the run returns. The kernel releases the lock when the process dies, so
@@ -317,6 +349,8 @@ pub const CRASH_ENV: &str = "DLSVM_TEST_TUNE_CRASH";
 pub struct Trying {
     file: std::fs::File,
     path: PathBuf,
+    /// The variant each running check or timing is in (one line each), by slot.
+    slots: Vec<Option<String>>,
 }
 
 /// The marker of this process's live [`Trying`], for [`forget_trying`].
@@ -346,20 +380,29 @@ impl Trying {
         if let Ok(mut active) = ACTIVE.lock() {
             *active = Some(path.clone());
         }
-        Ok(Trying { file, path })
+        Ok(Trying { file, path, slots: Vec::new() })
     }
 
-    /// Records that `variant` of op `op` on device `device` is about to run (tab-separated).
-    pub fn set(&mut self, device: &str, op: &str, variant: &str) {
-        self.write(&format!("{device}\t{op}\t{variant}\n"));
+    /// Records that `variant` of op `op` on device `device` is about to run in `slot` (one of
+    /// several running at once; a line each, tab-separated).
+    pub fn set(&mut self, slot: usize, device: &str, op: &str, variant: &str) {
+        if self.slots.len() <= slot {
+            self.slots.resize(slot + 1, None);
+        }
+        self.slots[slot] = Some(format!("{device}\t{op}\t{variant}\n"));
+        self.write();
     }
 
-    /// The run returned.
-    pub fn clear(&mut self) {
-        self.write("");
+    /// The run in `slot` returned.
+    pub fn clear(&mut self, slot: usize) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = None;
+        }
+        self.write();
     }
 
-    fn write(&mut self, text: &str) {
+    fn write(&mut self) {
+        let text: String = self.slots.iter().flatten().map(String::as_str).collect();
         use std::io::{Seek, Write};
         // A process crash keeps what write() handed the kernel: no sync needed.
         let _ = self.file.set_len(0);
@@ -382,9 +425,21 @@ fn marker_path(cache: &Path, pid: u32) -> PathBuf {
     cache.with_file_name(format!("{name}.trying.{pid}"))
 }
 
-/// The crashes dead tuning processes left beside the cache at `cache` ([`Trying`]): each as
-/// (device key, op, variant). Their markers are deleted; live processes' are left alone.
-pub fn take_crashes(cache: &Path) -> Vec<(String, String, String)> {
+/// A variant a dead tuning process was running ([`take_crashes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Crash {
+    /// [`device_key`]
+    pub device: String,
+    pub op: String,
+    pub variant: String,
+    /// Whether it was the only variant running then: the one that crashed. Otherwise any of
+    /// those running may have.
+    pub alone: bool,
+}
+
+/// The crashes dead tuning processes left beside the cache at `cache` ([`Trying`]): the variants
+/// each was running. Their markers are deleted; live processes' are left alone.
+pub fn take_crashes(cache: &Path) -> Vec<Crash> {
     let prefix = format!("{}.trying.", cache.file_name().map_or("tune.json".into(), |n| n.to_string_lossy()));
     let dir = match cache.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -406,13 +461,84 @@ pub fn take_crashes(cache: &Path) -> Vec<(String, String, String)> {
             continue;
         }
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let mut parts = text.trim_end_matches('\n').splitn(3, '\t');
-        if let (Some(d), Some(o), Some(v)) = (parts.next(), parts.next(), parts.next()) {
-            found.push((d.to_string(), o.to_string(), v.to_string()));
+        let running: Vec<Vec<&str>> =
+            text.lines().map(|l| l.splitn(3, '\t').collect::<Vec<_>>()).filter(|p| p.len() == 3).collect();
+        for p in &running {
+            found.push(Crash {
+                device: p[0].to_string(),
+                op: p[1].to_string(),
+                variant: p[2].to_string(),
+                alone: running.len() == 1,
+            });
         }
         let _ = std::fs::remove_file(entry.path());
     }
     found
+}
+
+/// Runs [`measure::check_op`] for every `(key, op, variant)` of `jobs` on `gpu` and up to
+/// `workers - 1` more devices on its adapter ([`Gpu::sibling`]), each on a thread of its own,
+/// taking the next group of jobs as it finishes one: the jobs of one variant on ops of one kind
+/// and layout (which mostly share a pipeline) go to one device, so that no two compile it.
+/// `trying` records what each device is running. Returns each job's outcome (`None`: not run,
+/// where a device failed) and how many devices checked. The other devices are closed before it
+/// returns (a driver's shader cache writes are done).
+fn check_together(
+    gpu: &Gpu,
+    jobs: &[(String, Op, Variant)],
+    workers: usize,
+    device: &str,
+    trying: Option<&mut Trying>,
+) -> (Vec<Option<Result<(), String>>>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group_of = std::collections::HashMap::new();
+    for (i, (_, op, v)) in jobs.iter().enumerate() {
+        let layout = match op {
+            Op::Gemm(s) => Some(s.trans),
+            _ => None,
+        };
+        let g = *group_of.entry((std::mem::discriminant(op), layout, v.name())).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<Result<(), String>>>> = Mutex::new(vec![None; jobs.len()]);
+    let trying = Mutex::new(trying);
+    let devices = AtomicUsize::new(1);
+    let work = |g: &Gpu, slot: usize| {
+        while let Some(group) = groups.get(next.fetch_add(1, Ordering::SeqCst)) {
+            for &i in group {
+                let (_, op, v) = &jobs[i];
+                if let Some(t) = trying.lock().unwrap().as_deref_mut() {
+                    t.set(slot, device, &op.signature(), v.name());
+                }
+                crash_here(v.name());
+                let o = measure::check_op(g, op, *v);
+                if let Some(t) = trying.lock().unwrap().as_deref_mut() {
+                    t.clear(slot);
+                }
+                outcomes.lock().unwrap()[i] = Some(o);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for slot in 1..workers.min(groups.len()) {
+            let (work, devices) = (&work, &devices);
+            s.spawn(move || {
+                // A device that cannot be opened leaves its share to the others.
+                if let Ok(g) = gpu.sibling() {
+                    devices.fetch_add(1, Ordering::SeqCst);
+                    work(&g, slot);
+                }
+            });
+        }
+        work(gpu, 0);
+    });
+    (outcomes.into_inner().unwrap(), devices.into_inner())
 }
 
 /// Puts a screened variant `(v, t, x)` into `top`, the fastest screens so far, fastest first (a
@@ -463,8 +589,10 @@ pub struct Tuner {
     /// Keys [`Tuner::tune_ahead`] tuned in this run, not yet asked for by [`Tuner::entry`] (which
     /// then counts them as tuned, not as cached).
     ahead: std::collections::HashSet<String>,
-    /// This process's marker of the variant it is trying (with [`Mode::Full`]).
+    /// This process's marker of the variants it is trying (with [`Mode::Full`]).
     trying: Option<Trying>,
+    /// The outcomes of [`Tuner::prepare`]'s checks: by cache key, then variant.
+    checked: std::collections::HashMap<String, BTreeMap<String, Result<(), String>>>,
 }
 
 impl Tuner {
@@ -478,14 +606,33 @@ impl Tuner {
         let mut trying = None;
         if mode == Mode::Full {
             let crashes = take_crashes(&path);
-            for (device, op, variant) in &crashes {
+            for c in crashes.iter().filter(|c| c.alone) {
                 warn(format!(
-                    "variant {variant} was running when an earlier start ended abruptly (a driver crash, or a \
-                     kill) while tuning {op} on this device; it is skipped here from now on (remove it from \
+                    "variant {} was running when an earlier start ended abruptly (a driver crash, or a \
+                     kill) while tuning {} on this device; it is skipped here from now on (remove it from \
                      \"crashed\" in {} to try it again)",
+                    c.variant,
+                    c.op,
                     path.display()
                 ));
-                cache.crashed.entry(device.clone()).or_default().insert(variant.clone(), op.clone());
+                cache.crashed.entry(c.device.clone()).or_default().insert(c.variant.clone(), c.op.clone());
+            }
+            let together: Vec<&Crash> = crashes.iter().filter(|c| !c.alone).collect();
+            if !together.is_empty() {
+                let names: Vec<String> =
+                    together.iter().map(|c| format!("{} ({})", c.variant, c.op)).collect();
+                warn(format!(
+                    "an earlier start ended abruptly (a driver crash, or a kill) while checking {} at once on \
+                     this device; each is checked alone from now on, so that a crash names its variant",
+                    names.join(", ")
+                ));
+                for c in together {
+                    cache
+                        .suspects
+                        .entry(c.device.clone())
+                        .or_default()
+                        .insert(c.variant.clone(), c.op.clone());
+                }
             }
             if !crashes.is_empty() {
                 if let Err(e) = cache.save(&path) {
@@ -504,7 +651,58 @@ impl Tuner {
             report: Report::default(),
             ahead: Default::default(),
             trying,
+            checked: Default::default(),
         }
+    }
+
+    /// Checks every variant the tuner would time for `ops` (those [`Tuner::entry`] would tune now)
+    /// against the CPU reference ahead of the timing, on [`workers`] devices at once: the checks
+    /// build every pipeline the timing then uses, and a driver that compiles a pipeline on its
+    /// queue's thread at its first run (lavapipe: most of a first start's tuning time) compiles
+    /// on each device's own thread, where one device would compile them one after another. The
+    /// timing stays on `gpu` alone, after the checks; it finds the pipelines the other devices
+    /// built in the driver's shader cache (where the driver keeps one: Mesa's, NVIDIA's, ...).
+    /// Variants suspected of a crash are left to be checked alone. `progress` hears one line.
+    pub fn prepare(&mut self, gpu: &Gpu, ops: &[Op], progress: &mut dyn FnMut(String)) {
+        let workers = workers();
+        if self.mode != Mode::Full || workers < 2 || self.began.elapsed() > BUDGET {
+            return;
+        }
+        let device = device_key(gpu);
+        let caps = Caps::of(gpu);
+        let empty = BTreeMap::new();
+        let crashed = self.cache.crashed.get(&device).unwrap_or(&empty);
+        let suspects = self.cache.suspects.get(&device).unwrap_or(&empty);
+        let mut jobs: Vec<(String, Op, Variant)> = Vec::new();
+        let mut keys = std::collections::HashSet::new();
+        for op in ops {
+            let k = key(gpu, op);
+            if self.cache.entries.contains_key(&k) || self.checked.contains_key(&k) || !keys.insert(k.clone())
+            {
+                continue;
+            }
+            for v in op.tuned_variants(&caps) {
+                if !crashed.contains_key(v.name()) && !suspects.contains_key(v.name()) {
+                    jobs.push((k.clone(), *op, v));
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return;
+        }
+        let t = Instant::now();
+        let (outcomes, devices) = check_together(gpu, &jobs, workers, &device, self.trying.as_mut());
+        let n = outcomes.len();
+        for ((k, _, v), outcome) in jobs.iter().zip(outcomes) {
+            if let Some(o) = outcome {
+                self.checked.entry(k.clone()).or_default().insert(v.name().to_string(), o);
+            }
+        }
+        progress(format!(
+            "checked {n} variants of {} ops against the CPU reference on {devices} devices at once ({:.1} s)",
+            keys.len(),
+            t.elapsed().as_secs_f64()
+        ));
     }
 
     /// Tunes `op` now where [`Tuner::entry`] would (full mode, not cached, budget left), silently
@@ -535,8 +733,16 @@ impl Tuner {
         progress: &mut dyn FnMut(String),
     ) -> Result<Option<Entry>, GpuError> {
         let t = Instant::now();
-        let crashed = self.cache.crashed.get(&device_key(gpu)).cloned().unwrap_or_default();
-        let e = tune_op(gpu, op, &crashed, self.trying.as_mut())?;
+        let device = device_key(gpu);
+        let crashed = self.cache.crashed.get(&device).cloned().unwrap_or_default();
+        let checked = self.checked.remove(&key).unwrap_or_default();
+        let e = tune_op(gpu, op, &crashed, &checked, self.trying.as_mut())?;
+        // The suspects this op ran alone ran without a crash.
+        if let (Some(e), Some(suspects)) = (&e, self.cache.suspects.get_mut(&device)) {
+            let before = suspects.len();
+            suspects.retain(|v, _| !e.ms.contains_key(v) && !e.skipped.contains_key(v));
+            self.changed |= suspects.len() != before;
+        }
         if let Some(e) = &e {
             let runner = e.runner_up.as_ref().map(|r| format!("; runner-up {r} {:.2} ms", e.ms[r]));
             progress(format!(
@@ -642,7 +848,9 @@ pub fn plan(
 ) -> Result<(Plan, Report), GpuError> {
     let mut tuner = Tuner::new(mode, &mut |m| progress(format!("warning: {m}")));
     let mut plan = Plan::default();
-    for (key, op) in ops(net, batch) {
+    let ops = ops(net, batch);
+    tuner.prepare(gpu, &ops.iter().map(|(_, op)| *op).collect::<Vec<_>>(), progress);
+    for (key, op) in ops {
         if let Some(c) = tuner.choice(gpu, &op, progress)? {
             plan.set(key, c.variant).map_err(GpuError::Internal)?;
         }

@@ -266,8 +266,10 @@ fn a_variant_that_crashed_the_tuner_is_skipped_at_the_next_start() {
     let dir = TempDir::new("tune-crash");
     let cache = dir.join("tune.json");
     let victim = "subgroup4_64r16x4";
-    // The simulated crash: the process aborts where it would first run the variant.
-    let env = [("DLSVM_TUNE_CACHE", s(&cache)), (dlsvm::tune::CRASH_ENV, victim)];
+    // The simulated crash: the process aborts where it would first run the variant, the only
+    // one running (one device: the checks one by one).
+    let env =
+        [("DLSVM_TUNE_CACHE", s(&cache)), (dlsvm::tune::CRASH_ENV, victim), (dlsvm::tune::WORKERS_ENV, "1")];
     let o = dlsvm(&["tune", "--preset", "mlp", "--batch", "8", "--json"], &env);
     assert!(!o.status.success(), "the simulated crash did not happen: {:?}", text(&o));
     let markers: Vec<String> = std::fs::read_dir(dir.path())
@@ -308,6 +310,84 @@ fn a_variant_that_crashed_the_tuner_is_skipped_at_the_next_start() {
     let (later, err) = tune(&cache, &[]);
     assert!(!err.lines().any(|l| l.contains(victim) && l.contains("warning")), "{err}");
     assert!(later["ops"].as_array().unwrap().iter().all(|op| op["tuned"]["choice"].as_str() != Some(victim)));
+}
+
+/// The marker files of dead tuning processes beside `cache`, with their lines.
+fn markers(cache: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<String>)> {
+    std::fs::read_dir(cache.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("tune.json.trying."))
+        .map(|p| {
+            let lines = std::fs::read_to_string(&p).unwrap().lines().map(String::from).collect();
+            (p, lines)
+        })
+        .collect()
+}
+
+/// A start that checks on several devices at once ([`dlsvm::tune::Tuner::prepare`]) and dies
+/// while two variants run cannot tell which crashed: the next start says so in one line, takes
+/// neither for a crash, and checks both alone; one that then runs without a crash is tuned as any
+/// other (and suspected no more), one that crashes again, alone, is named and skipped from then on.
+#[test]
+fn a_crash_among_variants_checked_at_once_is_pinned_down_by_checking_them_alone() {
+    let dir = TempDir::new("tune-crash-together");
+    let cache = dir.join("tune.json");
+    let victim = "subgroup4_64r16x4";
+    let crash = |workers: &str| {
+        let env = [
+            ("DLSVM_TUNE_CACHE", s(&cache)),
+            (dlsvm::tune::CRASH_ENV, victim),
+            (dlsvm::tune::WORKERS_ENV, workers),
+        ];
+        let o = dlsvm(&["tune", "--preset", "mlp", "--batch", "8", "--json"], &env);
+        assert!(!o.status.success(), "the simulated crash did not happen: {:?}", text(&o));
+    };
+    // Two devices check at once; the marker names the victim (and what the other device ran, if
+    // it was running something). Made to name two variants, as a crash mid-check mostly finds.
+    let two_running = || {
+        let found = markers(&cache);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (path, lines) = &found[0];
+        let line =
+            lines.iter().find(|l| l.ends_with(&format!("\t{victim}"))).expect("the victim's line").clone();
+        let other = line.replace(victim, "naive");
+        std::fs::write(path, format!("{line}\n{other}\n")).unwrap();
+    };
+    let file = || -> Value { serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap() };
+    crash("2");
+    two_running();
+    // An innocent victim: a normal start says once that both are checked alone, and times them.
+    let (after, err) = tune(&cache, &[]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("ended abruptly")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains(victim) && lines[0].contains("naive") && lines[0].contains("alone"), "{err}");
+    assert_eq!(report(&after, "tuned"), 8, "{after}");
+    let timed = |v: &Value, name: &str| {
+        v["ops"].as_array().unwrap().iter().any(|op| op["tuned"]["ms"].get(name).is_some())
+    };
+    assert!(timed(&after, victim) && timed(&after, "naive"), "{after}");
+    assert!(file().get("crashed").is_none() && file().get("suspects").is_none(), "{}", file());
+    assert!(markers(&cache).is_empty(), "a marker was left behind");
+    // A guilty one: the start after the parallel crash checks it alone and crashes again, naming it.
+    std::fs::remove_file(&cache).unwrap();
+    crash("2");
+    two_running();
+    crash("2");
+    let found = markers(&cache);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].1.len(), 1, "the victim ran alone: {found:?}");
+    assert!(found[0].1[0].ends_with(victim), "{found:?}");
+    let suspects = file()["suspects"].clone();
+    assert!(suspects.as_object().is_some_and(|m| m.values().any(|v| v.get(victim).is_some())), "{}", file());
+    let (last, err) = tune(&cache, &[]);
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains(victim)).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].contains("crashed") && lines[0].contains("skipped"), "{err}");
+    assert!(!timed(&last, victim), "{last}");
+    assert!(timed(&last, "naive"), "the other suspect is tuned again: {last}");
+    assert!(file()["crashed"].as_object().unwrap().values().any(|v| v.get(victim).is_some()), "{}", file());
+    assert!(file().get("suspects").is_none(), "{}", file());
 }
 
 /// Ctrl-C (or a scheduler's SIGTERM) during tuning is not a driver crash: the process empties its

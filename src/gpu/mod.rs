@@ -258,6 +258,14 @@ impl Gpu {
         pollster::block_on(Self::open_async(filter))
     }
 
+    /// A second device on this one's adapter, opened the same way (features, limits, the
+    /// environment's switches): its own queue, so its work (a driver's shader compiles among it)
+    /// can run beside this one's. Native only: a page has one thread.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn sibling(&self) -> Result<Gpu, GpuError> {
+        pollster::block_on(Self::open(self.adapter.clone()))
+    }
+
     /// Opens the adapter as [`Gpu::new`] does: the one path of both targets (the browser awaits
     /// it, native commands block on it).
     pub async fn open_async(filter: Option<&str>) -> Result<Gpu, GpuError> {
