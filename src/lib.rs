@@ -22,7 +22,6 @@ pub mod data;
 pub mod eval;
 pub mod gpu;
 pub mod kernels;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod measure;
 pub mod model;
 pub mod report;
@@ -36,5 +35,4 @@ pub mod shapes;
 pub mod slurm;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod tune;

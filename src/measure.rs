@@ -9,13 +9,18 @@ use crate::kernels::registry::{FamilyVariant, Op, Variant};
 use crate::kernels::{conv, gemm, pool, Epilogue};
 use crate::rng::Rng;
 use crate::shapes::{Conv2dShape, GemmShape, Pool2dShape};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
+// The rows' fields and their amounts of work serve `dlsvm bench` (native); the tuner (both
+// targets) uses the checks and the builds.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) enum Work {
     Flops(f64),
     Bytes(f64),
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 impl Work {
     /// The floating-point operations or bytes, whichever the row counts.
     pub(crate) fn amount(&self) -> f64 {
@@ -29,6 +34,7 @@ pub(crate) type CheckFn = Box<dyn Fn(&Gpu) -> CaseFuture<'_>>;
 pub(crate) type BuildFn = Box<dyn Fn(&Gpu) -> Result<Vec<Vec<Dispatch>>, GpuError>>;
 
 /// A kernel to check against the CPU reference at a small size and to time at its own shape.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Job {
     pub name: String,
     /// The variant, as the row shows it.
@@ -65,25 +71,48 @@ const WARM_MAX: Duration = Duration::from_millis(1500);
 /// still came out up to 1.9x slower after a check than in a run of rows back to back (a plateau
 /// on the way up). On lavapipe a large kernel's first run outlasts the minimum: one run, where the
 /// old fixed warm-up took two.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn warm_up(mut run: impl FnMut() -> Result<f64, GpuError>) -> Result<(), GpuError> {
-    let began = Instant::now();
-    let mut prev = run()?;
-    // One run that long is sustained load by itself (lavapipe at FER sizes): nothing to ramp.
-    if began.elapsed() >= WARM_MIN {
-        return Ok(());
+    let mut w = WarmUp::new();
+    while !w.warm_after(run()?) {}
+    Ok(())
+}
+
+/// [`warm_up`]'s rule, fed one run at a time (so that a caller awaiting its runs uses it too).
+pub(crate) struct WarmUp {
+    began: Instant,
+    /// The previous batch's median (the first run's time, before the first batch).
+    prev: Option<f64>,
+    batch: Instant,
+    runs: Vec<f64>,
+}
+
+impl WarmUp {
+    pub(crate) fn new() -> WarmUp {
+        WarmUp { began: Instant::now(), prev: None, batch: Instant::now(), runs: Vec::new() }
     }
-    loop {
-        let batch = Instant::now();
-        let mut t = Vec::new();
-        while t.is_empty() || batch.elapsed() < WARM_BATCH {
-            t.push(run()?);
+
+    /// Takes the time of the run just done: whether the device is warm now.
+    pub(crate) fn warm_after(&mut self, ms: f64) -> bool {
+        let Some(prev) = self.prev else {
+            // One run that long is sustained load by itself (lavapipe at FER sizes): nothing to
+            // ramp.
+            self.prev = Some(ms);
+            self.batch = Instant::now();
+            return self.began.elapsed() >= WARM_MIN;
+        };
+        self.runs.push(ms);
+        if self.batch.elapsed() < WARM_BATCH {
+            return false;
         }
-        let m = median(t);
-        let steady = (m - prev).abs() <= 0.05 * prev && began.elapsed() >= WARM_MIN;
-        if steady || began.elapsed() >= WARM_MAX {
-            return Ok(());
+        let m = median(std::mem::take(&mut self.runs));
+        let steady = (m - prev).abs() <= 0.05 * prev && self.began.elapsed() >= WARM_MIN;
+        if steady || self.began.elapsed() >= WARM_MAX {
+            return true;
         }
-        prev = m;
+        self.prev = Some(m);
+        self.batch = Instant::now();
+        false
     }
 }
 
@@ -99,8 +128,14 @@ impl<'a> Rotor<'a> {
     }
 
     /// One run of the next group, in ms.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn one(&mut self, gpu: &Gpu) -> Result<f64, GpuError> {
-        let t = gpu.time(&self.refs[self.next % self.refs.len()], 1)?;
+        pollster::block_on(self.one_async(gpu))
+    }
+
+    /// [`Rotor::one`], awaited.
+    pub(crate) async fn one_async(&mut self, gpu: &Gpu) -> Result<f64, GpuError> {
+        let t = gpu.time_async(&self.refs[self.next % self.refs.len()], 1).await?;
         self.next += 1;
         Ok(t.first().copied().unwrap_or(f64::NAN))
     }
@@ -110,31 +145,52 @@ impl<'a> Rotor<'a> {
 /// `reps == 1` (the tuner's quick screen): the fastest of the runs within [`WARM_BATCH`] (at
 /// least one, so a slow variant on a slow device costs one run), which a cold clock cannot push
 /// past the screen's threshold as easily as one run.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn time_groups(gpu: &Gpu, set: &[Vec<Dispatch>], reps: usize) -> Result<f64, GpuError> {
+    pollster::block_on(time_groups_async(gpu, set, reps))
+}
+
+/// [`time_groups`], awaited.
+pub(crate) async fn time_groups_async(
+    gpu: &Gpu,
+    set: &[Vec<Dispatch>],
+    reps: usize,
+) -> Result<f64, GpuError> {
     if reps > 1 {
-        return Ok(time_sets(gpu, &[set], reps)?[0]);
+        return Ok(time_sets_async(gpu, &[set], reps).await?[0]);
     }
     let mut rotor = Rotor::new(set);
     let began = Instant::now();
-    let mut best = rotor.one(gpu)?;
+    let mut best = rotor.one_async(gpu).await?;
     while began.elapsed() < WARM_BATCH {
-        best = best.min(rotor.one(gpu)?);
+        best = best.min(rotor.one_async(gpu).await?);
     }
     Ok(best)
 }
 
 /// The median ms of each set: after a [`warm_up`] on the first, `reps` rounds that each run every
 /// set once (its next group), in turn.
+#[cfg(not(target_arch = "wasm32"))]
 pub(crate) fn time_sets(gpu: &Gpu, sets: &[&[Vec<Dispatch>]], reps: usize) -> Result<Vec<f64>, GpuError> {
+    pollster::block_on(time_sets_async(gpu, sets, reps))
+}
+
+/// [`time_sets`], awaited.
+pub(crate) async fn time_sets_async(
+    gpu: &Gpu,
+    sets: &[&[Vec<Dispatch>]],
+    reps: usize,
+) -> Result<Vec<f64>, GpuError> {
     let mut rotors: Vec<Rotor> = sets.iter().map(|s| Rotor::new(s)).collect();
     let Some(first) = rotors.first_mut() else {
         return Ok(Vec::new());
     };
-    warm_up(|| first.one(gpu))?;
+    let mut w = WarmUp::new();
+    while !w.warm_after(first.one_async(gpu).await?) {}
     let mut t = vec![Vec::with_capacity(reps); rotors.len()];
     for _ in 0..reps.max(1) {
         for (r, ti) in rotors.iter_mut().zip(t.iter_mut()) {
-            ti.push(r.one(gpu)?);
+            ti.push(r.one_async(gpu).await?);
         }
     }
     Ok(t.into_iter().map(median).collect())
@@ -290,19 +346,19 @@ pub struct Ready {
 
 impl Ready {
     /// The tuner's quick screen: the fastest run within [`WARM_BATCH`] (at least one).
-    pub fn screen(&self, gpu: &Gpu) -> Result<f64, GpuError> {
-        time_groups(gpu, &self.set, 1)
+    pub async fn screen(&self, gpu: &Gpu) -> Result<f64, GpuError> {
+        time_groups_async(gpu, &self.set, 1).await
     }
 }
 
 /// Checks `variant` of `op` against the CPU reference at a small size: `Ok(())`, or `Err(why)`
 /// when it failed or is not a variant of `op`. (It builds the variant's pipeline, whose
 /// specialization is the shape's layout, not its size: the pipeline [`prepare_op`] then uses.)
-pub fn check_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<(), String> {
+pub async fn check_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<(), String> {
     let Some(job) = op_job(op, variant) else {
         return Err(format!("{variant} is not a variant of {}", op.signature()));
     };
-    match pollster::block_on((job.check)(gpu)) {
+    match (job.check)(gpu).await {
         Ok(r) if r.passed() => Ok(()),
         Ok(r) => Err(format!("failed the reference check: {}", r.failure.unwrap_or_default())),
         Err(e) => Err(format!("failed the reference check: {e}")),
@@ -312,13 +368,17 @@ pub fn check_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<(), String> {
 /// Checks `variant` of `op` ([`check_op`]; `checked` is that check's outcome where it already
 /// ran) and, if it passes, builds its dispatches at the op's own shape: `Ok(Ready)`, or
 /// `Err(why)` when it failed its check or does not exist.
-pub fn prepare_op(
+pub async fn prepare_op(
     gpu: &Gpu,
     op: &Op,
     variant: Variant,
     checked: Option<Result<(), String>>,
 ) -> Result<Result<Ready, String>, GpuError> {
-    if let Err(why) = checked.unwrap_or_else(|| check_op(gpu, op, variant)) {
+    let checked = match checked {
+        Some(c) => c,
+        None => check_op(gpu, op, variant).await,
+    };
+    if let Err(why) = checked {
         return Ok(Err(why));
     }
     let Some(job) = op_job(op, variant) else {
@@ -330,7 +390,7 @@ pub fn prepare_op(
 /// Times several variants of one op side by side ([`time_sets`]): the median of each. Interleaved,
 /// a device whose speed drifts (lavapipe's, up to 2x within minutes) slows every variant alike
 /// instead of deciding the choice.
-pub fn time_together(gpu: &Gpu, ready: &[Ready], reps: usize) -> Result<Vec<f64>, GpuError> {
+pub async fn time_together(gpu: &Gpu, ready: &[Ready], reps: usize) -> Result<Vec<f64>, GpuError> {
     let sets: Vec<&[Vec<Dispatch>]> = ready.iter().map(|r| r.set.as_slice()).collect();
-    time_sets(gpu, &sets, reps)
+    time_sets_async(gpu, &sets, reps).await
 }

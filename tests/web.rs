@@ -47,6 +47,12 @@ fn dist() -> PathBuf {
 
 /// Opens `index.html?QUERY&report=/result` and returns what the page reported.
 fn run_page(query: &str, timeout: Duration) -> Value {
+    run_visits(&[query], timeout).pop().unwrap()
+}
+
+/// [`run_page`] for each query in turn, as one visitor coming back (the same origin and browser
+/// profile, so the page's storage is kept); `timeout` for each.
+fn run_visits(queries: &[&str], timeout: Duration) -> Vec<Value> {
     let dist = dist();
     let files = move |path: &str| {
         let name = match path {
@@ -64,7 +70,8 @@ fn run_page(query: &str, timeout: Duration) -> Value {
         };
         std::fs::read(dist.join(name)).ok().map(|b| (kind, b))
     };
-    browser::run_page("web", &format!("/index.html?{query}&report=/result"), files, timeout)
+    let urls: Vec<String> = queries.iter().map(|q| format!("/index.html?{q}&report=/result")).collect();
+    browser::run_pages("web", &urls.iter().map(String::as_str).collect::<Vec<_>>(), files, timeout)
 }
 
 #[test]
@@ -155,11 +162,9 @@ fn training_in_the_browser_learns_and_its_model_is_dlsvms() {
     assert!((native - accuracy).abs() <= 0.005, "native eval {native}, the page {accuracy}");
 }
 
-/// `?run=bench` times a fer-small step in the page: every dispatch of the step has a row with a
+/// The rows of `?run=bench`'s report: every dispatch of a fer-small step has a row with a
 /// positive time, and the step's median is at least the slowest dispatch alone.
-#[test]
-fn the_benchmark_times_a_step_in_the_browser() {
-    let report = run_page("run=bench&net=fer-small&batch=64&reps=3", Duration::from_secs(600));
+fn check_step_rows(report: &Value, reps: usize) {
     if let Some(fatal) = report["fatal"].as_str() {
         panic!("the page could not benchmark: {fatal}");
     }
@@ -170,8 +175,56 @@ fn the_benchmark_times_a_step_in_the_browser() {
     assert!(rows.iter().all(|r| r[1].as_f64().unwrap() > 0.0), "{rows:?}");
     let median = report["median_ms"].as_f64().unwrap();
     assert!(median >= slowest, "a step ({median} ms) faster than one of its dispatches ({slowest} ms)");
-    assert_eq!(report["step_ms"].as_array().unwrap().len(), 3);
-    // A run that cannot start says why (on the page, the console and the report).
+    assert_eq!(report["step_ms"].as_array().unwrap().len(), reps);
+}
+
+/// `?run=bench` tunes each op of a fer-small step on the page's adapter (the command line's
+/// tuner: checked against the CPU reference, screened, the fastest timed side by side), times the
+/// step with those choices, and keeps them in the browser's storage: the visitor's next run takes
+/// every choice from there and tunes nothing.
+#[test]
+fn the_benchmark_tunes_in_the_browser_and_keeps_the_choices() {
+    let query = "run=bench&net=fer-small&batch=16&reps=3";
+    let reports = run_visits(&[query, query], Duration::from_secs(1200));
+    let ops = |r: &Value| r["ops"].as_array().cloned().unwrap_or_default();
+    for (visit, r) in reports.iter().enumerate() {
+        check_step_rows(r, 3);
+        println!(
+            "visit {visit}: {} ops tuned in {} s, {} cached: {:?}",
+            r["tuned"],
+            r["tuning_seconds"],
+            r["cached"],
+            ops(r)
+                .iter()
+                .map(|o| (o["op"].clone(), o["choice"].clone(), o["ms"].clone()))
+                .collect::<Vec<_>>()
+        );
+    }
+    let (first, second) = (&reports[0], &reports[1]);
+    // fer-small's step: 3 convolutions (forward, weight; data for the last two), 3 pools (both
+    // ways), 2 fc layers (forward, data, weight): 20 ops, every one tuned on the first visit.
+    assert_eq!(ops(first).len(), 20, "{first}");
+    assert_eq!((first["tuned"].as_u64(), first["cached"].as_u64()), (Some(20), Some(0)), "{first}");
+    for o in ops(first) {
+        let choice = o["choice"].as_str().unwrap_or_else(|| panic!("no variant passed its check: {o}"));
+        assert!(o["ms"].as_f64().unwrap() > 0.0, "{o}");
+        // The step ran with the choice.
+        assert_eq!(first["plan"][o["op"].as_str().unwrap()].as_str(), Some(choice), "{o}: {}", first["plan"]);
+        assert!(o["skipped"].as_object().is_some_and(|s| s.is_empty()), "a variant failed its check: {o}");
+    }
+    // The second visit: every choice from the browser's storage, the same ones.
+    assert_eq!((second["tuned"].as_u64(), second["cached"].as_u64()), (Some(0), Some(20)), "{second}");
+    assert_eq!(second["plan"], first["plan"]);
+}
+
+/// `?run=bench&tune=off` times the step with the kernels' default variants and tunes nothing; a
+/// run that cannot start says why (on the page, the console and the report).
+#[test]
+fn the_benchmark_runs_the_defaults_untuned_and_says_why_it_cannot_start() {
+    let report = run_page("run=bench&net=fer-small&batch=64&reps=3&tune=off", Duration::from_secs(600));
+    check_step_rows(&report, 3);
+    assert!(report["ops"].as_array().is_some_and(|o| o.is_empty()), "{report}");
+    assert_eq!(report["tuned"], 0);
     let report = run_page("run=bench&net=nope&batch=8&reps=1", Duration::from_secs(120));
     assert!(report["fatal"].as_str().is_some_and(|f| f.contains("no preset nope")), "{report}");
 }

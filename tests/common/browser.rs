@@ -35,7 +35,6 @@ const INSTALL: &str = "Install it: `sudo apt-get install chromium` (or `bash .ci
 /// with its fresh profile folder and its log.
 pub struct Browser {
     child: Child,
-    profile: PathBuf,
     log: PathBuf,
 }
 
@@ -71,7 +70,7 @@ impl Browser {
                 let _ = std::fs::remove_file(log_path);
                 panic!("\n\ncannot start Chromium ({}): {e}\n{INSTALL}", binary.display())
             });
-        Browser { child, profile: profile.to_path_buf(), log: log_path.to_path_buf() }
+        Browser { child, log: log_path.to_path_buf() }
     }
 }
 
@@ -91,8 +90,16 @@ impl Drop for Browser {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
-        let _ = std::fs::remove_dir_all(&self.profile);
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A browser profile folder, removed when dropped (after the browsers that used it).
+struct Profile(PathBuf);
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -134,21 +141,48 @@ fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &[u8]) {
 /// bytes; `None` is a 404) to headless Chromium opened at `url` (a path and query on the server)
 /// until the page posts its report to `/result`, which is returned as JSON. Panics with the
 /// browser's log if it exits first or `timeout` passes. `name` names the temporary profile.
+#[allow(dead_code)] // tests/tint.rs's; tests/web.rs opens pages with run_pages.
 pub fn run_page(
     name: &str,
     url: &str,
     files: impl Fn(&str) -> Option<(&'static str, Vec<u8>)>,
     timeout: Duration,
 ) -> Value {
+    run_pages(name, &[url], files, timeout).pop().unwrap()
+}
+
+/// [`run_page`] for each of `urls` in turn, as a returning visitor: one origin (the same server)
+/// and one browser profile (its storage kept), a browser started and closed for each; `timeout`
+/// for each. The reports, in order.
+pub fn run_pages(
+    name: &str,
+    urls: &[&str],
+    files: impl Fn(&str) -> Option<(&'static str, Vec<u8>)>,
+    timeout: Duration,
+) -> Vec<Value> {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}{url}", listener.local_addr().unwrap());
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-    let dir = std::env::temp_dir().join(format!("dlsvm-{name}-{}-{stamp}", std::process::id()));
-    let log = dir.with_extension("log");
-    let mut browser = Browser::start(&url, &dir, &log);
+    let profile = Profile(std::env::temp_dir().join(format!("dlsvm-{name}-{}-{stamp}", std::process::id())));
+    let log = profile.0.with_extension("log");
+    let mut reports = Vec::new();
+    for url in urls {
+        let url = format!("http://{}{url}", listener.local_addr().unwrap());
+        reports.push(serve(&listener, Browser::start(&url, &profile.0, &log), &log, &files, timeout));
+    }
+    reports
+}
+
+/// Serves the page to `browser` until it reports ([`run_page`]).
+fn serve(
+    listener: &TcpListener,
+    mut browser: Browser,
+    log: &Path,
+    files: &impl Fn(&str) -> Option<(&'static str, Vec<u8>)>,
+    timeout: Duration,
+) -> Value {
     let log_tail = || {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     };

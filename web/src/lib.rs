@@ -188,22 +188,130 @@ pub async fn run_train(
     Ok(report.to_string())
 }
 
-/// Times a training step of the preset `net_name` (at `batch`) on the page's adapter, with the
-/// kernels' default variants (no tuning in the page yet): the whole step (`reps` times, after
-/// two warm-up steps) and each of its dispatches on its own (`GpuNet::profile_async`, the rows of
-/// `dlsvm bench`'s step breakdown). Answers JSON: `step_ms` (each repetition), `median_ms`,
-/// `images_per_sec`, `rows` ([name, median ms]), `timing` (timestamp queries or the wall clock).
+/// The page's tuning cache from `text` (the JSON the page keeps in the browser's storage, the
+/// `tune.json` of the command line): empty when there is none; a value that is not a cache is
+/// ignored with a console warning (and replaced at the next save).
+fn parse_cache(text: Option<&str>) -> dlsvm::tune::Cache {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Default::default();
+    };
+    serde_json::from_str(text).unwrap_or_else(|e| {
+        web_sys::console::warn_1(&JsValue::from_str(&format!(
+            "dlsvm: the tuning cache in this browser's storage is not one ({e}); tuning afresh"
+        )));
+        Default::default()
+    })
+}
+
+/// Hands the page's tuning cache to `save(json)` (which keeps it in the browser's storage),
+/// another build's month-old entries dropped as the command line drops them.
+fn save_cache(cache: &mut dlsvm::tune::Cache, save: &js_sys::Function) -> Result<(), JsValue> {
+    cache.prune(&dlsvm::tune::build(), (js_sys::Date::now() / 1e3) as u64);
+    let text = serde_json::to_string(cache).map_err(js_error)?;
+    save.call1(&JsValue::NULL, &JsValue::from_str(&text)).map(|_| ())
+}
+
+/// The plan of a step of `net` at `batch` on `gpu` with the tuner's choices: each op from
+/// `cache` (the page's), or tuned now (the command line's tuner: every variant that passes its
+/// check against the CPU reference is screened, the fastest timed side by side) and handed to
+/// `save` at once, so a closed tab keeps what was done. `on_op(line)` hears each op tuned.
+/// Answers the plan and a row per op: `op`, `shape`, `choice`, `ms`, `runner_up`,
+/// `runner_up_ms`, `cached`, `seconds`, `skipped` (variants that failed their check, and why).
+async fn tuned_plan(
+    gpu: &Gpu,
+    net: &dlsvm::model::Net,
+    batch: usize,
+    mut cache: dlsvm::tune::Cache,
+    on_op: &js_sys::Function,
+    save: &js_sys::Function,
+) -> Result<(dlsvm::model::Plan, Vec<serde_json::Value>), JsValue> {
+    use std::collections::BTreeMap;
+    let mut plan = dlsvm::model::Plan::default();
+    let mut rows = Vec::new();
+    for (k, op) in dlsvm::model::plan::ops(net, batch) {
+        let key = dlsvm::tune::key(gpu, &op);
+        let began = js_sys::Date::now();
+        let (entry, cached) = match cache.entries.get(&key) {
+            Some(e) => (Some(e.clone()), true),
+            None => {
+                let e = dlsvm::tune::tune_op(gpu, &op, &BTreeMap::new(), &BTreeMap::new(), &mut |_| {})
+                    .await
+                    .map_err(js_error)?;
+                if let Some(e) = &e {
+                    cache.entries.insert(key, e.clone());
+                    save_cache(&mut cache, save)?;
+                    let line = format!(
+                        "tuned {}: {} {:.2} ms ({:.1} s)",
+                        op.signature(),
+                        e.choice,
+                        e.ms[&e.choice],
+                        (js_sys::Date::now() - began) / 1e3
+                    );
+                    let _ = on_op.call1(&JsValue::NULL, &JsValue::from_str(&line));
+                }
+                (e, false)
+            }
+        };
+        let Some(e) = entry else {
+            // Nothing passed its check: the default runs (and its own check says why).
+            rows.push(serde_json::json!({ "op": k.to_string(), "shape": op.signature(), "choice": null }));
+            continue;
+        };
+        let variant = op.parse(&e.choice).map_err(js_error)?;
+        plan.set(k, variant).map_err(js_error)?;
+        let runner_up_ms = e.runner_up.as_ref().and_then(|r| e.ms.get(r));
+        rows.push(serde_json::json!({
+            "op": k.to_string(),
+            "shape": op.signature(),
+            "choice": e.choice,
+            "ms": e.ms[&e.choice],
+            "runner_up": e.runner_up,
+            "runner_up_ms": runner_up_ms,
+            "cached": cached,
+            "seconds": (js_sys::Date::now() - began) / 1e3,
+            "skipped": e.skipped,
+        }));
+    }
+    Ok((plan, rows))
+}
+
+/// Times a training step of the preset `net_name` (at `batch`) on the page's adapter: with
+/// `tune`, with the tuner's choice for each op ([`tuned_plan`]: from `cache`, the JSON the page
+/// keeps in the browser's storage, or tuned now and handed to `save(json)` to keep there), else
+/// with the kernels' default variants; the whole step (`reps` times, after two warm-up steps) and
+/// each of its dispatches on its own (`GpuNet::profile_async`, the rows of `dlsvm bench`'s step
+/// breakdown). `on_op(line)` hears each op tuned. Answers JSON: `step_ms` (each repetition), `median_ms`, `images_per_sec`, `rows`
+/// ([name, median ms]), `ops` (the tuner's rows: [`tuned_plan`]), `tuned` and `cached` (ops),
+/// `plan` (op to variant), `timing` (timestamp queries or the wall clock).
 #[wasm_bindgen]
-pub async fn run_bench(name: String, net_name: String, batch: u32, reps: u32) -> Result<String, JsValue> {
+#[allow(clippy::too_many_arguments)] // The page's call: plain arguments are its whole interface.
+pub async fn run_bench(
+    name: String,
+    net_name: String,
+    batch: u32,
+    reps: u32,
+    tune: bool,
+    cache: Option<String>,
+    on_op: js_sys::Function,
+    save: js_sys::Function,
+) -> Result<String, JsValue> {
     use dlsvm::data::{batch as batches, normalize::Normalizer, synth};
-    use dlsvm::model::{config, GpuNet, Net};
+    use dlsvm::model::{config, GpuNet, Net, Plan};
     let gpu = open(&name).await?;
     let cfg = config::preset(&net_name).ok_or_else(|| js_error(format!("no preset {net_name}")))?;
     let (batch, reps) = (batch.max(1) as usize, reps.max(1) as usize);
     let t = &cfg.train;
     let net = Net::new(&cfg, dlsvm::data::FER_CLASSES.len()).map_err(js_error)?;
+    let tuning_began = js_sys::Date::now();
+    let (plan, ops) = if tune {
+        tuned_plan(&gpu, &net, batch, parse_cache(cache.as_deref()), &on_op, &save).await?
+    } else {
+        (Plan::default(), Vec::new())
+    };
+    let tuning_seconds = (js_sys::Date::now() - tuning_began) / 1e3;
     let init = net.init_params(t.seed);
-    let gnet = GpuNet::new(&gpu, &net, batch, &init, t.svm_c, t.mask_seed()).map_err(js_error)?;
+    let gnet =
+        GpuNet::with_plan(&gpu, &net, batch, &init, t.svm_c, t.mask_seed(), &plan).map_err(js_error)?;
     // A batch of faces at the network's image size, cut as training cuts it.
     let faces = synth::faces(batch, t.seed).resized(cfg.image_size);
     let x = Normalizer::fit(&faces, t.per_image_norm, t.norm).apply(&faces);
@@ -229,6 +337,11 @@ pub async fn run_bench(name: String, net_name: String, batch: u32, reps: u32) ->
         "median_ms": median,
         "images_per_sec": batch as f64 / (median / 1e3).max(1e-9),
         "rows": rows,
+        "ops": ops,
+        "tuned": ops.iter().filter(|o| o["cached"] == false).count(),
+        "cached": ops.iter().filter(|o| o["cached"] == true).count(),
+        "tuning_seconds": tuning_seconds,
+        "plan": gnet.plan().names(),
         "timing": if gpu.timestamps { "timestamp queries" } else { "wall clock around submit and the queue's done" },
         "adapter": gpu.info,
     });
