@@ -1,7 +1,8 @@
 //! Evaluation: scores of a data split under one or more models (an ensemble averages them),
 //! optional test-time augmentation, the metrics the paper reports, and prediction of single
-//! images. In the browser build only `scores_async` and `metrics` exist (the models a page
-//! trains are scored in place; loading files, ensembles and the blocking calls are native).
+//! images. In the browser build the async functions and `metrics` exist (a page scores the models
+//! it trains in place, and predicts with a model from bytes; loading files, ensembles and the
+//! blocking calls are native).
 #![cfg_attr(target_arch = "wasm32", allow(unused_imports))]
 
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use crate::data::augment::Augment;
 use crate::data::{self, batch, DataSource, Dataset};
 use crate::gpu::{Gpu, GpuError};
 use crate::model::checkpoint::{self, Checkpoint};
+use crate::model::plan::Plan;
 use crate::model::GpuNet;
 
 /// What stops an evaluation: the device, or a model or data that does not fit (one line naming
@@ -29,18 +31,27 @@ pub struct Model {
     pub net: GpuNet,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+/// A model's answer for one image: the best class and every class's score (in the checkpoint's
+/// class order).
+pub type Prediction = (String, Vec<f32>);
+
 impl Model {
-    /// Loads the checkpoint at `path` to score `batch` images at a time, or fewer where the
-    /// device's buffers need it (evaluation's batch does not change its results), with the kernel
-    /// variants `tune` gives.
-    pub fn load(gpu: &Gpu, path: &Path, batch: usize, tune: crate::tune::Mode) -> Result<Model, EvalError> {
-        let ck = checkpoint::load(path).map_err(|e| EvalError::Input(e.to_string()))?;
+    /// Puts the network of `ck` (read from `path`) on the GPU to score `batch` images at a time,
+    /// or fewer where the device's buffers need it (evaluation's batch does not change its
+    /// results), with the kernel variants `plan_for` gives for the network and batch (the page:
+    /// the defaults; natively: the tuner's).
+    pub fn with_checkpoint(
+        gpu: &Gpu,
+        path: &Path,
+        ck: Checkpoint,
+        batch: usize,
+        plan_for: impl FnOnce(&crate::model::Net, usize) -> Result<Plan, EvalError>,
+    ) -> Result<Model, EvalError> {
         let net = ck.net().map_err(|e| EvalError::Input(format!("{}: {e}", path.display())))?;
         let batch = batch.min(GpuNet::max_batch(gpu, &net)).max(1);
         GpuNet::check_batch_fits(gpu, &net, batch)
             .map_err(|m| EvalError::Input(format!("{}: {m}", path.display())))?;
-        let (plan, _) = crate::tune::plan(gpu, &net, batch, tune, &mut |m| eprintln!("dlsvm: {m}"))?;
+        let plan = plan_for(&net, batch)?;
         let g = GpuNet::with_plan(gpu, &net, batch, &ck.params, ck.config.train.svm_c, 0, &plan)?;
         Ok(Model { path: path.to_path_buf(), checkpoint: ck, net: g })
     }
@@ -51,21 +62,55 @@ impl Model {
 
     /// Scores `[n, classes]` of the raw images of `ds` (normalized as in training), with `tta`
     /// jittered copies averaged (1: the centre crop only).
-    pub fn scores(&self, gpu: &Gpu, ds: &Dataset, tta: usize) -> Result<Vec<f32>, GpuError> {
+    pub async fn scores_async(&self, gpu: &Gpu, ds: &Dataset, tta: usize) -> Result<Vec<f32>, GpuError> {
         let ck = &self.checkpoint;
         let x = ck.normalizer.apply(ds);
-        scores(gpu, &self.net, &x, ds.len(), ds.h, ds.w, tta, &ck.config.train.augment, ck.config.train.seed)
+        let (augment, seed) = (&ck.config.train.augment, ck.config.train.seed);
+        scores_async(gpu, &self.net, &x, ds.len(), ds.h, ds.w, tta, augment, seed).await
     }
 
-    /// The class and every class's score of the image file at `path` (resized to the model's
-    /// image size when it differs).
-    pub fn predict(&self, gpu: &Gpu, path: &Path) -> Result<(String, Vec<f32>), EvalError> {
+    /// The class and every class's score of an image file's contents `bytes` (PNG or JPEG;
+    /// `what` names the file in errors): decoded to the model's channels, resized to its image
+    /// size when it differs, normalized as in training, scored on the centre crop. `dlsvm
+    /// predict` and the browser page's `predict` both come here.
+    pub async fn predict_bytes_async(
+        &self,
+        gpu: &Gpu,
+        what: &Path,
+        bytes: &[u8],
+    ) -> Result<Prediction, EvalError> {
         let (size, c) = (self.checkpoint.config.image_size, self.checkpoint.config.channels);
-        let (h, w, img) = data::folder::load_image(path, c).map_err(|e| EvalError::Input(e.to_string()))?;
+        let (h, w, img) =
+            data::folder::decode_image(bytes, c, what).map_err(|e| EvalError::Input(e.to_string()))?;
         let pixels = data::resize_planes(&img, c, h, w, size, size);
-        let s = self.scores(gpu, &Dataset { c, h: size, w: size, pixels, labels: vec![-1] }, 1)?;
+        let s = self.scores_async(gpu, &Dataset { c, h: size, w: size, pixels, labels: vec![-1] }, 1).await?;
         let best = (0..s.len()).fold(0, |b, j| if s[j] > s[b] { j } else { b });
         Ok((self.class_names()[best].clone(), s))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Model {
+    /// Loads the checkpoint at `path` ([`Model::with_checkpoint`]) with the kernel variants
+    /// `tune` gives.
+    pub fn load(gpu: &Gpu, path: &Path, batch: usize, tune: crate::tune::Mode) -> Result<Model, EvalError> {
+        let ck = checkpoint::load(path).map_err(|e| EvalError::Input(e.to_string()))?;
+        Model::with_checkpoint(gpu, path, ck, batch, |net, batch| {
+            Ok(crate::tune::plan(gpu, net, batch, tune, &mut |m| eprintln!("dlsvm: {m}"))?.0)
+        })
+    }
+
+    /// [`Model::scores_async`], blocking.
+    pub fn scores(&self, gpu: &Gpu, ds: &Dataset, tta: usize) -> Result<Vec<f32>, GpuError> {
+        pollster::block_on(self.scores_async(gpu, ds, tta))
+    }
+
+    /// The class and every class's score of the image file at `path`
+    /// ([`Model::predict_bytes_async`]).
+    pub fn predict(&self, gpu: &Gpu, path: &Path) -> Result<Prediction, EvalError> {
+        let bytes =
+            std::fs::read(path).map_err(|e| EvalError::Input(data::DataError::io(path, e).to_string()))?;
+        pollster::block_on(self.predict_bytes_async(gpu, path, &bytes))
     }
 }
 

@@ -47,13 +47,19 @@ fn dist() -> PathBuf {
 
 /// Opens `index.html?QUERY&report=/result` and returns what the page reported.
 fn run_page(query: &str, timeout: Duration) -> Value {
-    run_visits(&[query], timeout).pop().unwrap()
+    run_visits(&[query], timeout, &[]).pop().unwrap()
 }
 
-/// [`run_page`] for each query in turn, as one visitor coming back (the same origin and browser
-/// profile, so the page's storage is kept); `timeout` for each.
-fn run_visits(queries: &[&str], timeout: Duration) -> Vec<Value> {
+/// [`run_page`], the server also serving `extra` files (name, bytes) at `/NAME`.
+fn run_page_with(query: &str, timeout: Duration, extra: &[(&str, Vec<u8>)]) -> Value {
+    run_visits(&[query], timeout, extra).pop().unwrap()
+}
+
+/// [`run_page_with`] for each query in turn, as one visitor coming back (the same origin and
+/// browser profile, so the page's storage is kept); `timeout` for each.
+fn run_visits(queries: &[&str], timeout: Duration, extra: &[(&str, Vec<u8>)]) -> Vec<Value> {
     let dist = dist();
+    let extra: Vec<(String, Vec<u8>)> = extra.iter().map(|(n, b)| (n.to_string(), b.clone())).collect();
     let files = move |path: &str| {
         let name = match path {
             "/" => "index.html",
@@ -61,6 +67,9 @@ fn run_visits(queries: &[&str], timeout: Duration) -> Vec<Value> {
         };
         if name.contains("..") || name.contains('/') {
             return None;
+        }
+        if let Some((_, bytes)) = extra.iter().find(|(n, _)| n == name) {
+            return Some(("application/octet-stream", bytes.clone()));
         }
         let kind = match Path::new(name).extension().and_then(|e| e.to_str()) {
             Some("html") => "text/html; charset=utf-8",
@@ -115,12 +124,83 @@ fn unbase64(s: &str) -> Vec<u8> {
     out
 }
 
-/// `?run=train&steps=100` trains fer-small on the synthetic faces in the page: the loss falls, the
-/// test accuracy is above chance (1/7), and the model the page offers is a `model.safetensors`
-/// that native `dlsvm eval` reads and scores as the page did.
+/// A synthetic face (data::synth, label `face_label`) as a 64x64 grayscale PNG file's bytes:
+/// larger than the models' 48x48, so predicting it resizes it.
+fn face_png(index: usize) -> (Vec<u8>, i32) {
+    let faces = dlsvm::data::synth::faces(index + 1, 11);
+    let (h, w) = (faces.h, faces.w);
+    let big = dlsvm::data::resize_planes(faces.image(index), 1, h, w, 64, 64);
+    let gray: Vec<u8> = big.iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect();
+    let img = image::GrayImage::from_raw(64, 64, gray).unwrap();
+    let mut png = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    (png.into_inner(), faces.labels[index])
+}
+
+/// Native `dlsvm predict --json` of `image` with `model` (files in `dir`): (class, scores by
+/// class name).
+fn native_predict(dir: &Path, model: &[u8], image: &[u8]) -> (String, serde_json::Map<String, Value>) {
+    let (model_path, image_path) = (dir.join("model.safetensors"), dir.join("face.png"));
+    std::fs::write(&model_path, model).unwrap();
+    std::fs::write(&image_path, image).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dlsvm"))
+        .args(["predict", "--model", model_path.to_str().unwrap(), image_path.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "dlsvm predict: {err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    (v[0]["class"].as_str().unwrap().to_string(), v[0]["scores"].as_object().unwrap().clone())
+}
+
+/// The page's prediction `page` (its `predict` answer) against native `dlsvm predict`'s of the
+/// same model file and image file: the same class and every score within `SCORE_TOL`.
+fn assert_same_prediction(page: &Value, native: &(String, serde_json::Map<String, Value>)) {
+    let classes: Vec<&str> =
+        page["classes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert_eq!(classes.len(), 7, "{page}");
+    let (class, scores) = native;
+    let mut worst = 0.0f64;
+    for c in &classes {
+        let (p, n) = (page["scores"][c].as_f64().unwrap(), scores[*c].as_f64().unwrap());
+        worst = worst.max((p - n).abs());
+        assert!(
+            (p - n).abs() <= SCORE_TOL,
+            "{c}: the page scores {p}, native {n} (page: {page}; native: {scores:?})"
+        );
+    }
+    println!(
+        "the page: {} {}; native: {class} {scores:?}; largest difference {worst:e}",
+        page["class"], page["scores"]
+    );
+    assert_eq!(page["class"].as_str(), Some(class.as_str()), "page: {page}; native: {scores:?}");
+}
+
+/// How far the page's scores (WebGPU on SwiftShader, the kernels' default variants) may be from
+/// native `dlsvm predict`'s (lavapipe, the tuned variants) for the same model and image. The
+/// pixels, resize and normalization are the same code on the CPU on both sides (bit-identical up
+/// to wasm's and x86's shared IEEE f32); only the GPU's sums differ, in order: each kernel is
+/// within sqrt(len)·(1e-5 + 1e-5·|ref|) of the f64 reference on either adapter
+/// (src/check/tolerance.rs, GEMM and CONV), about 5e-4 for fer-small's longest sums (the fc
+/// layer's 1,152 inputs, scores of magnitude ~1), and the four layers pass such differences on
+/// without amplifying them much (the weights are small; a max pool can switch on a near-tie,
+/// which moves a score by at most that tie's gap). 2e-3 is that bound for each adapter, twice over;
+/// a real difference (a missed normalizer, another resize, another crop) moves scores by 0.1 or
+/// more.
+const SCORE_TOL: f64 = 2e-3;
+
+/// `?run=train&steps=100&predict=/face.png` trains fer-small on the synthetic faces in the page:
+/// the loss falls, the test accuracy is above chance (1/7), and the model the page offers is a
+/// `model.safetensors` that native `dlsvm eval` reads and scores as the page did; the page then
+/// predicts a served PNG, and native `dlsvm predict` of the page's model on the same file agrees.
 #[test]
 fn training_in_the_browser_learns_and_its_model_is_dlsvms() {
-    let report = run_page("run=train&steps=100", Duration::from_secs(900));
+    let (png, _) = face_png(3);
+    let report = run_page_with(
+        "run=train&steps=100&predict=/face.png",
+        Duration::from_secs(900),
+        &[("face.png", png.clone())],
+    );
     if let Some(fatal) = report["fatal"].as_str() {
         panic!("the page could not train: {fatal}");
     }
@@ -146,13 +226,16 @@ fn training_in_the_browser_learns_and_its_model_is_dlsvms() {
 
     let dir = std::env::temp_dir().join(format!("dlsvm-web-model-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let model_bytes = unbase64(report["model_base64"].as_str().expect("the model"));
     let model = dir.join("model.safetensors");
-    std::fs::write(&model, unbase64(report["model_base64"].as_str().expect("the model"))).unwrap();
+    std::fs::write(&model, &model_bytes).unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dlsvm"))
         .args(["eval", "--model", model.to_str().unwrap(), "--json"])
         .output()
         .unwrap();
+    let native = native_predict(&dir, &model_bytes, &png);
     let _ = std::fs::remove_dir_all(&dir);
+    assert_same_prediction(&report["predict"], &native);
     let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert_eq!(o.status.code(), Some(0), "dlsvm eval of the page's model: {err}");
     let e: Value = serde_json::from_str(out.trim()).unwrap();
@@ -185,7 +268,7 @@ fn check_step_rows(report: &Value, reps: usize) {
 #[test]
 fn the_benchmark_tunes_in_the_browser_and_keeps_the_choices() {
     let query = "run=bench&net=fer-small&batch=16&reps=3";
-    let reports = run_visits(&[query, query], Duration::from_secs(1200));
+    let reports = run_visits(&[query, query], Duration::from_secs(1200), &[]);
     let ops = |r: &Value| r["ops"].as_array().cloned().unwrap_or_default();
     for (visit, r) in reports.iter().enumerate() {
         check_step_rows(r, 3);
@@ -227,4 +310,69 @@ fn the_benchmark_runs_the_defaults_untuned_and_says_why_it_cannot_start() {
     assert_eq!(report["tuned"], 0);
     let report = run_page("run=bench&net=nope&batch=8&reps=1", Duration::from_secs(120));
     assert!(report["fatal"].as_str().is_some_and(|f| f.contains("no preset nope")), "{report}");
+}
+
+/// An untrained fer-small model's `model.safetensors` bytes (the initial weights, the normalizer of
+/// 400 synthetic faces): a model for the page without training one there.
+fn untrained_model() -> Vec<u8> {
+    use dlsvm::data::{normalize::Normalizer, synth};
+    use dlsvm::model::{checkpoint, config, Net};
+    let cfg = config::preset("fer-small").unwrap();
+    let t = &cfg.train;
+    let source = synth::source(400, 80, t.seed);
+    let net = Net::new(&cfg, source.classes()).unwrap();
+    let ck = checkpoint::Checkpoint {
+        config: cfg.clone(),
+        class_names: source.class_names.clone(),
+        normalizer: Normalizer::fit(source.train().unwrap(), t.per_image_norm, t.norm),
+        step: 0,
+        total_steps: 0,
+        params: net.init_params(t.seed),
+        velocity: None,
+        plan: None,
+        adapter: None,
+        pca: None,
+    };
+    checkpoint::to_bytes(&ck).unwrap()
+}
+
+/// `?run=predict&model=M&predict=I` loads the model file M as a dropped one and predicts the image
+/// file I: with a dlsvm model and a PNG, as native `dlsvm predict` does; a file that is not an
+/// image, or a model file that is not a dlsvm model, is refused with one line naming it (on the
+/// page, the console and the report).
+#[test]
+fn the_page_predicts_a_dropped_model_and_refuses_other_files() {
+    let model = untrained_model();
+    let (png, _) = face_png(5);
+    let files = [
+        ("model.safetensors", model.clone()),
+        ("face.png", png.clone()),
+        ("notes.png", b"not a picture".to_vec()),
+        ("notes.safetensors", b"not a model at all".to_vec()),
+    ];
+    let minute = Duration::from_secs(120);
+    let report = run_page_with("run=predict&model=/model.safetensors&predict=/face.png", minute, &files);
+    assert!(report["fatal"].is_null(), "{report}");
+    let dir = std::env::temp_dir().join(format!("dlsvm-web-predict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let native = native_predict(&dir, &model, &png);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_same_prediction(&report, &native);
+
+    let one_line = |report: &Value, want: &[&str]| {
+        let fatal = report["fatal"].as_str().unwrap_or_else(|| panic!("no failure reported: {report}"));
+        assert!(!fatal.contains('\n'), "not one line: {fatal}");
+        for w in want {
+            assert!(fatal.contains(w), "{fatal:?} lacks {w:?}");
+        }
+        assert_eq!(report["run"], "predict", "{report}");
+        println!("{fatal}");
+    };
+    let report = run_page_with("run=predict&model=/model.safetensors&predict=/notes.png", minute, &files);
+    one_line(
+        &report,
+        &["predict failed", "notes.png: cannot decode image", "expected a complete PNG or JPEG file"],
+    );
+    let report = run_page_with("run=predict&model=/notes.safetensors&predict=/face.png", minute, &files);
+    one_line(&report, &["could not load the model", "notes.safetensors: not a safetensors file"]);
 }

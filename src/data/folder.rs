@@ -83,8 +83,16 @@ type ClassFiles = (String, Vec<PathBuf>);
 /// blue planes): `(h, w, pixels 0..=255)`.
 pub fn load_image(path: &Path, channels: usize) -> Result<GrayPixels, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    decode_image(&bytes, channels, path)
+}
+
+/// [`load_image`] of a file's contents `bytes` (PNG or JPEG, told by their first bytes, else by
+/// the extension of `what`), `what` naming the file in errors: what `predict` reads, natively and
+/// in the browser page.
+pub fn decode_image(bytes: &[u8], channels: usize, what: &Path) -> Result<GrayPixels, DataError> {
+    let path = what;
     let image_err = |msg: String| DataError::Image { path: path.to_path_buf(), msg };
-    let mut reader = image::ImageReader::new(Cursor::new(&bytes))
+    let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_err(one_line(e)))?;
     if reader.format().is_none() {

@@ -216,11 +216,18 @@ pub fn to_bytes(ck: &Checkpoint) -> Result<Vec<u8>, String> {
 pub fn load(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+    from_bytes(&bytes, &p)
+}
+
+/// The checkpoint in `bytes`, the contents of a `model.safetensors` (what [`load`] reads; the
+/// browser page reads a dropped file). `what` names the file in errors.
+pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Checkpoint, CheckpointError> {
+    let p = what.to_string();
     let fail = |message: String| CheckpointError::Format { path: p.clone(), message };
     let file_err =
-        |e: SafeTensorError| CheckpointError::File { path: p.clone(), message: structure_error(&bytes, &e) };
-    let (_, metadata) = SafeTensors::read_metadata(&bytes).map_err(file_err)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(file_err)?;
+        |e: SafeTensorError| CheckpointError::File { path: p.clone(), message: structure_error(bytes, &e) };
+    let (_, metadata) = SafeTensors::read_metadata(bytes).map_err(file_err)?;
+    let st = SafeTensors::deserialize(bytes).map_err(file_err)?;
     let meta = metadata.metadata().clone().unwrap_or_default();
     let get = |key: &str| {
         meta.get(key).ok_or_else(|| {

@@ -79,15 +79,60 @@ pub async fn run_check(
 }
 
 thread_local! {
-    /// The last model the page trained, as `model.safetensors` bytes ([`model`]).
+    /// The page's model, as `model.safetensors` bytes ([`model`]).
     static MODEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// `model.safetensors` of the last [`run_train`]: the file native `dlsvm eval` and `predict`
-/// read (empty before a run).
+/// The page's model as `model.safetensors` bytes, the file native `dlsvm eval` and `predict` read:
+/// that of the last [`run_train`], or the last file [`set_model`] took (empty before either).
 #[wasm_bindgen]
 pub fn model() -> Vec<u8> {
     MODEL.with(|m| m.borrow().clone())
+}
+
+/// Makes `bytes` (a dropped `model.safetensors`, named `file`) the page's model, for [`predict`]
+/// and [`model`], once read as a dlsvm checkpoint; anything else is refused with one line naming
+/// `file` and what is wrong, and the page's model stays as it was. Answers JSON: `net`, `classes`,
+/// `image_size`, `channels`, `step`.
+#[wasm_bindgen]
+pub fn set_model(file: String, bytes: Vec<u8>) -> Result<String, JsValue> {
+    let ck = dlsvm::model::checkpoint::from_bytes(&bytes, &file).map_err(js_error)?;
+    ck.net().map_err(|e| js_error(format!("{file}: {e}")))?;
+    MODEL.with(|m| *m.borrow_mut() = bytes);
+    let summary = serde_json::json!({
+        "net": ck.config.name,
+        "classes": ck.class_names,
+        "image_size": ck.config.image_size,
+        "channels": ck.config.channels,
+        "step": ck.step,
+    });
+    Ok(summary.to_string())
+}
+
+/// `dlsvm predict` of an image file's contents `image` (PNG or JPEG, named `file`) with the
+/// page's model (the last trained, or the last set by [`set_model`]), on the page's adapter: the
+/// library's one prediction path (`eval::Model::predict_bytes_async`: decode, resize to the
+/// model's image size, the checkpoint's normalizer, the centre crop's scores) with the kernels'
+/// default variants. Answers JSON: `file`, `class`, `scores` (class name to score) and `classes`
+/// (the model's class order).
+#[wasm_bindgen]
+pub async fn predict(name: String, file: String, image: Vec<u8>) -> Result<String, JsValue> {
+    use dlsvm::eval::Model;
+    use dlsvm::model::{checkpoint, Plan};
+    let bytes = model();
+    if bytes.is_empty() {
+        return Err(js_error("no model to predict with: train one on this page or drop a model.safetensors"));
+    }
+    let ck = checkpoint::from_bytes(&bytes, "the page's model").map_err(js_error)?;
+    let gpu = open(&name).await?;
+    let what = std::path::Path::new(&file);
+    let model = Model::with_checkpoint(&gpu, what, ck, 1, |_, _| Ok(Plan::default())).map_err(js_error)?;
+    let (class, scores) = model.predict_bytes_async(&gpu, what, &image).await.map_err(js_error)?;
+    let names = model.class_names();
+    let by_name: serde_json::Map<_, _> =
+        names.iter().zip(&scores).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
+    let answer = serde_json::json!({ "file": file, "class": class, "scores": by_name, "classes": names });
+    Ok(answer.to_string())
 }
 
 /// Trains `fer-small` on the built-in synthetic faces for `steps` steps (its schedule spanning
