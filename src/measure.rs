@@ -355,9 +355,16 @@ impl Ready {
 /// when it failed or is not a variant of `op`. (It builds the variant's pipeline, whose
 /// specialization is the shape's layout, not its size: the pipeline [`prepare_op`] then uses.)
 pub async fn check_op(gpu: &Gpu, op: &Op, variant: Variant) -> Result<(), String> {
-    let Some(job) = op_job(op, variant) else {
-        return Err(format!("{variant} is not a variant of {}", op.signature()));
-    };
+    check_job(gpu, &job_of(op, variant)?).await
+}
+
+/// [`op_job`], or why there is none.
+fn job_of(op: &Op, variant: Variant) -> Result<Job, String> {
+    op_job(op, variant).ok_or_else(|| format!("{variant} is not a variant of {}", op.signature()))
+}
+
+/// `job`'s check against the CPU reference ([`check_op`]).
+async fn check_job(gpu: &Gpu, job: &Job) -> Result<(), String> {
     match (job.check)(gpu).await {
         Ok(r) if r.passed() => Ok(()),
         Ok(r) => Err(format!("failed the reference check: {}", r.failure.unwrap_or_default())),
@@ -374,16 +381,17 @@ pub async fn prepare_op(
     variant: Variant,
     checked: Option<Result<(), String>>,
 ) -> Result<Result<Ready, String>, GpuError> {
+    let job = match job_of(op, variant) {
+        Ok(job) => job,
+        Err(why) => return Ok(Err(why)),
+    };
     let checked = match checked {
         Some(c) => c,
-        None => check_op(gpu, op, variant).await,
+        None => check_job(gpu, &job).await,
     };
     if let Err(why) = checked {
         return Ok(Err(why));
     }
-    let Some(job) = op_job(op, variant) else {
-        return Ok(Err(format!("{variant} is not a variant of {}", op.signature())));
-    };
     Ok(Ok(Ready { set: (job.build)(gpu)? }))
 }
 

@@ -87,10 +87,9 @@ pub fn load_image(path: &Path, channels: usize) -> Result<GrayPixels, DataError>
 }
 
 /// [`load_image`] of a file's contents `bytes` (PNG or JPEG, told by their first bytes, else by
-/// the extension of `what`), `what` naming the file in errors: what `predict` reads, natively and
+/// the extension of `path`), `path` naming the file in errors: what `predict` reads, natively and
 /// in the browser page.
-pub fn decode_image(bytes: &[u8], channels: usize, what: &Path) -> Result<GrayPixels, DataError> {
-    let path = what;
+pub fn decode_image(bytes: &[u8], channels: usize, path: &Path) -> Result<GrayPixels, DataError> {
     let image_err = |msg: String| DataError::Image { path: path.to_path_buf(), msg };
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

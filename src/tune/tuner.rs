@@ -15,9 +15,16 @@ use crate::model::{Net, Plan};
 /// would first run that variant (after recording that it is trying it), as a driver crash would.
 pub const CRASH_ENV: &str = "DLSVM_TEST_TUNE_CRASH";
 
-/// The test of crash recovery ([`CRASH_ENV`]): dies as a driver crash would, in `variant`'s run.
-fn crash_here(variant: &str) {
-    if std::env::var(CRASH_ENV).is_ok_and(|v| v == variant) {
+/// Records in `trying` (where there is a marker) that `variant` of op `op` on `device` is about
+/// to run in `slot`, or with `None` that the slot's run returned. The test of crash recovery
+/// ([`CRASH_ENV`]) dies here, after the record, as a driver crash in the variant's run would.
+fn mark(trying: Option<&mut Trying>, slot: usize, device: &str, op: &str, variant: Option<&str>) {
+    match (trying, variant) {
+        (Some(t), Some(v)) => t.set(slot, device, op, v),
+        (Some(t), None) => t.clear(slot),
+        (None, _) => {}
+    }
+    if std::env::var(CRASH_ENV).is_ok_and(|v| Some(v.as_str()) == variant) {
         std::process::abort();
     }
 }
@@ -210,14 +217,10 @@ fn check_together(
         while let Some(group) = groups.get(next.fetch_add(1, Ordering::SeqCst)) {
             for &i in group {
                 let (_, op, v) = &jobs[i];
-                if let Some(t) = trying.lock().unwrap().as_deref_mut() {
-                    t.set(slot, device, &op.signature(), v.name());
-                }
-                crash_here(v.name());
+                let op_name = op.signature();
+                mark(trying.lock().unwrap().as_deref_mut(), slot, device, &op_name, Some(v.name()));
                 let o = pollster::block_on(measure::check_op(g, op, *v));
-                if let Some(t) = trying.lock().unwrap().as_deref_mut() {
-                    t.clear(slot);
-                }
+                mark(trying.lock().unwrap().as_deref_mut(), slot, device, &op_name, None);
                 outcomes.lock().unwrap()[i] = Some(o);
             }
         }
@@ -418,17 +421,7 @@ impl Tuner {
         let crashed = self.cache.crashed.get(&device).cloned().unwrap_or_default();
         let checked = self.checked.remove(&key).unwrap_or_default();
         let (trying, op_name) = (&mut self.trying, op.signature());
-        let mut running = |v: Option<&str>| {
-            if let Some(t) = trying.as_mut() {
-                match v {
-                    Some(v) => {
-                        t.set(0, &device, &op_name, v);
-                        crash_here(v);
-                    }
-                    None => t.clear(0),
-                }
-            }
-        };
+        let mut running = |v: Option<&str>| mark(trying.as_mut(), 0, &device, &op_name, v);
         let e = pollster::block_on(tune_op(gpu, op, &crashed, &checked, &mut running))?;
         // The suspects this op ran alone ran without a crash.
         if let (Some(e), Some(suspects)) = (&e, self.cache.suspects.get_mut(&device)) {

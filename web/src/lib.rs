@@ -125,9 +125,10 @@ pub async fn predict(name: String, file: String, image: Vec<u8>) -> Result<Strin
     }
     let ck = checkpoint::from_bytes(&bytes, "the page's model").map_err(js_error)?;
     let gpu = open(&name).await?;
-    let what = std::path::Path::new(&file);
-    let model = Model::with_checkpoint(&gpu, what, ck, 1, |_, _| Ok(Plan::default())).map_err(js_error)?;
-    let (class, scores) = model.predict_bytes_async(&gpu, what, &image).await.map_err(js_error)?;
+    let source = std::path::Path::new("the page's model");
+    let model = Model::with_checkpoint(&gpu, source, ck, 1, |_, _| Ok(Plan::default())).map_err(js_error)?;
+    let (class, scores) =
+        model.predict_bytes_async(&gpu, std::path::Path::new(&file), &image).await.map_err(js_error)?;
     let names = model.class_names();
     let by_name: serde_json::Map<_, _> =
         names.iter().zip(&scores).map(|(n, v)| (n.clone(), serde_json::json!(v))).collect();
@@ -325,9 +326,10 @@ async fn tuned_plan(
 /// keeps in the browser's storage, or tuned now and handed to `save(json)` to keep there), else
 /// with the kernels' default variants; the whole step (`reps` times, after two warm-up steps) and
 /// each of its dispatches on its own (`GpuNet::profile_async`, the rows of `dlsvm bench`'s step
-/// breakdown). `on_op(line)` hears each op tuned. Answers JSON: `step_ms` (each repetition), `median_ms`, `images_per_sec`, `rows`
-/// ([name, median ms]), `ops` (the tuner's rows: [`tuned_plan`]), `tuned` and `cached` (ops),
-/// `plan` (op to variant), `timing` (timestamp queries or the wall clock).
+/// breakdown). `on_op(line)` hears each op tuned. Answers JSON: `step_ms` (each repetition),
+/// `median_ms`, `images_per_sec`, `rows` ([name, median ms]), `ops` (the tuner's rows:
+/// [`tuned_plan`]), `tuned` and `cached` (ops), `tuning_seconds`, `plan` (op to variant),
+/// `timing` (timestamp queries or the wall clock).
 #[wasm_bindgen]
 #[allow(clippy::too_many_arguments)] // The page's call: plain arguments are its whole interface.
 pub async fn run_bench(
