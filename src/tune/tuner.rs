@@ -57,7 +57,9 @@ pub struct Trying {
     slots: Vec<Option<String>>,
 }
 
-/// The marker of this process's live [`Trying`], for [`forget_trying`].
+/// The marker of this process's live [`Trying`], for [`forget_trying`] (`None` once forgotten).
+/// Every write to the marker holds this lock and writes only while it names the marker, so that
+/// nothing a thread still running a variant writes after [`forget_trying`] refills it.
 static ACTIVE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
 /// Empties this process's marker, if it has one: for a process that is about to exit on a signal
@@ -65,7 +67,8 @@ static ACTIVE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 /// driver crash. (A kill that gives no chance, SIGKILL, still reads as one: the next start says so
 /// in one line and how to try the variant again.)
 pub fn forget_trying() {
-    if let Some(path) = ACTIVE.lock().ok().and_then(|a| a.clone()) {
+    let Ok(mut active) = ACTIVE.lock() else { return };
+    if let Some(path) = active.take() {
         let _ = std::fs::OpenOptions::new().write(true).open(&path).and_then(|f| f.set_len(0));
     }
 }
@@ -108,6 +111,11 @@ impl Trying {
     fn write(&mut self) {
         let text: String = self.slots.iter().flatten().map(String::as_str).collect();
         use std::io::{Seek, Write};
+        // Forgotten (the process is exiting on a signal): the marker stays empty.
+        let Ok(active) = ACTIVE.lock() else { return };
+        if active.is_none() {
+            return;
+        }
         // A process crash keeps what write() handed the kernel: no sync needed.
         let _ = self.file.set_len(0);
         let _ = self.file.seek(std::io::SeekFrom::Start(0));
